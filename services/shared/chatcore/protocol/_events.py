@@ -1,0 +1,347 @@
+"""
+chatcore.protocol._events
+~~~~~~~~~~~~~~~~~~~~~~~~~
+
+The typed events of the chat protocol. They are the same for v1 and v2: the
+codec (``_connection.py``) maps them to each version's bytes, so the server and
+the client handle one vocabulary whatever the peer speaks.
+
+Events are frozen, slotted dataclasses that validate themselves in
+``__post_init__``: an invalid event cannot exist (h11's rule), and building one
+raises :exc:`LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import LocalProtocolError
+
+# Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
+__all__ = [
+    "AnswerDelta",
+    "AnswerEnd",
+    "AuthResult",
+    "Authenticate",
+    "Bye",
+    "Cancel",
+    "ChatMessage",
+    "ClientHello",
+    "ConnectionClosed",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "Notice",
+    "NoticeKind",
+    "Ping",
+    "Pong",
+    "ServerHello",
+]
+
+
+class ErrorCode(str, enum.Enum):
+    """Stable, machine-readable error codes (v2 ``ERROR`` frames).
+
+    The string values are part of the wire format; never rename one.
+    """
+
+    #: The peer sent bytes that are not a valid frame (fatal).
+    PROTOCOL_ERROR = "protocol_error"
+    #: A frame header announced a body larger than the negotiated limit (fatal).
+    FRAME_TOO_LARGE = "frame_too_large"
+    #: The client offered no protocol version the server speaks (fatal).
+    UNSUPPORTED_VERSION = "unsupported_version"
+    #: A frame type that is not allowed in the current state (fatal).
+    UNEXPECTED_FRAME = "unexpected_frame"
+    #: Authentication did not complete in time (fatal).
+    AUTH_TIMEOUT = "auth_timeout"
+    #: Too many failed attempts; try again later (fatal).
+    AUTH_THROTTLED = "auth_throttled"
+    #: No frame for too long (fatal).
+    IDLE_TIMEOUT = "idle_timeout"
+    #: The server is at its connection limit (fatal).
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    #: The server is stopping (fatal).
+    SHUTTING_DOWN = "shutting_down"
+    #: Messages per minute exceeded; the message was not processed.
+    RATE_LIMITED = "rate_limited"
+    #: An answer for this user is already in flight; the message was not processed.
+    BUSY = "busy"
+    #: The message was refused by moderation (banned words, personal data).
+    REFUSED = "refused"
+    #: The message is longer than the server accepts.
+    MESSAGE_TOO_LONG = "message_too_long"
+    #: The model is being pulled or loaded; try again shortly.
+    MODEL_LOADING = "model_loading"
+    #: The model service cannot be reached or refused the request.
+    MODEL_UNAVAILABLE = "model_unavailable"
+    #: The model service failed while answering (error line, cut stream, stall).
+    MODEL_ERROR = "model_error"
+    #: A bug on the server; details are in its log, not on the wire.
+    INTERNAL_ERROR = "internal_error"
+
+
+#: Error codes after which the sender closes the connection.
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.UNEXPECTED_FRAME,
+        ErrorCode.AUTH_TIMEOUT,
+        ErrorCode.AUTH_THROTTLED,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.TOO_MANY_CONNECTIONS,
+        ErrorCode.SHUTTING_DOWN,
+    }
+)
+
+
+class NoticeKind(str, enum.Enum):
+    """What a ``NOTICE`` frame is about. The values are part of the wire format."""
+
+    #: Waiting for a generation slot; ``position`` is 1 for "next".
+    QUEUE = "queue"
+    #: A banned word in the user's message (v1: warning + ``<GoodBye>`` + close).
+    MODERATION = "moderation"
+    #: Personal data (e-mail address, phone number) in the user's message.
+    PRIVACY = "privacy"
+    #: Personal data or banned words were masked in the model's answer.
+    ANSWER_MASKED = "answer_masked"
+    #: Older turns were left out of the model's context.
+    CONTEXT_TRIMMED = "context_trimmed"
+    #: The model is being pulled or loaded.
+    MODEL_LOADING = "model_loading"
+    #: Anything else worth showing the user.
+    INFO = "info"
+
+
+class Event:
+    """Base class of every protocol event. Don't subclass outside this module."""
+
+    __slots__ = ()
+
+
+def _check_str(name: str, value: object, *, allow_empty: bool = True) -> None:
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"{name} must be str, not {type(value).__name__}")
+    if not allow_empty and not value:
+        raise LocalProtocolError(f"{name} must not be empty")
+
+
+def _check_int(name: str, value: object, *, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LocalProtocolError(f"{name} must be int, not {type(value).__name__}")
+    if value < minimum:
+        raise LocalProtocolError(f"{name} must be >= {minimum}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello(Event):
+    """v2 only: the client's first frame, offering protocol versions."""
+
+    versions: tuple[int, ...] = (2,)
+    #: Free-form client name and version, e.g. ``"chat-client/0.1.0"``.
+    agent: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.versions, tuple) or not self.versions:
+            raise LocalProtocolError("versions must be a non-empty tuple of ints")
+        for v in self.versions:
+            _check_int("version", v, minimum=1)
+        _check_str("agent", self.agent)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello(Event):
+    """v2 only: the server's reply to :class:`ClientHello`."""
+
+    version: int = 2
+    agent: str = ""
+    #: The model that answers, e.g. ``"llama3.2"``.
+    model: str = ""
+    #: Limits the client should respect, e.g. ``{"max_frame_bytes": 65536, ...}``.
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_int("version", self.version, minimum=1)
+        _check_str("agent", self.agent)
+        _check_str("model", self.model)
+        if not isinstance(self.limits, dict):
+            raise LocalProtocolError("limits must be a dict")
+        for k, v in self.limits.items():
+            _check_str("limit name", k, allow_empty=False)
+            _check_int(f"limit {k}", v)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate(Event):
+    """Client credentials. v1 sends them as two frames (username, password)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_str("user", self.user)
+        _check_str("password", self.password)
+
+    def __repr__(self) -> str:  # never show the password, even in a traceback
+        return f"Authenticate(user={self.user!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult(Event):
+    """The server's verdict. A failure never says whether the user exists."""
+
+    ok: bool
+    user: str = ""
+    #: Human text; for a failure always the same generic sentence.
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ok, bool):
+            raise LocalProtocolError("ok must be bool")
+        _check_str("user", self.user)
+        _check_str("message", self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage(Event):
+    """A user's message. ``message_id`` is chosen by the client (v1: numbered by
+    the codec from 1); every answer frame for it carries the same id."""
+
+    text: str
+    conversation: str = ""
+    message_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check_str("text", self.text)
+        _check_str("conversation", self.conversation)
+        _check_int("message_id", self.message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDelta(Event):
+    """A piece of the model's answer, sent as soon as it is known."""
+
+    text: str
+    message_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check_str("text", self.text)
+        _check_int("message_id", self.message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEnd(Event):
+    """The answer to ``message_id`` is complete (or was cancelled)."""
+
+    message_id: int = 0
+    #: ``"stop"``, ``"length"`` or ``"cancelled"``.
+    reason: str = "stop"
+    prompt_tokens: int = 0
+    answer_tokens: int = 0
+    #: Milliseconds from receiving the message to its first answer byte.
+    first_token_ms: int = 0
+    #: Milliseconds from receiving the message to the end of the answer.
+    total_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("message_id", self.message_id)
+        _check_str("reason", self.reason, allow_empty=False)
+        for name in ("prompt_tokens", "answer_tokens", "first_token_ms", "total_ms"):
+            _check_int(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Event):
+    """An error. With ``message_id`` set it ends that message's answer; fatal
+    codes (see :data:`FATAL_CODES`) mean the sender closes the connection."""
+
+    code: ErrorCode
+    message: str = ""
+    message_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, ErrorCode):
+            raise LocalProtocolError("code must be an ErrorCode")
+        _check_str("message", self.message)
+        if self.message_id is not None:
+            _check_int("message_id", self.message_id)
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(Event):
+    """Information for the user that is not part of the answer."""
+
+    kind: NoticeKind
+    message: str = ""
+    message_id: int | None = None
+    #: For :attr:`NoticeKind.QUEUE`: 1 means next in line.
+    position: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, NoticeKind):
+            raise LocalProtocolError("kind must be a NoticeKind")
+        _check_str("message", self.message)
+        if self.message_id is not None:
+            _check_int("message_id", self.message_id)
+        if self.position is not None:
+            _check_int("position", self.position, minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Event):
+    """v2 only: stop the answer to ``message_id``."""
+
+    message_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("message_id", self.message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Event):
+    """v2 only: liveness probe; the peer answers with :class:`Pong`."""
+
+    nonce: str = ""
+
+    def __post_init__(self) -> None:
+        _check_str("nonce", self.nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    """v2 only: the answer to :class:`Ping`, echoing its nonce."""
+
+    nonce: str = ""
+
+    def __post_init__(self) -> None:
+        _check_str("nonce", self.nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(Event):
+    """Orderly end of the session, from either side."""
+
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_str("reason", self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """Returned by ``next_event()`` once the peer's EOF (``receive_data(b"")``)
+    has been reached with no partial frame pending."""
+
+
+def as_dict(event: Event) -> dict[str, Any]:
+    """Field name → value, for logging and the conformance vectors."""
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}  # type: ignore[attr-defined]
