@@ -1,0 +1,283 @@
+"""
+chat_client.interactive
+~~~~~~~~~~~~~~~~~~~~~~~
+
+The interactive session: a prompt_toolkit input line with persistent history
+and multi-line entry, answers streamed as Markdown through :mod:`.render`,
+slash commands (:mod:`.commands`), Ctrl-C to stop an answer.
+
+Without a TTY (``docker compose run -T client``, a pipe) the same loop reads
+one message per line from stdin and prints plain text: no prompts, no colours.
+
+Ctrl-C while an answer streams: v2 sends ``CANCEL`` and keeps the partial
+answer; the server ends it with ``END`` reason ``cancelled``. v1 cannot
+cancel, so the client says so and keeps reading; a second Ctrl-C during the
+same answer disconnects (exit 130). Ctrl-C at the prompt only clears the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+
+from chatcore.privacy import refusal_notice
+from chatcore.protocol import Bye, ConnectionClosed, Error, Notice
+
+from .commands import Command, Message, help_text, parse
+from .connection import ChatConnection, server_error
+from .errors import ClientError, ConnectionLost, ExitCode
+from .render import PlainUI, RichUI
+from .turn import run_turn
+
+__all__ = ["InteractiveSession", "history_path", "new_conversation"]
+
+
+def new_conversation() -> str:
+    return uuid.uuid4().hex
+
+
+def history_path(environ: dict[str, str] | os._Environ[str] | None = None) -> Path:
+    """``$XDG_STATE_HOME/chat-client/history``, default ``~/.local/state/…``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "chat-client" / "history"
+
+
+class PrivateFileHistory(FileHistory):
+    """Input history on disk, minus lines the privacy check refuses: a message
+    that may not reach the server should not be kept in a file either."""
+
+    def store_string(self, string: str) -> None:
+        if refusal_notice(string) is None:
+            super().store_string(string)
+
+
+class _Disconnected(Exception):
+    """Raised out of the prompt when the server goes away while the user types."""
+
+
+def _key_bindings() -> KeyBindings:
+    kb = KeyBindings()
+
+    @kb.add("enter")
+    def _send(event: KeyPressEvent) -> None:
+        event.current_buffer.validate_and_handle()
+
+    # Terminals send Alt-Enter as Esc followed by Enter.
+    @kb.add("escape", "enter")
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return kb
+
+
+def make_prompt_session(path: Path) -> PromptSession[str]:
+    history: FileHistory | None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600, exist_ok=True)
+        history = PrivateFileHistory(str(path))
+    except OSError:
+        history = None  # read-only home: history just isn't kept
+    return PromptSession(
+        history=history,
+        multiline=True,  # so the buffer displays newlines; Enter still sends
+        key_bindings=_key_bindings(),
+        prompt_continuation=lambda width, line_number, wrap_count: "." * (width - 1) + " ",
+        enable_history_search=False,
+    )
+
+
+class InteractiveSession:
+    """Runs until /quit, Ctrl-D, end of input, or a lost connection."""
+
+    def __init__(self, conn: ChatConnection, ui: RichUI | PlainUI, *, tty: bool,
+                 timeout: float = 300.0, history_file: Path | None = None) -> None:
+        self.conn = conn
+        self.ui = ui
+        self.tty = tty
+        self.timeout = timeout
+        self.conversation = new_conversation()
+        self.turns: list[tuple[str, str]] = []
+        self._prompt: PromptSession[str] | None = None
+        if tty:
+            self._prompt = make_prompt_session(history_file or history_path())
+            conn.on_closed = self._wake_prompt
+        self._interrupts = 0
+
+    # -- the loop --------------------------------------------------------------
+    def run(self) -> int:
+        self.ui.welcome(address=self.conn.address, user=self.conn.user,
+                        model=self.conn.model, version=self.conn.version)
+        try:
+            while True:
+                self._drain()
+                try:
+                    line = self._read_line()
+                except KeyboardInterrupt:
+                    continue  # like a shell: Ctrl-C at the prompt clears the line
+                except _Disconnected:
+                    continue  # _drain() reports what happened
+                except EOFError:
+                    return self._quit()
+                item = parse(line)
+                if item is None:
+                    continue
+                if isinstance(item, Command):
+                    if item.name == "quit":
+                        return self._quit()
+                    self._command(item)
+                elif isinstance(item, Message):
+                    code = self._chat(item.text)
+                    if code is not None:
+                        return code
+        except ClientError as exc:
+            self.ui.error(str(exc))
+            self.conn.close(bye=False)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            # A second Ctrl-C during one answer: leave without waiting.
+            self.ui.error("interrupted: disconnected")
+            self.conn.close(bye=False)
+            return ExitCode.INTERRUPTED
+
+    def _read_line(self) -> str:
+        if self._prompt is None:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\n")
+        return self._prompt.prompt([("class:prompt", "you> ")])
+
+    def _wake_prompt(self) -> None:
+        # Called from the reader thread: the connection is gone. If the user is
+        # typing, end the prompt now instead of when they press Enter.
+        prompt = self._prompt
+        if prompt is None:
+            return
+        app = prompt.app
+        loop = getattr(app, "loop", None)
+        if app.is_running and loop is not None:
+            def _exit() -> None:
+                if app.is_running and not app.future.done():  # type: ignore[union-attr]
+                    app.exit(exception=_Disconnected())
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_exit)
+
+    def _drain(self) -> None:
+        """Show what the server said while we waited for input; raise if it left."""
+        while True:
+            event = self.conn.poll(0)
+            if event is None:
+                if self.conn.eof:
+                    # The reader stopped without an event: the queue says why.
+                    event = self.conn.poll(0.5)
+                    if event is None:
+                        raise ConnectionLost(f"connection to {self.conn.address} lost")
+                else:
+                    return
+            if isinstance(event, Notice):
+                self.ui.server_notice(event)
+            elif isinstance(event, Error):
+                if event.fatal:
+                    raise ConnectionLost(
+                        f"the server closed the connection: {event.message or event.code.value}"
+                    )
+                self.ui.error(str(server_error(event)))
+            elif isinstance(event, Bye | ConnectionClosed):
+                raise ConnectionLost(f"the server closed the connection ({self.conn.address})")
+
+    def _quit(self) -> int:
+        self.conn.close(bye=True)
+        self.ui.info("Bye.")
+        return ExitCode.OK
+
+    # -- commands --------------------------------------------------------------
+    def _command(self, cmd: Command) -> None:
+        if cmd.name == "help":
+            self.ui.info(help_text())
+        elif cmd.name == "new":
+            self.conversation = new_conversation()
+            self.turns.clear()
+            self.ui.notice("started a new conversation", label="new")
+        elif cmd.name == "history":
+            self.ui.history(self.turns)
+        else:
+            self.ui.notice(f"unknown command /{cmd.name}; /help lists the commands",
+                           label="help")
+
+    # -- chatting --------------------------------------------------------------
+    def _chat(self, text: str) -> int | None:
+        """One turn. Returns an exit code when the session must end."""
+        notice = refusal_notice(text)
+        if notice is not None:
+            # The original client's behaviour and wording: nothing is sent.
+            self.ui.notice(notice, label="privacy")
+            return None
+        view = self.ui.answer()
+
+        def on_interrupt(cancelled: bool) -> None:
+            if cancelled:
+                self.ui.notice("stopping the answer…", label="cancel")
+            else:
+                self.ui.notice("protocol v1 cannot stop an answer; waiting for its end "
+                               "(press Ctrl-C again to disconnect)", label="cancel")
+
+        with self._catch_sigint():
+            try:
+                outcome = run_turn(
+                    self.conn, text, conversation=self.conversation, timeout=self.timeout,
+                    on_delta=view.append, on_notice=self.ui.server_notice, on_tick=view.tick,
+                    interrupted=lambda: self._interrupts > 0, on_interrupt=on_interrupt,
+                )
+            finally:
+                view.finish()
+        if outcome.reason == "cancelled":
+            self.ui.notice("answer stopped", label="cancel")
+        if outcome.error is not None and not outcome.error.fatal:
+            if outcome.refusal is None:
+                err = outcome.error
+                text_ = err.message or err.code.value.replace("_", " ")
+                if err.code.value == "refused":
+                    self.ui.notice(text_, label="moderation")
+                else:
+                    self.ui.error(f"server error ({err.code.value}): {text_}")
+        if outcome.failure is not None:
+            if outcome.refusal is not None:
+                self.ui.error(f"the server closed the connection after refusing the message: "
+                              f"{outcome.refusal}")
+                self.conn.close(bye=False)
+                return ExitCode.REFUSED
+            raise outcome.failure
+        if outcome.refusal is None and outcome.error is None:
+            self.turns.append((text, outcome.text))
+        elif outcome.error is not None and outcome.text:
+            self.turns.append((text, outcome.text))
+        return None
+
+    @contextlib.contextmanager
+    def _catch_sigint(self) -> Iterator[None]:
+        """While an answer streams, Ctrl-C sets a flag (polled by run_turn)
+        instead of raising; a second one raises to disconnect."""
+        self._interrupts = 0
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,246 @@
+"""
+chat_server.app
+~~~~~~~~~~~~~~~
+
+The listener and the shared services every session uses (store, authenticator,
+model client, fair scheduler, rate limiter, banned words), plus the process
+lifecycle: model pull at start, connection limit, graceful shutdown on
+SIGTERM/SIGINT (stop accepting, let answers in flight finish up to
+``CHAT_SHUTDOWN_GRACE`` seconds, store them, close, exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from chatcore.protocol import Connection, Error, ErrorCode, Role
+
+from .auth import Authenticator
+from .config import Settings
+from .moderation.banned_words import WatchedBannedWords
+from .model import ModelClient
+from .ratelimit import RateLimiter
+from .scheduler import FairScheduler
+from .session import Session
+from .store import SQLiteStore, StoreError
+from .store import Turn as StoredTurn
+
+log = logging.getLogger("chat_server")
+
+#: How long an over-the-limit connection may take to show which protocol it speaks.
+REJECT_SNIFF_SECONDS = 1.0
+
+
+class ChatService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SQLiteStore(settings.db_path)
+        self.hasher = settings.argon2_hasher()
+        self.auth = Authenticator(self.store, self.hasher)
+        self.model = ModelClient(
+            settings.ollama_host,
+            settings.ollama_model,
+            connect_timeout=settings.model_connect_timeout,
+            read_timeout=settings.model_read_timeout,
+        )
+        self.scheduler = FairScheduler(settings.max_parallel)
+        self.rate = RateLimiter(settings.rate_limit)
+        self.banned = WatchedBannedWords(settings.cuss_words_file)
+        self.sessions: set[Session] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        self._answering: dict[str, asyncio.Lock] = {}
+        self._conversations: dict[tuple[str, str], list[dict[str, str]]] = {}
+
+    # ------------------------------------------------------------------ per-user state
+    def answering(self, user: str) -> bool:
+        lock = self._answering.get(user)
+        return lock is not None and lock.locked()
+
+    @contextlib.asynccontextmanager
+    async def user_answering(self, user: str) -> AsyncIterator[None]:
+        """At most one answer in flight per user, across all their sessions."""
+        lock = self._answering.setdefault(user, asyncio.Lock())
+        async with lock:
+            yield
+        if not lock.locked() and self._answering.get(user) is lock:
+            del self._answering[user]
+
+    async def conversation(self, user: str, conversation: str) -> list[dict[str, str]]:
+        """The conversation's completed turns as chat messages (from the store the
+        first time, so a conversation survives reconnects and restarts)."""
+        key = (user, conversation)
+        cached = self._conversations.get(key)
+        if cached is None:
+            try:
+                turns = await asyncio.to_thread(self.store.turns, user, conversation)
+            except StoreError as exc:
+                log.warning("could not load conversation history: %s", exc)
+                turns = []
+            cached = []
+            for t in turns:
+                if t.status == "complete":
+                    cached += [
+                        {"role": "user", "content": t.user_text},
+                        {"role": "assistant", "content": t.answer_text},
+                    ]
+            self._conversations[key] = cached
+            # Bounded memory: keep the most recent conversations only.
+            while len(self._conversations) > 10_000:
+                self._conversations.pop(next(iter(self._conversations)))
+        return list(cached)
+
+    async def save_turn(self, turn: StoredTurn) -> bool:
+        try:
+            await asyncio.to_thread(self.store.save_turn, turn)
+        except StoreError as exc:
+            log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
+            return False
+        if turn.status == "complete":
+            cached = self._conversations.setdefault((turn.user, turn.conversation), [])
+            cached += [
+                {"role": "user", "content": turn.user_text},
+                {"role": "assistant", "content": turn.answer_text},
+            ]
+        return True
+
+    # ------------------------------------------------------------------ connections
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.shutting_down or len(self.sessions) >= self.settings.max_connections:
+            await self._reject(reader, writer)
+            return
+        session = Session(self, reader, writer)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Over the connection limit: answer in the peer's protocol, then close."""
+        conn = Connection(Role.SERVER)
+        code = ErrorCode.SHUTTING_DOWN if self.shutting_down else ErrorCode.TOO_MANY_CONNECTIONS
+        message = "the server is restarting" if self.shutting_down else "the server is at its connection limit; try again later"
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REJECT_SNIFF_SECONDS):
+                    while conn.version is None:
+                        data = await reader.read(64)
+                        conn.receive_data(data)
+                        if not data:
+                            break
+                        with contextlib.suppress(Exception):
+                            conn.next_event()
+            with contextlib.suppress(Exception):
+                writer.write(conn.send(Error(code, message)))
+                async with asyncio.timeout(2):
+                    await writer.drain()
+        except Exception:  # the peer is being turned away; nothing else to do
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await writer.wait_closed()
+        log.warning("connection refused: %s", code.value, extra={"event": "reject"})
+
+    # ------------------------------------------------------------------ lifecycle
+    async def serve(self) -> int:
+        s = self.settings
+        self._bootstrap()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        def track(task: asyncio.Task[None]) -> None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                track(task)  # type: ignore[arg-type]
+            await self.handle(reader, writer)
+
+        server = await asyncio.start_server(on_connect, s.host, s.port, backlog=1024)
+        sockname = server.sockets[0].getsockname()
+        log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.ollama_model,
+                 extra={"event": "listening"})
+        model_task = asyncio.create_task(self._prepare_model())
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down: no new connections; answers in flight get %.0f s", s.shutdown_grace,
+                     extra={"event": "shutdown"})
+            self.shutting_down = True
+            server.close()
+            model_task.cancel()
+            await self._drain(s.shutdown_grace)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await server.wait_closed()
+            await self.model.aclose()
+            self.store.close()
+            log.info("stopped", extra={"event": "stopped"})
+        return 0
+
+    async def _drain(self, grace: float) -> None:
+        """Let answers in flight finish (they store themselves), then close everyone."""
+        workers = [s.worker for s in self.sessions if s.worker is not None and not s.worker.done()]
+        if workers:
+            log.info("waiting for %d answers in flight", len(workers))
+            done, pending = await asyncio.wait(workers, timeout=grace)
+            if pending:
+                log.warning("%d answers did not finish in %.0f s; storing them as interrupted",
+                            len(pending), grace)
+                for session in list(self.sessions):
+                    if session.current is not None:
+                        session.current.cancel("server shutdown")
+                await asyncio.wait(pending, timeout=10)
+        await asyncio.gather(
+            *(s.shutdown("the server is restarting; please reconnect") for s in list(self.sessions)),
+            return_exceptions=True,
+        )
+        tasks = [t for t in self.tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _prepare_model(self) -> None:
+        def progress(line: str) -> None:
+            log.info("%s", line, extra={"event": "model_pull"})
+
+        try:
+            await self.model.wait_ready_forever(progress, pull=self.settings.pull_model)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("model preparation failed")
+            return
+        log.info("model ready: %s", self.settings.ollama_model, extra={"event": "model_ready"})
+
+    def _bootstrap(self) -> None:
+        from .cli import ensure_bootstrap_user
+
+        ensure_bootstrap_user(self.store, self.settings, self.hasher)
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    try:
+        service = ChatService(settings)
+    except (StoreError, FileNotFoundError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return asyncio.run(service.serve())
+
+
+__all__ = ["ChatService", "run"]

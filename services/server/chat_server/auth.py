@@ -1,0 +1,314 @@
+"""
+chat_server.auth
+~~~~~~~~~~~~~~~~
+
+Password login (OWASP Password Storage and Authentication cheat sheets):
+
+* Argon2id hashes (parameters from :class:`~chat_server.config.Settings`);
+  outdated hashes are upgraded on the next successful login.
+* **Same work for every attempt.** An unknown user is verified against a dummy
+  hash made once with the same parameters, so response time does not tell
+  whether an account exists. The caller gets only ``True``/``False``; the reason
+  of a failure goes to the DEBUG log.
+* **Bounded hashing.** Each Argon2 call takes ~19 MiB and tens of ms of CPU, so
+  at most ``max_concurrent_hashes`` run at once, in worker threads (the event
+  loop keeps serving). The slot is held until the thread really finishes, even
+  if the waiting login is cancelled (auth timeout, disconnect).
+* **Throttling of failures**, per user name and per client address: after a few
+  failures inside a window each further attempt must wait an exponentially
+  growing delay (1 s, 2 s, 4 s ... up to 60 s). The check runs *before* hashing,
+  so a flood against one account costs almost nothing. A throttled attempt fails
+  like a wrong password. Successes reset the user's counter. The tables are
+  capped, oldest entries evicted first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from .config import MAX_PASSWORD_LENGTH
+from .store import Store, StoreError, UserExists
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = [
+    "Authenticator",
+    "FailureThrottle",
+    "PasswordHasherLike",
+    "ThrottlePolicy",
+    "ensure_bootstrap_user",
+]
+
+log = logging.getLogger("chat_server.auth")
+
+T = TypeVar("T")
+Address = str | tuple[Any, ...] | None
+
+
+class PasswordHasherLike(Protocol):
+    """The part of :class:`argon2.PasswordHasher` we use."""
+
+    def hash(self, password: str) -> str: ...
+    def verify(self, hash: str, password: str) -> bool: ...
+    def check_needs_rehash(self, hash: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """``threshold`` failures within ``window`` seconds start the backoff; the
+    n-th failure beyond that waits ``base_delay * 2**n`` (capped at
+    ``max_delay``) before another attempt is heard. ``max_entries`` bounds memory."""
+
+    threshold: int = 3
+    window: float = 15 * 60
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    max_entries: int = 100_000
+
+
+# Many users can share one address (NAT, a company proxy), so the address policy
+# tolerates more failures before it slows everybody behind it down.
+DEFAULT_USER_POLICY = ThrottlePolicy()
+DEFAULT_ADDRESS_POLICY = ThrottlePolicy(threshold=10)
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+
+
+class FailureThrottle:
+    """Failure counters keyed by anything hashable, with exponential backoff."""
+
+    def __init__(self, policy: ThrottlePolicy, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _delay(self, count: int) -> float:
+        p = self.policy
+        if count < p.threshold:
+            return 0.0
+        # Exponent capped so huge counts cannot overflow a float.
+        return min(p.max_delay, p.base_delay * 2 ** min(count - p.threshold, 64))
+
+    def remaining(self, key: Hashable) -> float:
+        """Seconds until ``key`` may try again (0.0: not throttled)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0.0
+        now = self._clock()
+        if now - entry.last > self.policy.window:
+            del self._entries[key]
+            return 0.0
+        return max(0.0, entry.last + self._delay(entry.count) - now)
+
+    def record_failure(self, key: Hashable) -> None:
+        now = self._clock()
+        entry = self._entries.pop(key, None)
+        if entry is None or now - entry.last > self.policy.window:
+            entry = _Failures(0, now)
+        entry.count += 1
+        entry.last = now
+        self._entries[key] = entry  # re-inserted: most recently used at the end
+        self._prune(now)
+
+    def reset(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        # Entries are ordered by last failure, so expired ones sit at the front.
+        while self._entries:
+            oldest_key, oldest = next(iter(self._entries.items()))
+            if now - oldest.last > self.policy.window:
+                del self._entries[oldest_key]
+            else:
+                break
+        # A flood of distinct keys: forget the oldest. (An attacker could evict a
+        # victim's counter this way, but only by failing from many addresses,
+        # each of which is then throttled on its own.)
+        while len(self._entries) > self.policy.max_entries:
+            self._entries.popitem(last=False)
+
+
+def _address_key(address: Address) -> str | None:
+    """Throttle by host, not (host, port); one IPv6 client usually owns a whole /64."""
+    if address is None:
+        return None
+    host = address[0] if isinstance(address, tuple) else address
+    host = str(host)
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _printable(name: str) -> str:
+    # User names come from the network; keep log fields short.
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
+class Authenticator:
+    """Checks passwords against the store. See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: PasswordHasherLike,
+        *,
+        max_concurrent_hashes: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        user_policy: ThrottlePolicy = DEFAULT_USER_POLICY,
+        address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
+    ) -> None:
+        if max_concurrent_hashes < 1:
+            raise ValueError("max_concurrent_hashes must be >= 1")
+        self.store = store
+        self.hasher = hasher
+        self._slots = asyncio.Semaphore(max_concurrent_hashes)
+        self._users = FailureThrottle(user_policy, clock)
+        self._addresses = FailureThrottle(address_policy, clock)
+        # Made once, with the live parameters, from a secret nobody knows: it
+        # can never verify, and costs exactly what a real verification costs.
+        self._dummy_hash = hasher.hash(secrets.token_urlsafe(32))
+
+    # -- throttling --------------------------------------------------------
+
+    def is_throttled(self, user: str, address: Address = None) -> float:
+        """Seconds before ``user`` from ``address`` may try again (0.0: now)."""
+        wait = self._users.remaining(user)
+        key = _address_key(address)
+        if key is not None:
+            wait = max(wait, self._addresses.remaining(key))
+        return wait
+
+    def _record_failure(self, user: str, address: Address) -> None:
+        self._users.record_failure(user)
+        key = _address_key(address)
+        if key is not None:
+            self._addresses.record_failure(key)
+
+    # -- verification ------------------------------------------------------
+
+    async def verify(self, user: str, password: str, address: Address = None) -> bool:
+        """``True`` if ``password`` is ``user``'s password and the attempt is
+        not throttled. Raises :exc:`~chat_server.store.StoreError` only if the
+        user table cannot be read."""
+        shown = _printable(user)
+        fields = {"user": shown, "address": _address_key(address), "event": "login"}
+        if (wait := self.is_throttled(user, address)) > 0:
+            log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
+            return False
+        if len(password) > MAX_PASSWORD_LENGTH:
+            # Nobody's password is this long (the CLI refuses to set one), so no
+            # need to hash; the reply is the same generic failure.
+            self._record_failure(user, address)
+            log.info("login failed", extra=fields)
+            log.debug("login failed: password too long", extra=fields)
+            return False
+
+        stored = await asyncio.to_thread(self.store.get_password_hash, user)
+        ok, reason, new_hash = await self._in_slot(user, address, self._check, stored, password)
+        if reason == "throttled":
+            log.info("login refused: throttled", extra=fields)
+            return False
+        if not ok:
+            self._record_failure(user, address)
+            log.info("login failed", extra=fields)
+            # Only at debug: the reason would help an attacker reading the logs
+            # enumerate accounts.
+            log.debug("login failed: %s", reason, extra=fields)
+            return False
+        self._users.reset(user)
+        if new_hash is not None:
+            try:
+                await asyncio.to_thread(self.store.set_password_hash, user, new_hash)
+                log.info("password hash upgraded", extra=fields)
+            except StoreError as exc:
+                # Not worth failing a correct login over; next login retries.
+                log.warning("could not store upgraded hash: %s", exc, extra=fields)
+        log.info("login ok", extra=fields)
+        return True
+
+    def _check(self, stored: str | None, password: str) -> tuple[bool, str, str | None]:
+        """Runs in a worker thread: (ok, reason, upgraded hash or None)."""
+        if stored is None:
+            with contextlib.suppress(VerificationError):
+                self.hasher.verify(self._dummy_hash, password)
+            return False, "unknown user", None
+        try:
+            self.hasher.verify(stored, password)
+        except VerifyMismatchError:
+            return False, "wrong password", None
+        except (VerificationError, InvalidHashError):
+            log.warning("stored password hash cannot be verified (corrupt or unsupported)")
+            return False, "unusable stored hash", None
+        new_hash = None
+        if self.hasher.check_needs_rehash(stored):
+            new_hash = self.hasher.hash(password)
+        return True, "ok", new_hash
+
+    async def _in_slot(
+        self, user: str, address: Address, fn: Callable[..., tuple[bool, str, str | None]],
+        *args: Any,
+    ) -> tuple[bool, str, str | None]:
+        await self._slots.acquire()
+        # While we queued, other attempts may have failed: re-check so a burst of
+        # parallel guesses is cut off as soon as the threshold is reached.
+        if self.is_throttled(user, address) > 0:
+            self._slots.release()
+            return False, "throttled", None
+        try:
+            future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        except BaseException:
+            self._slots.release()
+            raise
+        # Release when the *thread* is done, not when we stop waiting: a
+        # cancelled login must not let more hashes run than the cap allows.
+        future.add_done_callback(self._release_slot)
+        return await asyncio.shield(future)
+
+    def _release_slot(self, future: asyncio.Future[Any]) -> None:
+        self._slots.release()
+        if not future.cancelled():
+            future.exception()  # mark retrieved if nobody awaits it any more
+
+
+def ensure_bootstrap_user(store: Store, settings: Settings, hasher: PasswordHasherLike) -> bool:
+    """Create ``CHAT_BOOTSTRAP_USER`` if it does not exist yet. Returns ``True``
+    if a user was created. An existing user's password is left alone (the
+    variable is for first start, not for password resets); only the name is
+    logged."""
+    name, password = settings.bootstrap_user, settings.bootstrap_password
+    if name is None or password is None:
+        return False
+    if store.get_password_hash(name) is not None:
+        log.info("bootstrap user already exists", extra={"user": name, "event": "bootstrap"})
+        return False
+    try:
+        store.add_user(name, hasher.hash(password))
+    except UserExists:  # created concurrently (e.g. by the CLI) since we looked
+        return False
+    log.info("bootstrap user created", extra={"user": name, "event": "bootstrap"})
+    return True

@@ -1,0 +1,227 @@
+"""
+chat_server.cli
+~~~~~~~~~~~~~~~
+
+The ``chat-server`` command::
+
+    chat-server [serve]                          run the server
+    chat-server users add NAME [--password-stdin]
+    chat-server users passwd NAME [--password-stdin]
+    chat-server users list
+    chat-server users remove NAME
+    chat-server history export NAME [--conversation ID]   JSON lines on stdout
+    chat-server healthcheck                      exit 0 if the server answers
+
+Every command reads the same environment variables as the server (CHAT_DB in
+particular), so in a container ``docker compose exec chat-server chat-server
+users add alice`` acts on the live database; SQLite's WAL mode lets these
+commands run while the server does.
+
+Exit status: 0 success, 1 the operation failed (unknown user, name taken, bad
+name or password...), 2 bad configuration or usage. Errors are one line on
+stderr. Passwords are read without echo and never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from .auth import ensure_bootstrap_user
+from .config import MAX_PASSWORD_LENGTH, ConfigError, Settings
+from .store import SQLiteStore, StoreError, Turn, UserExists, validate_username
+
+__all__ = ["ensure_bootstrap_user", "main", "turn_to_json"]
+
+PROG = "chat-server"
+
+
+class CommandError(Exception):
+    """A command failed; ``str(exc)`` is printed as one line, exit status 1."""
+
+
+def _iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def turn_to_json(turn: Turn) -> dict[str, Any]:
+    """The export record of one turn (``user`` is the user's message text)."""
+    return {
+        "conversation": turn.conversation,
+        "created_at": _iso(turn.created_at),
+        "completed_at": _iso(turn.completed_at),
+        "model": turn.model,
+        "user": turn.user_text,
+        "answer": turn.answer_text,
+        "prompt_tokens": turn.prompt_tokens,
+        "answer_tokens": turn.answer_tokens,
+        "status": turn.status,
+    }
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="TCP chat server in front of an Ollama model. "
+        "Configured by environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the server (the default)")
+
+    users = sub.add_parser("users", help="manage user accounts")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    for action, text in (("add", "create a user"), ("passwd", "change a user's password")):
+        p = users_sub.add_parser(action, help=text)
+        p.add_argument("name")
+        p.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input "
+            "(otherwise prompt twice on the terminal)",
+        )
+    users_sub.add_parser("list", help="list users (name and creation time)")
+    p = users_sub.add_parser("remove", help="delete a user and all their history")
+    p.add_argument("name")
+
+    history = sub.add_parser("history", help="conversation history")
+    history_sub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    p = history_sub.add_parser(
+        "export",
+        help="print a user's turns as JSON lines: conversation, created_at, completed_at, "
+        "model, user (the message), answer, prompt_tokens, answer_tokens, status",
+    )
+    p.add_argument("name")
+    p.add_argument("--conversation", metavar="ID", help="only this conversation")
+
+    sub.add_parser("healthcheck", help="exit 0 if the server accepts connections")
+    return parser
+
+
+def _read_password(from_stdin: bool, stdin: TextIO) -> str:
+    if from_stdin:
+        line = stdin.readline()
+        # Strip only the line ending: spaces are legal in passwords.
+        password = line.removesuffix("\n").removesuffix("\r")
+    else:
+        if not stdin.isatty():
+            raise CommandError("no terminal to prompt for a password; use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CommandError("passwords do not match")
+    if not password:
+        raise CommandError("password must not be empty")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise CommandError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def _users(args: argparse.Namespace, settings: Settings, out: TextIO, stdin: TextIO) -> int:
+    action = args.users_command
+    if action in ("add", "passwd"):
+        try:
+            validate_username(args.name)
+        except ValueError as exc:
+            raise CommandError(f"invalid user name {args.name!r}: {exc}") from None
+    with SQLiteStore(settings.db_path) as store:
+        if action == "add":
+            if store.get_password_hash(args.name) is not None:  # fail before prompting
+                raise CommandError(f"user {args.name!r} already exists")
+            password = _read_password(args.password_stdin, stdin)
+            try:
+                store.add_user(args.name, settings.argon2_hasher().hash(password))
+            except UserExists:
+                raise CommandError(f"user {args.name!r} already exists") from None
+            print(f"user {args.name!r} added", file=out)
+        elif action == "passwd":
+            if store.get_password_hash(args.name) is None:
+                raise CommandError(f"unknown user {args.name!r}")
+            password = _read_password(args.password_stdin, stdin)
+            if not store.set_password_hash(args.name, settings.argon2_hasher().hash(password)):
+                raise CommandError(f"unknown user {args.name!r}")
+            print(f"password of {args.name!r} changed", file=out)
+        elif action == "list":
+            for name, created_at in store.list_users():
+                print(f"{name}\t{_iso(created_at)}", file=out)
+        elif action == "remove":
+            if not store.remove_user(args.name):
+                raise CommandError(f"unknown user {args.name!r}")
+            print(f"user {args.name!r} and their history removed", file=out)
+    return 0
+
+
+def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    with SQLiteStore(settings.db_path) as store:
+        if store.get_password_hash(args.name) is None:
+            raise CommandError(f"unknown user {args.name!r}")
+        turns = store.turns(args.name, conversation=args.conversation)
+    for turn in turns:
+        out.write(json.dumps(turn_to_json(turn), ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    from .logs import setup_logging
+
+    setup_logging(settings.log_format, settings.log_level)
+    # Imported lazily: the server pulls in asyncio, ollama, httpx...
+    from .app import run
+
+    return int(run(settings))
+
+
+def _healthcheck(settings: Settings) -> int:
+    from .health import main as healthcheck
+
+    return int(healthcheck(settings))
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Entry point of the ``chat-server`` console script; returns the exit status."""
+    stdin = stdin or sys.stdin
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    args = _build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=err)
+        return 2
+    command = args.command or "serve"
+    try:
+        if command == "serve":
+            return _serve(settings)
+        if command == "users":
+            return _users(args, settings, out, stdin)
+        if command == "history":
+            return _history(args, settings, out)
+        if command == "healthcheck":
+            return _healthcheck(settings)
+    except (CommandError, StoreError) as exc:
+        print(f"{PROG}: {exc}", file=err)
+        return 1
+    except BrokenPipeError:
+        # `chat-server history export bob | head`: the reader left; not an error.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(file=err)
+        return 130
+    raise AssertionError(f"unhandled command {command!r}")

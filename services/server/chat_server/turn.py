@@ -1,0 +1,247 @@
+"""
+chat_server.turn
+~~~~~~~~~~~~~~~~
+
+One chat turn: a user's message in, an answer out. The order of the steps is
+the policy of the service:
+
+1. moderation of the user's text (banned words, then personal data): a refused
+   message is never sent to the model and never stored;
+2. the model must be ready (a missing model is being pulled);
+3. the conversation so far, trimmed to the context budget (the user is told);
+4. a fair slot among all users (the user is told their place in line);
+5. the answer streams out as it is generated, through the answer filter that
+   masks personal data and banned words, also across token boundaries;
+6. the turn is stored (SQLite, WAL) *before* the end-of-answer frame, so an
+   acknowledged answer is never lost; a cancelled, failed or interrupted
+   turn is stored too, with what was said so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from chatcore.privacy import refusal_notice
+from chatcore.protocol import (
+    AnswerDelta,
+    AnswerEnd,
+    ChatMessage,
+    Error,
+    ErrorCode,
+    LocalProtocolError,
+    Notice,
+    NoticeKind,
+    State,
+)
+
+from .context import trim_history
+from .model import ModelError, ModelUnavailable
+from .moderation.answer_filter import AnswerFilter
+from .store import Turn as StoredTurn
+from .wire import PeerGone
+
+if TYPE_CHECKING:
+    from .session import Session
+
+CUSS_WARNING = "[WARNING] use of cuss words are not allowed"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Turn:
+    def __init__(self, session: Session, message: ChatMessage) -> None:
+        self.session = session
+        self.service = session.service
+        self.message = message
+        self.id = message.message_id
+        self.conversation = message.conversation or session.default_conversation
+        self.received = time.monotonic()
+        self.created_at = _now()
+        self.answer: list[str] = []
+        self.first_token_ms = 0
+        self._task: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
+
+    # ------------------------------------------------------------------ control
+    def cancel(self, reason: str) -> None:
+        """Stop the answer (v2 CANCEL, disconnect, shutdown deadline)."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _send(self, event: object) -> None:
+        await self.session.send(event)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ pipeline
+    async def run(self) -> bool:
+        """Returns False when the protocol requires the connection to close."""
+        s = self.session
+        text = self.message.text
+        svc = self.service
+        user = s.user
+        assert user is not None
+
+        # 1. moderation of the user's message (server-side, for every client)
+        if svc.banned.contains(text):
+            s.log(logging.WARNING, "message refused: banned word", event="moderation",
+                  message_id=self.id, rule="banned_word")
+            await self._send(Notice(NoticeKind.MODERATION, CUSS_WARNING, self.id))
+            if s.conn.state is State.CLOSED:  # v1: warning + <GoodBye> + close
+                return False
+            await self._send(Error(ErrorCode.REFUSED, "message refused: use of cuss words is not allowed", self.id))
+            return True
+        notice = refusal_notice(text)
+        if notice is not None:
+            s.log(logging.WARNING, "message refused: personal data", event="moderation",
+                  message_id=self.id, rule="personal_data")
+            await self._send(Notice(NoticeKind.PRIVACY, notice, self.id))
+            await self._send(Error(ErrorCode.REFUSED, notice, self.id))
+            return True
+
+        # 2. the model must be ready
+        model = svc.model
+        if not model.ready:
+            detail = model.state_detail or "the model is not ready yet"
+            await self._send(Notice(NoticeKind.MODEL_LOADING, detail, self.id))
+            await self._send(Error(ErrorCode.MODEL_LOADING, f"{detail}; try again in a moment", self.id))
+            return True
+
+        # 3 to 6 run in a task of their own so that CANCEL can stop them.
+        async with svc.user_answering(user):
+            self._task = asyncio.create_task(self._answer(user), name=f"turn-{s.id}-{self.id}")
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                # The session itself is being cancelled: stop the answer too,
+                # and let it store what it has before we go.
+                self.cancel("connection closed")
+                with contextlib.suppress(BaseException):
+                    await self._task
+                raise
+        return True
+
+    async def _answer(self, user: str) -> None:
+        s = self.session
+        svc = self.service
+        settings = svc.settings
+        status = "error"
+        end: AnswerEnd | None = None
+        error: Error | None = None
+        prompt_tokens = answer_tokens = 0
+        filt = AnswerFilter(svc.banned)
+        try:
+            # 3. conversation context
+            history = await svc.conversation(user, self.conversation)
+            messages, trimmed = trim_history(
+                [*history, {"role": "user", "content": self.message.text}],
+                settings.context_tokens,
+                system=settings.system_prompt or None,
+            )
+            if trimmed:
+                await self._send(Notice(
+                    NoticeKind.CONTEXT_TRIMMED,
+                    f"{trimmed} earlier messages were left out of the model's context to fit its budget",
+                    self.id,
+                ))
+
+            # 4. a fair slot
+            async def on_position(position: int) -> None:
+                with contextlib.suppress(PeerGone, LocalProtocolError):
+                    await self._send(Notice(
+                        NoticeKind.QUEUE, f"waiting for the model: position {position} in line",
+                        self.id, position=position,
+                    ))
+
+            async with svc.scheduler.slot(user, on_position=on_position):
+                # 5. stream the answer
+                s.log(logging.INFO, "generation started", event="model_start", message_id=self.id,
+                      context_messages=len(messages))
+                done_reason = "stop"
+                async with contextlib.aclosing(svc.model.chat(messages)) as stream:
+                    async for chunk in stream:
+                        if chunk.done:
+                            done_reason = chunk.done_reason or "stop"
+                            prompt_tokens = chunk.prompt_tokens or 0
+                            answer_tokens = chunk.answer_tokens or 0
+                            continue
+                        await self._emit(filt.feed(chunk.text))
+                await self._emit(filt.finish())
+            if filt.masked:
+                await self._send(Notice(
+                    NoticeKind.ANSWER_MASKED,
+                    "personal data or banned words were masked in this answer", self.id,
+                ))
+            status = "complete"
+            end = AnswerEnd(
+                self.id, reason=done_reason, prompt_tokens=prompt_tokens,
+                answer_tokens=answer_tokens, first_token_ms=self.first_token_ms,
+                total_ms=self._elapsed_ms(),
+            )
+        except asyncio.CancelledError:
+            reason = self._cancel_reason or "cancelled"
+            status = "cancelled" if "user" in reason else "interrupted"
+            s.log(logging.INFO, "answer stopped: %s", reason, event="model_cancel", message_id=self.id)
+            with contextlib.suppress(BaseException):
+                await self._emit(filt.finish())
+            end = AnswerEnd(
+                self.id, reason="cancelled", answer_tokens=answer_tokens,
+                first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
+            )
+        except ModelError as exc:
+            code = ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable) else ErrorCode.MODEL_ERROR
+            s.log(logging.WARNING, "model error: %s", getattr(exc, "detail", exc), event="model_error",
+                  message_id=self.id, code=code.value)
+            error = Error(code, str(exc), self.id)
+        except PeerGone:
+            status = "interrupted"
+        # 6. store, then acknowledge
+        await self._store(user, status, prompt_tokens, answer_tokens)
+        final = error or end
+        if final is not None:
+            with contextlib.suppress(PeerGone, LocalProtocolError):
+                await self._send(final)
+        s.log(logging.INFO, "turn finished: %s", status, event="turn_end", message_id=self.id,
+              answer_tokens=answer_tokens, total_ms=self._elapsed_ms())
+
+    async def _emit(self, text: str) -> None:
+        if not text:
+            return
+        if not self.answer:
+            self.first_token_ms = self._elapsed_ms()
+        self.answer.append(text)
+        await self._send(AnswerDelta(text, self.id))
+
+    def _elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.received) * 1000)
+
+    async def _store(self, user: str, status: str, prompt_tokens: int, answer_tokens: int) -> None:
+        svc = self.service
+        answer = "".join(self.answer)
+        turn = StoredTurn(
+            user=user,
+            conversation=self.conversation,
+            created_at=self.created_at,
+            completed_at=_now(),
+            model=svc.settings.ollama_model,
+            user_text=self.message.text,
+            answer_text=answer,
+            prompt_tokens=prompt_tokens,
+            answer_tokens=answer_tokens,
+            status=status,
+        )
+        ok = await svc.save_turn(turn)
+        if not ok:
+            with contextlib.suppress(PeerGone, LocalProtocolError):
+                await self._send(Notice(
+                    NoticeKind.INFO,
+                    "this turn could not be saved to the history (storage error); the server keeps serving",
+                    self.id,
+                ))

@@ -1,0 +1,184 @@
+"""
+chatcore.protocol._state
+~~~~~~~~~~~~~~~~~~~~~~~~
+
+Roles, connection states and the transition table of the chat protocol.
+
+#####################################################################
+# Rules of this file (after h11/_state.py):
+#
+# Rule 1: every state change of a session is written down here, as data.
+#   The session has ONE state shared by both ends (a login/chat lifecycle
+#   is not two independent half-duplex streams as in HTTP).
+#   ``TRANSITIONS[sender][state][key] -> next_state`` where ``sender`` is the
+#   role that SENDS the event (our role for ``send()``, the peer's role for
+#   ``next_event()``) and ``key`` is ``transition_key(event)``.
+#   An event whose key is missing for the current state is illegal:
+#   LocalProtocolError when we send it, RemoteProtocolError(UNEXPECTED_FRAME)
+#   when the peer does (except in CLOSED, see Rule 4).
+#
+# Rule 2: this file knows nothing about bytes or versions. The two
+#   exceptions to Rule 1 are stated here so they are not hidden elsewhere:
+#   - ENTRY_STATE: v1 has no HELLO exchange, so a v1 session starts in
+#     AUTHENTICATING (a v1 client at construction, a v1 server once the first
+#     byte of the peer is a digit); a v2 session starts in HANDSHAKE.
+#   - ERROR is entered when the peer breaks the protocol (RemoteProtocolError),
+#     CLOSED when the adapter then calls ``error_reply()``.
+#
+# Rule 3: a few events change the state depending on a field, so they get a
+#   pseudo-event key: AuthResult(ok=True) -> AuthAccepted, AuthResult(ok=False)
+#   -> AuthRejected, an Error with a fatal code -> FatalError.
+#
+# Rule 4: CLOSED is sticky. In CLOSED only Bye / Error are still legal to
+#   send (a polite last word); frames the peer sent before it saw our close are
+#   parsed but dropped by the connection, except Bye / Error / ConnectionClosed.
+#####################################################################
+"""
+
+from __future__ import annotations
+
+import enum
+
+from ._events import (
+    AnswerDelta,
+    AnswerEnd,
+    AuthResult,
+    Authenticate,
+    Bye,
+    Cancel,
+    ChatMessage,
+    ClientHello,
+    ConnectionClosed,
+    Error,
+    Event,
+    Notice,
+    Ping,
+    Pong,
+    ServerHello,
+)
+
+# Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
+__all__ = ["Role", "State"]
+
+
+class Role(enum.Enum):
+    """Which end of the connection a :class:`Connection` plays."""
+
+    #: The end that connects and logs in.
+    CLIENT = "client"
+    #: The end that accepts and answers.
+    SERVER = "server"
+
+    @property
+    def peer(self) -> Role:
+        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+
+
+class State(enum.Enum):
+    """The lifecycle of one session."""
+
+    #: v2 only: HELLO frames are being exchanged (a server also sits here
+    #: until the first byte tells it the peer's version).
+    HANDSHAKE = "handshake"
+    #: Waiting for credentials and the verdict.
+    AUTHENTICATING = "authenticating"
+    #: Logged in: messages and answers flow.
+    CHATTING = "chatting"
+    #: The session is over (orderly, by a verdict, a fatal error or EOF).
+    CLOSED = "closed"
+    #: The peer broke the protocol; send ``error_reply()`` and close.
+    ERROR = "error"
+
+
+class AuthAccepted:
+    """Pseudo-event key: ``AuthResult(ok=True)``."""
+
+
+class AuthRejected:
+    """Pseudo-event key: ``AuthResult(ok=False)``."""
+
+
+class FatalError:
+    """Pseudo-event key: an :class:`Error` whose code is in ``FATAL_CODES``."""
+
+
+TransitionKey = type
+
+
+def transition_key(event: Event) -> TransitionKey:
+    """The key of ``event`` in :data:`TRANSITIONS` (Rule 3)."""
+    if isinstance(event, AuthResult):
+        return AuthAccepted if event.ok else AuthRejected
+    if isinstance(event, Error) and event.fatal:
+        return FatalError
+    return type(event)
+
+
+HANDSHAKE = State.HANDSHAKE
+AUTHENTICATING = State.AUTHENTICATING
+CHATTING = State.CHATTING
+CLOSED = State.CLOSED
+
+
+def _open(state: State) -> dict[TransitionKey, State]:
+    """What either side may send in any open state: a non-fatal Error keeps the
+    state, a fatal one, a Bye or the peer's EOF end the session."""
+    return {Error: state, FatalError: CLOSED, Bye: CLOSED, ConnectionClosed: CLOSED}
+
+
+_CLOSED: dict[TransitionKey, State] = {
+    Error: CLOSED,
+    FatalError: CLOSED,
+    Bye: CLOSED,
+    ConnectionClosed: CLOSED,
+}
+
+TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
+    # Events the CLIENT sends.
+    Role.CLIENT: {
+        HANDSHAKE: {**_open(HANDSHAKE), ClientHello: HANDSHAKE},
+        AUTHENTICATING: {
+            **_open(AUTHENTICATING),
+            Authenticate: AUTHENTICATING,
+            Ping: AUTHENTICATING,
+            Pong: AUTHENTICATING,
+        },
+        CHATTING: {
+            **_open(CHATTING),
+            ChatMessage: CHATTING,
+            Cancel: CHATTING,
+            Ping: CHATTING,
+            Pong: CHATTING,
+        },
+        CLOSED: _CLOSED,
+    },
+    # Events the SERVER sends.
+    Role.SERVER: {
+        HANDSHAKE: {**_open(HANDSHAKE), ServerHello: AUTHENTICATING, Notice: HANDSHAKE},
+        AUTHENTICATING: {
+            **_open(AUTHENTICATING),
+            AuthAccepted: CHATTING,
+            AuthRejected: CLOSED,
+            Notice: AUTHENTICATING,
+            Ping: AUTHENTICATING,
+            Pong: AUTHENTICATING,
+        },
+        CHATTING: {
+            **_open(CHATTING),
+            AnswerDelta: CHATTING,
+            AnswerEnd: CHATTING,
+            Notice: CHATTING,
+            Ping: CHATTING,
+            Pong: CHATTING,
+        },
+        CLOSED: _CLOSED,
+    },
+}
+
+#: Rule 2: where a session of each protocol version starts.
+ENTRY_STATE: dict[int, State] = {1: AUTHENTICATING, 2: HANDSHAKE}
+
+
+def next_state(sender: Role, state: State, event: Event) -> State | None:
+    """The state after ``sender`` sends ``event`` in ``state``; None if illegal."""
+    return TRANSITIONS[sender].get(state, {}).get(transition_key(event))

@@ -1,0 +1,6 @@
+"""Shared pytest configuration: fixture modules live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.standin",
+    "tests.fixtures.server",
+]

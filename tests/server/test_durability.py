@@ -1,0 +1,68 @@
+"""Point 6: every turn is stored as it completes; SIGTERM lets answers in flight
+finish, stores them and exits 0; nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from chatcore.protocol import AnswerDelta, AnswerEnd, Error
+
+from tests.fixtures.server import PASSWORD, USER
+
+from .clients import logged_in
+
+
+def test_every_turn_is_stored_with_text_model_tokens_and_times(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    reply = client.chat("store me [standin:tokens=12]", conversation="conv-1")
+    client.close()
+    [turn] = live_server.history(USER)
+    assert turn["user"] == "store me [standin:tokens=12]"
+    assert turn["answer"] == reply.text
+    assert turn["model"] == "llama3.2"
+    assert turn["conversation"] == "conv-1"
+    assert turn["answer_tokens"] == 12 and turn["prompt_tokens"] > 0
+    assert turn["status"] == "complete"
+    assert turn["created_at"] <= turn["completed_at"]
+
+
+def test_sigterm_lets_the_answer_in_flight_finish_and_stores_it(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    mid = client.start_chat("finish me [standin:tokens=40] [standin:delay-ms=50]")
+    assert isinstance(client.next_event(), AnswerDelta)
+    exit_code: list[int | None] = []
+    stopper = threading.Thread(target=lambda: exit_code.append(live_server.stop(signal.SIGTERM)))
+    stopper.start()
+    reply = client.collect(mid)
+    assert reply.end is not None and reply.end.reason == "stop"
+    stopper.join(timeout=30)
+    assert exit_code == [0]
+    client.close()
+    [turn] = live_server.history(USER)
+    assert turn["status"] == "complete" and turn["answer_tokens"] == 40
+
+
+def test_sigterm_deadline_stores_the_unfinished_answer_as_interrupted(server_factory):
+    server = server_factory(CHAT_SHUTDOWN_GRACE="1")
+    client = logged_in(server.port, USER, PASSWORD)
+    mid = client.start_chat("too long [standin:tokens=400] [standin:delay-ms=50]")
+    assert isinstance(client.next_event(), AnswerDelta)
+    assert server.stop(signal.SIGTERM) == 0
+    reply = client.collect(mid)
+    assert isinstance(reply.events[-1], (AnswerEnd, Error))
+    [turn] = server.history(USER)
+    assert turn["status"] == "interrupted"
+    assert turn["user"].startswith("too long")
+    assert turn["answer"].startswith("Echo: too long")
+
+
+def test_history_survives_a_restart(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    client.chat("before restart")
+    client.close()
+    live_server.restart()
+    client = logged_in(live_server.port, USER, PASSWORD)
+    client.chat("after restart")
+    client.close()
+    assert [t["user"] for t in live_server.history(USER)] == ["before restart", "after restart"]

@@ -1,0 +1,55 @@
+"""Points 1 and 7: one port for both protocols, isolation between clients,
+structured logs without secrets."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from tests.fixtures.server import PASSWORD, USER
+
+from .clients import OriginalV1Client, V2Client, answer_text, logged_in
+
+
+def test_v1_and_v2_clients_share_one_port(live_server):
+    v1 = OriginalV1Client(live_server.port)
+    v2 = logged_in(live_server.port, USER, PASSWORD)
+    assert v1.login(USER, PASSWORD) == (b" username accepted", b" password accepted")
+    assert v2.chat("from v2").text.startswith("Echo: from v2")
+    assert answer_text(v1.chat("from v1")).startswith("Echo: from v1")
+    v1.close()
+    v2.close()
+
+
+def test_a_stuck_client_does_not_delay_others(live_server):
+    # One client sends half a header and stops; another stops reading a long
+    # answer; a third chats normally meanwhile.
+    stuck = socket.create_connection(("127.0.0.1", live_server.port))
+    stuck.sendall(b"12")
+    reader = logged_in(live_server.port, USER, PASSWORD)
+    reader.start_chat("big [standin:tokens=2000]")  # and never read it
+    live_server.add_user("carol", "carol's password")
+    normal = logged_in(live_server.port, "carol", "carol's password")
+    assert normal.chat("hi").text.startswith("Echo: hi")
+    normal.close()
+    stuck.close()
+    reader.close()
+
+
+def test_json_logs_carry_session_ids_and_no_secrets_or_message_text(server_factory):
+    server = server_factory(CHAT_LOG_FORMAT="json")
+    client = logged_in(server.port, USER, PASSWORD)
+    client.chat("a very private sentence")
+    client.close()
+    wrong = V2Client(server.port)
+    wrong.login(USER, "hunter2-wrong")
+    wrong.close()
+    server.wait_for_log("connection closed")
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    assert lines, server.log_text()
+    events = {line.get("event") for line in lines}
+    assert {"connect", "auth_ok", "auth_failed", "model_start", "turn_end", "disconnect"} <= events
+    assert all("session" in line for line in lines if line.get("event") in {"connect", "auth_ok", "turn_end"})
+    text = server.log_text()
+    assert PASSWORD not in text and "hunter2-wrong" not in text
+    assert "a very private sentence" not in text
