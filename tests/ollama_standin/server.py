@@ -420,7 +420,8 @@ class StandIn:
             reply.update(done=True, done_reason="unload" if unload else "load")
             await self.json(conn, 200, reply)
             return 200
-        options = body.get("options") if isinstance(body.get("options"), dict) else {}
+        options = body.get("options")
+        options = options if isinstance(options, dict) else {}
         num_predict = options.get("num_predict")
         fault = cfg.fault if cfg.fault_count != 0 else None
         try:
@@ -606,6 +607,12 @@ class _Answer:
 
 async def serve(config: Config, *, started: Callable[[str, int], None] | None = None) -> None:
     """Listen until SIGTERM/SIGINT, then close every connection and return."""
+    # Handlers first: a SIGTERM right after the Listening line must still exit 0.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     standin = StandIn(config)
     server = await asyncio.start_server(standin.handle, config.host, config.port,
                                         reuse_address=True, backlog=1024)
@@ -614,11 +621,6 @@ async def serve(config: Config, *, started: Callable[[str, int], None] | None = 
     print(f"Listening on {host}:{port} (version {config.version})", flush=True)
     if started is not None:
         started(config.host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

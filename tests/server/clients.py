@@ -10,6 +10,7 @@ Blocking test clients for the server tests.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,12 @@ class OriginalV1Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def raw_v2_frame(kind: str, body: dict[str, Any]) -> bytes:
+    """A v2 frame built by hand, for sending what our codec refuses to send."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return f"{kind} {len(data)}".encode().ljust(64) + data
 
 
 def answer_text(chunks: list[bytes]) -> str:

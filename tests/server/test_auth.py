@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 
-from chatcore.protocol import AuthResult, ChatMessage, Error, ErrorCode
+from chatcore.protocol import AuthResult, Error, ErrorCode
 
 from tests.fixtures.server import PASSWORD, USER
 
-from .clients import V2Client, logged_in
+from .clients import V2Client, logged_in, raw_v2_frame
 
 
 def test_v2_login_succeeds_and_hello_announces_limits(live_server):
@@ -68,7 +68,7 @@ def test_auth_timeout_also_applies_before_any_byte(server_factory):
 
 def test_nothing_reaches_the_model_before_authentication(live_server):
     client = V2Client(live_server.port)
-    client.send(ChatMessage("hello model", message_id=1))
+    client.sock.sendall(raw_v2_frame("CHAT", {"id": 1, "conversation": "", "text": "hello model"}))
     event = client.next_event()
     assert isinstance(event, Error) and event.code is ErrorCode.UNEXPECTED_FRAME
     client.close()

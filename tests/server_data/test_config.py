@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from chat_server.config import (
     DEFAULT_SYSTEM_PROMPT,
     VARIABLES,
@@ -18,6 +15,8 @@ from chat_server.config import (
     field_of,
     variables_markdown,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_empty_environment_gives_documented_defaults() -> None:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from chat_server.store import (
     MIGRATIONS,
     SQLiteStore,

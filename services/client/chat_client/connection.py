@@ -209,9 +209,6 @@ class ChatConnection:
             raise item
         return item
 
-    def poll_nowait(self) -> Event | None:
-        return self.poll(0) if not self._events.empty() or self._failure else None
-
     @property
     def eof(self) -> bool:
         """True once the reader thread has stopped (the connection is gone)."""
@@ -292,7 +289,7 @@ class ChatConnection:
                     return True
                 if event is NEED_DATA:
                     return False
-                self._events.put(event)  # type: ignore[arg-type]
+                self._events.put(event)
                 if isinstance(event, ConnectionClosed):
                     return True
 

@@ -18,6 +18,7 @@ __all__ = [
     "ClientError",
     "ConnectionLost",
     "ExitCode",
+    "PrivacyRefused",
     "Refused",
     "ServerError",
     "UsageError",
@@ -56,6 +57,8 @@ class ClientError(Exception):
     """A failure to report with a one-line reason and an exit code."""
 
     exit_code: ExitCode = ExitCode.SERVER
+    #: Print as ``chat-client: <reason>``; False prints the reason verbatim.
+    prefixed: bool = True
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
@@ -71,6 +74,12 @@ class AuthFailed(ClientError):
 
 class Refused(ClientError):
     exit_code = ExitCode.REFUSED
+
+
+class PrivacyRefused(Refused):
+    """The client-side privacy check refused: the original notice, verbatim."""
+
+    prefixed = False
 
 
 class ServerError(ClientError):

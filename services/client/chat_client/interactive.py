@@ -21,17 +21,17 @@ import contextlib
 import os
 import signal
 import sys
+import termios
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from chatcore.privacy import refusal_notice
+from chatcore.protocol import Bye, ConnectionClosed, Error, ErrorCode, Notice
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-
-from chatcore.privacy import refusal_notice
-from chatcore.protocol import Bye, ConnectionClosed, Error, Notice
 
 from .commands import Command, Message, help_text, parse
 from .connection import ChatConnection, server_error
@@ -60,6 +60,34 @@ class PrivateFileHistory(FileHistory):
     def store_string(self, string: str) -> None:
         if refusal_notice(string) is None:
             super().store_string(string)
+
+
+@contextlib.contextmanager
+def _no_echo(tty: bool) -> Iterator[None]:
+    """Turn the terminal's echo off while an answer streams.
+
+    Otherwise a ``^C`` (or any key typed ahead) is echoed at the cursor, which
+    sits at the end of the live area's last line; the terminal wraps, and the
+    next redraw can no longer erase what is above. Keys typed meanwhile stay
+    buffered for the next prompt; signals (Ctrl-C) still work.
+    """
+    if not tty:
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 class _Disconnected(Exception):
@@ -233,7 +261,7 @@ class InteractiveSession:
                 self.ui.notice("protocol v1 cannot stop an answer; waiting for its end "
                                "(press Ctrl-C again to disconnect)", label="cancel")
 
-        with self._catch_sigint():
+        with self._catch_sigint(), _no_echo(self.tty):
             try:
                 outcome = run_turn(
                     self.conn, text, conversation=self.conversation, timeout=self.timeout,
@@ -244,24 +272,22 @@ class InteractiveSession:
                 view.finish()
         if outcome.reason == "cancelled":
             self.ui.notice("answer stopped", label="cancel")
-        if outcome.error is not None and not outcome.error.fatal:
-            if outcome.refusal is None:
-                err = outcome.error
-                text_ = err.message or err.code.value.replace("_", " ")
-                if err.code.value == "refused":
-                    self.ui.notice(text_, label="moderation")
-                else:
-                    self.ui.error(f"server error ({err.code.value}): {text_}")
+        err = outcome.error
+        if err is not None and not err.fatal and outcome.refusal is None:
+            # A refusal notice was already shown; otherwise show the error itself.
+            what = err.message or err.code.value.replace("_", " ")
+            if err.code is ErrorCode.REFUSED:
+                self.ui.notice(what, label="moderation")
+            else:
+                self.ui.error(f"server error ({err.code.value}): {what}")
         if outcome.failure is not None:
             if outcome.refusal is not None:
-                self.ui.error(f"the server closed the connection after refusing the message: "
-                              f"{outcome.refusal}")
+                self.ui.error("the server closed the connection after refusing the message")
                 self.conn.close(bye=False)
                 return ExitCode.REFUSED
             raise outcome.failure
-        if outcome.refusal is None and outcome.error is None:
-            self.turns.append((text, outcome.text))
-        elif outcome.error is not None and outcome.text:
+        if outcome.refusal is None and (err is None or outcome.text):
+            # Kept for /history: answers, stopped answers and partial ones.
             self.turns.append((text, outcome.text))
         return None
 

@@ -14,9 +14,10 @@ renderable in place, which only works while it fits on the screen. So the
 live part is kept short. When it grows taller than the terminal, the finished
 blocks at its top (up to a blank line outside a code fence) are printed once,
 permanently, above the live area, and only the tail stays live. A code block
-taller than the screen is split the same way by closing and reopening its fence.
-Refreshes are throttled (:data:`REFRESH_INTERVAL`) and the last one, at the
-end of the answer, always renders the complete text.
+taller than the screen is split the same way by closing and reopening its fence;
+a single paragraph taller than the screen shows its last lines while it grows.
+Refreshes are throttled (:data:`REFRESH_INTERVAL`); when the answer ends,
+``Live.stop()`` replaces the (short) live area by the complete rendering once.
 """
 
 from __future__ import annotations
@@ -27,22 +28,22 @@ import time
 from collections.abc import Sequence
 from typing import IO, Protocol
 
-from rich.console import Console, Group
+from chatcore.protocol import Notice, NoticeKind
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.rule import Rule
+from rich.segment import Segment
 from rich.text import Text
-
-from chatcore.protocol import Notice, NoticeKind
 
 __all__ = [
     "REFRESH_INTERVAL",
+    "UI",
     "AnswerView",
     "MarkdownStream",
     "PlainUI",
     "RichUI",
-    "UI",
     "notice_text",
     "split_markdown",
 ]
@@ -117,6 +118,20 @@ class AnswerView(Protocol):
     def finish(self) -> None: ...
 
 
+class _Tail:
+    """The last ``lines`` lines of a renderable: the growing end of an answer."""
+
+    def __init__(self, renderable: RenderableType, lines: int) -> None:
+        self.renderable = renderable
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.renderable, options, pad=False)
+        for line in lines[-self.lines:]:
+            yield from line
+            yield Segment.line()
+
+
 class MarkdownStream:
     """A growing Markdown answer in a ``rich.live.Live`` (see the module docstring)."""
 
@@ -127,7 +142,9 @@ class MarkdownStream:
             console=console,
             transient=False,
             auto_refresh=False,  # we refresh, throttled, from the event loop
-            vertical_overflow="visible",
+            # Only matters for the last refresh in stop(), which rich renders
+            # in full whatever this says; while streaming _Tail fits the screen.
+            vertical_overflow="crop",
             redirect_stdout=False,
             redirect_stderr=False,
         )
@@ -159,29 +176,39 @@ class MarkdownStream:
     def finish(self) -> None:
         if not self._started:
             return
-        self._refresh(final=True)
+        self._commit_overflow()
+        # Not refreshed here: stop() draws this once, complete, over the tail.
+        self._live.update(Markdown(self._reopen + self._pending), refresh=False)
         self._live.stop()
         self._started = False
+        self._console.print()
 
-    def _refresh(self, *, final: bool = False) -> None:
+    def _limit(self) -> int:
+        return max(4, self._console.size.height - 4)
+
+    def _refresh(self) -> None:
         self._dirty = False
         self._last_refresh = time.monotonic()
-        if not final:
-            self._commit_overflow()
-        self._live.update(Markdown(self._reopen + self._pending), refresh=True)
+        self._commit_overflow()
+        tail = _Tail(Markdown(self._reopen + self._pending), self._limit())
+        self._live.update(tail, refresh=True)
 
     def _commit_overflow(self) -> None:
         # Keep the live area shorter than the screen: cursor-up redraws can't
         # reach lines that already scrolled away, which is where flicker and
         # duplicated text come from.
-        limit = max(4, self._console.size.height - 4)
+        limit = self._limit()
         live_text = self._reopen + self._pending
         if self._height(live_text) <= limit:
             return
         done, reopen, rest = split_markdown(live_text)
         if not done:
-            return  # one huge paragraph: let it overflow rather than break words
+            return  # one huge paragraph: _Tail shows its end while it grows
         self._live.console.print(Markdown(done))
+        if not reopen:
+            # Rich separates Markdown blocks with a blank line; keep that
+            # between the committed blocks and the live tail.
+            self._live.console.print()
         self._reopen, self._pending = reopen, rest
 
     def _height(self, text: str) -> int:
@@ -218,6 +245,7 @@ class UI(Protocol):
     def welcome(self, *, address: str, user: str, model: str, version: int) -> None: ...
     def answer(self) -> AnswerView: ...
     def notice(self, text: str, *, label: str = "notice") -> None: ...
+    def server_notice(self, notice: Notice) -> None: ...
     def error(self, text: str) -> None: ...
     def info(self, text: str) -> None: ...
     def history(self, turns: Sequence[tuple[str, str]]) -> None: ...

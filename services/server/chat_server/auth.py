@@ -229,18 +229,39 @@ class Authenticator:
             return False
 
         stored = await asyncio.to_thread(self.store.get_password_hash, user)
-        ok, reason, new_hash = await self._in_slot(user, address, self._check, stored, password)
-        if reason == "throttled":
-            log.info("login refused: throttled", extra=fields)
-            return False
+        await self._slots.acquire()
+        release = True
+        try:
+            # While we queued, other attempts may have failed: re-check, so a
+            # burst of parallel guesses is cut off as soon as the threshold is
+            # reached. Failures are recorded before the slot is released, so the
+            # next waiter sees them.
+            if self.is_throttled(user, address) > 0:
+                log.info("login refused: throttled", extra=fields)
+                return False
+            work = asyncio.ensure_future(asyncio.to_thread(self._check, stored, password))
+            try:
+                ok, reason, new_hash = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The thread keeps hashing; it keeps the slot until it is done,
+                # so cancelled logins cannot push us past the cap.
+                release = False
+                work.add_done_callback(self._release_slot)
+                raise
+            if ok:
+                self._users.reset(user)
+            else:
+                self._record_failure(user, address)
+        finally:
+            if release:
+                self._slots.release()
+
         if not ok:
-            self._record_failure(user, address)
             log.info("login failed", extra=fields)
             # Only at debug: the reason would help an attacker reading the logs
             # enumerate accounts.
             log.debug("login failed: %s", reason, extra=fields)
             return False
-        self._users.reset(user)
         if new_hash is not None:
             try:
                 await asyncio.to_thread(self.store.set_password_hash, user, new_hash)
@@ -268,26 +289,6 @@ class Authenticator:
         if self.hasher.check_needs_rehash(stored):
             new_hash = self.hasher.hash(password)
         return True, "ok", new_hash
-
-    async def _in_slot(
-        self, user: str, address: Address, fn: Callable[..., tuple[bool, str, str | None]],
-        *args: Any,
-    ) -> tuple[bool, str, str | None]:
-        await self._slots.acquire()
-        # While we queued, other attempts may have failed: re-check so a burst of
-        # parallel guesses is cut off as soon as the threshold is reached.
-        if self.is_throttled(user, address) > 0:
-            self._slots.release()
-            return False, "throttled", None
-        try:
-            future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        except BaseException:
-            self._slots.release()
-            raise
-        # Release when the *thread* is done, not when we stop waiting: a
-        # cancelled login must not let more hashes run than the cap allows.
-        future.add_done_callback(self._release_slot)
-        return await asyncio.shield(future)
 
     def _release_slot(self, future: asyncio.Future[Any]) -> None:
         self._slots.release()

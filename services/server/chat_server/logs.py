@@ -95,8 +95,8 @@ class TextFormatter(logging.Formatter):
         ]
         for key, value in _fields(record).items():
             shown = value if isinstance(value, int | float | bool) else _escape(str(value))
-            if isinstance(shown, str) and (not shown or " " in shown or "=" in shown):
-                shown = json.dumps(shown, ensure_ascii=False)
+            if isinstance(shown, str) and (not shown or any(c in shown for c in ' ="')):
+                shown = '"' + shown.replace('"', '\\"') + '"'
             parts.append(f"{key}={shown}")
         line = " ".join(str(p) for p in parts)
         if record.exc_info:

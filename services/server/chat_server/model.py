@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 import ollama
@@ -126,9 +126,10 @@ class _Throttle:
         self.last_status: str | None = None
         self.last_time = 0.0
 
-    def due(self, status: str) -> bool:
+    def due(self, status: str, *, finished: bool = False) -> bool:
+        """True if a line for ``status`` should be logged now (``finished``: always)."""
         now = time.monotonic()
-        if status != self.last_status or now - self.last_time >= self.interval:
+        if finished or status != self.last_status or now - self.last_time >= self.interval:
             self.last_status, self.last_time = status, now
             return True
         return False
@@ -166,6 +167,8 @@ class ModelClient:
         self.state_detail = "The model service is starting."
         self._ensure_lock = asyncio.Lock()
         self._waiter: asyncio.Task[None] | None = None
+        # Set by wait_ready_forever: the server wants readiness to recover by itself.
+        self._recover: tuple[LogFn | None, bool] | None = None
 
     @property
     def host(self) -> str:
@@ -185,12 +188,13 @@ class ModelClient:
 
     # -- readiness ---------------------------------------------------------------------
     async def ensure_model(self, log: LogFn | None = None, *,
-                           retry_for: float | None = 0.0) -> None:
+                           retry_for: float | None = 0.0, pull: bool = True) -> None:
         """Make sure the model is present, pulling it (with progress lines) if not.
 
         While the service is unreachable, retry with backoff for ``retry_for``
         seconds (``None``: forever; ``0``: one attempt), then raise ModelUnavailable.
-        A failed pull raises ModelUnavailable at once.
+        A failed pull, or a missing model with ``pull=False``, raises
+        ModelUnavailable at once.
         """
         say = log or (lambda _line: None)
         async with self._ensure_lock:
@@ -212,10 +216,14 @@ class ModelClient:
                     delay = min(delay * 2, self.retry_interval[1])
             if reported:
                 say(f"model service at {self.host} is reachable")
+            if not present and not pull:
+                self._set("unavailable", MISSING)
+                raise ModelUnavailable(MISSING, f"model {self.model} is not present on the"
+                                                " model service and pulling is disabled")
             if not present:
                 await self._pull(say)
             self._set("ready", "The model is ready.")
-            say(f"model ready: {self.model}")
+            say(f"model {self.model} is available")
 
     async def _present(self) -> bool:
         """True if the model exists; raises ModelError if the service can't tell us."""
@@ -234,7 +242,9 @@ class ModelClient:
         say(f"model {self.model} not present; pulling it")
         throttle, status = _Throttle(), ""
         try:
-            stream = await self._client.pull(self.model, stream=True)
+            # ollama annotates AsyncIterator, but returns an async generator (it has aclose).
+            stream = cast(AsyncGenerator[ollama.ProgressResponse, None],
+                          await self._client.pull(self.model, stream=True))
             async with contextlib.aclosing(stream) as parts:
                 async for part in parts:
                     status = part.status or ""
@@ -246,7 +256,8 @@ class ModelClient:
                     if percent is not None:
                         self.state_detail = (f"The model {self.model} is being downloaded"
                                              f" ({percent}%).")
-                    if throttle.due(status):
+                    # A layer's 100% line is always shown, so the log never stops at 97%.
+                    if throttle.due(status, finished=percent == 100):
                         say(line)
         except Exception as exc:
             err = classify(exc)
@@ -256,21 +267,29 @@ class ModelClient:
             self._set("unavailable", PULL_FAILED)
             raise ModelUnavailable(PULL_FAILED, f"pull {self.model} ended with {status!r}")
 
-    async def wait_ready_forever(self, log: LogFn | None = None) -> None:
+    async def wait_ready_forever(self, log: LogFn | None = None, *, pull: bool = True) -> None:
         """Retry ``ensure_model`` until it succeeds (run it as a background task at start).
 
         Concurrent callers share one attempt. Failed pulls are retried with a
         longer backoff; unreachable services are polled by ``ensure_model``.
+        From then on, when a chat finds the service gone or the model missing,
+        the client goes ``unavailable`` and starts this loop again by itself, so
+        ``ready`` comes back once the service does.
         """
-        if self._waiter is None or self._waiter.done():
-            self._waiter = asyncio.create_task(self._wait_loop(log))
-        await asyncio.shield(self._waiter)
+        self._recover = (log, pull)
+        await asyncio.shield(self._start_waiter())
 
-    async def _wait_loop(self, log: LogFn | None) -> None:
+    def _start_waiter(self) -> asyncio.Task[None]:
+        if self._waiter is None or self._waiter.done():
+            log, pull = self._recover or (None, True)
+            self._waiter = asyncio.create_task(self._wait_loop(log, pull))
+        return self._waiter
+
+    async def _wait_loop(self, log: LogFn | None, pull: bool) -> None:
         delay = 1.0
         while True:
             try:
-                await self.ensure_model(log, retry_for=None)
+                await self.ensure_model(log, retry_for=None, pull=pull)
                 return
             except ModelError as exc:
                 if log is not None:
@@ -289,8 +308,9 @@ class ModelClient:
         payload = [{"role": "system", "content": system}] if system else []
         payload += [{"role": m["role"], "content": m["content"]} for m in messages]
         try:
-            stream = await self._client.chat(model=self.model, messages=payload, stream=True,
-                                             keep_alive=self.keep_alive, options=self.options)
+            stream = cast(AsyncGenerator[ollama.ChatResponse, None], await self._client.chat(
+                model=self.model, messages=payload, stream=True, keep_alive=self.keep_alive,
+                options=self.options))
         except Exception as exc:  # e.g. pydantic rejecting the request itself
             raise self._failed(exc) from None
         final: ModelChunk | None = None
@@ -318,7 +338,10 @@ class ModelClient:
 
     def _failed(self, exc: BaseException) -> ModelError:
         err = classify(exc)
-        # A missing model or dead service makes us not ready (but never while pulling).
+        # A missing model or dead service makes us not ready (but never while pulling);
+        # in server mode the readiness loop starts again to notice its return.
         if isinstance(err, ModelUnavailable) and err.message != BUSY and self.state != "pulling":
             self._set("unavailable", err.message)
+            if self._recover is not None:
+                self._start_waiter()
         return err

@@ -132,14 +132,14 @@ class Session:
 
     async def _send_error(self, code: ErrorCode, message: str, message_id: int | None = None) -> None:
         """Best-effort error to the peer (it may already be gone)."""
-        if self.conn.state in (State.CLOSED, State.ERROR) or self.wire.closed:
+        if self.conn.state is State.ERROR or self.wire.closed:
             return
         with contextlib.suppress(PeerGone, LocalProtocolError):
             await self.wire.send(Error(code, message, message_id))
 
     async def send(self, event: Event) -> None:
-        """Send an event; drops it silently if the connection is already closed."""
-        if self.wire.closed or self.conn.state in (State.CLOSED, State.ERROR):
+        """Send an event; :exc:`PeerGone` if the connection is already closed."""
+        if self.wire.closed or self.conn.state is State.ERROR:
             raise PeerGone("connection closed")
         await self.wire.send(event)
 

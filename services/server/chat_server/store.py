@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Self, get_args
 
 __all__ = [
     "MAX_USERNAME_LENGTH",
@@ -175,7 +175,7 @@ class Store(ABC):
     def close(self) -> None:
         """Release the backend. Further calls raise :exc:`StoreError`."""
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -108,10 +108,12 @@ class Turn:
 
         # 2. the model must be ready
         model = svc.model
-        if not model.ready:
-            detail = model.state_detail or "the model is not ready yet"
-            await self._send(Notice(NoticeKind.MODEL_LOADING, detail, self.id))
-            await self._send(Error(ErrorCode.MODEL_LOADING, f"{detail}; try again in a moment", self.id))
+        # While the model is being pulled (or the first check is running) say so;
+        # when it was merely unreachable, the request itself is the best probe.
+        if not model.ready and model.state in ("starting", "pulling"):
+            detail = (model.state_detail or "The model is not ready yet.").rstrip(". ")
+            await self._send(Notice(NoticeKind.MODEL_LOADING, f"{detail}.", self.id))
+            await self._send(Error(ErrorCode.MODEL_LOADING, f"{detail}; try again in a moment.", self.id))
             return True
 
         # 3 to 6 run in a task of their own so that CANCEL can stop them.
@@ -200,6 +202,9 @@ class Turn:
             s.log(logging.WARNING, "model error: %s", getattr(exc, "detail", exc), event="model_error",
                   message_id=self.id, code=code.value)
             error = Error(code, str(exc), self.id)
+            # What the model said before failing is still the user's to see.
+            with contextlib.suppress(PeerGone, LocalProtocolError):
+                await self._emit(filt.finish())
         except PeerGone:
             status = "interrupted"
         # 6. store, then acknowledge

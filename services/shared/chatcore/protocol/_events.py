@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Stable, machine-readable error codes (v2 ``ERROR`` frames).
 
     The string values are part of the wire format; never rename one.
@@ -99,7 +99,7 @@ FATAL_CODES = frozenset(
 )
 
 
-class NoticeKind(str, enum.Enum):
+class NoticeKind(enum.StrEnum):
     """What a ``NOTICE`` frame is about. The values are part of the wire format."""
 
     #: Waiting for a generation slot; ``position`` is 1 for "next".

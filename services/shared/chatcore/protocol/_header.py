@@ -33,12 +33,19 @@ HEADER_SIZE = 64
 # (the original client never sends them, but they are harmless: the value is
 # what is bounded). A length of 0 is legal (an empty username or message).
 _V1_HEADER = re.compile(rb"([0-9]{1,20}) *")
-_V1_PARTIAL = re.compile(rb"([0-9]{0,20})|([0-9]{1,20}) *")
+_V1_PARTIAL = re.compile(rb"[0-9]{0,20}|[0-9]{1,20} *")
+_V1_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 # v2: TYPE SP LENGTH, spaces up to 64 bytes. TYPE starts with a letter so that
 # its first byte tells a server "v2" (a v1 header starts with a digit).
 _V2_HEADER = re.compile(rb"([A-Z][A-Z_]{0,15}) ([0-9]{1,10}) *")
-_V2_PARTIAL = re.compile(rb"(?:[A-Z][A-Z_]{0,15}(?: (?:([0-9]{1,10}) *)?)?)?")
+_V2_PARTIAL = re.compile(rb"(?:[A-Z][A-Z_]{0,15}(?: (?:[0-9]{1,10} *)?)?)?")
+_V2_LENGTH = re.compile(rb"[A-Z][A-Z_]{0,15} ([0-9]{1,10})")
+
+# The order of the checks makes the outcome independent of how the header was
+# split into reads: first the limit on the digits seen so far (they can only
+# grow), then the syntax. A header is refused with FRAME_TOO_LARGE as soon as
+# its valid prefix announces too much, whatever garbage follows.
 
 
 def _bad_header() -> RemoteProtocolError:
@@ -46,17 +53,14 @@ def _bad_header() -> RemoteProtocolError:
     return RemoteProtocolError("invalid frame header", ErrorCode.PROTOCOL_ERROR)
 
 
-def _check_limit(length: int, limit: int) -> None:
+def _check_limit(digits: bytes, limit: int) -> int:
+    length = int(digits)
     if length > limit:
         raise RemoteProtocolError(
             f"frame body of {length} bytes exceeds the limit of {limit} bytes",
             ErrorCode.FRAME_TOO_LARGE,
         )
-
-
-def _check_partial_digits(digits: bytes | None, limit: int) -> None:
-    if digits:
-        _check_limit(int(digits), limit)
+    return length
 
 
 def parse_v1_header(buf: bytes | bytearray, limit: int) -> int | None:
@@ -67,36 +71,34 @@ def parse_v1_header(buf: bytes | bytearray, limit: int) -> int | None:
     FRAME_TOO_LARGE) as soon as they cannot.
     """
     head = bytes(buf[:HEADER_SIZE])
+    m = _V1_LENGTH.match(head)
+    if m is not None:
+        _check_limit(m.group(), limit)
     if len(head) < HEADER_SIZE:
-        m = _V1_PARTIAL.fullmatch(head)
-        if m is None:
+        if _V1_PARTIAL.fullmatch(head) is None:
             raise _bad_header()
-        _check_partial_digits(m.group(1) or m.group(2), limit)
         return None
     m = _V1_HEADER.fullmatch(head)
     if m is None:
         raise _bad_header()
-    length = int(m.group(1))
-    _check_limit(length, limit)
-    return length
+    return _check_limit(m.group(1), limit)
 
 
 def parse_v2_header(buf: bytes | bytearray, limit: int) -> tuple[str, int] | None:
     """``(TYPE, length)`` of the v2 header at the start of ``buf``; None while
     incomplete but still valid. Raises like :func:`parse_v1_header`."""
     head = bytes(buf[:HEADER_SIZE])
+    m = _V2_LENGTH.match(head)
+    if m is not None:
+        _check_limit(m.group(1), limit)
     if len(head) < HEADER_SIZE:
-        m = _V2_PARTIAL.fullmatch(head)
-        if m is None:
+        if _V2_PARTIAL.fullmatch(head) is None:
             raise _bad_header()
-        _check_partial_digits(m.group(1), limit)
         return None
     m = _V2_HEADER.fullmatch(head)
     if m is None:
         raise _bad_header()
-    length = int(m.group(2))
-    _check_limit(length, limit)
-    return m.group(1).decode("ascii"), length
+    return m.group(1).decode("ascii"), _check_limit(m.group(2), limit)
 
 
 def encode_v1_frame(body: bytes) -> bytes:

@@ -42,8 +42,8 @@ import enum
 from ._events import (
     AnswerDelta,
     AnswerEnd,
-    AuthResult,
     Authenticate,
+    AuthResult,
     Bye,
     Cancel,
     ChatMessage,

@@ -1,0 +1,245 @@
+"""
+chat_client.cli
+~~~~~~~~~~~~~~~
+
+``chat-client``: argument parsing, credentials, and the choice between the
+interactive session and the one-shot mode.
+
+Every option that a deployment sets has an environment fallback
+(``CHAT_SERVER_HOST``, ``CHAT_SERVER_PORT``, ``CHAT_USER``, ``CHAT_PASSWORD``),
+so ``docker compose run client`` needs no flags. The password never appears on
+the command line: it comes from a hidden prompt, ``--password-stdin`` (first
+line of stdin) or ``CHAT_PASSWORD``, and it is never echoed, printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from . import __version__
+from .connection import DEFAULT_HANDSHAKE_TIMEOUT, ChatConnection
+from .errors import EXIT_CODES_HELP, ClientError, ExitCode, UsageError
+from .interactive import InteractiveSession, new_conversation
+from .oneshot import check_privacy, run_oneshot
+from .render import PlainUI, RichUI
+
+__all__ = ["Options", "build_parser", "main"]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 5050
+
+_EPILOG = f"""\
+environment:
+  CHAT_SERVER_HOST, CHAT_SERVER_PORT, CHAT_USER   defaults for --host, --port, --user
+  CHAT_PASSWORD   the password, for scripts (else --password-stdin or a hidden prompt)
+  CHAT_TIMEOUT    default for --timeout
+  XDG_STATE_HOME  the input history is kept in $XDG_STATE_HOME/chat-client/history
+                  (default ~/.local/state/chat-client/history)
+
+interactive keys:
+  Enter sends; Alt-Enter (or Esc then Enter) inserts a new line; Ctrl-C stops the
+  answer being written (v2 cancels it; v1 cannot, so it keeps reading and a second
+  Ctrl-C disconnects); Ctrl-D or /quit leaves; /help lists the commands.
+  Without a TTY the client reads one message per line from stdin and prints plain text.
+
+one-shot mode:
+  chat-client --message "TEXT"      print the answer to stdout as it streams, exit 0
+  chat-client --message -           read the message from stdin (after the password
+                                    line when --password-stdin is given too)
+
+{EXIT_CODES_HELP}
+"""
+
+
+@dataclass
+class Options:
+    host: str
+    port: int
+    user: str | None
+    protocol: int
+    message: str | None
+    password_stdin: bool
+    conversation: str
+    timeout: float
+    connect_timeout: float
+    plain: bool
+    verbose: bool
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like other config errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(ExitCode.USAGE, f"chat-client: usage error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="chat-client",
+        description="Terminal client for the chat service: an interactive chat, "
+                    "or one message from a script with --message.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", help=f"server host (env CHAT_SERVER_HOST, default {DEFAULT_HOST})")
+    p.add_argument("--port", help=f"server port (env CHAT_SERVER_PORT, default {DEFAULT_PORT})")
+    p.add_argument("--user", "-u", help="user name (env CHAT_USER; prompted on a TTY)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of stdin")
+    p.add_argument("--protocol", choices=["v1", "v2"], default="v2",
+                   help="wire protocol: v2 (default) or v1 for servers that only know "
+                        "the original format (no cancel, no notices but the cuss-word warning)")
+    p.add_argument("--message", "-m", metavar="TEXT",
+                   help="one-shot mode: send TEXT ('-' reads stdin), print the answer, exit")
+    p.add_argument("--conversation", metavar="ID",
+                   help="one-shot mode: continue conversation ID (default: a new one)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up when the server is silent this long while answering "
+                        "(env CHAT_TIMEOUT, default 300)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="TCP connect timeout (default 10)")
+    p.add_argument("--plain", action="store_true",
+                   help="plain text output even on a terminal (no colours, no Markdown)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="one-shot mode: also print the server's notices to stderr")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _port(value: str, source: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise UsageError(f"{source} must be a port number, not {value!r}") from None
+    if not 0 < port < 65536:
+        raise UsageError(f"{source} must be between 1 and 65535, not {port}")
+    return port
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
+    """Options from the command line, then the environment, then defaults."""
+    if args.port is not None:
+        port = _port(args.port, "--port")
+    elif env.get("CHAT_SERVER_PORT"):
+        port = _port(env["CHAT_SERVER_PORT"], "CHAT_SERVER_PORT")
+    else:
+        port = DEFAULT_PORT
+    if args.timeout is not None:
+        timeout = args.timeout
+    else:
+        try:
+            timeout = float(env.get("CHAT_TIMEOUT") or 300)
+        except ValueError:
+            raise UsageError("CHAT_TIMEOUT must be a number of seconds") from None
+    if timeout <= 0 or args.connect_timeout <= 0:
+        raise UsageError("timeouts must be positive")
+    if args.conversation is not None and args.message is None:
+        raise UsageError("--conversation only applies with --message")
+    return Options(
+        host=args.host or env.get("CHAT_SERVER_HOST") or DEFAULT_HOST,
+        port=port,
+        user=args.user or env.get("CHAT_USER") or None,
+        protocol=1 if args.protocol == "v1" else 2,
+        message=args.message,
+        password_stdin=args.password_stdin,
+        conversation=args.conversation or new_conversation(),
+        timeout=timeout,
+        connect_timeout=args.connect_timeout,
+        plain=args.plain,
+        verbose=args.verbose,
+        env=env,
+    )
+
+
+def _read_password(opts: Options, stdin: IO[str], *, can_prompt: bool) -> str:
+    if opts.password_stdin:
+        line = stdin.readline()
+        if not line:
+            raise UsageError("--password-stdin: stdin is empty")
+        return line.rstrip("\r\n")
+    if opts.env.get("CHAT_PASSWORD"):
+        return opts.env["CHAT_PASSWORD"]
+    if can_prompt:
+        # getpass turns echo off on the terminal: the password is never shown.
+        return getpass.getpass("Password: ")
+    raise UsageError("no password: use --password-stdin or CHAT_PASSWORD (no TTY to prompt on)")
+
+
+def _read_user(opts: Options, *, can_prompt: bool) -> str:
+    if opts.user:
+        return opts.user
+    if can_prompt:
+        user = input("User: ").strip()
+        if user:
+            return user
+    raise UsageError("no user name: use --user or CHAT_USER")
+
+
+def _read_message(opts: Options, stdin: IO[str]) -> str:
+    assert opts.message is not None
+    text = stdin.read() if opts.message == "-" else opts.message
+    text = text.rstrip("\r\n") if opts.message == "-" else text
+    if not text.strip():
+        raise UsageError("the message is empty")
+    return text
+
+
+def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
+    stdin = stdin or sys.stdin
+    stdin_tty = stdin.isatty()
+    oneshot = opts.message is not None
+    # Prompts only on a terminal, and never in the middle of reading a message
+    # from stdin (`--message -` with a pipe).
+    can_prompt = stdin_tty
+    user = _read_user(opts, can_prompt=can_prompt)
+    password = _read_password(opts, stdin, can_prompt=can_prompt)
+    text = _read_message(opts, stdin) if oneshot else ""
+    if oneshot:
+        check_privacy(text)  # before connecting: nothing reaches the server
+
+    conn = ChatConnection.connect(opts.host, opts.port, version=opts.protocol,
+                                  timeout=opts.connect_timeout)
+    try:
+        conn.handshake(DEFAULT_HANDSHAKE_TIMEOUT)
+        conn.login(user, password, DEFAULT_HANDSHAKE_TIMEOUT)
+    except BaseException:
+        conn.close(bye=False)
+        raise
+    del password
+
+    if oneshot:
+        try:
+            run_oneshot(conn, text, conversation=opts.conversation, timeout=opts.timeout,
+                        verbose=opts.verbose)
+        except BaseException:
+            conn.close(bye=False)
+            raise
+        conn.close(bye=True)
+        return ExitCode.OK
+
+    tty = stdin_tty and sys.stdout.isatty() and not opts.plain
+    ui: RichUI | PlainUI = RichUI() if tty else PlainUI()
+    session = InteractiveSession(conn, ui, tty=tty, timeout=opts.timeout)
+    return session.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(run(resolve(args, os.environ)))
+    except ClientError as exc:
+        sys.stderr.write(f"chat-client: {exc}\n" if exc.prefixed else f"{exc}\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nchat-client: interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except EOFError:  # Ctrl-D at the user or password prompt
+        sys.stderr.write("\nchat-client: no credentials given\n")
+        return int(ExitCode.USAGE)

@@ -1,0 +1,371 @@
+"""
+chat_server.moderation.banned_words
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+
+Banned-word matching that is hard to dodge and does not trip over innocent
+words (the Scunthorpe problem, SECURITY-FACTS §4.3).
+
+How a text is matched:
+
+* It is folded (:mod:`.normalize`: NFKD without marks, look-alikes, casefold,
+  no format characters) and cut into **tokens**: runs of letters, digits and the
+  leet symbols ``@ $ ! |`` (``!``/``|`` at a token's edge are punctuation).
+* A token is considered only if it has a letter and no more digits than
+  letters: ``455`` and ``A55`` (a road) are not ``ass``; ``a55h0le`` is.
+* Tokens are compared **whole** (word boundaries), after undoing leetspeak
+  (``sh1t``, ``$hit``, ``@ss``), so ``classic``, ``assessment``, ``bass``,
+  ``assassin`` and ``Scunthorpe`` stay clean with ``ass``/``cunt`` banned. A token
+  also matches with non-letters trimmed from its ends (``abcxyz123``).
+* A token may **stretch** a banned word: same letters, each run at least as long
+  (``abccxyyz``, ``shiiit``; but ``as`` is not ``ass``).
+* Tokens are **joined** across punctuation without spaces (``a.b.c.x.y.z``,
+  ``abc-xyz``, ``f_u_c_k``), and runs of *single letters* are joined across spaces
+  too (``a b c x y z``). Two whole words separated by a space are not joined
+  (``abc xyz`` passes): "who re-entered" must not read "whore".
+* Entries with several words are **phrases**, matched token by token across any
+  separators; their letters run together are also matched as one word
+  (``son of a bitch`` -> ``sonofabitch``).
+* A line break is a hard boundary: nothing is joined across it.
+
+Cost is linear in the text: one pass of folding and tokenising, set look-ups per
+token, and joins that stop as soon as the letters so far are no prefix of a
+banned word. There is no per-word regex, so a list of thousands of words costs
+the same per character as a list of ten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .normalize import canonical, fold, runs
+
+__all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
+
+_TOKEN = re.compile(r"(?:[^\W_]|[@$!|])+")
+_EDGE_PUNCT = "!|"
+#: Joined candidates (across punctuation or spaced letters) stop after a letter
+#: repeats this often: bounds the work on "a a a a a …".
+_MAX_JOIN_RUN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    start: int  # in the folded text
+    end: int
+    canon: str
+    eligible: bool  # has a letter, and no more digits than letters
+    single: bool  # exactly one letter
+    tight: bool  # joined to the previous token by punctuation only (no space)
+    hard: bool  # separated from the previous token by a line break
+
+
+def _eligible(text: str) -> bool:
+    letters = digits = 0
+    for ch in text:
+        if ch.isalpha():
+            letters += 1
+        elif ch.isdigit():
+            digits += 1
+    return letters > 0 and digits <= letters
+
+
+def _tokenize(folded: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    prev_end = 0
+    for m in _TOKEN.finditer(folded):
+        s, e = m.span()
+        word = m.group()
+        stripped = word.strip(_EDGE_PUNCT)
+        if not stripped:
+            continue
+        s += len(word) - len(word.lstrip(_EDGE_PUNCT))
+        e = s + len(stripped)
+        sep = folded[prev_end:s]
+        tokens.append(_Token(
+            start=s,
+            end=e,
+            canon=canonical(stripped),
+            eligible=_eligible(stripped),
+            single=len(stripped) == 1 and stripped.isalpha(),
+            tight=bool(tokens) and not any(c.isspace() for c in sep),
+            hard="\n" in sep,
+        ))
+        prev_end = e
+    return tokens
+
+
+def parse_word_list(text: str) -> list[str]:
+    """Entries of a word-list file: one word or phrase per line; ``#`` starts a
+    comment; blank lines are ignored."""
+    out = []
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            out.append(entry)
+    return out
+
+
+def _stretches(word: str, target: tuple[str, tuple[int, ...]]) -> bool:
+    letters, counts = runs(word)
+    return letters == target[0] and all(a >= b for a, b in zip(counts, target[1], strict=True))
+
+
+class BannedWords:
+    """An immutable banned-word matcher. See the module docstring for the rules."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self._words: dict[str, list[tuple[int, ...]]] = {}  # collapsed letters -> run lengths
+        self._prefixes: set[str] = set()
+        self._phrases: dict[str, list[tuple[tuple[str, tuple[int, ...]], ...]]] = {}
+        self._max_phrase = 0
+        self.entries: tuple[str, ...] = tuple(words)
+        for entry in self.entries:
+            canons = [t.canon for t in _tokenize(fold(entry).text)]
+            if not canons:
+                continue
+            if len(canons) > 1:
+                phrase = tuple(runs(c) for c in canons)
+                self._phrases.setdefault(phrase[0][0], []).append(phrase)
+                self._max_phrase = max(self._max_phrase, len(phrase))
+            self._add_word("".join(canons))
+
+    def _add_word(self, canon: str) -> None:
+        if len(canon) < 2:
+            return  # a one-letter "word" would flag every "a" and "I"
+        letters, counts = runs(canon)
+        self._words.setdefault(letters, []).append(counts)
+        self._prefixes.update(letters[:i] for i in range(1, len(letters) + 1))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> BannedWords:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"banned-words file not found: {os.fspath(path)}") from None
+        return cls(parse_word_list(text))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def snapshot(self) -> BannedWords:
+        return self
+
+    # ------------------------------------------------------------------ matching
+    def _match(self, canon: str) -> bool:
+        letters, counts = runs(canon)
+        for target in self._words.get(letters, ()):
+            if all(a >= b for a, b in zip(counts, target, strict=True)):
+                return True
+        return False
+
+    def _token_hits(self, folded: str, t: _Token) -> tuple[int, int] | None:
+        if t.eligible and self._match(t.canon):
+            return t.start, t.end
+        # With non-letters trimmed from the ends: "abcxyz!!", "abcxyz123".
+        word = folded[t.start : t.end]
+        a = 0
+        while a < len(word) and not word[a].isalpha():
+            a += 1
+        b = len(word)
+        while b > a and not word[b - 1].isalpha():
+            b -= 1
+        if (a or b < len(word)) and b > a:
+            core = word[a:b]
+            if _eligible(core) and self._match(canonical(core)):
+                return t.start + a, t.start + b
+        return None
+
+    def _join_hits(self, tokens: list[_Token], i: int) -> int | None:
+        """Index of the last token of the longest banned join starting at ``i``."""
+        acc = tokens[i].canon
+        letters, _ = runs(acc)
+        if letters not in self._prefixes:
+            return None
+        last_run = runs(acc)[1][-1]
+        found = None
+        for j in range(i + 1, len(tokens)):
+            t = tokens[j]
+            if not t.eligible or t.hard:
+                break
+            if not t.tight and not (tokens[j - 1].single and t.single):
+                break
+            for ch in t.canon:
+                if ch == letters[-1]:
+                    last_run += 1
+                else:
+                    letters += ch
+                    last_run = 1
+            if last_run > _MAX_JOIN_RUN or letters not in self._prefixes:
+                break
+            acc += t.canon
+            if letters in self._words and self._match(acc):
+                found = j
+        return found
+
+    def _phrase_hits(self, tokens: list[_Token], i: int) -> int | None:
+        first = tokens[i]
+        found = None
+        for phrase in self._phrases.get(runs(first.canon)[0], ()):
+            if i + len(phrase) > len(tokens):
+                continue
+            if all(
+                (k == 0 or not tokens[i + k].hard)
+                and tokens[i + k].eligible
+                and _stretches(tokens[i + k].canon, phrase[k])
+                for k in range(len(phrase))
+            ):
+                end = i + len(phrase) - 1
+                found = end if found is None else max(found, end)
+        return found
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """Spans ``(start, end)`` of banned words in ``text`` (the original,
+        not the folded copy): sorted, merged where they overlap."""
+        if not text or not self._words:
+            return []
+        folded = fold(text)
+        tokens = _tokenize(folded.text)
+        hits: list[tuple[int, int]] = []
+        for i, t in enumerate(tokens):
+            span = self._token_hits(folded.text, t)
+            if span is not None:
+                hits.append(span)
+            if not t.eligible:
+                continue
+            j = self._join_hits(tokens, i)
+            if j is not None:
+                hits.append((t.start, tokens[j].end))
+            if self._phrases:
+                j = self._phrase_hits(tokens, i)
+                if j is not None:
+                    hits.append((t.start, tokens[j].end))
+        if not hits:
+            return []
+        spans = sorted(folded.original_span(s, e) for s, e in hits)
+        merged = [spans[0]]
+        for s, e in spans[1:]:
+            ls, le = merged[-1]
+            if s < le:
+                merged[-1] = (ls, max(le, e))
+            else:
+                merged.append((s, e))
+        return merged
+
+    def contains(self, text: str) -> bool:
+        return bool(self.find(text))
+
+    def mask(self, text: str) -> str:
+        """``text`` with each banned word replaced by as many ``*``."""
+        parts = []
+        pos = 0
+        for s, e in self.find(text):
+            parts.append(text[pos:s])
+            parts.append("*" * (e - s))
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    # ------------------------------------------------------------------ streaming support
+    @property
+    def has_phrases(self) -> bool:
+        return bool(self._phrases)
+
+    def phrase_may_continue(self, text: str, *, truncated: bool = False) -> bool:
+        """Could the last words of ``text`` begin a phrase that goes on past its end?
+
+        The streaming answer filter asks this before cutting after ``text``.
+        ``truncated`` says ``text`` is a tail window whose first token may be
+        cut: when the answer depends on tokens that are not there, say yes."""
+        if not self._phrases:
+            return False
+        tokens = _tokenize(fold(text).text)
+        if truncated and tokens:
+            tokens = tokens[1:]
+        # The open tail: eligible tokens after the last line break.
+        tail: list[_Token] = []
+        for t in reversed(tokens):
+            if not t.eligible or len(tail) >= self._max_phrase - 1:
+                break
+            tail.append(t)
+            if t.hard:
+                break
+        tail.reverse()
+        if "\n" in text[len(text.rstrip()) :]:
+            return False  # the text ends in a line break: a hard boundary
+        for j in range(1, len(tail) + 1):
+            seq = tail[-j:]
+            for phrase in self._phrases.get(runs(seq[0].canon)[0], ()):
+                if len(phrase) > j and all(
+                    _stretches(t.canon, p) for t, p in zip(seq, phrase, strict=False)
+                ):
+                    return True
+        # Ran out of text before a boundary: tokens we cannot see might complete it.
+        return truncated and len(tail) == len(tokens) and len(tail) < self._max_phrase - 1
+
+
+class WatchedBannedWords:
+    """A :class:`BannedWords` read from ``path`` that follows the file.
+
+    Each call checks (at most every ``min_interval`` seconds) the file's
+    ``(mtime_ns, size)`` and re-reads it when they change, so operators edit the
+    list without a restart. If the file is missing or unreadable at a reload the
+    previous list stays in force and :attr:`last_error` says why; at
+    construction a missing file raises :exc:`FileNotFoundError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, min_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.min_interval = min_interval
+        self.last_error: str | None = None
+        self.reloads = 0
+        try:
+            stamp = self._stamp()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"banned-words file not found: {self.path}") from None
+        self._current = BannedWords.from_file(self.path)
+        self._loaded_stamp = stamp
+        self._checked_at = time.monotonic()
+
+    def _stamp(self) -> tuple[int, int]:
+        st = self.path.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.min_interval:
+            return
+        self._checked_at = now
+        try:
+            stamp = self._stamp()
+            if stamp == self._loaded_stamp:
+                return
+            words = BannedWords(parse_word_list(self.path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            self.last_error = f"cannot reload {self.path}: {exc}"
+            return
+        self._current = words
+        self._loaded_stamp = stamp
+        self.last_error = None
+        self.reloads += 1
+
+    def snapshot(self) -> BannedWords:
+        """The list in force now (checking the file first); it never changes."""
+        self._refresh()
+        return self._current
+
+    def __len__(self) -> int:
+        return len(self.snapshot())
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        return self.snapshot().find(text)
+
+    def contains(self, text: str) -> bool:
+        return self.snapshot().contains(text)
+
+    def mask(self, text: str) -> str:
+        return self.snapshot().mask(text)

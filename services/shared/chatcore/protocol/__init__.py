@@ -1,0 +1,88 @@
+"""
+chatcore.protocol
+~~~~~~~~~~~~~~~~~
+
+The sans-IO codec of the chat protocol, versions 1 (the original, byte-exact)
+and 2 (typed JSON frames): bytes in, typed events out, and back. See
+docs/PROTOCOL.md for the wire format and docs/ARCHITECTURE.md for the API.
+"""
+
+from ._connection import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_UNAUTH_FRAME_SIZE,
+    NEED_DATA,
+    Connection,
+)
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import (
+    FATAL_CODES,
+    AnswerDelta,
+    AnswerEnd,
+    Authenticate,
+    AuthResult,
+    Bye,
+    Cancel,
+    ChatMessage,
+    ClientHello,
+    ConnectionClosed,
+    Error,
+    ErrorCode,
+    Event,
+    Notice,
+    NoticeKind,
+    Ping,
+    Pong,
+    ServerHello,
+)
+from ._header import HEADER_SIZE, encode_v1_frame
+from ._state import Role, State
+from ._v1 import (
+    V1_CUSS_WARNING,
+    V1_DISCONNECTED,
+    V1_GOODBYE,
+    V1_INVALID_PASSWORD,
+    V1_INVALID_USERNAME,
+    V1_PASSWORD_ACCEPTED,
+    V1_TERMINATOR,
+    V1_USERNAME_ACCEPTED,
+)
+
+__all__ = (
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_UNAUTH_FRAME_SIZE",
+    "FATAL_CODES",
+    "HEADER_SIZE",
+    "NEED_DATA",
+    "V1_CUSS_WARNING",
+    "V1_DISCONNECTED",
+    "V1_GOODBYE",
+    "V1_INVALID_PASSWORD",
+    "V1_INVALID_USERNAME",
+    "V1_PASSWORD_ACCEPTED",
+    "V1_TERMINATOR",
+    "V1_USERNAME_ACCEPTED",
+    "AnswerDelta",
+    "AnswerEnd",
+    "AuthResult",
+    "Authenticate",
+    "Bye",
+    "Cancel",
+    "ChatMessage",
+    "ClientHello",
+    "Connection",
+    "ConnectionClosed",
+    "Error",
+    "ErrorCode",
+    "Event",
+    "LocalProtocolError",
+    "Notice",
+    "NoticeKind",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Role",
+    "ServerHello",
+    "State",
+    "encode_v1_frame",
+)

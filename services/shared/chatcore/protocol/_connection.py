@@ -1,0 +1,269 @@
+"""
+chatcore.protocol._connection
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+
+:class:`Connection`, the facade of the sans-IO codec: bytes in through
+:meth:`~Connection.receive_data`, typed events out of
+:meth:`~Connection.next_event`, events in through :meth:`~Connection.send`,
+bytes out. No sockets, no asyncio, no clocks, no logging: timeouts, limits on
+connections and everything else that needs I/O belong to the adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import AuthResult, Bye, ConnectionClosed, Error, ErrorCode, Event
+from ._state import ENTRY_STATE, Role, State, next_state
+from ._v1 import V1ClientCodec, V1ServerCodec
+from ._v2 import V2Codec
+
+# Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_UNAUTH_FRAME_SIZE",
+    "NEED_DATA",
+    "Connection",
+]
+
+#: Largest frame body accepted once the peer is logged in. A chat message is
+#: text typed by a person: 64 KiB is ~10,000 words. Redis bounds inline
+#: requests at the same 64 KiB (PROTO_INLINE_MAX_SIZE), asyncio's stream limit
+#: is 64 KiB, and NATS defaults to 1 MiB payloads for arbitrary data.
+DEFAULT_MAX_FRAME_SIZE = 64 * 1024
+#: Largest frame body accepted before login: HELLO, a username, a password.
+#: Tighter limits before authentication follow Redis' fix for CVE-2021-32675;
+#: NATS allows 4 KiB for a control line.
+DEFAULT_MAX_UNAUTH_FRAME_SIZE = 4 * 1024
+
+
+class _SentinelType(type):
+    def __repr__(cls) -> str:
+        return cls.__name__
+
+
+class NEED_DATA(metaclass=_SentinelType):
+    """Returned by :meth:`Connection.next_event` when more bytes are needed
+    (h11's sentinel: ``type(NEED_DATA) is _SentinelType``, compare with ``is``)."""
+
+
+class _Codec(Protocol):
+    version: int
+
+    def read(self) -> Event | None: ...
+
+    def write(self, event: Event) -> tuple[bytes, list[Event]]: ...
+
+    def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes: ...
+
+
+class Connection:
+    """One end of one chat session, for either protocol version.
+
+    Args:
+        role: :attr:`Role.SERVER` or :attr:`Role.CLIENT`.
+        version: 1 or 2. A client defaults to 2. A server normally leaves it
+            None and learns the version from the peer's first byte: an ASCII
+            digit starts a v1 length header, an uppercase letter a v2 TYPE.
+        max_frame_size: largest frame body accepted after a successful login.
+        max_unauthenticated_frame_size: largest frame body accepted before.
+
+    The adapter loop (server and client alike)::
+
+        while True:
+            event = conn.next_event()
+            if out := conn.data_to_send():
+                write(out)
+            if event is NEED_DATA:
+                conn.receive_data(read(65536))  # b"" at EOF
+                continue
+            handle(event)
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        version: int | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_unauthenticated_frame_size: int = DEFAULT_MAX_UNAUTH_FRAME_SIZE,
+    ) -> None:
+        if not isinstance(role, Role):
+            raise TypeError("role must be Role.CLIENT or Role.SERVER")
+        if role is Role.CLIENT and version is None:
+            version = 2
+        if version not in (None, 1, 2):
+            raise ValueError("version must be 1 or 2")
+        if max_frame_size < 0 or max_unauthenticated_frame_size < 0:
+            raise ValueError("frame size limits must be >= 0")
+        self.role = role
+        self.max_frame_size = max_frame_size
+        self.max_unauthenticated_frame_size = max_unauthenticated_frame_size
+        # bytearray + del buf[:n]: consuming from the front is amortised O(n)
+        # in CPython, so a long stream of small frames stays linear.
+        self._buf = bytearray()
+        self._eof = False
+        self._outbox = bytearray()
+        self._state = State.HANDSHAKE
+        self._state_before_error = State.HANDSHAKE
+        self._error: RemoteProtocolError | None = None
+        self._authenticated = False
+        self._codec: _Codec | None = None
+        if version is not None:
+            self._start(version)
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def version(self) -> int | None:
+        """1 or 2; None on a server until the peer's first byte arrives."""
+        return None if self._codec is None else self._codec.version
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means EOF.
+
+        Raises:
+            RuntimeError: data after EOF (a bug in the adapter, as in h11).
+        """
+        if data:
+            if self._eof:
+                raise RuntimeError("received close, then received more data?")
+            if self._error is None:  # a broken connection reads nothing more
+                self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | type[NEED_DATA]:
+        """The next event from the peer, or :data:`NEED_DATA`.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol. The state becomes
+                ERROR and every later call raises again; send
+                :meth:`error_reply` and close. Any other exception is a bug.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(str(self._error), self._error.code)
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            # A LocalProtocolError here means an event refused a value that
+            # came from the wire: the peer's fault (h11's translation).
+            remote = exc if isinstance(exc, RemoteProtocolError) else RemoteProtocolError(str(exc))
+            self._error = remote
+            self._state_before_error = self._state
+            self._state = State.ERROR
+            if remote is exc:
+                raise
+            raise remote from exc
+
+    def send(self, event: Event) -> bytes:
+        """The bytes that carry ``event`` to the peer (possibly ``b""`` when the
+        peer's version has no way to say it and it is only informational).
+
+        Raises:
+            LocalProtocolError: the event is illegal in this state or version.
+        """
+        if not isinstance(event, Event) or isinstance(event, ConnectionClosed):
+            raise LocalProtocolError(f"can't send {event!r}")
+        if self._state is State.ERROR:
+            raise LocalProtocolError("the peer broke the protocol: use error_reply()")
+        new_state = next_state(self.role, self._state, event)
+        if new_state is None:
+            raise LocalProtocolError(
+                f"can't send {type(event).__name__} in state {self._state.name}"
+            )
+        if self._codec is None:
+            # A server that has not seen a byte yet doesn't know which
+            # language to speak: it can only close, without a word.
+            if not isinstance(event, (Bye, Error)):
+                raise LocalProtocolError("the peer's protocol version is not known yet")
+            self._apply(event, new_state)
+            return b""
+        data, implied = self._codec.write(event)
+        self._apply(event, new_state)
+        for extra in implied:
+            self._apply(extra, next_state(self.role, self._state, extra) or self._state)
+        return data
+
+    def data_to_send(self) -> bytes:
+        """Bytes the codec queued by itself: the v1 server's reply to the
+        username, the v1 client's password frame. Call after next_event()."""
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def error_reply(self, exc: ProtocolError) -> bytes:
+        """The best last words for this peer after ``exc``; the state becomes
+        CLOSED. v2: an ERROR frame. v1 server: the login refusal during login,
+        else ``[ERROR] code: message`` chunks and ``<GoodBye>``. Nothing when
+        the peer's version is unknown or nothing can be said."""
+        state = self._state_before_error if self._state is State.ERROR else self._state
+        remote = (
+            exc if isinstance(exc, RemoteProtocolError) else RemoteProtocolError(str(exc), exc.code)
+        )
+        data = b"" if self._codec is None else self._codec.error_reply(remote, state)
+        self._state = State.CLOSED
+        return data
+
+    # -- internals --------------------------------------------------------
+
+    @property
+    def _frame_limit(self) -> int:
+        if self._authenticated:
+            return self.max_frame_size
+        return self.max_unauthenticated_frame_size
+
+    def _start(self, version: int) -> None:
+        if version == 2:
+            self._codec = V2Codec(self)
+        elif self.role is Role.SERVER:
+            self._codec = V1ServerCodec(self)
+        else:
+            self._codec = V1ClientCodec(self)
+        self._state = ENTRY_STATE[version]
+
+    def _apply(self, event: Event, new_state: State) -> None:
+        if isinstance(event, AuthResult) and event.ok:
+            self._authenticated = True
+        self._state = new_state
+
+    def _next_event(self) -> Event | type[NEED_DATA]:
+        while True:
+            if self._codec is None:
+                if not self._buf:
+                    return self._need_data_or_closed()
+                first = self._buf[0]
+                if 0x30 <= first <= 0x39:  # ASCII digit: a v1 length header
+                    self._start(1)
+                elif 0x41 <= first <= 0x5A:  # ASCII uppercase: a v2 TYPE
+                    self._start(2)
+                else:
+                    raise RemoteProtocolError("unrecognised protocol", ErrorCode.PROTOCOL_ERROR)
+            assert self._codec is not None
+            event = self._codec.read()
+            if event is None:
+                return self._need_data_or_closed()
+            new_state = next_state(self.role.peer, self._state, event)
+            if new_state is None:
+                if self._state is State.CLOSED:
+                    continue  # sent before the peer saw our close (Rule 4)
+                raise RemoteProtocolError(
+                    f"unexpected {type(event).__name__} in state {self._state.name}",
+                    ErrorCode.UNEXPECTED_FRAME,
+                )
+            self._apply(event, new_state)
+            return event
+
+    def _need_data_or_closed(self) -> Event | type[NEED_DATA]:
+        if not self._eof:
+            return NEED_DATA
+        if self._buf and self._state is not State.CLOSED:
+            raise RemoteProtocolError("peer closed connection mid-frame")
+        event = ConnectionClosed()
+        self._apply(event, State.CLOSED)
+        return event

@@ -1,0 +1,467 @@
+"""
+chatcore.protocol._v1
+~~~~~~~~~~~~~~~~~~~~~
+
+Readers and writers for the original protocol ("v1", docs/PROTOCOL.md §9),
+byte-exact with the original client and server.
+
+v1 is asymmetric: the client sends length-prefixed frames, the server answers
+with bare strings during login and with fixed 64-byte chunks afterwards. So
+there is one codec per role. Both are driven by :class:`~._connection.Connection`,
+which owns the receive buffer, the state and the outbox; a codec reads
+``conn.state`` but never changes it (``_state.py`` Rule 1): ``write()`` returns
+the bytes plus the events they *imply* (e.g. the v1 moderation reply ends with
+``<GoodBye>``, so it implies :class:`Bye`), and the connection applies them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from anyascii import anyascii
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    AnswerDelta,
+    AnswerEnd,
+    Authenticate,
+    AuthResult,
+    Bye,
+    ChatMessage,
+    Error,
+    ErrorCode,
+    Event,
+    Notice,
+    NoticeKind,
+    Ping,
+)
+from ._header import HEADER_SIZE, encode_v1_frame, parse_v1_header
+from ._state import State
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+# Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
+__all__ = [
+    "V1_CUSS_WARNING",
+    "V1_DISCONNECTED",
+    "V1_GOODBYE",
+    "V1_INVALID_PASSWORD",
+    "V1_INVALID_USERNAME",
+    "V1_PASSWORD_ACCEPTED",
+    "V1_TERMINATOR",
+    "V1_USERNAME_ACCEPTED",
+]
+
+# The exact bytes of the original server (PROTOCOL-V1.md). Login replies are
+# bare (no header, no padding); the warning and <GoodBye> are padded chunks.
+V1_USERNAME_ACCEPTED = b" username accepted"
+V1_PASSWORD_ACCEPTED = b" password accepted"
+V1_INVALID_USERNAME = b"invalid username : closing connection"
+V1_INVALID_PASSWORD = b"invalid password : closing connection"
+V1_GOODBYE = b"<GoodBye>"
+V1_DISCONNECTED = b"[DISCONNECTED]disconnected from server"
+V1_CUSS_WARNING = b"[WARNING] use of cuss words are not allowed"
+#: Ends every answer: one chunk of 64 spaces.
+V1_TERMINATOR = b" " * HEADER_SIZE
+
+CHUNK_SIZE = HEADER_SIZE
+_ERROR_PREFIX = b"[ERROR] "
+_MAX_SPACE_RUN = CHUNK_SIZE - 1
+_LONG_SPACE_RUN = re.compile(f" {{{CHUNK_SIZE},}}")
+# Printable ASCII plus \n and \t: what the original client can print safely.
+_NOT_PRINTABLE = re.compile(r"[^\n\t\x20-\x7e]")
+
+
+def pad(chunk: bytes) -> bytes:
+    """Right-pad to one 64-byte chunk."""
+    return chunk.ljust(CHUNK_SIZE, b" ")
+
+
+def to_v1_text(text: str) -> str:
+    """Transliterate to printable ASCII for the original client.
+
+    The original server crashed on any non-ASCII answer (PROTOCOL-V1.md,
+    "Known defects"); the original client decodes ASCII only. anyascii turns
+    “x” into "x" and café into cafe; control characters other than \\n and \\t
+    are dropped (they could move the terminal's cursor).
+    """
+    return _NOT_PRINTABLE.sub("", anyascii(text))
+
+
+def _guard(chunk: bytes) -> bytes:
+    """Make sure an answer chunk can't be read as a control chunk by a client.
+
+    The original client ends an answer on 64 spaces and the session on a chunk
+    whose ``strip()`` is ``<GoodBye>``; our v1 client also recognises the
+    cuss-word warning and a leading ``[ERROR] ``. Model text must never forge
+    one of them, so the rare colliding chunk gets one letter's case changed.
+    (64 spaces can't occur: :class:`_ChunkWriter` caps space runs at 63.)
+    """
+    if chunk.strip() == V1_GOODBYE:
+        chunk = chunk.replace(V1_GOODBYE, b"<Goodbye>")
+    if chunk.rstrip() == V1_CUSS_WARNING:
+        chunk = chunk.replace(b"[WARNING]", b"[Warning]", 1)
+    if chunk.startswith(_ERROR_PREFIX):
+        chunk = b"[Error] " + chunk[len(_ERROR_PREFIX) :]
+    return chunk
+
+
+class _ChunkWriter:
+    """Cuts a streamed text into 64-byte chunks, emitting each complete chunk
+    at once (so the first tokens reach the user before the answer is done)."""
+
+    def __init__(self, *, guard_first: bool = True) -> None:
+        self._pending = bytearray()
+        # False for an [ERROR] reply, whose first chunk must keep its marker.
+        self._guard_next = guard_first
+        # Spaces at the end of everything fed so far, emitted or not: a run of
+        # 64 would be a complete chunk of spaces, i.e. a forged terminator.
+        self._space_run = 0
+
+    def _collapse(self, text: str) -> str:
+        lead = len(text) - len(text.lstrip(" "))
+        keep = min(lead, _MAX_SPACE_RUN - self._space_run)
+        if lead == len(text):
+            self._space_run += keep
+            return " " * keep
+        text = " " * keep + _LONG_SPACE_RUN.sub(" " * _MAX_SPACE_RUN, text[lead:])
+        self._space_run = len(text) - len(text.rstrip(" "))
+        return text
+
+    def feed(self, text: str) -> bytes:
+        self._pending += self._collapse(to_v1_text(text)).encode("ascii")
+        n = len(self._pending) - len(self._pending) % CHUNK_SIZE
+        if not n:
+            return b""
+        out = b"".join(
+            self._emit(bytes(self._pending[i : i + CHUNK_SIZE])) for i in range(0, n, CHUNK_SIZE)
+        )
+        del self._pending[:n]
+        return out
+
+    def _emit(self, chunk: bytes) -> bytes:
+        guard, self._guard_next = self._guard_next, True
+        return _guard(chunk) if guard else chunk
+
+    def finish(self) -> bytes:
+        """The last, padded chunk, or nothing if only spaces are left (a padded
+        chunk of spaces would be the terminator)."""
+        rest = bytes(self._pending)
+        self._pending.clear()
+        self._space_run = 0
+        if not rest.rstrip(b" "):
+            return b""
+        return self._emit(pad(rest))
+
+
+def _error_chunks(code: ErrorCode, message: str) -> bytes:
+    """``[ERROR] code: message`` as padded chunks. Only the first chunk may
+    start with ``[ERROR] ``: that is what marks it as an error for our client."""
+    writer = _ChunkWriter(guard_first=False)
+    text = f"[ERROR] {code.value}: {message}".replace("\n", " ")
+    return writer.feed(text) + writer.finish()
+
+
+class _Phase(Enum):
+    USERNAME = "username"
+    PASSWORD = "password"
+    VERDICT = "verdict"
+    CHAT = "chat"
+
+
+class V1ServerCodec:
+    """The server side of v1: reads the client's frames, writes bare login
+    replies and 64-byte answer chunks."""
+
+    version = 1
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._phase = _Phase.USERNAME
+        self._user = ""
+        self._message_id = 0
+        self._answer = _ChunkWriter()
+        self._peer_said_bye = False
+        self._close_sent = False
+
+    # -- reading ----------------------------------------------------------
+
+    def _read_frame(self) -> bytes | None:
+        buf = self._conn._buf
+        length = parse_v1_header(buf, self._conn._frame_limit)
+        if length is None or len(buf) < HEADER_SIZE + length:
+            return None
+        body = bytes(buf[HEADER_SIZE : HEADER_SIZE + length])
+        del buf[: HEADER_SIZE + length]
+        return body
+
+    def read(self) -> Event | None:
+        conn = self._conn
+        while True:
+            if self._phase is _Phase.VERDICT:
+                # The original client waits for the verdict before it sends
+                # anything else, and the frame limit depends on the verdict:
+                # parse nothing until it is sent, and refuse a flood meanwhile.
+                if len(conn._buf) > HEADER_SIZE + conn.max_unauthenticated_frame_size:
+                    raise RemoteProtocolError("data sent before the login verdict")
+                return None
+            body = self._read_frame()
+            if body is None:
+                return None
+            text = body.decode("utf-8", errors="replace")
+            if self._phase is _Phase.USERNAME:
+                self._user = text
+                self._phase = _Phase.PASSWORD
+                if conn.state is State.AUTHENTICATING:
+                    # Whatever the name: a separate "invalid username" reply
+                    # would tell an attacker which names exist.
+                    conn._outbox += V1_USERNAME_ACCEPTED
+                continue
+            if self._phase is _Phase.PASSWORD:
+                self._phase = _Phase.VERDICT
+                return Authenticate(user=self._user, password=text)
+            if body == V1_GOODBYE:
+                self._peer_said_bye = True
+                return Bye()
+            self._message_id += 1
+            return ChatMessage(text=text, conversation="", message_id=self._message_id)
+
+    # -- writing ----------------------------------------------------------
+
+    def _login_refusal(self) -> bytes:
+        return V1_INVALID_USERNAME if self._phase is _Phase.USERNAME else V1_INVALID_PASSWORD
+
+    def _closing(self, data: bytes) -> tuple[bytes, list[Event]]:
+        self._close_sent = True
+        return data, [Bye()]
+
+    def write(self, event: Event) -> tuple[bytes, list[Event]]:
+        state = self._conn.state
+        if isinstance(event, AuthResult):
+            if event.ok:
+                if self._phase is not _Phase.VERDICT:
+                    raise LocalProtocolError("can't accept a login before the password arrived")
+                self._phase = _Phase.CHAT
+                return V1_PASSWORD_ACCEPTED, []
+            refusal = self._login_refusal()
+            self._phase = _Phase.CHAT
+            self._close_sent = True
+            return refusal, []
+        if isinstance(event, AnswerDelta):
+            return self._answer.feed(event.text), []
+        if isinstance(event, AnswerEnd):
+            return self._answer.finish() + V1_TERMINATOR, []
+        if isinstance(event, Error):
+            if self._close_sent or state is State.CLOSED:
+                return b"", []
+            if state is State.AUTHENTICATING:
+                return self._closing(self._login_refusal())
+            data = self._answer.finish() + _error_chunks(event.code, event.message)
+            if event.fatal:
+                # Like the moderation reply: the original client stops on
+                # <GoodBye> instead of prompting on a closed connection.
+                self._close_sent = True
+                return data + pad(V1_GOODBYE), []
+            return data + V1_TERMINATOR, []
+        if isinstance(event, Notice):
+            if event.kind is not NoticeKind.MODERATION or self._close_sent:
+                return b"", []  # v1 has no notices: informational, dropped
+            if state is State.AUTHENTICATING:
+                return self._closing(self._login_refusal())
+            data = self._answer.finish() + pad(V1_CUSS_WARNING) + pad(V1_GOODBYE)
+            return self._closing(data)
+        if isinstance(event, Bye):
+            if self._close_sent:
+                return b"", []
+            self._close_sent = True
+            if self._peer_said_bye:
+                return V1_DISCONNECTED, []
+            if state is State.AUTHENTICATING:
+                return self._login_refusal(), []
+            if state is State.CHATTING:
+                # Our own goodbye (e.g. shutdown): a bare [DISCONNECTED] would
+                # be read as an answer chunk by the original client.
+                return self._answer.finish() + pad(V1_GOODBYE), []
+            return b"", []
+        if isinstance(event, Ping):
+            return b"", []  # informational: v1 has no liveness probe
+        raise LocalProtocolError(f"{type(event).__name__} can't be expressed in protocol v1")
+
+    def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
+        if self._close_sent:
+            return b""
+        self._close_sent = True
+        if state is State.AUTHENTICATING:
+            return self._login_refusal()
+        if state is State.CHATTING:
+            return self._answer.finish() + _error_chunks(exc.code, str(exc)) + pad(V1_GOODBYE)
+        return b""
+
+
+class V1ClientCodec:
+    """The client side of v1 (our client's ``--protocol v1``): writes frames,
+    reads bare login replies and 64-byte answer chunks."""
+
+    version = 1
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._phase: _Phase | None = None  # None until Authenticate is sent
+        self._user = ""
+        self._password = ""
+        self._message_id = 0
+        self._bye_sent = False
+        self._queued: deque[Event] = deque()
+        # Answer parsing state.
+        self._held = ""  # trailing spaces of the last chunk: padding or text?
+        self._error: list[bytes] | None = None  # chunks of an [ERROR] reply
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    # -- reading ----------------------------------------------------------
+
+    def _reply(self, accepted: bytes, refused: bytes) -> bytes | None:
+        """One bare login reply. Known replies are matched as prefixes so a
+        reply split over several reads works; anything else counts as
+        accepted, as in the original client (which did one recv(64))."""
+        buf = self._conn._buf
+        for known in (accepted, refused):
+            if buf.startswith(known):
+                del buf[: len(known)]
+                return known
+        if not buf:
+            return None
+        if not self._conn._eof and (accepted.startswith(buf) or refused.startswith(buf)):
+            return None
+        n = min(len(buf), CHUNK_SIZE)
+        reply = bytes(buf[:n])
+        del buf[:n]
+        return reply
+
+    def read(self) -> Event | None:
+        conn = self._conn
+        buf = conn._buf
+        while True:
+            if self._queued:
+                return self._queued.popleft()
+            if self._phase is None:
+                return None
+            if self._phase is _Phase.USERNAME:
+                reply = self._reply(V1_USERNAME_ACCEPTED, V1_INVALID_USERNAME)
+                if reply is None:
+                    return None
+                if reply == V1_INVALID_USERNAME:
+                    self._phase = _Phase.CHAT
+                    return AuthResult(False, self._user, V1_INVALID_USERNAME.decode())
+                conn._outbox += encode_v1_frame(self._password.encode("utf-8", "replace"))
+                self._password = ""
+                self._phase = _Phase.PASSWORD
+                continue
+            if self._phase is _Phase.PASSWORD:
+                reply = self._reply(V1_PASSWORD_ACCEPTED, V1_INVALID_PASSWORD)
+                if reply is None:
+                    return None
+                self._phase = _Phase.CHAT
+                if reply == V1_INVALID_PASSWORD:
+                    return AuthResult(False, self._user, V1_INVALID_PASSWORD.decode())
+                message = reply.decode("utf-8", errors="replace").strip()
+                return AuthResult(True, self._user, message)
+            if self._bye_sent and buf:
+                if buf.startswith(V1_DISCONNECTED):
+                    del buf[: len(V1_DISCONNECTED)]
+                    return Bye()
+                if V1_DISCONNECTED.startswith(buf) and not conn._eof:
+                    return None
+            if len(buf) < CHUNK_SIZE:
+                return None
+            chunk = bytes(buf[:CHUNK_SIZE])
+            del buf[:CHUNK_SIZE]
+            event = self._chunk(chunk)
+            if event is not None:
+                return event
+
+    def _end_answer(self) -> None:
+        self._held = ""
+        self._error = None
+        self._decoder.reset()
+
+    def _error_event(self) -> Error:
+        assert self._error is not None
+        text = b"".join(self._error).decode("utf-8", errors="replace").rstrip()
+        text = text[len(_ERROR_PREFIX) :]
+        # "[ERROR] code: message"; an empty message leaves "code:" after rstrip.
+        code_text, sep, message = text.partition(":")
+        try:
+            code = ErrorCode(code_text) if sep else ErrorCode.INTERNAL_ERROR
+        except ValueError:
+            code = ErrorCode.INTERNAL_ERROR
+        message = message.removeprefix(" ") if sep else text
+        return Error(code=code, message=message, message_id=self._message_id)
+
+    def _chunk(self, chunk: bytes) -> Event | None:
+        if chunk == V1_TERMINATOR:
+            event: Event = (
+                self._error_event()
+                if self._error is not None
+                else AnswerEnd(message_id=self._message_id)
+            )
+            self._end_answer()
+            return event
+        if chunk.strip() == V1_GOODBYE:
+            if self._error is not None:
+                self._queued.append(self._error_event())
+            self._end_answer()
+            self._queued.append(Bye(reason="goodbye"))
+            return self._queued.popleft()
+        if self._error is not None:
+            self._error.append(chunk)
+            return None
+        if chunk.rstrip() == V1_CUSS_WARNING:
+            self._end_answer()
+            return Notice(kind=NoticeKind.MODERATION, message=V1_CUSS_WARNING.decode())
+        if chunk.startswith(_ERROR_PREFIX):
+            self._end_answer()
+            self._error = [chunk]
+            return None
+        text = self._decoder.decode(chunk)
+        body = text.rstrip(" ")
+        # Trailing spaces are padding if the next chunk is the terminator and
+        # answer text otherwise: hold them until we know.
+        out = self._held + body if body else ""
+        self._held = self._held + text if not body else text[len(body) :]
+        if out:
+            return AnswerDelta(text=out, message_id=self._message_id)
+        return None
+
+    # -- writing ----------------------------------------------------------
+
+    def write(self, event: Event) -> tuple[bytes, list[Event]]:
+        if isinstance(event, Authenticate):
+            if self._phase is not None:
+                raise LocalProtocolError("already logged in or logging in")
+            self._phase = _Phase.USERNAME
+            self._user = event.user
+            self._password = event.password  # sent once the username is accepted
+            return encode_v1_frame(event.user.encode("utf-8", "replace")), []
+        if isinstance(event, ChatMessage):
+            if event.text == V1_GOODBYE.decode():
+                raise LocalProtocolError("in v1 this text means Bye; send Bye() instead")
+            self._message_id = event.message_id or self._message_id + 1
+            return encode_v1_frame(event.text.encode("utf-8", "replace")), []
+        if isinstance(event, Bye):
+            if self._bye_sent or self._phase is not _Phase.CHAT:
+                return b"", []  # during login v1 can only close the socket
+            if self._conn.state is State.CLOSED:
+                return b"", []
+            self._bye_sent = True
+            return encode_v1_frame(V1_GOODBYE), []
+        if isinstance(event, (Error, Ping)):
+            return b"", []  # v1 clients have no way to say either
+        raise LocalProtocolError(f"{type(event).__name__} can't be expressed in protocol v1")
+
+    def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
+        return b""  # the original server understands nothing but frames of text

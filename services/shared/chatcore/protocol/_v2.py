@@ -1,0 +1,344 @@
+"""
+chatcore.protocol._v2
+~~~~~~~~~~~~~~~~~~~~~
+
+Reader and writer for protocol v2 (docs/PROTOCOL.md): every frame, both ways,
+is a 64-byte ``TYPE LENGTH`` header followed by a UTF-8 JSON object.
+
+Bodies are strict about what they need and lenient about what they don't
+know: a missing or mistyped required key is a PROTOCOL_ERROR, unknown keys are
+ignored, an unknown error code reads as ``internal_error`` and an unknown
+notice kind as ``info`` (so a newer peer can add them without breaking us).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    AnswerDelta,
+    AnswerEnd,
+    Authenticate,
+    AuthResult,
+    Bye,
+    Cancel,
+    ChatMessage,
+    ClientHello,
+    Error,
+    ErrorCode,
+    Event,
+    Notice,
+    NoticeKind,
+    Ping,
+    Pong,
+    ServerHello,
+)
+from ._header import HEADER_SIZE, encode_v2_frame, parse_v2_header
+from ._state import Role, State
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__: list[str] = []
+
+#: The protocol version this module speaks.
+VERSION = 2
+#: Integers on the wire stay within what every JSON implementation represents
+#: exactly (IEEE double), so a JavaScript client can implement the protocol.
+MAX_INT = 2**53 - 1
+
+_REQUIRED: Any = object()
+
+
+# -- writing ------------------------------------------------------------------
+
+
+def _optional(body: dict[str, Any], key: str, value: object) -> None:
+    if value is not None:
+        body[key] = value
+
+
+def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
+    """The frame TYPE and JSON body of ``event``, keys in the documented order."""
+    if isinstance(event, ClientHello):
+        return "HELLO", {"versions": list(event.versions), "agent": event.agent}
+    if isinstance(event, ServerHello):
+        return "HELLO", {
+            "version": event.version,
+            "agent": event.agent,
+            "model": event.model,
+            "limits": dict(event.limits),
+        }
+    if isinstance(event, Authenticate):
+        return "AUTH", {"user": event.user, "password": event.password}
+    if isinstance(event, AuthResult):
+        return "AUTH_RESULT", {"ok": event.ok, "user": event.user, "message": event.message}
+    if isinstance(event, ChatMessage):
+        return "CHAT", {
+            "id": event.message_id,
+            "conversation": event.conversation,
+            "text": event.text,
+        }
+    if isinstance(event, AnswerDelta):
+        return "DELTA", {"id": event.message_id, "text": event.text}
+    if isinstance(event, AnswerEnd):
+        return "END", {
+            "id": event.message_id,
+            "reason": event.reason,
+            "prompt_tokens": event.prompt_tokens,
+            "answer_tokens": event.answer_tokens,
+            "first_token_ms": event.first_token_ms,
+            "total_ms": event.total_ms,
+        }
+    if isinstance(event, Error):
+        body: dict[str, Any] = {"code": event.code.value, "message": event.message}
+        _optional(body, "id", event.message_id)
+        return "ERROR", body
+    if isinstance(event, Notice):
+        body = {"kind": event.kind.value, "message": event.message}
+        _optional(body, "id", event.message_id)
+        _optional(body, "position", event.position)
+        return "NOTICE", body
+    if isinstance(event, Cancel):
+        return "CANCEL", {"id": event.message_id}
+    if isinstance(event, Ping):
+        return "PING", {"nonce": event.nonce}
+    if isinstance(event, Pong):
+        return "PONG", {"nonce": event.nonce}
+    if isinstance(event, Bye):
+        return "BYE", {"reason": event.reason}
+    raise LocalProtocolError(f"{type(event).__name__} can't be sent")
+
+
+def encode_event(event: Event) -> bytes:
+    frame_type, body = event_to_frame(event)
+    # "replace": a lone surrogate in a str (it can't come from valid UTF-8 input)
+    # becomes "?" rather than an exception in the middle of an answer.
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
+    return encode_v2_frame(frame_type, data)
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def _invalid(frame_type: str, why: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"invalid {frame_type} frame: {why}", ErrorCode.PROTOCOL_ERROR)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _Body:
+    """Typed access to a decoded JSON object, raising PROTOCOL_ERROR."""
+
+    def __init__(self, frame_type: str, obj: dict[str, Any]) -> None:
+        self.type = frame_type
+        self.obj = obj
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.obj.get(key)
+        if value is None:  # absent and null mean the same
+            if default is _REQUIRED:
+                raise _invalid(self.type, f"missing {key!r}")
+            return default
+        return value
+
+    def text(self, key: str, default: Any = _REQUIRED) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise _invalid(self.type, f"{key!r} must be a string")
+        _check_text(self.type, key, value)
+        return value
+
+    def number(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+            raise _invalid(self.type, f"{key!r} must be an integer in 0..2**53-1")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self._get(key, _REQUIRED)
+        if not isinstance(value, bool):
+            raise _invalid(self.type, f"{key!r} must be true or false")
+        return value
+
+
+def _check_text(frame_type: str, key: str, value: str) -> None:
+    # JSON escapes can smuggle lone surrogates ("\ud800") past the UTF-8
+    # check; they would blow up later in whoever encodes the text again.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid(frame_type, f"{key!r} is not valid Unicode") from None
+
+
+def _client_hello(b: _Body) -> Event:
+    versions = b._get("versions", _REQUIRED)
+    if not isinstance(versions, list) or not versions:
+        raise _invalid(b.type, "'versions' must be a non-empty list")
+    for v in versions:
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_INT:
+            raise _invalid(b.type, "'versions' must hold positive integers")
+    return ClientHello(versions=tuple(versions), agent=b.text("agent", ""))
+
+
+def _server_hello(b: _Body) -> Event:
+    limits = b._get("limits", {})
+    if not isinstance(limits, dict):
+        raise _invalid(b.type, "'limits' must be an object")
+    for k, v in limits.items():
+        _check_text(b.type, "limits", k)
+        if not k or not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_INT:
+            raise _invalid(b.type, "'limits' must map names to integers")
+    return ServerHello(
+        version=b.number("version"),
+        agent=b.text("agent", ""),
+        model=b.text("model", ""),
+        limits=limits,
+    )
+
+
+def _error(b: _Body) -> Event:
+    try:
+        code = ErrorCode(b.text("code"))
+    except ValueError:
+        code = ErrorCode.INTERNAL_ERROR  # a newer peer's code
+    return Error(code=code, message=b.text("message", ""), message_id=b.number("id", None))
+
+
+def _notice(b: _Body) -> Event:
+    try:
+        kind = NoticeKind(b.text("kind"))
+    except ValueError:
+        kind = NoticeKind.INFO  # a newer peer's kind
+    return Notice(
+        kind=kind,
+        message=b.text("message", ""),
+        message_id=b.number("id", None),
+        position=b.number("position", None),
+    )
+
+
+# (TYPE, sending role) -> decoder. A TYPE the sender may not send at all is
+# still decoded (to its event) and then refused by the state table.
+_DECODERS: dict[str, Callable[[_Body, Role], Event]] = {
+    "HELLO": lambda b, r: _client_hello(b) if r is Role.CLIENT else _server_hello(b),
+    "AUTH": lambda b, r: Authenticate(user=b.text("user"), password=b.text("password")),
+    "AUTH_RESULT": lambda b, r: AuthResult(
+        ok=b.flag("ok"), user=b.text("user", ""), message=b.text("message", "")
+    ),
+    "CHAT": lambda b, r: ChatMessage(
+        text=b.text("text"), conversation=b.text("conversation", ""), message_id=b.number("id")
+    ),
+    "DELTA": lambda b, r: AnswerDelta(text=b.text("text"), message_id=b.number("id")),
+    "END": lambda b, r: AnswerEnd(
+        message_id=b.number("id"),
+        reason=b.text("reason", "stop"),
+        prompt_tokens=b.number("prompt_tokens", 0),
+        answer_tokens=b.number("answer_tokens", 0),
+        first_token_ms=b.number("first_token_ms", 0),
+        total_ms=b.number("total_ms", 0),
+    ),
+    "ERROR": lambda b, r: _error(b),
+    "NOTICE": lambda b, r: _notice(b),
+    "CANCEL": lambda b, r: Cancel(message_id=b.number("id")),
+    "PING": lambda b, r: Ping(nonce=b.text("nonce", "")),
+    "PONG": lambda b, r: Pong(nonce=b.text("nonce", "")),
+    "BYE": lambda b, r: Bye(reason=b.text("reason", "")),
+}
+
+
+def decode_frame(frame_type: str, body: bytes, sender: Role) -> Event:
+    """The event for one complete frame sent by ``sender``."""
+    decoder = _DECODERS.get(frame_type)
+    if decoder is None:
+        raise RemoteProtocolError("unknown frame type", ErrorCode.UNEXPECTED_FRAME)
+    try:
+        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: "[[[[…" nested deeper than the interpreter's stack.
+        raise _invalid(frame_type, "body is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise _invalid(frame_type, "body is not a JSON object")
+    try:
+        return decoder(_Body(frame_type, obj), sender)
+    except LocalProtocolError as exc:  # the event refused a value (h11's rule)
+        raise _invalid(frame_type, str(exc)) from None
+
+
+class V2Codec:
+    """Both roles of v2 (the protocol is symmetric apart from HELLO bodies)."""
+
+    version = VERSION
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._hello_sent = False
+        self._hello_received = False
+        self._close_sent = False
+
+    def read(self) -> Event | None:
+        conn = self._conn
+        buf = conn._buf
+        header = parse_v2_header(buf, conn._frame_limit)
+        if header is None:
+            return None
+        frame_type, length = header
+        if len(buf) < HEADER_SIZE + length:
+            return None
+        body = bytes(buf[HEADER_SIZE : HEADER_SIZE + length])
+        del buf[: HEADER_SIZE + length]
+        event = decode_frame(frame_type, body, conn.role.peer)
+        is_hello = isinstance(event, (ClientHello, ServerHello))
+        if conn.role is Role.SERVER and not self._hello_received and not is_hello:
+            raise RemoteProtocolError("the first frame must be HELLO", ErrorCode.UNEXPECTED_FRAME)
+        if is_hello:
+            if self._hello_received or (conn.role is Role.CLIENT and not self._hello_sent):
+                raise RemoteProtocolError("unexpected HELLO", ErrorCode.UNEXPECTED_FRAME)
+            self._hello_received = True
+            if isinstance(event, ClientHello) and VERSION not in event.versions:
+                raise RemoteProtocolError(
+                    "no common protocol version (this server speaks 2)",
+                    ErrorCode.UNSUPPORTED_VERSION,
+                )
+            if isinstance(event, ServerHello) and event.version != VERSION:
+                raise RemoteProtocolError(
+                    "the server chose a protocol version this client does not speak",
+                    ErrorCode.UNSUPPORTED_VERSION,
+                )
+        return event
+
+    def write(self, event: Event) -> tuple[bytes, list[Event]]:
+        conn = self._conn
+        if isinstance(event, ClientHello):
+            if self._hello_sent:
+                raise LocalProtocolError("HELLO was already sent")
+            if VERSION not in event.versions:
+                raise LocalProtocolError("a v2 connection must offer version 2")
+            self._hello_sent = True
+        elif isinstance(event, ServerHello):
+            if not self._hello_received:
+                raise LocalProtocolError("can't send HELLO before the client's HELLO")
+            if event.version != VERSION:
+                raise LocalProtocolError("a v2 connection must choose version 2")
+            self._hello_sent = True
+        elif isinstance(event, (Bye, Error)):
+            if self._close_sent or (conn.role is Role.CLIENT and not self._hello_sent):
+                # Already said our last word, or the server hasn't seen our
+                # HELLO and would refuse any other first frame.
+                return b"", []
+            if isinstance(event, Bye) or event.fatal:
+                self._close_sent = True
+        return encode_event(event), []
+
+    def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
+        if self._close_sent or (self._conn.role is Role.CLIENT and not self._hello_sent):
+            return b""
+        self._close_sent = True
+        return encode_event(Error(code=exc.code, message=str(exc)))

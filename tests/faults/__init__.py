@@ -1,0 +1,1 @@
+"""faults suite (see the module docstrings)."""

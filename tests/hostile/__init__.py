@@ -1,0 +1,1 @@
+"""hostile suite (see the module docstrings)."""

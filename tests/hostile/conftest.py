@@ -1,0 +1,54 @@
+"""
+Fixtures of the hostile-input suite.
+
+Most attacks run against one server shared by the whole package (starting a
+server per parametrized case would cost most of the time budget); each test
+still checks its own invariants through a fresh :class:`~tests.hostile._support.Guard`,
+whose log and RSS checks only look at what happened after it was created.
+Attacks that need other limits (connection cap, auth deadline) start their own
+server with ``server_factory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.server import PASSWORD, USER, LiveServer, make_server_env
+from tests.fixtures.standin import StandIn
+
+from ._support import Guard
+
+#: The shared server's login deadline: short, so the pre-login slowloris test is quick.
+AUTH_TIMEOUT = 3
+
+
+@pytest.fixture(scope="package")
+def shared_standin() -> Iterator[StandIn]:
+    s = StandIn().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="package")
+def shared_server(tmp_path_factory: pytest.TempPathFactory,
+                  shared_standin: StandIn) -> Iterator[LiveServer]:
+    d = tmp_path_factory.mktemp("hostile-server")
+    server = LiveServer(
+        env=make_server_env(d, shared_standin.url, CHAT_RATE_LIMIT="0",
+                            CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT)),
+        log_path=d / "server.log", standin=shared_standin,
+    )
+    server.add_user(USER, PASSWORD)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def guard(shared_server: LiveServer) -> Guard:
+    """Invariants around one attack on the shared server."""
+    if shared_server.proc is None or shared_server.proc.poll() is not None:
+        pytest.fail("the shared server died in an earlier test")
+    return Guard(shared_server, USER, PASSWORD)

@@ -1,0 +1,188 @@
+"""chatcore.privacy: what counts as an e-mail or a phone number, and what does not."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from chatcore.privacy import (
+    EMAIL_NOTICE,
+    PHONE_NOTICE,
+    PersonalData,
+    find_personal_data,
+    mask_personal_data,
+    refusal_notice,
+)
+
+
+def kinds(text: str) -> list[tuple[str, str]]:
+    return [(p.kind, p.text) for p in find_personal_data(text)]
+
+
+def test_notices_are_the_original_clients_strings():
+    assert EMAIL_NOTICE == "you are not allowed to share email address with the chat help"
+    assert PHONE_NOTICE == "you are not allowed to share phone number with the chat help"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "+91-9876543210",
+        "+91 98765 43210",
+        "+919876543210",
+        "09876543210",
+        "9876543210",
+        "98765 43210",
+        "98765-43210",
+        "(+91) 98765 43210",
+        "91-9876543210",
+        "+91-98765-43210",
+        "9 8 7 6 5 4 3 2 1 0",
+        "+44 20 7946 0958",
+        "+1 415 555 2671",
+        "+1 (415) 555-2671",
+        "0044 20 7946 0958",
+        "011-2345 6789",  # a Delhi landline, written with its trunk prefix
+    ],
+)
+def test_phone_formats_are_found_whole(number):
+    text = f"my number is {number} ok"
+    assert kinds(text) == [("phone", number)]
+    assert mask_personal_data(text) == "my number is [phone removed] ok"
+    assert refusal_notice(text) == PHONE_NOTICE
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("call me9876543210", "9876543210"),
+        ("9876543210abc", "9876543210"),
+        ("me+919876543210", "+919876543210"),
+        ("\uff19\uff18\uff17\uff16\uff15\uff14\uff13\uff12\uff11\uff10", None),  # fullwidth
+        ("\u0669\u0668\u0667\u0666\u0665\u0664\u0663\u0662\u0661\u0660", None),  # Arabic-Indic
+        ("98765\u200b43210", None),  # zero-width space inside
+    ],
+)
+def test_phone_numbers_glued_to_words_or_in_other_digits_are_found(text, found):
+    assert kinds(text) == [("phone", found or text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "in 2024 we moved",
+        "it costs $1,299.99 or Rs. 45,000",
+        "Python 3.11.7, Windows 10.0.19041",
+        "the meeting is on 2024-01-15 at 10:30",
+        "dated 15/01/2024",
+        "I have 3 cats",
+        "order 1234567890",  # a fixed-line-shaped id: not a phone
+        "ping 192.168.1.100",
+        "the population was 1400000000",
+        "a3f98765432101bc",  # a hash: one letter before the digits stays glued
+        "call (415) 555-2671",  # other countries need their + prefix
+        "1800 123 4567",  # toll-free, national form
+        "12345",
+    ],
+)
+def test_ordinary_numbers_are_not_phones(text):
+    assert find_personal_data(text) == []
+    assert refusal_notice(text) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "raj.kumar@example.co.in",
+        "RAJ@GMAIL.COM",
+        "a.b+tag@example.com",
+        "first_last-99@mail.example.org",
+        "\uff52\uff41\uff4a\uff20\uff47\uff4d\uff41\uff49\uff4c\uff0e\uff43\uff4f\uff4d",  # fullwidth
+        "\u0930\u093e\u091c@\u0909\u0926\u093e\u0939\u0930\u0923.\u092d\u093e\u0930\u0924",  # Devanagari
+        "raj\u200b@gmail.com",
+        "raj [at] gmail [dot] com",
+        "raj(at)gmail(dot)com",
+        "raj{AT}gmail{DOT}com",
+        "raj @ gmail.com",
+        "9876543210@example.com",  # one finding: the address, not a phone inside it
+    ],
+)
+def test_email_formats_are_found_whole(address):
+    text = f"write to {address} please"
+    assert kinds(text) == [("email", address)]
+    assert mask_personal_data(text) == "write to [email removed] please"
+    assert refusal_notice(text) == EMAIL_NOTICE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "look at this dot",
+        "meet me at home dot com",  # bare words are ordinary prose
+        "@channel hello",
+        "user@localhost",
+        "foo@bar.c",
+        "a@b",
+        "x @ y",
+        "decorators like @property",
+        "user@sub.example-.com",
+    ],
+)
+def test_things_that_are_not_email_addresses(text):
+    assert find_personal_data(text) == []
+
+
+def test_trailing_dot_is_not_part_of_the_address():
+    assert kinds("mail a@b.cd.") == [("email", "a@b.cd")]
+
+
+def test_email_notice_wins_over_phone_notice():
+    assert refusal_notice("call 9876543210 or mail raj@gmail.com") == EMAIL_NOTICE
+
+
+def test_spans_index_the_original_text():
+    text = "\u200b\uff21 raj\u200b@gmail.com and \uff19\uff18\uff17\uff16\uff15 43210!"
+    found = find_personal_data(text)
+    assert [p.kind for p in found] == ["email", "phone"]
+    for p in found:
+        assert isinstance(p, PersonalData)
+        assert text[p.start : p.end] == p.text
+    assert found[0].text == "raj\u200b@gmail.com"
+    assert found[1].text == "\uff19\uff18\uff17\uff16\uff15 43210"
+
+
+def test_findings_are_sorted_and_do_not_overlap():
+    text = "a@b.com 9876543210 c@d.org +91 98765 43210 x"
+    found = find_personal_data(text)
+    assert [p.kind for p in found] == ["email", "phone", "email", "phone"]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(found))
+
+
+def test_personal_data_is_frozen():
+    p = find_personal_data("9876543210")[0]
+    with pytest.raises(AttributeError):
+        p.start = 3  # type: ignore[misc]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 30000 + "@",  # quadratic for a naive e-mail regex (SECURITY-FACTS 3.3)
+        "a" * 65535 + "@",
+        "@" * 65536,
+        "a@" * 32768,
+        "a@a." * 16384,
+        " @ " * 21000,
+        "[at]" * 16000,
+        "1 " * 32768,
+        "+1" * 32768,
+        "98765 " * 10900,
+    ],
+    ids=lambda t: repr(t[:8]),
+)
+def test_adversarial_64k_inputs_finish(text):
+    # Completion within the generous timeout is the assertion; the result must
+    # also be sane.
+    found = find_personal_data(text)
+    assert all(text[p.start : p.end] == p.text for p in found)

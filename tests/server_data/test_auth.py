@@ -1,0 +1,397 @@
+"""Authenticator: right/wrong/unknown, constant work, throttling, rehash, bounded hashing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from argon2 import PasswordHasher, Type
+from chat_server.auth import Authenticator, ThrottlePolicy, ensure_bootstrap_user
+from chat_server.config import Settings
+from chat_server.store import SQLiteStore
+
+T = TypeVar("T")
+
+
+def cheap_hasher(time_cost: int = 1) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=1024, parallelism=1, type=Type.ID)
+
+
+class CountingHasher:
+    """Wraps a real argon2 hasher and records what it is asked to do."""
+
+    def __init__(self, inner: PasswordHasher | None = None) -> None:
+        self.inner = inner or cheap_hasher()
+        self.verified: list[str] = []  # the hashes verify() was called with
+        self.hashed = 0
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.gate: threading.Event | None = None  # when set, verify() waits on it
+
+    def hash(self, password: str) -> str:
+        self.hashed += 1
+        return self.inner.hash(password)
+
+    def verify(self, hash: str, password: str) -> bool:
+        with self.lock:
+            self.verified.append(hash)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                assert self.gate.wait(timeout=30)
+            return self.inner.verify(hash, password)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def check_needs_rehash(self, hash: str) -> bool:
+        return self.inner.check_needs_rehash(hash)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(_with_timeout(coro))
+
+
+async def _with_timeout(coro: Awaitable[T]) -> T:
+    async with asyncio.timeout(60):
+        return await coro
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SQLiteStore(tmp_path / "chat.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+def make_auth(store: SQLiteStore, hasher: CountingHasher, **kw: Any) -> tuple[Authenticator, FakeClock]:
+    clock = FakeClock()
+    auth = Authenticator(store, hasher, clock=clock, **kw)
+    return auth, clock
+
+
+def add_user(store: SQLiteStore, name: str, password: str, hasher: PasswordHasher | None = None) -> None:
+    store.add_user(name, (hasher or cheap_hasher()).hash(password))
+
+
+# -- right, wrong, unknown -----------------------------------------------------
+
+
+def test_right_wrong_and_unknown(store: SQLiteStore, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "s3cret pass")
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify("alice", "s3cret pass", "127.0.0.1")) is True
+    assert run(auth.verify("alice", "wrong", "127.0.0.1")) is False
+    assert run(auth.verify("bob", "s3cret pass", "127.0.0.1")) is False
+    assert run(auth.verify("alice", "", "127.0.0.1")) is False
+    assert run(auth.verify("", "", "127.0.0.1")) is False
+
+
+def test_unknown_user_does_the_same_hashing_work(store: SQLiteStore, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    auth, _ = make_auth(store, hasher)
+    alice_hash = store.get_password_hash("alice")
+    assert alice_hash is not None
+
+    run(auth.verify("alice", "wrong", None))
+    assert hasher.verified == [alice_hash]
+
+    run(auth.verify("nobody", "wrong", None))
+    run(auth.verify("x" * 500, "wrong", None))  # not even a valid user name
+    assert len(hasher.verified) == 3
+    # The unknown-user path verified a real argon2id hash with the same
+    # parameters as the live hasher, not a shortcut.
+    dummy_hash = hasher.verified[1]
+    assert dummy_hash == hasher.verified[2]
+    assert dummy_hash != alice_hash
+    assert dummy_hash.split("$")[1:4] == alice_hash.split("$")[1:4]  # argon2id, v, m/t/p
+
+
+def test_dummy_hash_made_once_with_live_parameters(store: SQLiteStore, hasher: CountingHasher) -> None:
+    auth, _ = make_auth(store, hasher)
+    assert hasher.hashed == 1
+    for i in range(3):
+        run(auth.verify(f"ghost{i}", "pw", None))
+    assert hasher.hashed == 1  # no new hashes per attempt
+
+
+def test_failure_reason_only_in_debug_logs(
+    store: SQLiteStore, hasher: CountingHasher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_user(store, "alice", "pw")
+    auth, _ = make_auth(store, hasher)
+
+    def messages(user: str) -> tuple[list[str], list[str]]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="chat_server.auth"):
+            run(auth.verify(user, "wrong", "10.0.0.1"))
+        info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        return info, debug
+
+    wrong_info, wrong_debug = messages("alice")
+    unknown_info, unknown_debug = messages("bob")
+    assert wrong_info == unknown_info == ["login failed"]
+    assert wrong_debug != unknown_debug
+    assert "wrong password" in wrong_debug[0] and "unknown user" in unknown_debug[0]
+
+
+def test_password_never_logged(store: SQLiteStore, hasher: CountingHasher,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    add_user(store, "alice", "TopSecret-123")
+    auth, _ = make_auth(store, hasher)
+    with caplog.at_level(logging.DEBUG):
+        run(auth.verify("alice", "TopSecret-123", None))
+        run(auth.verify("alice", "TopSecret-124", None))
+    assert caplog.records
+    for record in caplog.records:
+        assert "TopSecret" not in record.getMessage()
+        assert "TopSecret" not in str(vars(record))
+
+
+def test_overlong_password_fails_without_hashing(store: SQLiteStore, hasher: CountingHasher) -> None:
+    long_pw = "p" * 1025
+    add_user(store, "alice", "p" * 1024)
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify("alice", long_pw, None)) is False
+    assert hasher.verified == []
+    assert run(auth.verify("alice", "p" * 1024, None)) is True
+
+
+def test_corrupt_stored_hash_is_a_failed_login(store: SQLiteStore, hasher: CountingHasher) -> None:
+    store.add_user("alice", "not-a-hash")
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify("alice", "anything", None)) is False
+
+
+# -- throttling ----------------------------------------------------------------
+
+
+def test_user_throttle_backoff_and_reset(store: SQLiteStore, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    auth, clock = make_auth(store, hasher)
+    for _ in range(2):
+        assert run(auth.verify("alice", "bad", "10.0.0.1")) is False
+    assert auth.is_throttled("alice", "10.0.0.1") == 0.0
+    run(auth.verify("alice", "bad", "10.0.0.1"))  # third failure: backoff starts
+    assert auth.is_throttled("alice", "10.0.0.2") == pytest.approx(1.0)
+    assert auth.is_throttled("bob", "10.0.0.2") == 0.0
+
+    # While throttled even the right password fails, and nothing is hashed.
+    calls = len(hasher.verified)
+    assert run(auth.verify("alice", "pw", "10.0.0.2")) is False
+    assert len(hasher.verified) == calls
+
+    clock.now += 1.01
+    assert auth.is_throttled("alice", None) == 0.0
+    run(auth.verify("alice", "bad", None))  # 4th failure: 2 s
+    assert auth.is_throttled("alice", None) == pytest.approx(2.0)
+    clock.now += 2.01
+    run(auth.verify("alice", "bad", None))  # 5th: 4 s
+    assert auth.is_throttled("alice", None) == pytest.approx(4.0)
+
+    clock.now += 4.01
+    assert run(auth.verify("alice", "pw", None)) is True  # success resets the user
+    assert auth.is_throttled("alice", None) == 0.0
+    run(auth.verify("alice", "bad", None))
+    assert auth.is_throttled("alice", None) == 0.0
+
+
+def test_backoff_is_capped(store: SQLiteStore, hasher: CountingHasher) -> None:
+    auth, clock = make_auth(store, hasher)
+    for _ in range(40):
+        clock.now += 61
+        run(auth.verify("alice", "bad", None))
+    assert auth.is_throttled("alice", None) == pytest.approx(60.0)
+
+
+def test_failures_expire_after_the_window(store: SQLiteStore, hasher: CountingHasher) -> None:
+    auth, clock = make_auth(store, hasher)
+    for _ in range(3):
+        run(auth.verify("alice", "bad", None))
+    assert auth.is_throttled("alice", None) > 0
+    clock.now += 15 * 60 + 1
+    assert auth.is_throttled("alice", None) == 0.0
+    run(auth.verify("alice", "bad", None))  # counting starts again
+    assert auth.is_throttled("alice", None) == 0.0
+
+
+def test_address_throttle_across_user_names(store: SQLiteStore, hasher: CountingHasher) -> None:
+    add_user(store, "victim", "pw")
+    auth, _ = make_auth(store, hasher)
+    # One address guessing many names (each name stays below its own threshold).
+    for i in range(10):
+        run(auth.verify(f"user{i}", "guess", ("192.0.2.7", 40000 + i)))
+    assert auth.is_throttled("someone", ("192.0.2.7", 50000)) == pytest.approx(1.0)
+    assert auth.is_throttled("someone", "192.0.2.7") > 0
+    calls = len(hasher.verified)
+    assert run(auth.verify("victim", "pw", ("192.0.2.7", 1))) is False
+    assert len(hasher.verified) == calls
+    # Another address is unaffected, and so is the account itself.
+    assert auth.is_throttled("victim", ("192.0.2.8", 1)) == 0.0
+    assert run(auth.verify("victim", "pw", ("192.0.2.8", 1))) is True
+
+
+def test_ipv6_clients_are_throttled_per_64(store: SQLiteStore, hasher: CountingHasher) -> None:
+    auth, _ = make_auth(store, hasher)
+    for i in range(10):
+        run(auth.verify(f"u{i}", "guess", (f"2001:db8:1:2::{i + 1}", 1, 0, 0)))
+    assert auth.is_throttled("x", "2001:db8:1:2:ffff::1") > 0
+    assert auth.is_throttled("x", "2001:db8:1:3::1") == 0.0
+
+
+def test_custom_policies(store: SQLiteStore, hasher: CountingHasher) -> None:
+    auth, _ = make_auth(store, hasher, user_policy=ThrottlePolicy(threshold=1, base_delay=5),
+                        address_policy=ThrottlePolicy(threshold=100))
+    run(auth.verify("alice", "bad", "10.1.1.1"))
+    assert auth.is_throttled("alice", "10.9.9.9") == pytest.approx(5.0)
+
+
+def test_throttle_tables_are_bounded(store: SQLiteStore, hasher: CountingHasher) -> None:
+    policy = ThrottlePolicy(max_entries=50)
+    auth, _ = make_auth(store, hasher, user_policy=policy, address_policy=policy)
+    for i in range(200):
+        run(auth.verify(f"user{i}", "bad", f"10.0.{i // 250}.{i % 250}"))
+    assert len(auth._users) <= 50
+    assert len(auth._addresses) <= 50
+
+
+# -- rehash --------------------------------------------------------------------
+
+
+def test_rehash_on_success_when_parameters_changed(store: SQLiteStore) -> None:
+    old = cheap_hasher(time_cost=1)
+    new = CountingHasher(cheap_hasher(time_cost=2))
+    add_user(store, "alice", "pw", old)
+    old_hash = store.get_password_hash("alice")
+    assert old_hash is not None and ",t=1," in old_hash
+    auth, _ = make_auth(store, new)
+
+    assert run(auth.verify("alice", "wrong", None)) is False
+    assert store.get_password_hash("alice") == old_hash  # no rehash on failure
+
+    assert run(auth.verify("alice", "pw", None)) is True
+    upgraded = store.get_password_hash("alice")
+    assert upgraded is not None and upgraded != old_hash and ",t=2," in upgraded
+    assert run(auth.verify("alice", "pw", None)) is True
+    assert store.get_password_hash("alice") == upgraded  # current: left alone
+
+
+# -- bounded hashing -----------------------------------------------------------
+
+
+async def _wait_for(predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_concurrent_hashes_are_capped(store: SQLiteStore, hasher: CountingHasher, cap: int) -> None:
+    add_user(store, "alice", "pw")
+    hasher.gate = threading.Event()
+    auth, _ = make_auth(store, hasher, max_concurrent_hashes=cap,
+                        user_policy=ThrottlePolicy(threshold=1000),
+                        address_policy=ThrottlePolicy(threshold=1000))
+
+    async def scenario() -> list[bool]:
+        tasks = [asyncio.create_task(auth.verify("alice", "pw" if i % 2 else "x", None))
+                 for i in range(8)]
+        await _wait_for(lambda: hasher.in_flight == cap)
+        for _ in range(20):  # give the others every chance to (wrongly) start
+            await asyncio.sleep(0)
+        assert hasher.in_flight == cap
+        hasher.gate.set()  # type: ignore[union-attr]
+        return await asyncio.gather(*tasks)
+
+    results = run(scenario())
+    assert results == [bool(i % 2) for i in range(8)]
+    assert hasher.max_in_flight == cap
+
+
+def test_cancelled_login_keeps_its_slot_until_the_thread_ends(
+    store: SQLiteStore, hasher: CountingHasher
+) -> None:
+    hasher.gate = threading.Event()
+    auth, _ = make_auth(store, hasher, max_concurrent_hashes=1)
+
+    async def scenario() -> bool:
+        first = asyncio.create_task(auth.verify("a", "pw", "10.0.0.1"))
+        await _wait_for(lambda: hasher.in_flight == 1)
+        first.cancel()  # e.g. the auth timeout fired
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(auth.verify("b", "pw", "10.0.0.2"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # The first hash is still running in its thread, so the second waits.
+        assert len(hasher.verified) == 1
+        hasher.gate.set()  # type: ignore[union-attr]
+        return await second
+
+    assert run(scenario()) is False
+    assert len(hasher.verified) == 2
+    assert hasher.max_in_flight == 1
+
+
+def test_parallel_burst_is_cut_off_at_the_threshold(store: SQLiteStore, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    auth, _ = make_auth(store, hasher, max_concurrent_hashes=1,
+                        address_policy=ThrottlePolicy(threshold=1000))
+
+    async def scenario() -> list[bool]:
+        return await asyncio.gather(*(auth.verify("alice", f"guess{i}", None) for i in range(20)))
+
+    assert run(scenario()) == [False] * 20
+    # Queued guesses are re-checked once they get a slot: only the first
+    # `threshold` wrong guesses cost a hash.
+    assert len(hasher.verified) == 3
+
+
+# -- bootstrap user ------------------------------------------------------------
+
+
+def test_bootstrap_user(store: SQLiteStore, hasher: CountingHasher,
+                        caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings.from_env({"CHAT_BOOTSTRAP_USER": "admin",
+                                  "CHAT_BOOTSTRAP_PASSWORD": "boot-secret-pw"})
+    with caplog.at_level(logging.DEBUG):
+        assert ensure_bootstrap_user(store, settings, hasher) is True
+    assert any(getattr(r, "user", None) == "admin" for r in caplog.records)
+    assert all("boot-secret-pw" not in str(vars(r)) for r in caplog.records)
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify("admin", "boot-secret-pw", None)) is True
+
+    # A second start with another password does not overwrite the account.
+    other = Settings.from_env({"CHAT_BOOTSTRAP_USER": "admin",
+                               "CHAT_BOOTSTRAP_PASSWORD": "different-pw"})
+    assert ensure_bootstrap_user(store, other, hasher) is False
+    assert run(auth.verify("admin", "boot-secret-pw", None)) is True
+    assert run(auth.verify("admin", "different-pw", None)) is False
+
+
+def test_no_bootstrap_user_configured(store: SQLiteStore, hasher: CountingHasher) -> None:
+    assert ensure_bootstrap_user(store, Settings(), hasher) is False
+    assert store.list_users() == []

@@ -1,0 +1,224 @@
+"""The chat-server command, run as a real subprocess against a temporary database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from chat_server.store import SQLiteStore, Turn
+
+REPO = Path(__file__).resolve().parents[2]
+CHAT_SERVER = REPO / ".venv" / "bin" / "chat-server"
+if not CHAT_SERVER.exists():  # running from another environment
+    CHAT_SERVER = Path(sys.executable).with_name("chat-server")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "OLLAMA_"))}
+    base.update({
+        "CHAT_DB": str(tmp_path / "data" / "chat.db"),
+        # Cheap hashing keeps the tests quick; the parameters are still argon2id.
+        "CHAT_ARGON2_TIME_COST": "1",
+        "CHAT_ARGON2_MEMORY_KIB": "1024",
+        "CHAT_ARGON2_PARALLELISM": "1",
+    })
+    return base
+
+
+def cli(env: dict[str, str], *args: str, stdin: str | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CHAT_SERVER), *args], input=stdin if stdin is not None else "",
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def db(env: dict[str, str]) -> SQLiteStore:
+    return SQLiteStore(env["CHAT_DB"])
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
+    assert result.returncode == status, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("chat-server: ")
+    assert text in lines[0]
+
+
+def test_users_add_list_passwd_remove(env: dict[str, str]) -> None:
+    r = cli(env, "users", "add", "alice", "--password-stdin", stdin="first pass\n")
+    assert r.returncode == 0, r.stderr
+    assert "alice" in r.stdout and "first pass" not in r.stdout + r.stderr
+
+    with db(env) as store:
+        h = store.get_password_hash("alice")
+    assert h is not None and h.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    assert PasswordHasher().verify(h, "first pass")  # trailing spaces kept, newline dropped
+
+    r = cli(env, "users", "add", "bob", "--password-stdin", stdin="pw-b\r\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(env, "users", "list")
+    assert r.returncode == 0
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["alice", "bob"]
+    for _, created in rows:
+        assert created.endswith("Z")
+        datetime.fromisoformat(created.replace("Z", "+00:00"))
+
+    r = cli(env, "users", "passwd", "alice", "--password-stdin", stdin="second pass\n")
+    assert r.returncode == 0, r.stderr
+    with db(env) as store:
+        h2 = store.get_password_hash("alice")
+        assert h2 is not None
+        assert PasswordHasher().verify(h2, "second pass")
+
+    r = cli(env, "users", "remove", "alice")
+    assert r.returncode == 0
+    r = cli(env, "users", "list")
+    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["bob"]
+    with db(env) as store:
+        hb = store.get_password_hash("bob")
+        assert hb is not None and PasswordHasher().verify(hb, "pw-b")  # CRLF stripped
+
+
+def test_user_errors_are_one_line_with_nonzero_status(env: dict[str, str]) -> None:
+    assert cli(env, "users", "add", "alice", "--password-stdin", stdin="pw\n").returncode == 0
+    assert_one_line_error(
+        cli(env, "users", "add", "alice", "--password-stdin", stdin="other\n"), 1, "already exists"
+    )
+    assert_one_line_error(
+        cli(env, "users", "add", "bad name", "--password-stdin", stdin="pw\n"), 1,
+        "invalid user name",
+    )
+    assert_one_line_error(
+        cli(env, "users", "add", "x" * 65, "--password-stdin", stdin="pw\n"), 1, "at most 64"
+    )
+    assert_one_line_error(
+        cli(env, "users", "add", "carol", "--password-stdin", stdin="\n"), 1,
+        "password must not be empty",
+    )
+    assert_one_line_error(
+        cli(env, "users", "add", "carol", "--password-stdin", stdin=""), 1,
+        "password must not be empty",
+    )
+    assert_one_line_error(
+        cli(env, "users", "add", "carol", "--password-stdin", stdin="p" * 1025 + "\n"), 1,
+        "at most 1024",
+    )
+    assert_one_line_error(cli(env, "users", "remove", "ghost"), 1, "unknown user 'ghost'")
+    assert_one_line_error(
+        cli(env, "users", "passwd", "ghost", "--password-stdin", stdin="pw\n"), 1, "unknown user"
+    )
+    # No terminal and no --password-stdin: refuse rather than hang or read a pipe.
+    assert_one_line_error(cli(env, "users", "add", "carol", stdin="pw\npw\n"), 1,
+                          "use --password-stdin")
+    with db(env) as store:
+        assert [name for name, _ in store.list_users()] == ["alice"]
+
+
+def test_password_is_never_printed(env: dict[str, str]) -> None:
+    secret = "Sup3r-Secret-Phrase"
+    results = [
+        cli(env, "users", "add", "alice", "--password-stdin", stdin=secret + "\n"),
+        cli(env, "users", "add", "alice", "--password-stdin", stdin=secret + "\n"),
+        cli(env, "users", "passwd", "alice", "--password-stdin", stdin=secret + "2\n"),
+        cli(env, "users", "list"),
+    ]
+    for r in results:
+        assert secret not in r.stdout and secret not in r.stderr
+
+
+def test_history_export_json_lines(env: dict[str, str]) -> None:
+    t0 = datetime(2025, 5, 6, 7, 8, 9, 250000, tzinfo=UTC)
+    with db(env) as store:
+        store.add_user("alice", "h")
+        store.add_user("bob", "h")
+        store.save_turn(Turn("alice", "conv-1", t0, t0.replace(second=12), "llama3.2",
+                             "hello?", "Hi! 👋\nHow can I help?", 12, 7, "complete"))
+        store.save_turn(Turn("alice", "conv-2", t0.replace(minute=9), None, "llama3.2",
+                             "second", "partial", None, None, "interrupted"))
+        store.save_turn(Turn("bob", "conv-1", t0, t0, "llama3.2", "bob's", "x", 1, 1))
+
+    r = cli(env, "history", "export", "alice")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert records == [
+        {
+            "conversation": "conv-1",
+            "created_at": "2025-05-06T07:08:09.250Z",
+            "completed_at": "2025-05-06T07:08:12.250Z",
+            "model": "llama3.2",
+            "user": "hello?",
+            "answer": "Hi! 👋\nHow can I help?",
+            "prompt_tokens": 12,
+            "answer_tokens": 7,
+            "status": "complete",
+        },
+        {
+            "conversation": "conv-2",
+            "created_at": "2025-05-06T07:09:09.250Z",
+            "completed_at": None,
+            "model": "llama3.2",
+            "user": "second",
+            "answer": "partial",
+            "prompt_tokens": None,
+            "answer_tokens": None,
+            "status": "interrupted",
+        },
+    ]
+
+    r = cli(env, "history", "export", "alice", "--conversation", "conv-2")
+    assert [json.loads(line)["user"] for line in r.stdout.splitlines()] == ["second"]
+    r = cli(env, "history", "export", "alice", "--conversation", "none")
+    assert r.returncode == 0 and r.stdout == ""
+    assert_one_line_error(cli(env, "history", "export", "ghost"), 1, "unknown user 'ghost'")
+
+
+def test_commands_work_while_the_server_holds_the_database(env: dict[str, str]) -> None:
+    # The running server keeps a connection open (WAL); the CLI uses its own.
+    with db(env) as server_side:
+        r = cli(env, "users", "add", "alice", "--password-stdin", stdin="pw\n")
+        assert r.returncode == 0, r.stderr
+        assert server_side.get_password_hash("alice") is not None
+        server_side.save_turn(Turn("alice", "c", datetime.now(UTC), None, "m", "q", "a"))
+        r = cli(env, "history", "export", "alice")
+        assert len(r.stdout.splitlines()) == 1
+        assert cli(env, "users", "remove", "alice").returncode == 0
+        assert server_side.get_password_hash("alice") is None
+        assert server_side.turns("alice") == []
+
+
+@pytest.mark.parametrize(
+    "args", [(), ("serve",), ("users", "list"), ("history", "export", "x"), ("healthcheck",)]
+)
+def test_bad_configuration_exits_2_with_one_line(env: dict[str, str], args: tuple[str, ...]) -> None:
+    env["CHAT_PORT"] = "abc"
+    r = cli(env, *args)
+    assert_one_line_error(r, 2, "CHAT_PORT: expected an integer 0-65535, got 'abc'")
+    assert r.stdout == ""
+
+
+def test_unusable_database_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    env["CHAT_DB"] = str(blocker / "chat.db")
+    assert_one_line_error(cli(env, "users", "list"), 1, "cannot create database directory")
+
+
+def test_usage_errors_and_module_entry_point(env: dict[str, str]) -> None:
+    r = cli(env, "users")
+    assert r.returncode == 2 and "usage:" in r.stderr
+    r = cli(env, "nonsense")
+    assert r.returncode == 2
+    r = subprocess.run([sys.executable, "-m", "chat_server", "--help"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for command in ("serve", "users", "history", "healthcheck"):
+        assert command in r.stdout
