@@ -19,6 +19,24 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# True when PID is a live (not zombie) process whose command name is NAME.
+alive_as() {
+    local pid=$1 name=$2
+    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
+
+drop_stale_pidfile() {
+    local file=$1 name=$2 pid
+    [ -f "$file" ] || return 0
+    pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
+    if ! alive_as "$pid" "$name"; then
+        log "removing stale $file (pid ${pid:-none} is not a running $name)"
+        as_root rm -f "$file"
+    fi
+}
+
 # 1. Packages: the engine (docker.io brings containerd and runc) and debootstrap,
 #    which build-base-image.sh needs.  Only touch apt when something is missing.
 missing=()
@@ -36,7 +54,20 @@ fi
 #    script's process group and never holds our stdout open.
 if docker info >/dev/null 2>&1; then
     log "engine already answering"
+elif pgrep -x dockerd >/dev/null 2>&1; then
+    log "a dockerd is running but not answering yet; waiting for it"
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    docker info >/dev/null 2>&1 || { log "dockerd does not answer; see $DOCKERD_LOG"; exit 1; }
 else
+    # A dockerd that ended abruptly leaves pid files behind. dockerd trusts them
+    # with kill(pid, 0), so a dead containerd whose pid is a zombie or was
+    # reused makes the new dockerd wait forever for it: drop pid files that do
+    # not point at a live process of the expected name.
+    drop_stale_pidfile /var/run/docker.pid dockerd
+    drop_stale_pidfile /var/run/docker/containerd/containerd.pid containerd
     log "starting dockerd (log: $DOCKERD_LOG)"
     as_root setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
     for _ in $(seq 1 60); do

@@ -47,7 +47,7 @@ def in_ci() -> bool:
 
 
 def _run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(cmd, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
 
 def docker_problem() -> str | None:
