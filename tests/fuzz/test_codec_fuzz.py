@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from .harness import feed, server, split, v1_client, v2_client
-
-pytestmark = pytest.mark.fuzz if hasattr(pytest.mark, "fuzz") else []
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -152,11 +149,7 @@ def test_unmutated_sessions_are_understood_in_any_pieces(texts: list[str], cuts:
     # Sanity check of the harness itself: valid traffic yields its events.
     from chatcore.protocol import ChatMessage
 
+    assume("<GoodBye>" not in texts)  # that text is v1's disconnect frame
     for session in (client_v2_session(texts), client_v1_session(texts)):
         events = feed(server(), split(session, cuts))
-        got = [e.text for e in events if isinstance(e, ChatMessage)]
-        want = [t.encode().decode() for t in texts]
-        if session.startswith(b"HELLO"):
-            assert got == want
-        else:  # v1: the body is UTF-8-decoded with replacement; texts are valid UTF-8
-            assert got == want
+        assert [e.text for e in events if isinstance(e, ChatMessage)] == texts

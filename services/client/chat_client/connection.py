@@ -289,7 +289,7 @@ class ChatConnection:
                     return True
                 if event is NEED_DATA:
                     return False
-                self._events.put(event)
+                self._events.put(event)  # type: ignore[arg-type]  # NEED_DATA returned above
                 if isinstance(event, ConnectionClosed):
                     return True
 

@@ -21,8 +21,8 @@ from chatcore.protocol import Connection, Error, ErrorCode, Role
 
 from .auth import Authenticator
 from .config import Settings
-from .moderation.banned_words import WatchedBannedWords
 from .model import ModelClient
+from .moderation.banned_words import WatchedBannedWords
 from .ratelimit import RateLimiter
 from .scheduler import FairScheduler
 from .session import Session
@@ -165,7 +165,7 @@ class ChatService:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             if task is not None:
-                track(task)  # type: ignore[arg-type]
+                track(task)
             await self.handle(reader, writer)
 
         server = await asyncio.start_server(on_connect, s.host, s.port, backlog=1024)
@@ -195,7 +195,7 @@ class ChatService:
         workers = [s.worker for s in self.sessions if s.worker is not None and not s.worker.done()]
         if workers:
             log.info("waiting for %d answers in flight", len(workers))
-            done, pending = await asyncio.wait(workers, timeout=grace)
+            _done, pending = await asyncio.wait(workers, timeout=grace)
             if pending:
                 log.warning("%d answers did not finish in %.0f s; storing them as interrupted",
                             len(pending), grace)

@@ -10,6 +10,7 @@ enough here.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 
@@ -48,10 +49,8 @@ def probe(host: str, port: int, timeout: float = TIMEOUT) -> tuple[bool, str]:
                 return False, f"server error: {event.code.value}: {event.message}"
             if not isinstance(event, ServerHello):
                 return False, f"unexpected reply {type(event).__name__}"
-            try:
+            with contextlib.suppress(OSError, ProtocolError):
                 sock.sendall(conn.send(Bye("healthcheck")))
-            except (OSError, ProtocolError):
-                pass
             if event.limits.get("model_ready", 0) != 1:
                 return False, f"server up, model {event.model} not ready"
             return True, f"ok: model {event.model} ready"

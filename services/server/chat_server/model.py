@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -299,7 +299,7 @@ class ModelClient:
 
     # -- chat --------------------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], *,
-                   system: str | None = None) -> AsyncIterator[ModelChunk]:
+                   system: str | None = None) -> AsyncGenerator[ModelChunk, None]:
         """Stream the answer: text chunks, then one ``done=True`` chunk with the counts.
 
         Use it as ``async with contextlib.aclosing(client.chat(...)) as chunks``:

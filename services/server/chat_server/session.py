@@ -23,8 +23,8 @@ import uuid
 from typing import TYPE_CHECKING
 
 from chatcore.protocol import (
-    AuthResult,
     Authenticate,
+    AuthResult,
     Bye,
     Cancel,
     ChatMessage,
