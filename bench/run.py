@@ -398,7 +398,8 @@ def message_text(client: int, i: int) -> str:
 
 
 async def drive_server(proto: str, port: int, users: list[tuple[str, str]], messages: int,
-                       *, login_concurrency: int = 50) -> tuple[list[Sample], float]:
+                       *, login_concurrency: int = 50,
+                       after_login: Callable[[], Any] | None = None) -> tuple[list[Sample], float]:
     """Log every client in (not timed), then all send ``messages`` messages each,
     one after the other, all clients at once. Returns samples and wall time."""
     cls = CLIENTS[proto]
@@ -409,6 +410,8 @@ async def drive_server(proto: str, port: int, users: list[tuple[str, str]], mess
             return await cls.open(port, u, p)
 
     clients = await asyncio.gather(*(login(u, p) for u, p in users))
+    if after_login is not None:
+        after_login()
     samples: list[Sample] = []
 
     async def run(idx: int, client: Any) -> None:
@@ -493,13 +496,15 @@ class Bench:
         return r
 
     async def load(self, case: str, proto: str, srv: ServerProc | None, standin: StandInProc,
-                   clients: int, messages: int, users: list[tuple[str, str]]) -> Result:
+                   clients: int, messages: int, users: list[tuple[str, str]],
+                   after_login: Callable[[], Any] | None = None) -> Result:
         if proto == "ceiling":
             samples, wall = await drive_ceiling(standin.url, clients, messages, self.system)
             return self.add(Result(case, "ceiling", clients, messages, wall, samples))
         assert srv is not None
         sampler = RssSampler(srv.pid)
-        samples, wall = await drive_server(proto, srv.port, users[:clients], messages)
+        samples, wall = await drive_server(proto, srv.port, users[:clients], messages,
+                                           after_login=after_login)
         start, peak = sampler.stop()
         return self.add(Result(case, proto, clients, messages, wall, samples, start, peak))
 
@@ -525,13 +530,19 @@ class Bench:
             best: dict[str, Result] = {}
             for _ in range(a.repeat):
                 for target in ("ceiling", *a.protocols):
-                    profile = None
-                    if a.profile and target == "v2" and "v2" not in best:
-                        profile = start_profile(srv.pid, self.root / "profile.txt")
+                    # Profile the chat traffic only, not the logins before it.
+                    profiles: list[subprocess.Popen[bytes] | None] = []
+                    hook = None
+                    if a.profile and target != "ceiling" and target not in best:
+                        out = self.root / f"profile-{target}.txt"
+
+                        def hook(out: Path = out, started: list[Any] = profiles) -> None:
+                            started.append(start_profile(srv.pid, out))
                     r = await self.load("throughput", target, srv if target != "ceiling" else None,
-                                        standin, a.clients, a.messages, pairs)
-                    if profile is not None:
-                        stop_profile(profile, self.root / "profile.txt")
+                                        standin, a.clients, a.messages, pairs, after_login=hook)
+                    for proc in profiles:
+                        if proc is not None:
+                            stop_profile(proc, self.root / f"profile-{target}.txt")
                     if target not in best or r.summary()["msgs_per_s"] > best[target].summary()["msgs_per_s"]:
                         best[target] = r
             ceiling = best["ceiling"].summary()["msgs_per_s"]
@@ -724,8 +735,10 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not Path(exe).exists():
         print("  (py-spy not installed: no profile)", flush=True)
         return None
+    # --gil: only samples holding the GIL, i.e. where the server spends CPU,
+    # not threads parked in a queue or the event loop waiting in epoll.
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-                             "--output", str(out.with_suffix(".raw"))],
+                             "--gil", "--output", str(out.with_suffix(".raw"))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -739,6 +752,9 @@ def stop_profile(proc: subprocess.Popen[bytes], out: Path) -> None:
         return
     summary = summarize_collapsed(raw.read_text())
     out.write_text(summary)
+    keep = REPO / "bench" / "results" / out.name
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out, keep)
     print(f"  profile of the server (py-spy, collapsed stacks in {raw}):\n{summary}", flush=True)
 
 

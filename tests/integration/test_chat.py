@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from .conftest import REPO, Stack
@@ -34,6 +35,22 @@ def test_client_container_one_shot_gets_the_models_answer(stack: Stack) -> None:
     result = stack.client_container("hello")
     assert result.returncode == 0, result.stderr
     assert "Echo: hello" in result.stdout
+
+
+def test_client_container_interactive_session(stack: Stack) -> None:
+    # `docker compose run --rm client` (what `make chat` runs) on a real pty.
+    cmd = [*stack.base_cmd, "run", "--rm", "-e", f"CHAT_USER={stack.user}", "client"]
+    child = pexpect.spawn(cmd[0], cmd[1:], encoding="utf-8", timeout=60, dimensions=(40, 120))
+    try:
+        child.expect("[Pp]assword")
+        child.sendline(stack.password)
+        child.sendline("hello interactive")
+        child.expect("Echo: hello interactive")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
 
 
 def test_v1_session_exactly_as_the_original_client(stack: Stack) -> None:

@@ -151,6 +151,9 @@ class ChatService:
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> int:
         s = self.settings
+        summary = s.log_summary()
+        log.info("configuration: %s", " ".join(f"{k}={v}" for k, v in summary.items()),
+                 extra={"event": "config"})
         self._bootstrap()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

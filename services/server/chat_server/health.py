@@ -26,6 +26,7 @@ from chatcore.protocol import (
 )
 
 from .config import Settings
+from .session import HEALTHCHECK_AGENT
 
 TIMEOUT = 5.0
 
@@ -35,7 +36,7 @@ def probe(host: str, port: int, timeout: float = TIMEOUT) -> tuple[bool, str]:
     conn = Connection(Role.CLIENT, version=2)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(conn.send(ClientHello((2,), agent="chat-server-healthcheck")))
+            sock.sendall(conn.send(ClientHello((2,), agent=HEALTHCHECK_AGENT)))
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:

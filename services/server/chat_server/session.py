@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat_server.session")
 
 AUTH_FAILED = "invalid username or password"
+#: The agent string of `chat-server healthcheck` (its sessions are logged at debug).
+HEALTHCHECK_AGENT = "chat-server-healthcheck"
 
 
 class SessionEnded(Exception):
@@ -95,7 +97,6 @@ class Session:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
-        self.log(logging.INFO, "connection opened", event="connect")
         reason = "closed"
         try:
             await self._authenticate()
@@ -148,8 +149,16 @@ class Session:
         settings = self.settings
         try:
             async with asyncio.timeout(settings.auth_timeout):
+                opened = False
                 while True:
                     event = await self.wire.next_event(idle_timeout=None)
+                    if isinstance(event, ClientHello) and event.agent == HEALTHCHECK_AGENT:
+                        self.quiet = True  # container healthchecks every few seconds
+                    if not opened:
+                        # Logged once the first frame shows who is calling.
+                        opened = True
+                        self.log(logging.INFO, "connection opened (protocol v%s)", self.conn.version,
+                                 event="connect")
                     if isinstance(event, ClientHello):
                         await self._hello(event)
                     elif isinstance(event, Authenticate):
@@ -176,8 +185,6 @@ class Session:
                 ErrorCode.UNSUPPORTED_VERSION, "this server speaks protocol version 2 (and v1)"
             )
             raise SessionEnded("unsupported version")
-        if hello.agent == "chat-server-healthcheck":
-            self.quiet = True
         s = self.settings
         await self.send(
             ServerHello(
@@ -213,7 +220,7 @@ class Session:
             return False
         self.user = auth.user
         await self.send(AuthResult(ok=True, user=auth.user, message="welcome"))
-        self.log(logging.INFO, "authenticated (protocol v%s)", self.conn.version, event="auth_ok")
+        self.log(logging.INFO, "authenticated", event="auth_ok")
         return True
 
     # ------------------------------------------------------------------ chat
