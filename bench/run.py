@@ -614,7 +614,7 @@ class Bench:
         standin = StandInProc(a.tokens, 0)
         users = self.users(50, "idle")
         srv = self.server("idle", standin, users, CHAT_MAX_CONNECTIONS=str(k + 1000),
-                          CHAT_RATE_LIMIT="0", CHAT_LOG_LEVEL="warning", **CHEAP_ARGON2)
+                          CHAT_RATE_LIMIT="0", **CHEAP_ARGON2)
         pairs = list(users.items())
         conns: list[V2Client] = []
         try:

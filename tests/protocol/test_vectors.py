@@ -107,10 +107,13 @@ def test_worked_example_in_the_spec_is_exact() -> None:
     assert len(documented) == 13
     pair = ConnectionPair(version=2)
     c, s = Role.CLIENT, Role.SERVER
+    # The limits our server announces (chat_server.session._hello).
     limits = {
         "max_frame_bytes": 65536,
-        "max_unauthenticated_frame_bytes": 4096,
-        "max_message_chars": 8000,
+        "auth_timeout_ms": 10000,
+        "idle_timeout_ms": 900000,
+        "messages_per_minute": 20,
+        "model_ready": 1,
     }
     session = [
         (c, p.ClientHello(agent="chat-client/0.1.0")),

@@ -280,9 +280,12 @@ class Session:
             # fills if a client pipelines; answer in order.
             self.queue.append(message)
         else:
-            if (self.worker is not None and not self.worker.done()) or service.answering(self.user):
+            # One answer in flight per session over v2 (a client that sends
+            # again before the END is told so); across a user's sessions the
+            # answers queue instead (Turn.run waits for the user's lock).
+            if self.worker is not None and not self.worker.done():
                 await self._send_error(
-                    ErrorCode.BUSY, "an answer is already in progress for you; wait for it or cancel it",
+                    ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
                     message.message_id,
                 )
                 return

@@ -130,6 +130,10 @@ class Turn:
             return True
 
         # 3 to 6 run in a task of their own so that CANCEL can stop them.
+        if svc.answering(user):
+            await self._send(Notice(
+                NoticeKind.QUEUE, "waiting for your answer in another session to finish", self.id,
+            ))
         async with svc.user_answering(user):
             self._task = asyncio.create_task(self._answer(user), name=f"turn-{s.id}-{self.id}")
             try:
