@@ -1,7 +1,7 @@
 """
 Runs the atheris harness (``atheris_codec.py``) for a few seconds, seeded with
-valid v1 and v2 sessions. Skipped when atheris is not installed (it is an
-optional dependency: ``pip install -e '.[fuzz]'``).
+valid v1 and v2 sessions. Skipped when atheris is not installed (it is
+a test dependency on Linux x86_64).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from ._support import Guard
 
 #: The shared server's login deadline: short, so the pre-login slowloris test is quick.
 AUTH_TIMEOUT = 3
+#: CHAT_FRAME_TIMEOUT of the shared server (the production default is 30 s).
+FRAME_TIMEOUT = 6
 
 
 @pytest.fixture(scope="package")
@@ -37,7 +39,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory,
     d = tmp_path_factory.mktemp("hostile-server")
     server = LiveServer(
         env=make_server_env(d, shared_standin.url, CHAT_RATE_LIMIT="0",
-                            CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT)),
+                            CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
+                            CHAT_FRAME_TIMEOUT=str(FRAME_TIMEOUT)),
         log_path=d / "server.log", standin=shared_standin,
     )
     server.add_user(USER, PASSWORD)

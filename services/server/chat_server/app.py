@@ -212,10 +212,14 @@ class ChatService:
         )
         tasks = [t for t in self.tasks if not t.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            if pending:
+                # Abort the sockets rather than cancel the tasks: on Python 3.11
+                # a cancelled start_server callback task makes asyncio log a
+                # CancelledError traceback; an aborted one just ends.
+                for session in list(self.sessions):
+                    session.wire.abort()
+                await asyncio.wait(pending, timeout=5)
 
     async def _prepare_model(self) -> None:
         def progress(line: str) -> None:

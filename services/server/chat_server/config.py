@@ -77,6 +77,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_MAX_FRAME_BYTES", "65536", "Largest frame body accepted after login (1024 to 16 MiB)."),
     Variable("CHAT_AUTH_TIMEOUT", "10", "Seconds a new connection has to log in."),
     Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds of silence after which a logged-in connection is closed."),
+    Variable("CHAT_FRAME_TIMEOUT", "30", "Seconds a frame may take from its first byte to its last (stops slow-drip senders)."),
     Variable("CHAT_RATE_LIMIT", "20", "Messages per user per minute; 0 turns the limit off."),
     Variable("CHAT_MAX_PARALLEL", "2", "Generations in flight to Ollama at once; the rest queue fairly per user."),
     Variable("CHAT_CONTEXT_TOKENS", "3000", "History budget per request, in estimated tokens; older turns are dropped."),
@@ -113,6 +114,7 @@ class Settings:
     max_frame_bytes: int = 65536
     auth_timeout: float = 10.0
     idle_timeout: float = 900.0
+    frame_timeout: float = 30.0
     rate_limit: int = 20  # messages per user per minute; 0 = off
     max_parallel: int = 2
     context_tokens: int = 3000
@@ -168,6 +170,7 @@ class Settings:
             max_frame_bytes=r.integer("CHAT_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024),
             auth_timeout=r.seconds("CHAT_AUTH_TIMEOUT"),
             idle_timeout=r.seconds("CHAT_IDLE_TIMEOUT"),
+            frame_timeout=r.seconds("CHAT_FRAME_TIMEOUT"),
             rate_limit=r.integer("CHAT_RATE_LIMIT", 0, 1_000_000),
             max_parallel=r.integer("CHAT_MAX_PARALLEL", 1, 1024),
             context_tokens=r.integer("CHAT_CONTEXT_TOKENS", 1, 10_000_000),
@@ -330,6 +333,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_MAX_FRAME_BYTES": "max_frame_bytes",
     "CHAT_AUTH_TIMEOUT": "auth_timeout",
     "CHAT_IDLE_TIMEOUT": "idle_timeout",
+    "CHAT_FRAME_TIMEOUT": "frame_timeout",
     "CHAT_RATE_LIMIT": "rate_limit",
     "CHAT_MAX_PARALLEL": "max_parallel",
     "CHAT_CONTEXT_TOKENS": "context_tokens",

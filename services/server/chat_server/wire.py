@@ -26,6 +26,8 @@ FRAME_DEADLINE = 30.0
 #: A write that cannot be flushed within this many seconds means the peer stopped
 #: reading; NATS uses a 10 s flush deadline for the same reason.
 WRITE_DEADLINE = 15.0
+#: Bytes that may sit in our send buffer before a write waits for the peer.
+WRITE_BUFFER_LOW = 64 * 1024
 
 
 class PeerGone(Exception):
@@ -105,6 +107,11 @@ class Wire:
             # write() is synchronous, so bytes from concurrent senders never
             # interleave; only the drain below yields.
             self.writer.write(data)
+            transport = self.writer.transport
+            if transport.get_write_buffer_size() <= WRITE_BUFFER_LOW:
+                # The kernel took it all (the usual case): skip the drain and
+                # its timeout, which cost more than the write for one token.
+                return
             async with asyncio.timeout(self.write_deadline):
                 await self.writer.drain()
         except TimeoutError:
