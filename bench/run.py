@@ -177,14 +177,16 @@ class ServerProc:
     def __init__(self, workdir: Path, standin_url: str, **overrides: str) -> None:
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        words = workdir / "cuss_words.txt"
-        words.write_text("abcxyz\nbadword\n")
+        # The shipped list, so the answer filter does its real work.
+        words = REPO / "cuss_words.txt"
         self.env = _env_without_ours()
         self.env.update({
             "CHAT_HOST": HOST, "CHAT_PORT": "0", "CHAT_DB": str(workdir / "chat.db"),
             "CHAT_CUSS_WORDS_FILE": str(words), "OLLAMA_HOST": standin_url,
             "OLLAMA_MODEL": MODEL, "CHAT_LOG_FORMAT": "text", "CHAT_LOG_LEVEL": "info",
             "CHAT_SHUTDOWN_GRACE": "5",
+            # As in Dockerfile.server: big argon2 buffers go back to the OS.
+            "MALLOC_MMAP_THRESHOLD_": "1048576",
         })
         self.env.update(overrides)
         self.log_path = workdir / "server.log"

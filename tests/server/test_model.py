@@ -12,7 +12,7 @@ from .clients import TERMINATOR, OriginalV1Client, answer_text, logged_in, wait_
 
 def test_v2_answer_streams_as_deltas_with_token_counts(live_server):
     client = logged_in(live_server.port, USER, PASSWORD)
-    reply = client.chat("stream please [standin:tokens=30]")
+    reply = client.chat("stream please [standin:tokens=30] [standin:delay-ms=5]")
     assert len(reply.deltas) > 1
     assert reply.text.startswith("Echo: stream please")
     assert reply.end is not None and reply.end.reason == "stop"

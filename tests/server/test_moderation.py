@@ -96,7 +96,8 @@ def test_personal_data_is_refused_never_sent_never_stored(live_server, text, not
 def test_personal_data_in_the_answer_is_masked_across_tokens(live_server):
     secret = "Sure: write to priya.sharma@example.com or call +91 98765 43210 today."
     client = logged_in(live_server.port, USER, PASSWORD)
-    reply = client.chat(say(secret))
+    # A small delay per token so the pieces reach the server one by one.
+    reply = client.chat(say(secret) + " [standin:delay-ms=5]")
     assert reply.error is None
     assert len(reply.deltas) > 3  # it streamed in pieces
     assert "priya.sharma@example.com" not in reply.text

@@ -39,6 +39,7 @@ from chatcore.protocol import (
     State,
 )
 
+from .coalesce import coalesce
 from .context import trim_history
 from .model import ModelError, ModelUnavailable
 from .moderation.answer_filter import AnswerFilter
@@ -136,6 +137,8 @@ class Turn:
             ))
         async with svc.user_answering(user):
             self._task = asyncio.create_task(self._answer(user), name=f"turn-{s.id}-{self.id}")
+            if self._cancel_reason is not None:  # cancelled while waiting for the lock
+                self._task.cancel()
             try:
                 await asyncio.shield(self._task)
             except asyncio.CancelledError:
@@ -184,14 +187,15 @@ class Turn:
                 s.log(logging.INFO, "generation started", event="model_start", message_id=self.id,
                       context_messages=len(messages))
                 done_reason = "stop"
-                async with contextlib.aclosing(svc.model.chat(messages)) as stream:
-                    async for chunk in stream:
-                        if chunk.done:
-                            done_reason = chunk.done_reason or "stop"
-                            prompt_tokens = chunk.prompt_tokens or 0
-                            answer_tokens = chunk.answer_tokens or 0
-                            continue
-                        await self._emit(filt.feed(chunk.text))
+                async with contextlib.aclosing(coalesce(svc.model.chat(messages))) as batches:
+                    async for batch in batches:
+                        for chunk in batch:
+                            if chunk.done:
+                                done_reason = chunk.done_reason or "stop"
+                                prompt_tokens = chunk.prompt_tokens or 0
+                                answer_tokens = chunk.answer_tokens or 0
+                        # Tokens that arrived together go out together.
+                        await self._emit(filt.feed("".join(c.text for c in batch)))
                 await self._emit(filt.finish())
             if filt.masked:
                 await self._send(Notice(
