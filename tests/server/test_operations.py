@@ -53,3 +53,19 @@ def test_json_logs_carry_session_ids_and_no_secrets_or_message_text(server_facto
     text = server.log_text()
     assert PASSWORD not in text and "hunter2-wrong" not in text
     assert "a very private sentence" not in text
+
+
+def test_healthcheck_follows_the_model_state(server_factory, standin):
+    standin.control(models=[], pull_seconds=4)
+    server = server_factory(wait_ready=False)
+    env = {**server.env, "CHAT_PORT": str(server.port)}
+    from tests.fixtures.server import run_cli
+
+    pulling = run_cli(["healthcheck"], env)
+    assert pulling.returncode == 1 and "not ready" in pulling.stderr
+    server.wait_for_log("model ready", timeout=30)
+    ready = run_cli(["healthcheck"], env)
+    assert ready.returncode == 0, ready.stderr
+    server.stop()
+    down = run_cli(["healthcheck"], env)
+    assert down.returncode == 1 and "cannot reach chat-server" in down.stderr
