@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -41,7 +42,7 @@ from chatcore.protocol import (
 
 from .coalesce import coalesce
 from .context import trim_history
-from .model import ModelError, ModelUnavailable
+from .model import ModelChunk, ModelError, ModelUnavailable
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords as BannedWordsLike
 from .store import Turn as StoredTurn
@@ -182,21 +183,29 @@ class Turn:
                         self.id, position=position,
                     ))
 
-            async with svc.scheduler.slot(user, on_position=on_position):
-                # 5. stream the answer
-                s.log(logging.INFO, "generation started", event="model_start", message_id=self.id,
-                      context_messages=len(messages))
-                done_reason = "stop"
-                async with contextlib.aclosing(coalesce(svc.model.chat(messages))) as batches:
-                    async for batch in batches:
-                        for chunk in batch:
-                            if chunk.done:
-                                done_reason = chunk.done_reason or "stop"
-                                prompt_tokens = chunk.prompt_tokens or 0
-                                answer_tokens = chunk.answer_tokens or 0
-                        # Tokens that arrived together go out together.
-                        await self._emit(filt.feed("".join(c.text for c in batch)))
-                await self._emit(filt.finish())
+            async def generation() -> AsyncGenerator[ModelChunk, None]:
+                # The slot is held by the generation, not by the writes to the
+                # client: a client that reads slowly holds up only itself, and
+                # the next user's generation starts as soon as the model is done.
+                async with svc.scheduler.slot(user, on_position=on_position):
+                    s.log(logging.INFO, "generation started", event="model_start",
+                          message_id=self.id, context_messages=len(messages))
+                    async with contextlib.aclosing(svc.model.chat(messages)) as stream:
+                        async for chunk in stream:
+                            yield chunk
+
+            # 5. stream the answer
+            done_reason = "stop"
+            async with contextlib.aclosing(coalesce(generation())) as batches:
+                async for batch in batches:
+                    for chunk in batch:
+                        if chunk.done:
+                            done_reason = chunk.done_reason or "stop"
+                            prompt_tokens = chunk.prompt_tokens or 0
+                            answer_tokens = chunk.answer_tokens or 0
+                    # Tokens that arrived together go out together.
+                    await self._emit(filt.feed("".join(c.text for c in batch)))
+            await self._emit(filt.finish())
             if filt.masked:
                 await self._send(Notice(
                     NoticeKind.ANSWER_MASKED,
