@@ -149,3 +149,16 @@ def test_the_newest_text_is_on_screen_while_streaming():
     # Earlier blocks went to the scrollback once, not into the redrawn area.
     assert "Paragraph 2 says" not in visible
     view.finish()
+
+
+def test_answer_stats_line_reads_like_ollama_run_verbose():
+    from chatcore.protocol import AnswerEnd
+
+    from chat_client.render import stats_text
+
+    end = AnswerEnd(1, "stop", prompt_tokens=10, answer_tokens=42, first_token_ms=200, total_ms=1400)
+    assert stats_text(end) == "42 tokens · 1.4 s · 35 tokens/s · first token 0.20 s"
+    # One token or no generation time: no rate (no division by zero).
+    assert stats_text(AnswerEnd(1, answer_tokens=1, first_token_ms=5, total_ms=5)) == (
+        "1 token · 0.0 s · first token 0.01 s"
+    )

@@ -272,6 +272,8 @@ class InteractiveSession:
                 view.finish()
         if outcome.reason == "cancelled":
             self.ui.notice("answer stopped", label="cancel")
+        elif outcome.end is not None and outcome.error is None:
+            self.ui.answer_stats(outcome.end)
         err = outcome.error
         if err is not None and not err.fatal and outcome.refusal is None:
             # A refusal notice was already shown; otherwise show the error itself.

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Protocol
 
-from chatcore.protocol import Notice, NoticeKind
+from chatcore.protocol import AnswerEnd, Notice, NoticeKind
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
@@ -249,6 +249,18 @@ class UI(Protocol):
     def error(self, text: str) -> None: ...
     def info(self, text: str) -> None: ...
     def history(self, turns: Sequence[tuple[str, str]]) -> None: ...
+    def answer_stats(self, end: AnswerEnd) -> None: ...
+
+
+def stats_text(end: AnswerEnd) -> str:
+    """``42 tokens · 1.3 s · 32 tokens/s · first token 0.21 s`` (like ``ollama run --verbose``)."""
+    n = end.answer_tokens
+    parts = [f"{n} token{'' if n == 1 else 's'}", f"{end.total_ms / 1000:.1f} s"]
+    generating = (end.total_ms - end.first_token_ms) / 1000
+    if end.answer_tokens > 1 and generating > 0:
+        parts.append(f"{end.answer_tokens / generating:.0f} tokens/s")
+    parts.append(f"first token {end.first_token_ms / 1000:.2f} s")
+    return " · ".join(parts)
 
 
 class RichUI:
@@ -305,6 +317,9 @@ class RichUI:
         items.append(Rule(style="dim"))
         self.console.print(Group(*items))  # type: ignore[arg-type]
 
+    def answer_stats(self, end: AnswerEnd) -> None:
+        self.console.print(Text(stats_text(end), style="dim"), justify="right")
+
 
 class PlainUI:
     """Plain text for pipes and ``docker compose run -T``: answers on stdout,
@@ -340,6 +355,9 @@ class PlainUI:
 
     def server_notice(self, notice: Notice) -> None:
         self.notice(notice_text(notice), label=_NOTICE_LABEL.get(notice.kind, "notice"))
+
+    def answer_stats(self, end: AnswerEnd) -> None:
+        """Plain output stays the answer text only."""
 
     def history(self, turns: Sequence[tuple[str, str]]) -> None:
         for question, answer in turns:
