@@ -152,9 +152,8 @@ def test_the_newest_text_is_on_screen_while_streaming():
 
 
 def test_answer_stats_line_reads_like_ollama_run_verbose():
-    from chatcore.protocol import AnswerEnd
-
     from chat_client.render import stats_text
+    from chatcore.protocol import AnswerEnd
 
     end = AnswerEnd(1, "stop", prompt_tokens=10, answer_tokens=42, first_token_ms=200, total_ms=1400)
     assert stats_text(end) == "42 tokens · 1.4 s · 35 tokens/s · first token 0.20 s"

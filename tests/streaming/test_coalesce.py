@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import pytest
-
 from chat_server.coalesce import coalesce
 
 
