@@ -67,7 +67,7 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     #: Messages per minute exceeded; the message was not processed.
     RATE_LIMITED = "rate_limited"
-    #: An answer for this user is already in flight; the message was not processed.
+    #: An answer to an earlier message on this connection is in flight; this one was not processed.
     BUSY = "busy"
     #: The message was refused by moderation (banned words, personal data).
     REFUSED = "refused"
