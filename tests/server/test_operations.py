@@ -48,7 +48,9 @@ def test_json_logs_carry_session_ids_and_no_secrets_or_message_text(server_facto
     lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     assert lines, server.log_text()
     events = {line.get("event") for line in lines}
-    assert {"connect", "auth_ok", "auth_failed", "model_start", "turn_end", "disconnect"} <= events
+    assert {"connect", "auth_ok", "auth_failed", "turn_end", "disconnect"} <= events
+    [turn] = [line for line in lines if line.get("event") == "turn_end"]
+    assert turn["model"] == "llama3.2" and turn["answer_tokens"] > 0 and turn["session"]
     assert all("session" in line for line in lines if line.get("event") in {"connect", "auth_ok", "turn_end"})
     text = server.log_text()
     assert PASSWORD not in text and "hunter2-wrong" not in text

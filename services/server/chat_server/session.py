@@ -91,6 +91,8 @@ class Session:
     def log(self, level: int, msg: str, *args: object, **fields: object) -> None:
         if self.quiet and level < logging.WARNING:
             level = logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
         extra = {"session": self.id, "peer": self.address, **fields}
         if self.user:
             extra["user"] = self.user

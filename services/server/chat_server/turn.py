@@ -188,7 +188,9 @@ class Turn:
                 # client: a client that reads slowly holds up only itself, and
                 # the next user's generation starts as soon as the model is done.
                 async with svc.scheduler.slot(user, on_position=on_position):
-                    s.log(logging.INFO, "generation started", event="model_start",
+                    # Debug only: the info-level record of a turn is its one
+                    # turn_end line (logging is a measurable share of CPU).
+                    s.log(logging.DEBUG, "generation started", event="model_start",
                           message_id=self.id, context_messages=len(messages))
                     async with contextlib.aclosing(svc.model.chat(messages)) as stream:
                         async for chunk in stream:
@@ -244,7 +246,9 @@ class Turn:
             with contextlib.suppress(PeerGone, LocalProtocolError):
                 await self._send(final)
         s.log(logging.INFO, "turn finished: %s", status, event="turn_end", message_id=self.id,
-              answer_tokens=answer_tokens, total_ms=self._elapsed_ms())
+              model=svc.settings.ollama_model, prompt_tokens=prompt_tokens,
+              answer_tokens=answer_tokens, first_token_ms=self.first_token_ms,
+              total_ms=self._elapsed_ms())
 
     async def _emit(self, text: str) -> None:
         if not text:
