@@ -35,6 +35,14 @@ log = logging.getLogger("chat_server")
 REJECT_SNIFF_SECONDS = 1.0
 
 
+def _as_messages(turn: StoredTurn) -> list[dict[str, str]]:
+    """A stored turn as the two chat messages the model sees."""
+    return [
+        {"role": "user", "content": turn.user_text},
+        {"role": "assistant", "content": turn.answer_text},
+    ]
+
+
 class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -81,13 +89,7 @@ class ChatService:
             except StoreError as exc:
                 log.warning("could not load conversation history: %s", exc)
                 turns = []
-            cached = []
-            for t in turns:
-                if t.status == "complete":
-                    cached += [
-                        {"role": "user", "content": t.user_text},
-                        {"role": "assistant", "content": t.answer_text},
-                    ]
+            cached = [m for t in turns if t.status == "complete" for m in _as_messages(t)]
             self._conversations[key] = cached
             # Bounded memory: keep the most recent conversations only.
             while len(self._conversations) > 10_000:
@@ -101,11 +103,8 @@ class ChatService:
             log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
             return False
         if turn.status == "complete":
-            cached = self._conversations.setdefault((turn.user, turn.conversation), [])
-            cached += [
-                {"role": "user", "content": turn.user_text},
-                {"role": "assistant", "content": turn.answer_text},
-            ]
+            self._conversations.setdefault((turn.user, turn.conversation), []).extend(
+                _as_messages(turn))
         return True
 
     # ------------------------------------------------------------------ connections

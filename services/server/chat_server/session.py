@@ -87,6 +87,11 @@ class Session:
         self.current: Turn | None = None
         self.quiet = False  # healthchecks are logged at debug only
 
+    @property
+    def answering(self) -> bool:
+        """An answer of this session is queued or being generated."""
+        return self.worker is not None and not self.worker.done()
+
     # ------------------------------------------------------------------ logging
     def log(self, level: int, msg: str, *args: object, **fields: object) -> None:
         if self.quiet and level < logging.WARNING:
@@ -163,7 +168,7 @@ class Session:
                         self.log(logging.INFO, "connection opened (protocol v%s)", self.conn.version,
                                  event="connect")
                     if isinstance(event, ClientHello):
-                        await self._hello(event)
+                        await self._hello()
                     elif isinstance(event, Authenticate):
                         if await self._check_credentials(event):
                             return
@@ -182,12 +187,9 @@ class Session:
             await self._send_error(ErrorCode.AUTH_TIMEOUT, "authentication timed out")
             raise SessionEnded("auth timeout") from None
 
-    async def _hello(self, hello: ClientHello) -> None:
-        if 2 not in hello.versions:
-            await self._send_error(
-                ErrorCode.UNSUPPORTED_VERSION, "this server speaks protocol version 2 (and v1)"
-            )
-            raise SessionEnded("unsupported version")
+    async def _hello(self) -> None:
+        # A HELLO without version 2 never gets here: the codec answers it
+        # with ERROR unsupported_version (a RemoteProtocolError in run()).
         s = self.settings
         await self.send(
             ServerHello(
@@ -230,12 +232,12 @@ class Session:
     async def _chat_loop(self) -> None:
         settings = self.settings
         while True:
-            busy = self.worker is not None and not self.worker.done()
             try:
                 # While an answer is in flight the user is waiting, not idle.
-                event = await self.wire.next_event(idle_timeout=None if busy else settings.idle_timeout)
+                event = await self.wire.next_event(
+                    idle_timeout=None if self.answering else settings.idle_timeout)
             except TimeoutError:
-                if self.worker is not None and not self.worker.done():
+                if self.answering:
                     continue
                 self.log(logging.INFO, "idle timeout", event="idle_timeout")
                 await self._send_error(ErrorCode.IDLE_TIMEOUT, "closing idle connection")
@@ -278,22 +280,19 @@ class Session:
                 message.message_id,
             )
             return
-        if self.conn.version == 1:
-            # The original client waits for each answer, so a v1 queue only
-            # fills if a client pipelines; answer in order.
-            self.queue.append(message)
-        else:
-            # One answer in flight per session over v2 (a client that sends
-            # again before the END is told so); across a user's sessions the
-            # answers queue instead (Turn.run waits for the user's lock).
-            if self.worker is not None and not self.worker.done():
-                await self._send_error(
-                    ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
-                    message.message_id,
-                )
-                return
-            self.queue.append(message)
-        if self.worker is None or self.worker.done():
+        # v2: one answer in flight per session (a client that sends again before
+        # the END is told so); across a user's sessions the answers queue
+        # instead (Turn.run waits for the user's lock). v1: the original client
+        # waits for each answer, so its queue only fills if a client pipelines,
+        # and the messages are answered in order.
+        if self.conn.version != 1 and self.answering:
+            await self._send_error(
+                ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
+                message.message_id,
+            )
+            return
+        self.queue.append(message)
+        if not self.answering:
             self.worker = asyncio.create_task(self._work(), name=f"answers-{self.id}")
 
     async def _work(self) -> None:

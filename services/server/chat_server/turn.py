@@ -34,6 +34,7 @@ from chatcore.protocol import (
     ChatMessage,
     Error,
     ErrorCode,
+    Event,
     LocalProtocolError,
     Notice,
     NoticeKind,
@@ -87,8 +88,8 @@ class Turn:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    async def _send(self, event: object) -> None:
-        await self.session.send(event)  # type: ignore[arg-type]
+    async def _send(self, event: Event) -> None:
+        await self.session.send(event)
 
     # ------------------------------------------------------------------ pipeline
     async def run(self) -> bool:
@@ -125,7 +126,7 @@ class Turn:
         model = svc.model
         # While the model is being pulled (or the first check is running) say so;
         # when it was merely unreachable, the request itself is the best probe.
-        if not model.ready and model.state in ("starting", "pulling"):
+        if model.state in ("starting", "pulling"):
             detail = (model.state_detail or "The model is not ready yet.").rstrip(". ")
             await self._send(Notice(NoticeKind.MODEL_LOADING, f"{detail}.", self.id))
             await self._send(Error(ErrorCode.MODEL_LOADING, f"{detail}; try again in a moment.", self.id))
@@ -231,7 +232,7 @@ class Turn:
             )
         except ModelError as exc:
             code = ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable) else ErrorCode.MODEL_ERROR
-            s.log(logging.WARNING, "model error: %s", getattr(exc, "detail", exc), event="model_error",
+            s.log(logging.WARNING, "model error: %s", exc.detail, event="model_error",
                   message_id=self.id, code=code.value)
             error = Error(code, str(exc), self.id)
             # What the model said before failing is still the user's to see.
