@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.standin",
     "tests.fixtures.server",
+    "tests.fixtures.llamacpp",
 ]
