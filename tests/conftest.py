@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.standin",
     "tests.fixtures.server",
     "tests.fixtures.llamacpp",
+    "tests.fixtures.postgres",
 ]
