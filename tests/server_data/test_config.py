@@ -101,6 +101,11 @@ VALID = [
     ("CHAT_ARGON2_TIME_COST", "1", "argon2_time_cost", 1),
     ("CHAT_ARGON2_MEMORY_KIB", "1024", "argon2_memory_kib", 1024),
     ("CHAT_ARGON2_PARALLELISM", "2", "argon2_parallelism", 2),
+    ("CHAT_METRICS_PORT", "9464", "metrics_port", 9464),
+    ("CHAT_METRICS_PORT", "", "metrics_port", None),
+    ("CHAT_METRICS_HOST", "0.0.0.0", "metrics_host", "0.0.0.0"),
+    ("CHAT_ADMIN_SOCKET", "/run/chat/admin.sock", "admin_socket", Path("/run/chat/admin.sock")),
+    ("CHAT_ADMIN_SOCKET", "", "admin_socket", None),
 ]
 
 
@@ -162,6 +167,9 @@ INVALID = [
     ("CHAT_ARGON2_MEMORY_KIB", "7", "integer 8-"),
     ("CHAT_ARGON2_PARALLELISM", "0", "integer 1-255"),
     ("CHAT_BOOTSTRAP_USER", "has space", "spaces"),
+    ("CHAT_METRICS_PORT", "65536", "integer 0-65535"),
+    ("CHAT_METRICS_PORT", "metrics", "integer 0-65535"),
+    ("CHAT_METRICS_HOST", " ", "non-empty"),
 ]
 
 
@@ -266,3 +274,10 @@ def test_port_is_a_valid_port_or_a_one_line_error(text: str) -> None:
     else:
         assert 0 <= port <= 65535
         assert text.strip().isascii() and text.strip().isdigit()
+
+
+def test_admin_socket_defaults_to_the_database_directory() -> None:
+    assert Settings.from_env({"CHAT_DB": "/var/lib/chat/chat.db"}).admin_socket_path == Path(
+        "/var/lib/chat/admin.sock")
+    assert Settings.from_env({"CHAT_ADMIN_SOCKET": "/run/c.sock"}).admin_socket_path == Path(
+        "/run/c.sock")

@@ -11,6 +11,7 @@ The ``chat-server`` command::
     chat-server users remove NAME
     chat-server history export NAME [--conversation ID]   JSON lines on stdout
     chat-server healthcheck                      exit 0 if the server answers
+    chat-server status [--once] [--json]         what the running server is doing
 
 Every command reads the same environment variables as the server (CHAT_DB in
 particular), so in a container ``docker compose exec chat-server chat-server
@@ -31,6 +32,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from .auth import ensure_bootstrap_user
@@ -102,6 +104,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversation", metavar="ID", help="only this conversation")
 
     sub.add_parser("healthcheck", help="exit 0 if the server accepts connections")
+
+    p = sub.add_parser(
+        "status",
+        help="show the running server: uptime, connections, who is logged in, queue, model "
+        "(a live view in a terminal)",
+    )
+    p.add_argument("--once", action="store_true", help="print the view once and exit")
+    p.add_argument("--json", action="store_true", help="print the raw snapshot as JSON and exit")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="refresh interval of the live view (default 2)")
+    p.add_argument("--socket", type=Path, metavar="PATH",
+                   help="the server's admin socket (default: CHAT_ADMIN_SOCKET, or admin.sock "
+                   "beside CHAT_DB)")
     return parser
 
 
@@ -184,6 +199,15 @@ def _healthcheck(settings: Settings) -> int:
     return int(healthcheck(settings))
 
 
+def _status(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    from .status import run
+
+    if not args.interval > 0:
+        raise CommandError("--interval must be more than 0 seconds")
+    return run(args.socket or settings.admin_socket_path, once=args.once, as_json=args.json,
+               interval=args.interval, out=out, err=err)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -212,6 +236,8 @@ def main(
             return _history(args, settings, out)
         if command == "healthcheck":
             return _healthcheck(settings)
+        if command == "status":
+            return _status(args, settings, out, err)
     except (CommandError, StoreError) as exc:
         print(f"{PROG}: {exc}", file=err)
         return 1

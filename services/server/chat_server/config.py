@@ -90,6 +90,9 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_ARGON2_TIME_COST", "2", "Argon2id iterations (OWASP minimum 2; lower only for benchmarks and tests)."),
     Variable("CHAT_ARGON2_MEMORY_KIB", "19456", "Argon2id memory per hash in KiB (OWASP minimum 19456; lower only for benchmarks and tests)."),
     Variable("CHAT_ARGON2_PARALLELISM", "1", "Argon2id lanes (OWASP: 1)."),
+    Variable("CHAT_METRICS_PORT", None, "Port of the Prometheus metrics endpoint (/metrics); unset turns it off, 0 picks a free port."),
+    Variable("CHAT_METRICS_HOST", "127.0.0.1", "Address the metrics endpoint listens on (the compose stack: 0.0.0.0 inside its network, not published)."),
+    Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside CHAT_DB."),
 ]
 
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -127,6 +130,9 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
+    metrics_port: int | None = None  # None: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+    admin_socket: Path | None = None  # None: admin.sock beside the database
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -184,8 +190,18 @@ class Settings:
             # Argon2 itself requires at least 8 KiB per lane.
             argon2_memory_kib=r.integer("CHAT_ARGON2_MEMORY_KIB", 8 * parallelism, 4 * 1024 * 1024),
             argon2_parallelism=parallelism,
+            metrics_port=r.optional_integer("CHAT_METRICS_PORT", 0, 65535),
+            metrics_host=r.nonempty("CHAT_METRICS_HOST"),
+            admin_socket=_optional_path(r.optional_str("CHAT_ADMIN_SOCKET")),
         )
         return settings
+
+    @property
+    def admin_socket_path(self) -> Path:
+        """Where the admin endpoint listens (``chat-server status`` reads the same)."""
+        if self.admin_socket is not None:
+            return self.admin_socket
+        return self.db_path.parent / "admin.sock"
 
     def argon2_hasher(self) -> PasswordHasher:
         """An Argon2id hasher with the configured cost. Hashes made with other
@@ -213,6 +229,10 @@ class Settings:
                 value = str(value)
             out[f.name] = value
         return out
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def variables_markdown() -> str:
@@ -277,6 +297,15 @@ class _Reader:
         if empty_is_none and not value.strip():
             return None
         return value
+
+    def optional_integer(self, name: str, low: int, high: int) -> int | None:
+        """Unset or empty: None; otherwise as :meth:`integer`."""
+        value = self._env.get(name)
+        if value is None:
+            value = _DEFAULTS[name]
+        if value is None or not value.strip():
+            return None
+        return self.integer(name, low, high)
 
     def integer(self, name: str, low: int, high: int) -> int:
         raw = self._raw(name)
@@ -346,6 +375,9 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_ARGON2_TIME_COST": "argon2_time_cost",
     "CHAT_ARGON2_MEMORY_KIB": "argon2_memory_kib",
     "CHAT_ARGON2_PARALLELISM": "argon2_parallelism",
+    "CHAT_METRICS_PORT": "metrics_port",
+    "CHAT_METRICS_HOST": "metrics_host",
+    "CHAT_ADMIN_SOCKET": "admin_socket",
 }
 
 
