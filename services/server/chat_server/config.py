@@ -9,29 +9,40 @@ variable, the value and what was expected, e.g.::
 
     CHAT_PORT: expected an integer 0-65535, got 'abc'
 
+The model side (``CHAT_BACKENDS`` and the per-backend variables, ``CHAT_MODEL``,
+``CHAT_MODELS``) is checked as a whole: every mistake there gets its own line
+in the one :exc:`ConfigError`.
+
 :data:`VARIABLES` is the documentation: the README's table is generated from it
 (:func:`variables_markdown`) and a test checks that each entry is parsed.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher, Type
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
+    "LEGACY_BACKEND",
     "MAX_PASSWORD_LENGTH",
     "VARIABLES",
+    "BackendKind",
+    "BackendSpec",
     "ConfigError",
     "Settings",
     "Variable",
     "field_of",
+    "model_key",
     "variables_markdown",
 ]
 
@@ -50,7 +61,47 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class ConfigError(Exception):
-    """A setting is invalid. ``str(exc)`` is one line, safe to print as is."""
+    """A setting is invalid. ``str(exc)`` is one line per mistake, safe to print as is."""
+
+
+class BackendKind(enum.StrEnum):
+    """How the server talks to a model backend."""
+
+    OLLAMA = "ollama"  # Ollama's REST API through the official ``ollama`` client
+    OPENAI = "openai"  # any OpenAI-compatible server through the official ``openai`` client
+
+
+#: The name of the one backend configured by OLLAMA_HOST when CHAT_BACKENDS is unset.
+LEGACY_BACKEND = "ollama"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One configured model backend (an entry of ``CHAT_BACKENDS``)."""
+
+    name: str
+    kind: BackendKind
+    url: str | None  # None: the ollama client's default address
+    max_parallel: int = 2
+    api_key: str | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        """For the configuration log line: never the key itself."""
+        key = " api_key=[set]" if self.api_key else ""
+        return f"{self.name}={self.kind.value}:{self.url or 'default'} parallel={self.max_parallel}{key}"
+
+
+def model_key(name: str) -> str:
+    """The form in which two model names are compared.
+
+    ``llama3.2`` and ``llama3.2:latest`` name the same model (Ollama's rule: a
+    name without a tag means ``:latest``), and model names are not case
+    sensitive.
+    """
+    key = name.strip().lower()
+    if ":" not in key.rsplit("/", 1)[-1]:
+        key += ":latest"
+    return key
 
 
 @dataclass(frozen=True)
@@ -66,8 +117,14 @@ class Variable:
 VARIABLES: list[Variable] = [
     Variable("CHAT_HOST", "0.0.0.0", "Address the chat server listens on."),
     Variable("CHAT_PORT", "5050", "TCP port the chat server listens on (0 picks a free port)."),
-    Variable("OLLAMA_HOST", None, "Ollama base URL; unset uses the ollama client's default http://127.0.0.1:11434."),
-    Variable("OLLAMA_MODEL", "llama3.2", "Model every conversation uses."),
+    Variable("CHAT_MODEL", "llama3.2", "Default model: v1 clients and conversations that name none use it; pulled at start on Ollama backends."),
+    Variable("OLLAMA_MODEL", None, "Older name of CHAT_MODEL, still accepted (CHAT_MODEL wins when both are set)."),
+    Variable("CHAT_MODELS", None, "Comma-separated models users may choose from (v2 clients); must include CHAT_MODEL; unset: only CHAT_MODEL."),
+    Variable("CHAT_BACKENDS", None, "Model backends, comma-separated NAME=KIND:URL with KIND ollama or openai (an OpenAI-compatible server; its URL includes /v1), e.g. gpu=ollama:http://gpu:11434,cpu=openai:http://llamacpp:8080/v1; unset: one Ollama at OLLAMA_HOST, named ollama."),
+    Variable("CHAT_BACKEND_<NAME>_PARALLEL", None, "Generations in flight at once on backend NAME (upper case); unset: CHAT_MAX_PARALLEL."),
+    Variable("CHAT_BACKEND_<NAME>_API_KEY", None, "API key sent to backend NAME as a bearer token; never logged."),
+    Variable("CHAT_BACKEND_<NAME>_API_KEY_FILE", None, "File holding backend NAME's API key (e.g. a Docker secret), instead of CHAT_BACKEND_<NAME>_API_KEY."),
+    Variable("OLLAMA_HOST", None, "Ollama base URL when CHAT_BACKENDS is unset; unset uses the ollama client's default http://127.0.0.1:11434."),
     Variable("CHAT_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, "System prompt sent before each conversation; empty means none."),
     Variable("CHAT_DB", "./data/chat.db", "SQLite database file (users and turns); its directory is created."),
     Variable("CHAT_CUSS_WORDS_FILE", "cuss_words.txt", "Banned-words list, one word per line; reloaded when it changes."),
@@ -79,12 +136,13 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds of silence after which a logged-in connection is closed."),
     Variable("CHAT_FRAME_TIMEOUT", "30", "Seconds a frame may take from its first byte to its last (stops slow-drip senders)."),
     Variable("CHAT_RATE_LIMIT", "20", "Messages per user per minute; 0 turns the limit off."),
-    Variable("CHAT_MAX_PARALLEL", "2", "Generations in flight to Ollama at once; the rest queue fairly per user."),
+    Variable("CHAT_MAX_PARALLEL", "2", "Generations in flight at once per backend (unless CHAT_BACKEND_<NAME>_PARALLEL says otherwise); the rest queue fairly per user."),
     Variable("CHAT_CONTEXT_TOKENS", "3000", "History budget per request, in estimated tokens; older turns are dropped."),
-    Variable("CHAT_MODEL_CONNECT_TIMEOUT", "5", "Seconds to connect to Ollama."),
-    Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall mid-answer before the answer ends with an error."),
+    Variable("CHAT_MODEL_CONNECT_TIMEOUT", "5", "Seconds to connect to a model backend."),
+    Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall (before its first token: then another backend is tried; mid-answer: the answer ends with an error)."),
+    Variable("CHAT_PROBE_INTERVAL", "10", "Seconds between health probes (and model-list refreshes) of each backend; a failed backend is probed sooner, with backoff."),
     Variable("CHAT_SHUTDOWN_GRACE", "20", "Seconds answers in flight get to finish after SIGTERM."),
-    Variable("CHAT_PULL_MODEL", "true", "Pull the model at start if Ollama does not have it (true/false)."),
+    Variable("CHAT_PULL_MODEL", "true", "Pull missing models (CHAT_MODELS) on Ollama backends at start (true/false)."),
     Variable("CHAT_LOG_FORMAT", "text", "Log format: text (readable) or json (one object per line)."),
     Variable("CHAT_LOG_LEVEL", "info", "Log level: debug, info, warning, error or critical; message text is logged only at debug."),
     Variable("CHAT_ARGON2_TIME_COST", "2", "Argon2id iterations (OWASP minimum 2; lower only for benchmarks and tests)."),
@@ -107,7 +165,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5050
     ollama_host: str | None = None
-    ollama_model: str = "llama3.2"
+    model: str = "llama3.2"  # the default model
+    models: tuple[str, ...] = ()  # allowed models; empty: just the default model
+    backends: tuple[BackendSpec, ...] = ()  # empty: one Ollama at ollama_host
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT  # None: send no system message
     db_path: Path = Path("./data/chat.db")
     cuss_words_file: Path = Path("cuss_words.txt")
@@ -123,6 +183,7 @@ class Settings:
     context_tokens: int = 3000
     model_connect_timeout: float = 5.0
     model_read_timeout: float = 60.0
+    probe_interval: float = 10.0
     shutdown_grace: float = 20.0
     pull_model: bool = True
     log_format: Literal["text", "json"] = "text"
@@ -162,11 +223,15 @@ class Settings:
             )
 
         parallelism = r.integer("CHAT_ARGON2_PARALLELISM", 1, 255)
+        max_parallel = r.integer("CHAT_MAX_PARALLEL", 1, 1024)
+        model, models, backends = _model_side(env, r, max_parallel)
         settings = cls(
             host=r.nonempty("CHAT_HOST"),
             port=r.integer("CHAT_PORT", 0, 65535),
             ollama_host=r.optional_str("OLLAMA_HOST"),
-            ollama_model=r.token("OLLAMA_MODEL"),
+            model=model,
+            models=models,
+            backends=backends,
             system_prompt=r.optional_str("CHAT_SYSTEM_PROMPT", strip=False, empty_is_none=True),
             db_path=Path(r.nonempty("CHAT_DB")),
             cuss_words_file=Path(r.nonempty("CHAT_CUSS_WORDS_FILE")),
@@ -178,10 +243,11 @@ class Settings:
             idle_timeout=r.seconds("CHAT_IDLE_TIMEOUT"),
             frame_timeout=r.seconds("CHAT_FRAME_TIMEOUT"),
             rate_limit=r.integer("CHAT_RATE_LIMIT", 0, 1_000_000),
-            max_parallel=r.integer("CHAT_MAX_PARALLEL", 1, 1024),
+            max_parallel=max_parallel,
             context_tokens=r.integer("CHAT_CONTEXT_TOKENS", 1, 10_000_000),
             model_connect_timeout=r.seconds("CHAT_MODEL_CONNECT_TIMEOUT"),
             model_read_timeout=r.seconds("CHAT_MODEL_READ_TIMEOUT"),
+            probe_interval=r.seconds("CHAT_PROBE_INTERVAL"),
             shutdown_grace=r.seconds("CHAT_SHUTDOWN_GRACE", allow_zero=True),
             pull_model=r.boolean("CHAT_PULL_MODEL"),
             log_format=r.choice("CHAT_LOG_FORMAT", ("text", "json")),  # type: ignore[arg-type]
@@ -202,6 +268,20 @@ class Settings:
         if self.admin_socket is not None:
             return self.admin_socket
         return self.db_path.parent / "admin.sock"
+
+    @property
+    def ollama_model(self) -> str:
+        """The default model (the older name of :attr:`model`)."""
+        return self.model
+
+    def allowed_models(self) -> tuple[str, ...]:
+        """The models users may choose from, the default first."""
+        return self.models or (self.model,)
+
+    def backend_specs(self) -> tuple[BackendSpec, ...]:
+        """The configured backends; without CHAT_BACKENDS, one Ollama at OLLAMA_HOST."""
+        return self.backends or (
+            BackendSpec(LEGACY_BACKEND, BackendKind.OLLAMA, self.ollama_host, self.max_parallel),)
 
     def argon2_hasher(self) -> PasswordHasher:
         """An Argon2id hasher with the configured cost. Hashes made with other
@@ -227,6 +307,10 @@ class Settings:
                 value = f"[{len(value)} chars]"
             elif isinstance(value, Path):
                 value = str(value)
+            elif f.name == "backends":
+                value = ",".join(spec.summary() for spec in self.backend_specs())
+            elif f.name == "models":
+                value = ",".join(self.allowed_models())
             out[f.name] = value
         return out
 
@@ -247,6 +331,153 @@ def variables_markdown() -> str:
             default = f"`{v.default}`"
         lines.append(f"| `{v.name}` | {default} | {v.description} |")
     return "\n".join(lines) + "\n"
+
+
+_BACKEND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+_BACKEND_PREFIX = "CHAT_BACKEND_"
+#: ``_API_KEY_FILE`` before ``_API_KEY``: the first suffix that matches wins.
+_BACKEND_SUFFIXES = ("_API_KEY_FILE", "_API_KEY", "_PARALLEL")
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def _model_side(env: Mapping[str, str], r: _Reader,
+                max_parallel: int) -> tuple[str, tuple[str, ...], tuple[BackendSpec, ...]]:
+    """CHAT_MODEL/OLLAMA_MODEL, CHAT_MODELS, CHAT_BACKENDS and CHAT_BACKEND_<NAME>_*.
+
+    Collects every mistake and raises one ConfigError with a line for each.
+    """
+    problems: list[str] = []
+
+    def model_name(name: str, raw: str) -> str | None:
+        value = raw.strip()
+        if not value or any(c.isspace() or not c.isprintable() or c == "," for c in value):
+            problems.append(f"{name}: expected a model name without spaces, got {_shown(raw)}")
+            return None
+        return value
+
+    # -- models
+    source = "CHAT_MODEL" if "CHAT_MODEL" in env else "OLLAMA_MODEL" if "OLLAMA_MODEL" in env else None
+    model = model_name(source, env[source]) if source else _DEFAULTS["CHAT_MODEL"]
+    models: tuple[str, ...] = ()
+    raw_models = env.get("CHAT_MODELS", "")
+    if raw_models.strip():
+        names = [model_name("CHAT_MODELS", part) for part in raw_models.split(",")]
+        seen: dict[str, str] = {}
+        for name in names:
+            if name is None:
+                continue
+            if model_key(name) in seen:
+                problems.append(f"CHAT_MODELS: {name!r} is listed twice"
+                                f" (as {seen[model_key(name)]!r})")
+            seen.setdefault(model_key(name), name)
+        models = tuple(seen.values())
+        if model is not None and model_key(model) not in seen:
+            problems.append(f"CHAT_MODELS: expected a list that includes the default model"
+                            f" {model!r} ({source or 'CHAT_MODEL'}), got {_shown(raw_models)}")
+        elif model is not None:  # the default first, spelled as in CHAT_MODELS
+            model = seen[model_key(model)]
+            models = (model, *(m for m in models if m != model))
+
+    # -- backends
+    specs: dict[str, BackendSpec] = {}
+    raw_backends = env.get("CHAT_BACKENDS", "")
+    if raw_backends.strip():
+        for entry in (e.strip() for e in raw_backends.split(",")):
+            if not entry:
+                continue
+            name, sep, rest = entry.partition("=")
+            kind_text, sep2, url = rest.partition(":")
+            name, kind_text, url = name.strip(), kind_text.strip().lower(), url.strip()
+            if not sep or not sep2:
+                problems.append(f"CHAT_BACKENDS: expected NAME=KIND:URL, got {_shown(entry)}")
+                continue
+            if not _BACKEND_NAME.fullmatch(name):
+                problems.append(f"CHAT_BACKENDS: expected a backend name of letters, digits and"
+                                f" _ (starting with a letter, at most 32), got {_shown(name)}")
+                continue
+            if name.upper() in {n.upper() for n in specs}:
+                problems.append(f"CHAT_BACKENDS: backend name {name!r} is used twice")
+                continue
+            if kind_text not in {k.value for k in BackendKind}:
+                problems.append(f"CHAT_BACKENDS: backend {name}: expected kind ollama or openai,"
+                                f" got {_shown(kind_text)}")
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(f"CHAT_BACKENDS: backend {name}: expected an http:// or https://"
+                                f" URL, got {_shown(url)}")
+                continue
+            try:
+                parts.port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError:
+                problems.append(f"CHAT_BACKENDS: backend {name}: bad port in {_shown(url)}")
+                continue
+            specs[name] = BackendSpec(name, BackendKind(kind_text), url.rstrip("/"), max_parallel)
+        if not specs and not problems:
+            problems.append(f"CHAT_BACKENDS: expected at least one NAME=KIND:URL, got"
+                            f" {_shown(raw_backends)}")
+    legacy = not raw_backends.strip()
+    if legacy:
+        specs[LEGACY_BACKEND] = BackendSpec(LEGACY_BACKEND, BackendKind.OLLAMA,
+                                            r.optional_str("OLLAMA_HOST"), max_parallel)
+
+    # -- CHAT_BACKEND_<NAME>_*
+    by_upper = {n.upper(): n for n in specs}
+    settings: dict[str, dict[str, str]] = {}
+    for var in sorted(env):
+        if not var.startswith(_BACKEND_PREFIX):
+            continue
+        suffix = next((x for x in _BACKEND_SUFFIXES if var.endswith(x)), None)
+        if suffix is None:
+            problems.append(f"{var}: unknown backend setting (expected CHAT_BACKEND_<NAME>_PARALLEL,"
+                            " _API_KEY or _API_KEY_FILE)")
+            continue
+        upper = var[len(_BACKEND_PREFIX):-len(suffix)]
+        if upper not in by_upper:
+            known = ", ".join(sorted(by_upper)) or "none"
+            problems.append(f"{var}: no backend named {upper} in CHAT_BACKENDS (backends: {known})")
+            continue
+        settings.setdefault(by_upper[upper], {})[suffix] = env[var]
+    for name, values in settings.items():
+        spec = specs[name]
+        prefix = f"{_BACKEND_PREFIX}{name.upper()}"
+        if "_PARALLEL" in values:
+            raw = values["_PARALLEL"]
+            text = raw.strip()
+            if text.isascii() and text.isdigit() and 1 <= int(text) <= 1024:
+                spec = BackendSpec(spec.name, spec.kind, spec.url, int(text))
+            else:
+                problems.append(f"{prefix}_PARALLEL: expected an integer 1-1024, got {_shown(raw)}")
+        key: str | None = None
+        if "_API_KEY" in values and "_API_KEY_FILE" in values:
+            problems.append(f"{prefix}_API_KEY and {prefix}_API_KEY_FILE: expected one of them,"
+                            " got both")
+        elif "_API_KEY" in values:
+            key = values["_API_KEY"].strip()
+        elif "_API_KEY_FILE" in values:
+            path = values["_API_KEY_FILE"].strip()
+            try:
+                key = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                problems.append(f"{prefix}_API_KEY_FILE: cannot read {_shown(path)}: {reason}")
+        # Never echo a key, not even a bad one.
+        if key is not None and (not key or any(c.isspace() or not c.isprintable() for c in key)):
+            problems.append(f"{prefix}_API_KEY: expected a key without spaces or control"
+                            f" characters ({len(key)} characters given)")
+            key = None
+        specs[name] = BackendSpec(spec.name, spec.kind, spec.url, spec.max_parallel, key)
+
+    if problems:
+        raise ConfigError("\n".join(problems))
+    assert model is not None
+    if legacy and specs[LEGACY_BACKEND] == BackendSpec(
+            LEGACY_BACKEND, BackendKind.OLLAMA, r.optional_str("OLLAMA_HOST"), max_parallel):
+        return model, models, ()  # the stock single backend: derived, see backend_specs()
+    return model, models, tuple(specs.values())
 
 
 class _Reader:
@@ -352,7 +583,14 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_HOST": "host",
     "CHAT_PORT": "port",
     "OLLAMA_HOST": "ollama_host",
-    "OLLAMA_MODEL": "ollama_model",
+    "CHAT_MODEL": "model",
+    "OLLAMA_MODEL": "model",
+    "CHAT_MODELS": "models",
+    "CHAT_BACKENDS": "backends",
+    "CHAT_BACKEND_<NAME>_PARALLEL": "backends",
+    "CHAT_BACKEND_<NAME>_API_KEY": "backends",
+    "CHAT_BACKEND_<NAME>_API_KEY_FILE": "backends",
+    "CHAT_PROBE_INTERVAL": "probe_interval",
     "CHAT_SYSTEM_PROMPT": "system_prompt",
     "CHAT_DB": "db_path",
     "CHAT_CUSS_WORDS_FILE": "cuss_words_file",

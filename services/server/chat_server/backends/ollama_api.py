@@ -1,0 +1,145 @@
+"""An Ollama backend through the official ``ollama.AsyncClient``.
+
+What the client leaves raw and how it is mapped is in docs/MODEL-APIS.md:
+error statuses are ``ollama.ResponseError`` (``status_code == -1`` for an
+``{"error": ...}`` line in a 200 stream), transport failures are bare httpx
+exceptions, and a stream that ends without a ``done`` line just stops, so the
+client checks for it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import cast
+
+import httpx
+import ollama
+
+from .base import Backend, BackendKind, LogFn, Message, ModelChunk
+from .errors import (
+    Cause,
+    ModelError,
+    ModelFailed,
+    ModelUnavailable,
+    describe,
+    from_status,
+    from_transport,
+)
+
+__all__ = ["OllamaBackend", "classify"]
+
+
+def classify(exc: BaseException) -> ModelError:
+    """Map anything the ollama client (or httpx under it) raises to a ModelError."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, ollama.ResponseError):
+        if exc.status_code == -1:  # an {"error": ...} line in a 200 stream
+            return ModelFailed(Cause.BROKEN, describe(exc))
+        return from_status(exc.status_code, describe(exc))
+    return from_transport(exc) or ModelFailed(Cause.BROKEN, describe(exc))
+
+
+class _Throttle:
+    """Progress lines at most every ``interval`` seconds, except on a new status."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last_status: str | None = None
+        self.last_time = 0.0
+
+    def due(self, status: str, *, finished: bool = False) -> bool:
+        """True if a line for ``status`` should be logged now (``finished``: always)."""
+        now = time.monotonic()
+        if finished or status != self.last_status or now - self.last_time >= self.interval:
+            self.last_status, self.last_time = status, now
+            return True
+        return False
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class OllamaBackend(Backend):
+    kind = BackendKind.OLLAMA
+    can_pull = True
+
+    def __init__(self, name: str, url: str | None, *, max_parallel: int = 2,
+                 api_key: str | None = None, connect_timeout: float = 5.0,
+                 read_timeout: float = 60.0) -> None:
+        super().__init__(name, url, max_parallel=max_parallel)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        # ollama's default is timeout=None: no connect or read timeout at all.
+        self._client = ollama.AsyncClient(
+            host=url, headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def list_models(self) -> list[str]:
+        try:
+            listing = await self._client.list()
+        except Exception as exc:
+            raise classify(exc) from None
+        return [m.model for m in listing.models if m.model]
+
+    async def pull(self, model: str, say: LogFn, progress: Callable[[int], None]) -> None:
+        say(f"model {model} not present; pulling it")
+        throttle, status = _Throttle(), ""
+        try:
+            # ollama annotates AsyncIterator, but returns an async generator (it has aclose).
+            stream = cast(AsyncGenerator[ollama.ProgressResponse, None],
+                          await self._client.pull(model, stream=True))
+            async with contextlib.aclosing(stream) as parts:
+                async for part in parts:
+                    status = part.status or ""
+                    line, percent = f"pulling {model}: {status}", None
+                    if part.total and part.completed is not None:
+                        percent = min(100, part.completed * 100 // part.total)
+                        line += (f" {percent}% ({_size(part.completed)} /"
+                                 f" {_size(part.total)})")
+                        progress(percent)
+                    # A layer's 100% line is always shown, so the log never stops at 97%.
+                    if throttle.due(status, finished=percent == 100):
+                        say(line)
+        except Exception as exc:
+            err = classify(exc)
+            raise ModelUnavailable(Cause.PULL_FAILED, f"pull {model}: {err.detail}") from None
+        if status != "success":
+            raise ModelUnavailable(Cause.PULL_FAILED, f"pull {model} ended with {status!r}")
+
+    async def chat(self, model: str, messages: Sequence[Message], *,
+                   answer_model: str | None = None) -> AsyncGenerator[ModelChunk, None]:
+        tag, name = answer_model or model, self.name
+        payload = [{"role": m["role"], "content": m["content"]} for m in messages]
+        try:
+            stream = cast(AsyncGenerator[ollama.ChatResponse, None], await self._client.chat(
+                model=model, messages=payload, stream=True))
+        except Exception as exc:  # connect errors surface here, before any byte
+            raise classify(exc) from None
+        final: ModelChunk | None = None
+        async with contextlib.aclosing(stream) as parts:
+            while final is None:
+                # Only errors from the stream are mapped; whatever the consumer
+                # throws in at ``yield`` (GeneratorExit, CancelledError) passes.
+                try:
+                    part = await anext(parts)
+                except StopAsyncIteration:
+                    raise ModelFailed(Cause.CUT, "the stream ended without a done line") from None
+                except Exception as exc:
+                    raise classify(exc) from None
+                text = part.message.content or ""
+                if part.done:
+                    final = ModelChunk("", True, part.done_reason, part.prompt_eval_count,
+                                       part.eval_count, name, tag)
+                if text:
+                    yield ModelChunk(text, backend=name, model=tag)
+        yield final
