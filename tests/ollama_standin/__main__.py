@@ -27,10 +27,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="how long a pull's progress takes")
     p.add_argument("--version", default=env("STANDIN_VERSION", "0.12.6"),
                    help="what /api/version reports")
+    p.add_argument("--api-key", default=env("STANDIN_API_KEY") or None,
+                   help="require this bearer token on the OpenAI-compatible /v1 endpoints")
     a = p.parse_args(argv)
     models = tuple(m.strip() for m in a.models.split(",") if m.strip())
     return Config(host=a.host, port=a.port, models=models, tokens=a.tokens,
-                  delay_ms=a.delay_ms, pull_seconds=a.pull_seconds, version=a.version)
+                  delay_ms=a.delay_ms, pull_seconds=a.pull_seconds, version=a.version,
+                  api_key=a.api_key)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,10 @@
 """The Ollama API stand-in: routes, model registry, streaming answers and faults.
 
+It also serves the OpenAI-compatible endpoints (``/v1/models``,
+``/v1/chat/completions``, ``/health``; see openai_compat.py) from the same
+model registry and with the same directives and faults, so one process can
+stand in for an Ollama and for an OpenAI-compatible server such as llama.cpp's.
+
 It mimics ollama v0.12.6+ byte for byte where clients can tell the difference
 (OLLAMA-API.md): NDJSON streams sent chunked, Go struct key order, ``{"models":[]}``
 never ``null``, errors before any byte as real HTTP statuses, errors after the
@@ -21,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from . import openai_compat as oai
 from ._http import BadRequest, HttpConnection, Request
 from .answers import (
     BUSY_ERROR,
@@ -63,6 +69,7 @@ class Config:
     refuse_pull: bool = False
     fault: str | None = None
     fault_count: int = -1
+    api_key: str | None = None  # required as a bearer token on /v1/* when set
 
 
 class ClientGone(Exception):
@@ -130,6 +137,9 @@ class StandIn:
             "/api/delete": {"DELETE": self.delete},
             "/api/chat": {"POST": self.chat},
             "/api/generate": {"POST": self.generate},
+            "/v1/models": {"GET": self.v1_models},
+            "/v1/chat/completions": {"POST": self.v1_chat},
+            "/health": {"GET": self.health},
             "/_standin/control": {"GET": self.control, "POST": self.control},
             "/_standin/requests": {"GET": self.requests},
             "/_standin/reset": {"POST": self.reset},
@@ -520,12 +530,168 @@ class StandIn:
         await self.json(conn, 200, obj)
         return 200
 
+    # -- OpenAI-compatible endpoints -------------------------------------------------
+    async def v1_error(self, conn: HttpConnection, status: int, message: str,
+                       code: str | int | None = None) -> None:
+        await self.json(conn, status, oai.error_body(status, message, code))
+
+    async def v1_authorized(self, conn: HttpConnection, req: Request) -> bool:
+        key = self.state.config.api_key
+        if key and req.headers.get("authorization") != f"Bearer {key}":
+            await self.v1_error(conn, 401, "Invalid API Key", "invalid_api_key")
+            return False
+        return True
+
+    async def health(self, conn: HttpConnection, req: Request) -> None:
+        await self.json(conn, 200, {"status": "ok"})
+
+    async def v1_models(self, conn: HttpConnection, req: Request) -> None:
+        if not await self.v1_authorized(conn, req):
+            return
+        models = sorted(self.state.models.values(), key=lambda m: m["modified_at"], reverse=True)
+        await self.json(conn, 200, oai.models_body([m["name"] for m in models], time.time()))
+
+    async def v1_chat(self, conn: HttpConnection, req: Request) -> None:
+        if not await self.v1_authorized(conn, req):
+            return
+        body = self.body(req)
+        if isinstance(body, str):
+            return await self.v1_error(conn, 400, body)
+        rec = self.record(req, body)
+        try:
+            rec.status = await self._v1_answer(conn, body, rec)
+        except (ClientGone, ConnectionError, OSError):
+            rec.aborted_by_client = True
+            raise
+        finally:
+            rec.finished = time.time()
+
+    async def _v1_answer(self, conn: HttpConnection, body: dict[str, Any],
+                         rec: RequestRecord) -> int:
+        cfg = self.state.config
+        model = str(body.get("model") or "")
+        messages = body.get("messages")
+        if not model or not isinstance(messages, list) or not messages:
+            await self.v1_error(conn, 400, "'model' and a non-empty 'messages' are required")
+            return 400
+        m = self.find(model)
+        if m is None:
+            await self.v1_error(conn, 404, f"The model `{model}` does not exist",
+                                "model_not_found")
+            return 404
+        texts = [str(x.get("content") or "") for x in messages if isinstance(x, dict)]
+        users = [str(x.get("content") or "") for x in messages
+                 if isinstance(x, dict) and str(x.get("role", "")).lower() == "user"]
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        fault = cfg.fault if cfg.fault_count != 0 else None
+        try:
+            plan = make_plan(users[-1] if users else "", tokens=cfg.tokens,
+                             delay_ms=cfg.delay_ms, global_fault=fault,
+                             num_predict=max_tokens if isinstance(max_tokens, int) else None)
+        except DirectiveError as exc:
+            await self.v1_error(conn, 400, str(exc))
+            return 400
+        if plan.used_global_fault and cfg.fault_count > 0:
+            cfg.fault_count -= 1
+        rec.fault = plan.fault
+        self._touch(m["name"])
+        if plan.fault == "status-404":
+            await self.v1_error(conn, 404, f"The model `{model}` does not exist",
+                                "model_not_found")
+            return 404
+        if plan.fault == "status-503":
+            await self.v1_error(conn, 503, "Loading model", "unavailable")
+            return 503
+        if plan.fault == "status-500":
+            await self.v1_error(conn, 500, RUNNER_ERROR)
+            return 500
+        c = oai.Completion(model, plan, count_words(*texts), rec.id)
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        async with self.watching(conn) as watch:
+            if body.get("stream") is True:
+                return await self._v1_stream(conn, watch, c, rec, usage)
+            return await self._v1_whole(conn, watch, c, rec)
+
+    async def _v1_stream(self, conn: HttpConnection, watch: asyncio.Task[None],
+                         c: oai.Completion, rec: RequestRecord, usage: bool) -> int:
+        plan = c.plan
+        await conn.start_chunked(200, oai.SSE)
+        await conn.send_chunk(oai.event(c.chunk({"role": "assistant", "content": ""})))
+        strike = min(FAULT_AFTER_TOKENS, len(plan.tokens))
+        for i, tok in enumerate(plan.tokens):
+            if i == strike and plan.fault in _MID_STREAM:
+                return await self._v1_strike(conn, c)
+            await self.pause(watch, plan.delay)
+            raw = plan.fault == "raw-u2028" and i == strike
+            await conn.send_chunk(oai.event(c.chunk({"content": tok + ("\u2028" if raw else "")}),
+                                            raw_unicode=raw))
+            rec.tokens_sent += 1
+            if plan.fault == "stall" and i == 0:
+                await self.pause(watch, plan.stall_seconds)
+        if len(plan.tokens) == strike and plan.fault in _MID_STREAM:
+            return await self._v1_strike(conn, c)
+        if plan.fault == "no-done":  # no finish_reason, no [DONE]: the stream just ends
+            await conn.end_chunked()
+            return 200
+        tail = oai.event(c.chunk({}, plan.done_reason))
+        if usage:
+            tail += oai.event(c.usage_chunk())
+        tail += oai.DONE
+        # The rest and the terminating chunk in one write: a client that stops
+        # reading at [DONE] has still received the whole response.
+        await conn.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        return 200
+
+    async def _v1_strike(self, conn: HttpConnection, c: oai.Completion) -> int:
+        fault = c.plan.fault
+        if fault == "cut-mid-stream":
+            conn.close()
+            return 200
+        if fault == "reset-mid-stream":
+            conn.abort()
+            return 200
+        if fault == "error-mid-stream":
+            await conn.send_chunk(oai.event(oai.error_body(500, MID_STREAM_ERROR)))
+        elif fault == "bad-json":
+            await conn.send_chunk(b'data: {"id":"' + c.id.encode() + b'","choices":\n\n')
+        elif fault == "blank-line":
+            await conn.send_chunk(b"data: \n\n")
+        elif fault == "no-message":
+            await conn.send_chunk(oai.event({"id": c.id, "object": "chat.completion.chunk",
+                                             "created": c.created, "model": c.model}))
+        await conn.end_chunked()
+        return 200
+
+    async def _v1_whole(self, conn: HttpConnection, watch: asyncio.Task[None],
+                        c: oai.Completion, rec: RequestRecord) -> int:
+        plan = c.plan
+        if plan.fault == "stall":
+            await self.pause(watch, plan.stall_seconds)
+        await self.pause(watch, plan.delay * len(plan.tokens))
+        if plan.fault in ("cut-mid-stream", "reset-mid-stream"):
+            conn.close() if plan.fault == "cut-mid-stream" else conn.abort()
+            return 0
+        if plan.fault == "error-mid-stream":
+            await self.v1_error(conn, 500, MID_STREAM_ERROR)
+            return 500
+        if plan.fault == "bad-json":
+            await conn.send(200, JSON, b'{"id":"' + c.id.encode() + b'","choices":')
+            return 200
+        rec.tokens_sent = len(plan.tokens)
+        obj = c.whole()
+        if plan.fault == "no-message":
+            obj.pop("choices", None)
+        await self.json(conn, 200, obj)
+        return 200
+
     # -- test control --------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
         cfg = self.state.config
         return {"version": cfg.version, "tokens": cfg.tokens, "delay_ms": cfg.delay_ms,
                 "pull_seconds": cfg.pull_seconds, "refuse_pull": cfg.refuse_pull,
                 "fault": cfg.fault, "fault_count": cfg.fault_count,
+                "api_key": "[set]" if cfg.api_key else None,
                 "models": sorted(self.state.models)}
 
     async def control(self, conn: HttpConnection, req: Request) -> None:

@@ -28,7 +28,10 @@ from .errors import (
     from_transport,
 )
 
-__all__ = ["OpenAIBackend", "classify"]
+__all__ = ["NO_KEY", "OpenAIBackend", "classify"]
+
+#: The bearer token sent to a backend configured without a key.
+NO_KEY = "no-key"
 
 
 def classify(exc: BaseException) -> ModelError:
@@ -64,11 +67,12 @@ class OpenAIBackend(Backend):
                  api_key: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0) -> None:
         super().__init__(name, url, max_parallel=max_parallel)
-        # An explicit (possibly empty) key and base URL: never OPENAI_API_KEY or
-        # OPENAI_BASE_URL from the environment, so a key meant for one service
-        # is not sent to another. An empty key sends no Authorization header.
+        # An explicit key and base URL: never OPENAI_API_KEY or OPENAI_BASE_URL
+        # from the environment, so a key meant for one service is not sent to
+        # another. The client insists on some key; servers started without one
+        # (llama-server, vLLM, LM Studio) ignore whatever comes.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key or "", base_url=url, max_retries=0,
+            api_key=api_key or NO_KEY, base_url=url, max_retries=0,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
 
     async def aclose(self) -> None:
