@@ -455,6 +455,8 @@ class StandIn:
             return 500
         ctx = _Answer(kind, model, plan, count_words(*texts), raw=bool(body.get("raw")))
         async with self.watching(conn) as watch:
+            if plan.fault == "hang":  # nothing at all, not even the status line
+                await self.pause(watch, plan.stall_seconds)
             if body.get("stream", True) is not False:
                 return await self._stream(conn, watch, ctx, rec)
             return await self._whole(conn, watch, ctx, rec)
@@ -609,6 +611,8 @@ class StandIn:
         options = body.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
         async with self.watching(conn) as watch:
+            if plan.fault == "hang":
+                await self.pause(watch, plan.stall_seconds)
             if body.get("stream") is True:
                 return await self._v1_stream(conn, watch, c, rec, usage)
             return await self._v1_whole(conn, watch, c, rec)

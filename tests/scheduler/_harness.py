@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from chat_server.scheduler import FairScheduler, SchedulerClosed
+from chat_server.scheduler import FairScheduler, NoCapacity, SchedulerClosed
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -53,13 +53,18 @@ class Req:
         *,
         async_callback: bool = False,
         callback_steps: int = 3,
+        model: str | None = None,
+        exclude: tuple[str, ...] = (),
+        urgent: bool = False,
     ) -> None:
         self.sched = sched
         self.probe = probe
         self.user = user
         self.positions: list[int] = []
         self.release = asyncio.Event()
-        self.state = "new"  # new, waiting, holding, done, cancelled, closed
+        self.state = "new"  # new, waiting, holding, done, cancelled, closed, no_capacity
+        self.model, self.exclude, self.urgent = model, exclude, urgent
+        self.resource: str | None = None  # where the slot was granted
         self.async_callback = async_callback
         self.callback_steps = callback_steps
         self.task = asyncio.create_task(self._run())
@@ -73,7 +78,9 @@ class Req:
         self.state = "waiting"
         callback = self._on_position_async if self.async_callback else self.positions.append
         try:
-            async with self.sched.slot(self.user, on_position=callback):
+            async with self.sched.slot(self.user, on_position=callback, model=self.model,
+                                       exclude=self.exclude, urgent=self.urgent) as grant:
+                self.resource = grant.resource
                 self.state = "holding"
                 self.probe.enter(self)
                 try:
@@ -86,6 +93,8 @@ class Req:
             raise
         except SchedulerClosed:
             self.state = "closed"
+        except NoCapacity:
+            self.state = "no_capacity"
 
     def __repr__(self) -> str:
         return f"Req({self.user}, {self.state})"
