@@ -219,7 +219,12 @@ def test_random_health_flaps_never_leak_or_overfill(seed: int) -> None:
             waiting = [r for r in reqs if r.state == "waiting"]
             assert sched.waiting == len(waiting)
             assert sched.in_flight == len(probe.holding)
-            for r in waiting:  # work conserving: nobody waits while a usable slot is free
+            # Work conserving: no request that is next for its user (requests of
+            # one user are served in order) or urgent waits while a usable slot is free.
+            heads = [r for r in waiting if r.urgent]
+            heads += [next(r for r in waiting if r.user == u and not r.urgent)
+                      for u in {r.user for r in waiting if not r.urgent}]
+            for r in heads:
                 assert not any(healthy[n] and r.model in caps[n][1]
                                and sched.in_flight_on(n) < caps[n][0] for n in "abc")
         for r in reqs:
@@ -227,5 +232,22 @@ def test_random_health_flaps_never_leak_or_overfill(seed: int) -> None:
         await settle()
         assert sched.in_flight == 0 and sched.waiting == 0
         assert await sched.drain(0)
+
+    run(main())
+
+
+def test_cancelling_a_blocked_request_lets_the_users_next_one_run() -> None:
+    async def main() -> None:
+        sched = pool(a=(1, {"m1"}), b=(1, {"m2"}))
+        probe = Probe(2)
+        Req(sched, probe, "h", model="m1")
+        await settle()
+        blocked = Req(sched, probe, "u", model="m1")
+        behind = Req(sched, probe, "u", model="m2")  # "b" is free, but u's older request waits
+        await settle()
+        assert behind.state == "waiting"
+        blocked.task.cancel()
+        await settle()
+        assert behind.state == "holding" and behind.resource == "b"
 
     run(main())

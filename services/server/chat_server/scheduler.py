@@ -347,6 +347,8 @@ class FairScheduler:
         if not waiter.queued:
             return
         self._unlink(waiter)
+        # The user's next request may be for a model that has a free slot.
+        self._dispatch()
         self._reposition()
         self._update_idle()
 
