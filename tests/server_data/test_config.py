@@ -10,6 +10,8 @@ from argon2 import PasswordHasher
 from chat_server.config import (
     DEFAULT_SYSTEM_PROMPT,
     VARIABLES,
+    BackendKind,
+    BackendSpec,
     ConfigError,
     Settings,
     field_of,
@@ -25,7 +27,10 @@ def test_empty_environment_gives_documented_defaults() -> None:
     assert s.host == "0.0.0.0"
     assert s.port == 5050
     assert s.ollama_host is None
-    assert s.ollama_model == "llama3.2"
+    assert s.model == s.ollama_model == "llama3.2"
+    assert s.models == () and s.allowed_models() == ("llama3.2",)
+    assert s.backends == ()
+    assert s.probe_interval == 10.0
     assert s.system_prompt == DEFAULT_SYSTEM_PROMPT
     assert s.db_path == Path("./data/chat.db")
     assert s.cuss_words_file == Path("cuss_words.txt")
@@ -78,7 +83,12 @@ VALID = [
     ("CHAT_PORT", " 6000 ", "port", 6000),
     ("OLLAMA_HOST", "http://ollama:11434", "ollama_host", "http://ollama:11434"),
     ("OLLAMA_HOST", "", "ollama_host", None),
-    ("OLLAMA_MODEL", "qwen2.5:0.5b", "ollama_model", "qwen2.5:0.5b"),
+    ("CHAT_MODEL", "qwen2.5:0.5b", "model", "qwen2.5:0.5b"),
+    ("OLLAMA_MODEL", "qwen2.5:0.5b", "model", "qwen2.5:0.5b"),
+    ("CHAT_MODELS", "llama3.2, qwen2.5:0.5b", "models", ("llama3.2", "qwen2.5:0.5b")),
+    ("CHAT_BACKENDS", "gpu=ollama:http://gpu:11434", "backends",
+     (BackendSpec("gpu", BackendKind.OLLAMA, "http://gpu:11434", 2),)),
+    ("CHAT_PROBE_INTERVAL", "2.5", "probe_interval", 2.5),
     ("CHAT_SYSTEM_PROMPT", "Be terse.", "system_prompt", "Be terse."),
     ("CHAT_SYSTEM_PROMPT", "", "system_prompt", None),
     ("CHAT_DB", "/var/lib/chat/chat.db", "db_path", Path("/var/lib/chat/chat.db")),
@@ -118,7 +128,9 @@ def test_valid_values(name: str, value: str, field: str, expected: object) -> No
 
 
 def test_every_variable_has_a_valid_value_test() -> None:
+    # CHAT_BACKEND_<NAME>_* are tested in test_config_backends.py.
     tested = {v[0] for v in VALID} | {"CHAT_BOOTSTRAP_USER", "CHAT_BOOTSTRAP_PASSWORD"}
+    tested |= {v.name for v in VARIABLES if "<NAME>" in v.name}
     assert tested == {v.name for v in VARIABLES}
 
 
@@ -143,6 +155,8 @@ INVALID = [
     ("CHAT_HOST", "  ", "non-empty"),
     ("OLLAMA_MODEL", "llama 3", "without spaces"),
     ("OLLAMA_MODEL", "", "non-empty"),
+    ("CHAT_MODEL", "a,b", "without spaces or commas"),
+    ("CHAT_PROBE_INTERVAL", "0", "seconds > 0"),
     ("CHAT_DB", "", "non-empty"),
     ("CHAT_CUSS_WORDS_FILE", " ", "non-empty"),
     ("CHAT_MAX_CONNECTIONS", "0", "integer 1-"),

@@ -224,7 +224,8 @@ def main(
     try:
         settings = Settings.from_env(os.environ if environ is None else environ)
     except ConfigError as exc:
-        print(f"{PROG}: configuration error: {exc}", file=err)
+        for line in str(exc).splitlines():  # one line per mistake
+            print(f"{PROG}: configuration error: {line}", file=err)
         return 2
     command = args.command or "serve"
     try:

@@ -329,7 +329,9 @@ def variables_markdown() -> str:
             default = "a short helpful-assistant prompt"
         else:
             default = f"`{v.default}`"
-        lines.append(f"| `{v.name}` | {default} | {v.description} |")
+        # Markdown would take <NAME> in running text for an HTML tag.
+        description = v.description.replace("<", "&lt;").replace(">", "&gt;")
+        lines.append(f"| `{v.name}` | {default} | {description} |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,7 +356,8 @@ def _model_side(env: Mapping[str, str], r: _Reader,
     def model_name(name: str, raw: str) -> str | None:
         value = raw.strip()
         if not value or any(c.isspace() or not c.isprintable() or c == "," for c in value):
-            problems.append(f"{name}: expected a model name without spaces, got {_shown(raw)}")
+            problems.append(f"{name}: expected a non-empty model name without spaces or commas,"
+                            f" got {_shown(raw)}")
             return None
         return value
 
