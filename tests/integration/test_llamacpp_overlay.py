@@ -51,7 +51,8 @@ def _config(files: list[str], **env: str) -> dict[str, Any]:
         missing_engine(problem, "run .ci/provision-docker.sh")
     r = _compose(files, "config", "--format", "json", env={**_MINIMAL_ENV, **env})
     assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
+    data: dict[str, Any] = json.loads(r.stdout)
+    return data
 
 
 def test_overlay_adds_llamacpp_as_an_openai_backend_beside_ollama() -> None:
