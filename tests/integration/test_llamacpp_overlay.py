@@ -97,12 +97,14 @@ def test_overlay_image_model_and_size_are_configurable() -> None:
     assert cfg["services"]["server"]["environment"]["CHAT_BACKEND_LLAMACPP_PARALLEL"] == "4"
 
 
-def test_overlay_refuses_to_start_without_a_model_file() -> None:
+@pytest.mark.parametrize("missing", ["LLAMACPP_MODEL_FILE", "LLAMACPP_MODEL"])
+def test_overlay_refuses_to_start_without_its_required_settings(missing: str) -> None:
     if problem := docker_problem():
         missing_engine(problem, "run .ci/provision-docker.sh")
-    r = _compose(OVERLAY, "config", env={"CHAT_BOOTSTRAP_PASSWORD": "x"})
+    env = {k: v for k, v in _MINIMAL_ENV.items() if k != missing}
+    r = _compose(OVERLAY, "config", env=env)
     assert r.returncode != 0
-    assert "LLAMACPP_MODEL_FILE" in r.stderr
+    assert f"required variable {missing} is missing" in r.stderr
 
 
 def test_stack_without_the_overlay_is_unchanged() -> None:
