@@ -451,19 +451,36 @@ def f2(frame_type: str, body: str) -> bytes:
     return f"{frame_type} {len(data)}".encode().ljust(64, b" ") + data
 
 
+#: What our server announces with its default settings (docs/PROTOCOL.md §4).
+SERVER_LIMITS = {
+    "max_frame_bytes": 65536,
+    "max_unauthenticated_frame_bytes": 4096,
+    "auth_timeout_ms": 10000,
+    "idle_timeout_ms": 900000,
+    "ping_timeout_ms": 20000,
+    "messages_per_minute": 20,
+    "model_ready": 1,
+}
+SERVER_LIMITS_JSON = (
+    '{"max_frame_bytes":65536,"max_unauthenticated_frame_bytes":4096,"auth_timeout_ms":10000,'
+    '"idle_timeout_ms":900000,"ping_timeout_ms":20000,"messages_per_minute":20,"model_ready":1}'
+)
+
+
 def v2_hello() -> list[dict[str, Any]]:
     return [
         step(
             "client",
             f2("HELLO", '{"versions":[2],"agent":"chat-client/0.1.0"}'),
             [ev("ClientHello", versions=[2], agent="chat-client/0.1.0")],
+            state={"client": "negotiating", "server": "negotiating"},
         ),
         step(
             "server",
             f2(
                 "HELLO",
                 '{"version":2,"agent":"chat-server/0.1.0","model":"llama3.2",'
-                '"limits":{"max_frame_bytes":65536,"max_unauthenticated_frame_bytes":4096}}',
+                '"limits":' + SERVER_LIMITS_JSON + "}",
             ),
             [
                 ev(
@@ -471,7 +488,7 @@ def v2_hello() -> list[dict[str, Any]]:
                     version=2,
                     agent="chat-server/0.1.0",
                     model="llama3.2",
-                    limits={"max_frame_bytes": 65536, "max_unauthenticated_frame_bytes": 4096},
+                    limits=SERVER_LIMITS,
                 )
             ],
             state={"client": "authenticating", "server": "authenticating"},
@@ -751,6 +768,239 @@ def v2_cases() -> list[dict[str, Any]]:
             2,
             [
                 step("client", hello[:70], eof=True, error="protocol_error"),
+            ],
+        ),
+        *settled_cases(),
+    ]
+
+
+def settled_cases() -> list[dict[str, Any]]:
+    """One case per rule that docs/PROTOCOL.md settles (issue 9, section 2)."""
+    nested_ok = '{"id":1,"text":"hi","x":' + "[" * 31 + "]" * 31 + "}"  # 32 levels
+    nested_bad = '{"id":1,"text":"hi","x":' + "[" * 32 + "]" * 32 + "}"  # 33 levels
+    return [
+        case(
+            "frame limits: HELLO announces both, the smaller one holds until login",
+            2,
+            [
+                *v2_hello(),
+                step("client", b"AUTH 4097".ljust(64, b" "), error="frame_too_large"),
+            ],
+            note="max_unauthenticated_frame_bytes (4096) applies until AUTH_RESULT ok, "
+            "max_frame_bytes (65536) after it; a HELLO announces both",
+        ),
+        case(
+            "BYE as the first frame",
+            2,
+            [step("client", f2("BYE", '{"reason":"quit"}'), error="unexpected_frame")],
+            note="the first frame of a v2 client is HELLO; one that wants to leave "
+            "before it just closes the connection",
+        ),
+        case(
+            "AUTH pipelined behind HELLO",
+            2,
+            [
+                step(
+                    "client",
+                    f2("HELLO", '{"versions":[2],"agent":""}'),
+                    [ev("ClientHello")],
+                    state={"client": "negotiating", "server": "negotiating"},
+                ),
+                step("client", f2("AUTH", '{"user":"a","password":"b"}'), error="unexpected_frame"),
+            ],
+            note="a client waits for the server's HELLO before it logs in",
+        ),
+        case(
+            "the client's BYE: the server answers BYE and closes; frames crossing it are dropped",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("BYE", '{"reason":"quit"}'),
+                    [ev("Bye", reason="quit")],
+                    state={"client": "closed", "server": "closed"},
+                ),
+                step(
+                    "server",
+                    f2("NOTICE", '{"kind":"info","message":"crossed the BYE"}'),
+                    received=[],
+                ),
+                step(
+                    "server",
+                    f2("BYE", '{"reason":"goodbye"}'),
+                    [ev("Bye", reason="goodbye")],
+                ),
+                step("server", b"", [], eof=True, received=[ev("ConnectionClosed")]),
+            ],
+            note="the sender of BYE sends nothing more and reads until the peer's BYE or "
+            "EOF, ignoring other frames; the receiver answers BYE and closes at once",
+        ),
+        case(
+            "a refused message: a NOTICE says why, then ERROR refused ends it",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":4,"conversation":"","text":"mail me: bob@example.com"}'),
+                    [ev("ChatMessage", text="mail me: bob@example.com", message_id=4)],
+                ),
+                step(
+                    "server",
+                    f2(
+                        "NOTICE",
+                        '{"kind":"privacy","message":"you are not allowed to share email '
+                        'address with the chat help","id":4}',
+                    )
+                    + f2(
+                        "ERROR",
+                        '{"code":"refused","message":"you are not allowed to share email '
+                        'address with the chat help","id":4}',
+                    ),
+                    [
+                        ev(
+                            "Notice",
+                            kind="privacy",
+                            message="you are not allowed to share email address with the chat help",
+                            message_id=4,
+                        ),
+                        ev(
+                            "Error",
+                            code="refused",
+                            message="you are not allowed to share email address with the chat help",
+                            message_id=4,
+                        ),
+                    ],
+                    state={"client": "chatting", "server": "chatting"},
+                ),
+            ],
+            note="always both, in this order, with the same text: the NOTICE's kind says why "
+            "(moderation or privacy), the ERROR ends the message for clients that show "
+            "only errors",
+        ),
+        case(
+            "busy: a second CHAT while an answer is in flight",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":1,"conversation":"","text":"first"}')
+                    + f2("CHAT", '{"id":2,"conversation":"","text":"second"}'),
+                    [ev("ChatMessage", text="first", message_id=1),
+                     ev("ChatMessage", text="second", message_id=2)],
+                ),
+                step(
+                    "server",
+                    f2("ERROR", '{"code":"busy","message":"an answer is already in progress",'
+                       '"id":2}')
+                    + f2("DELTA", '{"id":1,"text":"One"}')
+                    + f2("END", '{"id":1,"reason":"stop","prompt_tokens":9,"answer_tokens":1,'
+                         '"first_token_ms":40,"total_ms":41}'),
+                    [
+                        ev("Error", code="busy", message="an answer is already in progress",
+                           message_id=2),
+                        ev("AnswerDelta", text="One", message_id=1),
+                        ev("AnswerEnd", message_id=1, prompt_tokens=9, answer_tokens=1,
+                           first_token_ms=40, total_ms=41),
+                    ],
+                    state={"client": "chatting", "server": "chatting"},
+                ),
+            ],
+            note="the server always refuses it; the first answer goes on",
+        ),
+        case(
+            "cancel mid-answer: END counts the tokens produced so far",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":5,"conversation":"","text":"count to 100"}'),
+                    [ev("ChatMessage", text="count to 100", message_id=5)],
+                ),
+                step(
+                    "server",
+                    f2("DELTA", '{"id":5,"text":"1 2 3"}'),
+                    [ev("AnswerDelta", text="1 2 3", message_id=5)],
+                ),
+                step("client", f2("CANCEL", '{"id":5}'), [ev("Cancel", message_id=5)]),
+                step(
+                    "server",
+                    f2("END", '{"id":5,"reason":"cancelled","prompt_tokens":0,"answer_tokens":3,'
+                       '"first_token_ms":120,"total_ms":300}'),
+                    [ev("AnswerEnd", message_id=5, reason="cancelled", answer_tokens=3,
+                        first_token_ms=120, total_ms=300)],
+                ),
+            ],
+            note="prompt_tokens is 0 (the model reports it only at the end); answer_tokens "
+            "counts what the model produced before it stopped",
+        ),
+        case(
+            "a client's non-fatal ERROR keeps the session open",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("ERROR", '{"code":"internal_error","message":"could not render"}'),
+                    [ev("Error", code="internal_error", message="could not render")],
+                    state={"client": "chatting", "server": "chatting"},
+                ),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":1,"conversation":"","text":"still there?"}'),
+                    [ev("ChatMessage", text="still there?", message_id=1)],
+                ),
+            ],
+            note="the receiver logs it and carries on; only a fatal code closes",
+        ),
+        case(
+            "keepalive: the server's PING, the client's PONG",
+            2,
+            [
+                *v2_login(),
+                step("server", f2("PING", '{"nonce":"ka-1"}'), [ev("Ping", nonce="ka-1")]),
+                step("client", f2("PONG", '{"nonce":"ka-1"}'), [ev("Pong", nonce="ka-1")]),
+            ],
+            note="sent after 30 s without a frame either way; no frame within "
+            "ping_timeout_ms of it closes the connection with idle_timeout",
+        ),
+        case(
+            "unknown END reason reads as an end",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "server",
+                    f2("END", '{"id":1,"reason":"content_filter"}'),
+                    received=[ev("AnswerEnd", message_id=1, reason="content_filter")],
+                ),
+            ],
+            note="the reason is passed on unchanged; the answer is over whatever it says",
+        ),
+        v2_raw_error(
+            "duplicate key",
+            f2("CHAT", '{"id":1,"text":"hi","text":"bye"}'),
+            "protocol_error",
+            login=True,
+            note="readers disagree on which one wins, so neither does",
+        ),
+        v2_raw_error(
+            "nesting deeper than 32 levels",
+            f2("CHAT", nested_bad),
+            "protocol_error",
+            login=True,
+            note="the body object is level 1",
+        ),
+        case(
+            "nesting of 32 levels in an unknown key is accepted",
+            2,
+            [
+                *v2_login(),
+                step("client", f2("CHAT", nested_ok),
+                     received=[ev("ChatMessage", text="hi", message_id=1)]),
             ],
         ),
     ]

@@ -119,7 +119,7 @@ def test_failed_login_does_not_raise_the_frame_limit() -> None:
     pair = ConnectionPair(version=1)
     pair.send(Role.CLIENT, p.Authenticate("alice", "wrong"))
     pair.send(Role.SERVER, p.AuthResult(False))
-    assert pair.server._frame_limit == p.DEFAULT_MAX_UNAUTH_FRAME_SIZE
+    assert pair.server.frame_limit == p.DEFAULT_MAX_UNAUTH_FRAME_SIZE
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -65,9 +65,31 @@ class TestStateTable:
     def test_bye_and_fatal_errors_close_from_any_state(self) -> None:
         for sender in Role:
             for state in set(State) - {State.ERROR}:
+                if sender is Role.CLIENT and state is State.HANDSHAKE:
+                    continue  # a v2 client's first frame is HELLO, see below
                 assert next_state(sender, state, p.Bye()) is State.CLOSED
                 fatal = p.Error(ErrorCode.PROTOCOL_ERROR)
                 assert next_state(sender, state, fatal) is State.CLOSED
+
+    def test_the_table_alone_says_a_v2_clients_first_frame_is_hello(self) -> None:
+        # One place decides what is legal: before its HELLO a client may send
+        # nothing else, not even BYE or ERROR (it just closes the socket).
+        for event in (p.Bye(), p.Error(ErrorCode.PROTOCOL_ERROR), p.Error(ErrorCode.BUSY),
+                      p.Authenticate("a", "b"), p.Ping()):
+            assert next_state(Role.CLIENT, State.HANDSHAKE, event) is None
+            with pytest.raises(LocalProtocolError):
+                Connection(Role.CLIENT, version=2).send(event)
+        assert next_state(Role.CLIENT, State.HANDSHAKE, p.ClientHello()) is State.NEGOTIATING
+        server = Connection(Role.SERVER)
+        with pytest.raises(RemoteProtocolError) as info:
+            feed(server, b"BYE 2".ljust(64) + b"{}")
+        assert info.value.code is ErrorCode.UNEXPECTED_FRAME
+
+    def test_the_server_hello_comes_only_after_the_clients(self) -> None:
+        assert next_state(Role.SERVER, State.HANDSHAKE, p.ServerHello()) is None
+        assert next_state(Role.SERVER, State.NEGOTIATING, p.ServerHello()) is State.AUTHENTICATING
+        # A client must wait for the server's HELLO before it logs in.
+        assert next_state(Role.CLIENT, State.NEGOTIATING, p.Authenticate("a", "b")) is None
 
     def test_only_the_server_sends_answers(self) -> None:
         assert next_state(Role.CLIENT, State.CHATTING, p.AnswerDelta("x")) is None

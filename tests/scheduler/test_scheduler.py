@@ -33,9 +33,8 @@ def test_burst_cannot_starve_other_users() -> None:
         await settle()
         assert sched.in_flight == 2
         assert sched.waiting == 58
-        assert sched.waiting_for("A") == 48
-        assert sched.waiting_for("U3") == 1
-        assert sched.waiting_for("nobody") == 0
+        assert sum(r.state == "waiting" for r in burst) == 48
+        assert all(r.state == "waiting" for r in others)
 
         await release_all_in_grant_order(probe)
 
@@ -160,7 +159,6 @@ def test_cancelled_waiter_leaves_queue_and_others_move_up() -> None:
         await settle()
         assert w[1].state == "cancelled"
         assert sched.waiting == 3
-        assert sched.waiting_for("U1") == 0
         assert [w[0].positions, w[2].positions, w[3].positions] == [[1], [3, 2], [4, 3]]
         await release_all_in_grant_order(probe)
         assert probe.order == [holder, w[0], w[2], w[3]]
@@ -336,8 +334,6 @@ def check_invariants(sched: FairScheduler, probe: Probe, reqs: list[Req]) -> Non
     assert sched.waiting == len(waiting)
     if waiting:  # work conserving: nobody waits while a slot is free
         assert sched.in_flight == sched.max_parallel
-    for user in {r.user for r in reqs}:
-        assert sched.waiting_for(user) == sum(1 for r in waiting if r.user == user)
     # The last reported positions are exactly 1..waiting.
     assert sorted(r.positions[-1] for r in waiting) == list(range(1, len(waiting) + 1))
 

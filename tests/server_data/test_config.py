@@ -98,6 +98,8 @@ VALID = [
     ("CHAT_MAX_FRAME_BYTES", str(16 * 1024 * 1024), "max_frame_bytes", 16 * 1024 * 1024),
     ("CHAT_AUTH_TIMEOUT", "2.5", "auth_timeout", 2.5),
     ("CHAT_IDLE_TIMEOUT", "60", "idle_timeout", 60.0),
+    ("CHAT_PING_INTERVAL", "0", "ping_interval", 0.0),
+    ("CHAT_PING_TIMEOUT", "7.5", "ping_timeout", 7.5),
     ("CHAT_FRAME_TIMEOUT", "5", "frame_timeout", 5.0),
     ("CHAT_RATE_LIMIT", "0", "rate_limit", 0),
     ("CHAT_MAX_PARALLEL", "8", "max_parallel", 8),

@@ -15,24 +15,33 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 
-from chatcore.protocol import Connection, Error, ErrorCode, Role
+from chatcore.privacy import refusal_notice
+from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
 
-from .auth import Authenticator
+from .auth import Authenticator, ensure_bootstrap_user
 from .config import Settings
-from .model import ModelClient
+from .model import ModelChunk, ModelClient
+from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
 from .ratelimit import RateLimiter
-from .scheduler import FairScheduler
+from .scheduler import FairScheduler, PositionCallback, UserLine
 from .session import Session
 from .store import SQLiteStore, StoreError
 from .store import Turn as StoredTurn
+from .turn import Message, Refusal, StopReason
 
 log = logging.getLogger("chat_server")
 
 #: How long an over-the-limit connection may take to show which protocol it speaks.
 REJECT_SNIFF_SECONDS = 1.0
+#: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
+MODERATE_INLINE_CHARS = 2048
+#: What a v2 client is told when its message has a banned word (the NOTICE and
+#: the ERROR say the same; v1 gets the original warning bytes from the codec).
+BANNED_WORD_REFUSAL = "use of cuss words is not allowed"
 
 
 def _as_messages(turn: StoredTurn) -> list[dict[str, str]]:
@@ -44,6 +53,10 @@ def _as_messages(turn: StoredTurn) -> list[dict[str, str]]:
 
 
 class ChatService:
+    """The shared services of every session: it implements the ``TurnServices``
+    a turn uses (``chat_server.turn``) and the ``SessionServices`` a session
+    uses (``chat_server.session``)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = SQLiteStore(settings.db_path)
@@ -61,23 +74,71 @@ class ChatService:
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
-        self._answering: dict[str, asyncio.Lock] = {}
+        self.user_line = UserLine()
         self._conversations: dict[tuple[str, str], list[dict[str, str]]] = {}
 
-    # ------------------------------------------------------------------ per-user state
-    def answering(self, user: str) -> bool:
-        lock = self._answering.get(user)
-        return lock is not None and lock.locked()
+    # ------------------------------------------------------------------ TurnServices
+    @property
+    def model_name(self) -> str:
+        return self.settings.ollama_model
 
-    @contextlib.asynccontextmanager
-    async def user_answering(self, user: str) -> AsyncIterator[None]:
-        """At most one answer in flight per user, across all their sessions."""
-        lock = self._answering.setdefault(user, asyncio.Lock())
-        async with lock:
-            yield
-        if not lock.locked() and self._answering.get(user) is lock:
-            del self._answering[user]
+    @property
+    def context_tokens(self) -> int:
+        return self.settings.context_tokens
 
+    @property
+    def system_prompt(self) -> str | None:
+        return self.settings.system_prompt or None
+
+    @property
+    def model_ready(self) -> bool:
+        return self.model.ready
+
+    async def moderate(self, text: str) -> Refusal | None:
+        # Long messages are checked off the event loop: on adversarial 64 KiB
+        # input the detectors take a noticeable fraction of a second.
+        if len(text) > MODERATE_INLINE_CHARS:
+            return await asyncio.to_thread(self._moderate, text)
+        return self._moderate(text)
+
+    def _moderate(self, text: str) -> Refusal | None:
+        if self.banned.contains(text):
+            return Refusal(NoticeKind.MODERATION, BANNED_WORD_REFUSAL, "banned_word")
+        notice = refusal_notice(text)
+        if notice is not None:
+            return Refusal(NoticeKind.PRIVACY, notice, "personal_data")
+        return None
+
+    def model_loading(self) -> str | None:
+        # While the model is being pulled (or the first check is running) say
+        # so; when it was merely unreachable, the request itself is the best probe.
+        if self.model.state in ("starting", "pulling"):
+            return (self.model.state_detail or "The model is not ready yet.").rstrip(". ")
+        return None
+
+    def user_turn(self, user: str, on_position: PositionCallback) -> AbstractAsyncContextManager[None]:
+        return self.user_line.turn(user, on_position)
+
+    async def history(self, user: str, conversation: str) -> list[Message]:
+        return await self.conversation(user, conversation)
+
+    async def save(self, turn: StoredTurn) -> bool:
+        return await self.save_turn(turn)
+
+    async def generate(
+        self, user: str, messages: list[Message], on_position: PositionCallback
+    ) -> AsyncGenerator[ModelChunk, None]:
+        async with self.scheduler.slot(user, on_position=on_position):
+            log.debug("generation started", extra={"event": "model_start", "user": user,
+                                                   "context_messages": len(messages)})
+            async with contextlib.aclosing(self.model.chat(messages)) as stream:
+                async for chunk in stream:
+                    yield chunk
+
+    def answer_filter(self) -> AnswerFilter:
+        return AnswerFilter(self.banned)
+
+    # ------------------------------------------------------------------ conversation cache
     async def conversation(self, user: str, conversation: str) -> list[dict[str, str]]:
         """The conversation's completed turns as chat messages (from the store the
         first time, so a conversation survives reconnects and restarts)."""
@@ -194,16 +255,20 @@ class ChatService:
 
     async def _drain(self, grace: float) -> None:
         """Let answers in flight finish (they store themselves), then close everyone."""
-        workers = [s.worker for s in self.sessions if s.worker is not None and not s.worker.done()]
-        if workers:
-            log.info("waiting for %d answers in flight", len(workers))
-            _done, pending = await asyncio.wait(workers, timeout=grace)
+        # Queued answers still get their slot; nothing new is accepted.
+        self.scheduler.stop_accepting()
+        answers = [t for s in self.sessions if (t := s.answers) is not None]
+        if answers:
+            log.info("waiting for %d answers in flight", len(answers))
+            _done, pending = await asyncio.wait(answers, timeout=grace)
             if pending:
                 log.warning("%d answers did not finish in %.0f s; storing them as interrupted",
                             len(pending), grace)
+                # Answers still queued for a slot end with shutting_down; the
+                # ones generating are stopped; each stores what it has.
+                self.scheduler.close()
                 for session in list(self.sessions):
-                    if session.current is not None:
-                        session.current.cancel("server shutdown")
+                    session.stop_answers(StopReason.SHUTDOWN)
                 await asyncio.wait(pending, timeout=10)
         await asyncio.gather(
             *(s.shutdown("the server is restarting; please reconnect") for s in list(self.sessions)),
@@ -217,7 +282,7 @@ class ChatService:
                 # a cancelled start_server callback task makes asyncio log a
                 # CancelledError traceback; an aborted one just ends.
                 for session in list(self.sessions):
-                    session.wire.abort()
+                    session.abort()
                 await asyncio.wait(pending, timeout=5)
 
     async def _prepare_model(self) -> None:
@@ -234,8 +299,6 @@ class ChatService:
         log.info("model ready: %s", self.settings.ollama_model, extra={"event": "model_ready"})
 
     def _bootstrap(self) -> None:
-        from .cli import ensure_bootstrap_user
-
         ensure_bootstrap_user(self.store, self.settings, self.hasher)
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .config import MAX_PASSWORD_LENGTH
+from .logs import login_name_fields
 from .store import Store, StoreError, UserExists
 
 if TYPE_CHECKING:
@@ -164,11 +165,6 @@ def _address_key(address: Address) -> str | None:
     return str(ip)
 
 
-def _printable(name: str) -> str:
-    # User names come from the network; keep log fields short.
-    return name if len(name) <= 64 else name[:61] + "..."
-
-
 class Authenticator:
     """Checks passwords against the store. See the module docstring."""
 
@@ -215,8 +211,13 @@ class Authenticator:
         """``True`` if ``password`` is ``user``'s password and the attempt is
         not throttled. Raises :exc:`~chat_server.store.StoreError` only if the
         user table cannot be read."""
-        shown = _printable(user)
-        fields = {"user": shown, "address": _address_key(address), "event": "login"}
+        # Until the store says the account exists, the name is logged only as
+        # a keyed hash: it may be a password typed into the wrong field.
+        fields: dict[str, Any] = {
+            **login_name_fields(user, exists=False),
+            "address": _address_key(address),
+            "event": "login",
+        }
         if (wait := self.is_throttled(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
             return False
@@ -229,6 +230,9 @@ class Authenticator:
             return False
 
         stored = await asyncio.to_thread(self.store.get_password_hash, user)
+        if stored is not None:
+            fields = {**login_name_fields(user, exists=True), **fields}
+            fields.pop("user_hash", None)
         await self._slots.acquire()
         release = True
         try:

@@ -35,11 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from .auth import ensure_bootstrap_user
 from .config import MAX_PASSWORD_LENGTH, ConfigError, Settings
 from .store import SQLiteStore, StoreError, Turn, UserExists, validate_username
 
-__all__ = ["ensure_bootstrap_user", "main", "turn_to_json"]
+__all__ = ["main", "turn_to_json"]
 
 PROG = "chat-server"
 

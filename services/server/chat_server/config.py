@@ -133,7 +133,9 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_MAX_CONNECTIONS", "10000", "Concurrent connections; further clients are refused with a busy error."),
     Variable("CHAT_MAX_FRAME_BYTES", "65536", "Largest frame body accepted after login (1024 to 16 MiB)."),
     Variable("CHAT_AUTH_TIMEOUT", "10", "Seconds a new connection has to log in."),
-    Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds of silence after which a logged-in connection is closed."),
+    Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds without a message (PING/PONG don't count) after which a logged-in connection is closed."),
+    Variable("CHAT_PING_INTERVAL", "30", "Seconds of silence either way after which the server PINGs a logged-in v2 client; 0 turns keepalive off."),
+    Variable("CHAT_PING_TIMEOUT", "20", "Seconds a pinged v2 client has to send any frame before the connection is closed."),
     Variable("CHAT_FRAME_TIMEOUT", "30", "Seconds a frame may take from its first byte to its last (stops slow-drip senders)."),
     Variable("CHAT_RATE_LIMIT", "20", "Messages per user per minute; 0 turns the limit off."),
     Variable("CHAT_MAX_PARALLEL", "2", "Generations in flight at once per backend (unless CHAT_BACKEND_<NAME>_PARALLEL says otherwise); the rest queue fairly per user."),
@@ -177,6 +179,8 @@ class Settings:
     max_frame_bytes: int = 65536
     auth_timeout: float = 10.0
     idle_timeout: float = 900.0
+    ping_interval: float = 30.0  # 0 = no keepalive PINGs
+    ping_timeout: float = 20.0
     frame_timeout: float = 30.0
     rate_limit: int = 20  # messages per user per minute; 0 = off
     max_parallel: int = 2
@@ -241,6 +245,8 @@ class Settings:
             max_frame_bytes=r.integer("CHAT_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024),
             auth_timeout=r.seconds("CHAT_AUTH_TIMEOUT"),
             idle_timeout=r.seconds("CHAT_IDLE_TIMEOUT"),
+            ping_interval=r.seconds("CHAT_PING_INTERVAL", allow_zero=True),
+            ping_timeout=r.seconds("CHAT_PING_TIMEOUT"),
             frame_timeout=r.seconds("CHAT_FRAME_TIMEOUT"),
             rate_limit=r.integer("CHAT_RATE_LIMIT", 0, 1_000_000),
             max_parallel=max_parallel,
@@ -603,6 +609,8 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_MAX_FRAME_BYTES": "max_frame_bytes",
     "CHAT_AUTH_TIMEOUT": "auth_timeout",
     "CHAT_IDLE_TIMEOUT": "idle_timeout",
+    "CHAT_PING_INTERVAL": "ping_interval",
+    "CHAT_PING_TIMEOUT": "ping_timeout",
     "CHAT_FRAME_TIMEOUT": "frame_timeout",
     "CHAT_RATE_LIMIT": "rate_limit",
     "CHAT_MAX_PARALLEL": "max_parallel",

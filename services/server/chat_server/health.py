@@ -26,8 +26,10 @@ from chatcore.protocol import (
 )
 
 from .config import Settings
-from .session import HEALTHCHECK_AGENT
 
+#: The agent string of `chat-server healthcheck`; the server logs such
+#: sessions at debug only (container healthchecks run every few seconds).
+HEALTHCHECK_AGENT = "chat-server-healthcheck"
 TIMEOUT = 5.0
 
 

@@ -20,14 +20,24 @@ a user name with a newline cannot forge a log line.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-__all__ = ["JsonFormatter", "SessionLogger", "TextFormatter", "setup_logging"]
+__all__ = [
+    "JsonFormatter",
+    "SessionLogger",
+    "TextFormatter",
+    "login_name_fields",
+    "name_hash",
+    "setup_logging",
+]
 
 # Attributes every LogRecord has; anything else on a record came from extra=.
 _STANDARD_ATTRS = frozenset(
@@ -136,15 +146,19 @@ class SessionLogger(logging.LoggerAdapter):
     """A logger for one connection: every record carries ``session=<id>`` plus
     any fields bound with :meth:`bind` (e.g. ``user`` after login).
 
-    Unlike the stock :class:`~logging.LoggerAdapter`, per-call ``extra=``
-    fields are merged with the bound ones instead of replacing them."""
+    Unlike the stock :class:`~logging.LoggerAdapter`, per-call fields are
+    merged with the bound ones instead of replacing them, and may be given as
+    keywords: ``log.info("turn finished", event="turn_end", message_id=3)``
+    (``extra={...}`` works too). A *quiet* logger (a container healthcheck's
+    session, every few seconds) demotes everything below WARNING to DEBUG."""
 
     def __init__(
-        self, logger: logging.Logger | str, session: str, **fields: Any
+        self, logger: logging.Logger | str, session: str, *, quiet: bool = False, **fields: Any
     ) -> None:
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         super().__init__(logger, {"session": session, **fields})
+        self.quiet = quiet
 
     @property
     def session(self) -> str:
@@ -156,7 +170,26 @@ class SessionLogger(logging.LoggerAdapter):
         assert self.extra is not None
         extra = dict(self.extra)
         session = str(extra.pop("session"))
-        return SessionLogger(self.logger, session, **{**extra, **fields})
+        return SessionLogger(self.logger, session, quiet=self.quiet, **{**extra, **fields})
+
+    def log(
+        self,
+        level: int,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+        **fields: object,
+    ) -> None:
+        if self.quiet and level < logging.WARNING:
+            level = logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        merged = {**(self.extra or {}), **(extra or {}), **fields}
+        self.logger.log(level, msg, *args, exc_info=exc_info, stack_info=stack_info,
+                        stacklevel=stacklevel + 1, extra=merged)
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -164,3 +197,25 @@ class SessionLogger(logging.LoggerAdapter):
         call_extra: Mapping[str, Any] = kwargs.get("extra") or {}
         kwargs["extra"] = {**(self.extra or {}), **call_extra}
         return msg, kwargs
+
+
+# A key made once per process: the same name gives the same hash for as long
+# as the server runs (so repeated attempts can be told apart and counted), and
+# nobody can test guesses against a logged hash without the key.
+_NAME_KEY = secrets.token_bytes(32)
+
+
+def name_hash(name: str) -> str:
+    """A short keyed hash (HMAC-SHA256, 12 hex digits) of a name that must not
+    be logged as typed: a failed login's user name may be a password typed
+    into the wrong field (docs/SECURITY.md)."""
+    digest = hmac.new(_NAME_KEY, name.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return digest.hexdigest()[:12]
+
+
+def login_name_fields(name: str, *, exists: bool) -> dict[str, str]:
+    """Log fields that identify a login's user name: the name itself only for
+    an account that exists, else ``user_hash`` (see :func:`name_hash`)."""
+    if exists:
+        return {"user": name if len(name) <= 64 else name[:61] + "..."}
+    return {"user_hash": name_hash(name)}

@@ -58,7 +58,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-__all__ = ["FairScheduler", "Grant", "NoCapacity", "PositionCallback", "SchedulerClosed"]
+__all__ = [
+    "FairScheduler",
+    "Grant",
+    "NoCapacity",
+    "PositionCallback",
+    "SchedulerClosed",
+    "UserLine",
+]
 
 PositionCallback = Callable[[int], Awaitable[None] | None]
 
@@ -189,12 +196,6 @@ class FairScheduler:
     def waiting(self) -> int:
         """Requests queued for a slot, over all users."""
         return self._waiting
-
-    def waiting_for(self, user: str) -> int:
-        """Requests of ``user`` queued for a slot (urgent retries included)."""
-        queue = self._queues.get(user)
-        return (len(queue) if queue is not None else 0) + sum(
-            1 for w in self._urgent if w.user == user)
 
     @property
     def accepting(self) -> bool:
@@ -459,3 +460,59 @@ class FairScheduler:
             self._idle.set()
         else:
             self._idle.clear()
+
+
+async def _report(on_position: PositionCallback | None, position: int) -> None:
+    if on_position is not None:
+        result = on_position(position)
+        if inspect.isawaitable(result):
+            await result
+
+
+class UserLine:
+    """At most one answer per user at a time, across all of the user's sessions.
+
+    The user's answers wait in line, first come first served, so a
+    conversation's turns are generated and stored in order. ``on_position(n)``
+    tells a waiter how many of the user's answers are ahead of it (1 = next),
+    when it starts waiting and whenever that number changes. A waiter that is
+    cancelled leaves the line; the holder leaving the ``async with`` for any
+    reason lets the next one go.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, deque[asyncio.Event]] = {}
+
+    def busy(self, user: str) -> bool:
+        """An answer of ``user`` is running or waiting."""
+        return user in self._lines
+
+    @asynccontextmanager
+    async def turn(
+        self, user: str, on_position: PositionCallback | None = None
+    ) -> AsyncIterator[None]:
+        line = self._lines.setdefault(user, deque())
+        ticket = asyncio.Event()
+        line.append(ticket)
+        try:
+            reported = 0
+            while line[0] is not ticket:
+                ticket.clear()
+                position = line.index(ticket)  # the holder is at 0: 1 means next
+                if position != reported:
+                    reported = position
+                    await _report(on_position, position)
+                    continue  # the line may have moved while the callback ran
+                await ticket.wait()
+            yield
+        finally:
+            was_head = line[0] is ticket
+            line.remove(ticket)
+            if not line:
+                if self._lines.get(user) is line:
+                    del self._lines[user]
+            else:
+                # Everyone behind the leaver moved up one place.
+                start = 0 if was_head else 1
+                for waiter in list(line)[start:]:
+                    waiter.set()

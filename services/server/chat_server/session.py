@@ -8,9 +8,19 @@ speaks events, so both versions get the same authentication, limits and
 moderation. The chat pipeline for one message is in :mod:`chat_server.turn`.
 
 Lifecycle: handshake (v2 HELLO) → authentication (under ``auth_timeout``) →
-chat loop (under ``idle_timeout`` between frames). Answers run in a worker task
-so the loop keeps reading: a v2 CANCEL, PING or BYE is handled while an answer
-streams, and an EOF mid-answer aborts the upstream request.
+chat loop. Answers run in a worker task so the loop keeps reading: a v2
+CANCEL, PING or BYE is handled while an answer streams, and an EOF mid-answer
+aborts the upstream request.
+
+Timers of the chat loop (docs/PROTOCOL.md §6):
+
+* **idle**: no CHAT or CANCEL for ``idle_timeout`` while no answer is in
+  flight closes the session (``idle_timeout``). PING and PONG are keepalive
+  traffic and don't count as activity.
+* **keepalive** (v2): after ``ping_interval`` without a frame in either
+  direction the server sends PING; if no frame at all arrives within
+  ``ping_timeout`` of it, the peer is gone and the session is closed
+  (``idle_timeout``).
 """
 
 from __future__ import annotations
@@ -18,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chatcore.protocol import (
     Authenticate,
@@ -43,17 +55,31 @@ from chatcore.protocol import (
 )
 
 from . import __version__
-from .turn import Turn
+from .auth import Authenticator
+from .config import Settings
+from .health import HEALTHCHECK_AGENT
+from .logs import SessionLogger, name_hash
+from .ratelimit import RateLimiter
+from .turn import ChatTurn, StopReason, TurnContext, TurnServices
 from .wire import FrameTimeout, PeerGone, Wire
-
-if TYPE_CHECKING:
-    from .app import ChatService
 
 log = logging.getLogger("chat_server.session")
 
 AUTH_FAILED = "invalid username or password"
-#: The agent string of `chat-server healthcheck` (its sessions are logged at debug).
-HEALTHCHECK_AGENT = "chat-server-healthcheck"
+
+
+class SessionServices(TurnServices, Protocol):
+    """What a session needs from the server (implemented by ``ChatService``)."""
+
+    settings: Settings
+    auth: Authenticator
+    rate: RateLimiter
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    @property
+    def model_ready(self) -> bool: ...
 
 
 class SessionEnded(Exception):
@@ -63,12 +89,12 @@ class SessionEnded(Exception):
 class Session:
     def __init__(
         self,
-        service: ChatService,
+        services: SessionServices,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        self.service = service
-        self.settings = service.settings
+        self.services = services
+        self.settings = services.settings
         self.id = uuid.uuid4().hex[:12]
         peer = writer.get_extra_info("peername")
         self.address = peer[0] if isinstance(peer, tuple) else str(peer or "?")
@@ -77,31 +103,30 @@ class Session:
             max_frame_size=self.settings.max_frame_bytes,
         )
         self.wire = Wire(reader, writer, self.conn, frame_deadline=self.settings.frame_timeout)
+        self.log = SessionLogger(log, self.id, peer=self.address)
         self.user: str | None = None
         #: The conversation v1 messages (and v2 messages without one) belong to.
         self.default_conversation = uuid.uuid4().hex
-        #: Messages waiting for the worker (a list: it is almost always empty,
-        #: and an empty deque costs ~760 bytes on each of thousands of idle sessions).
-        self.queue: list[ChatMessage] = []
-        self.worker: asyncio.Task[None] | None = None
-        self.current: Turn | None = None
-        self.quiet = False  # healthchecks are logged at debug only
+        #: Turns not finished yet, oldest first; the first one is running. A
+        #: turn is here from the moment its CHAT arrived, so a CANCEL finds it
+        #: even before its answer started. (A list: it is almost always empty,
+        #: and an empty deque costs ~760 bytes on each of thousands of idle sessions.)
+        self.turns: list[ChatTurn] = []
+        self._worker: asyncio.Task[None] | None = None
+        #: When the user last did something (CHAT, CANCEL, an answer ending).
+        self._last_activity = time.monotonic()
+        #: When our keepalive PING went out, while its answer is awaited.
+        self._ping_sent: float | None = None
 
     @property
     def answering(self) -> bool:
         """An answer of this session is queued or being generated."""
-        return self.worker is not None and not self.worker.done()
+        return self._worker is not None and not self._worker.done()
 
-    # ------------------------------------------------------------------ logging
-    def log(self, level: int, msg: str, *args: object, **fields: object) -> None:
-        if self.quiet and level < logging.WARNING:
-            level = logging.DEBUG
-        if not log.isEnabledFor(level):
-            return
-        extra = {"session": self.id, "peer": self.address, **fields}
-        if self.user:
-            extra["user"] = self.user
-        log.log(level, msg, *args, extra=extra)
+    @property
+    def answers(self) -> asyncio.Task[None] | None:
+        """The task working through this session's answers, while it runs."""
+        return self._worker if self.answering else None
 
     # ------------------------------------------------------------------ main
     async def run(self) -> None:
@@ -116,23 +141,23 @@ class Session:
             reason = f"peer gone ({exc})"
         except RemoteProtocolError as exc:
             reason = f"protocol error: {exc}"
-            self.log(logging.WARNING, "protocol error from peer: %s", exc, event="protocol_error")
+            self.log.warning("protocol error from peer: %s", exc, event="protocol_error")
             await self._reply_bytes(self.conn.error_reply(exc))
         except FrameTimeout:
             reason = "frame timeout"
-            self.log(logging.WARNING, "frame not completed in time (slow sender)", event="frame_timeout")
+            self.log.warning("frame not completed in time (slow sender)", event="frame_timeout")
             await self._send_error(ErrorCode.PROTOCOL_ERROR, "frame not completed in time")
         except asyncio.CancelledError:
             reason = "server shutdown"
             raise
         except Exception:  # a bug: log it, tell the peer generically, keep the server up
             reason = "internal error"
-            self.log(logging.ERROR, "internal error in session", event="internal_error", exc_info=True)
+            self.log.error("internal error in session", event="internal_error", exc_info=True)
             await self._send_error(ErrorCode.INTERNAL_ERROR, "internal server error")
         finally:
-            await self._stop_worker()
+            await self._stop_worker(StopReason.DISCONNECTED)
             await self.wire.close()
-            self.log(logging.INFO, "connection closed: %s", reason, event="disconnect")
+            self.log.info("connection closed: %s", reason, event="disconnect")
 
     async def _reply_bytes(self, data: bytes) -> None:
         with contextlib.suppress(PeerGone):
@@ -152,6 +177,22 @@ class Session:
             raise PeerGone("connection closed")
         await self.wire.send(event)
 
+    # ------------------------------------------------------------------ control (for the server)
+    def stop_answers(self, reason: StopReason) -> None:
+        """Stop every answer of this session; each stores what it has."""
+        for turn in self.turns:
+            turn.stop(reason)
+
+    def abort(self) -> None:
+        """Drop the connection now (last resort at shutdown): the session ends."""
+        self.wire.abort()
+
+    async def shutdown(self, message: str) -> None:
+        """Server shutdown after answers in flight are done: tell the peer, close."""
+        if self.user is not None and self.conn.state is State.CHATTING:
+            await self._send_error(ErrorCode.SHUTTING_DOWN, message)
+        await self.wire.close()
+
     # ------------------------------------------------------------------ auth
     async def _authenticate(self) -> None:
         settings = self.settings
@@ -161,12 +202,12 @@ class Session:
                 while True:
                     event = await self.wire.next_event(idle_timeout=None)
                     if isinstance(event, ClientHello) and event.agent == HEALTHCHECK_AGENT:
-                        self.quiet = True  # container healthchecks every few seconds
+                        self.log.quiet = True  # container healthchecks every few seconds
                     if not opened:
                         # Logged once the first frame shows who is calling.
                         opened = True
-                        self.log(logging.INFO, "connection opened (protocol v%s)", self.conn.version,
-                                 event="connect")
+                        self.log.info("connection opened (protocol v%s)", self.conn.version,
+                                      event="connect")
                     if isinstance(event, ClientHello):
                         await self._hello()
                     elif isinstance(event, Authenticate):
@@ -175,15 +216,16 @@ class Session:
                         raise SessionEnded("authentication failed")
                     elif isinstance(event, Ping):
                         await self.send(Pong(event.nonce))
-                    elif isinstance(event, (Bye, ConnectionClosed)):
+                    elif isinstance(event, Error) and not event.fatal:
+                        self._peer_error(event)
+                    elif isinstance(event, (Bye, ConnectionClosed, Error)):
                         raise SessionEnded("left before authenticating")
                     else:
-                        await self._send_error(
-                            ErrorCode.UNEXPECTED_FRAME, "authenticate first"
-                        )
-                        raise SessionEnded("unexpected frame before authentication")
+                        # Pong and anything the state table allows but a
+                        # login can't use: ignored.
+                        continue
         except TimeoutError:
-            self.log(logging.INFO, "authentication timed out", event="auth_timeout")
+            self.log.info("authentication timed out", event="auth_timeout")
             await self._send_error(ErrorCode.AUTH_TIMEOUT, "authentication timed out")
             raise SessionEnded("auth timeout") from None
 
@@ -197,133 +239,186 @@ class Session:
                 agent=f"chat-server/{__version__}",
                 model=s.ollama_model,
                 limits={
-                    "max_frame_bytes": s.max_frame_bytes,
+                    # Both frame limits: the HELLO is sent before login, when
+                    # the smaller one applies (docs/PROTOCOL.md §4).
+                    "max_frame_bytes": self.conn.max_frame_size,
+                    "max_unauthenticated_frame_bytes": self.conn.max_unauthenticated_frame_size,
                     "auth_timeout_ms": int(s.auth_timeout * 1000),
                     "idle_timeout_ms": int(s.idle_timeout * 1000),
+                    "ping_timeout_ms": int(s.ping_timeout * 1000),
                     "messages_per_minute": s.rate_limit,
-                    "model_ready": int(self.service.model.ready),
+                    "model_ready": int(self.services.model_ready),
                 },
             )
         )
 
     async def _check_credentials(self, auth: Authenticate) -> bool:
-        service = self.service
-        wait = service.auth.is_throttled(auth.user, self.address)
+        services = self.services
+        wait = services.auth.is_throttled(auth.user, self.address)
         if wait > 0:
-            self.log(logging.WARNING, "login throttled for %.0fs", wait, event="auth_throttled",
-                     attempted_user=auth.user[:64])
+            # The name only as a keyed hash: it may be a password typed into
+            # the user-name field (the authenticator logs more once it knows
+            # whether the account exists).
+            self.log.warning("login throttled for %.0fs", wait, event="auth_throttled",
+                             user_hash=name_hash(auth.user))
             await self._send_error(
                 ErrorCode.AUTH_THROTTLED, f"too many failed attempts; try again in {wait:.0f} s"
             )
             return False
-        ok = await service.auth.verify(auth.user, auth.password, self.address)
+        ok = await services.auth.verify(auth.user, auth.password, self.address)
         if not ok:
-            self.log(logging.WARNING, "authentication failed", event="auth_failed",
-                     attempted_user=auth.user[:64])
+            self.log.warning("authentication failed", event="auth_failed",
+                             user_hash=name_hash(auth.user))
             with contextlib.suppress(PeerGone):
                 await self.send(AuthResult(ok=False, message=AUTH_FAILED))
             return False
         self.user = auth.user
+        self.log = self.log.bind(user=auth.user)
         await self.send(AuthResult(ok=True, user=auth.user, message="welcome"))
-        self.log(logging.INFO, "authenticated", event="auth_ok")
+        self.log.info("authenticated", event="auth_ok")
         return True
 
+    def _peer_error(self, event: Error) -> None:
+        # A client's non-fatal ERROR (say, it could not render something)
+        # is noted and the session goes on (docs/PROTOCOL.md §5).
+        self.log.info("client reported an error: %s", event.code.value, event="peer_error",
+                      code=event.code.value, message_id=event.message_id)
+
     # ------------------------------------------------------------------ chat
+    def _quiet_deadline(self) -> float:
+        """When the chat loop must look at its timers next (monotonic)."""
+        s = self.settings
+        if self._ping_sent is not None:
+            deadline = self._ping_sent + s.ping_timeout
+        elif self.conn.version == 2 and s.ping_interval > 0:
+            deadline = self.wire.last_traffic + s.ping_interval
+        else:
+            deadline = float("inf")
+        # While an answer is in flight the user is waiting, not idle: look
+        # again after a while (the answer's end counts as activity).
+        idle_from = time.monotonic() if self.answering else self._last_activity
+        return min(deadline, idle_from + s.idle_timeout)
+
+    async def _on_quiet(self) -> None:
+        """Nothing arrived before the deadline: ping, or close, or go on waiting."""
+        s = self.settings
+        now = time.monotonic()
+        if self._ping_sent is not None and now >= self._ping_sent + s.ping_timeout:
+            self.log.info("no answer to PING within %gs", s.ping_timeout, event="ping_timeout")
+            await self._send_error(ErrorCode.IDLE_TIMEOUT,
+                                   f"no answer to PING within {s.ping_timeout:g} s")
+            raise SessionEnded("keepalive timeout")
+        if not self.answering and now >= self._last_activity + s.idle_timeout:
+            self.log.info("idle timeout", event="idle_timeout")
+            await self._send_error(ErrorCode.IDLE_TIMEOUT, "closing idle connection")
+            raise SessionEnded("idle timeout")
+        if (self._ping_sent is None and self.conn.version == 2 and s.ping_interval > 0
+                and now >= self.wire.last_traffic + s.ping_interval):
+            await self.send(Ping(secrets.token_hex(4)))
+            self._ping_sent = now
+
     async def _chat_loop(self) -> None:
-        settings = self.settings
         while True:
+            timeout = max(0.0, self._quiet_deadline() - time.monotonic())
             try:
-                # While an answer is in flight the user is waiting, not idle.
-                event = await self.wire.next_event(
-                    idle_timeout=None if self.answering else settings.idle_timeout)
+                event = await self.wire.next_event(idle_timeout=timeout)
             except TimeoutError:
-                if self.answering:
-                    continue
-                self.log(logging.INFO, "idle timeout", event="idle_timeout")
-                await self._send_error(ErrorCode.IDLE_TIMEOUT, "closing idle connection")
-                raise SessionEnded("idle timeout") from None
+                await self._on_quiet()
+                continue
+            self._ping_sent = None  # any frame shows the peer is there
             if isinstance(event, ChatMessage):
+                self._last_activity = time.monotonic()
                 await self._on_message(event)
             elif isinstance(event, Cancel):
-                if self.current is not None and self.current.message.message_id == event.message_id:
-                    self.current.cancel("cancelled by the user")
+                self._last_activity = time.monotonic()
+                for turn in self.turns:
+                    if turn.id == event.message_id:
+                        turn.stop(StopReason.CANCELLED)
             elif isinstance(event, Ping):
                 await self.send(Pong(event.nonce))
             elif isinstance(event, Pong):
                 pass
+            elif isinstance(event, Error) and not event.fatal:
+                self._peer_error(event)
             elif isinstance(event, Bye):
-                await self._stop_worker(reason="client said bye")
+                await self._stop_worker(StopReason.CLIENT_BYE)
                 with contextlib.suppress(PeerGone, LocalProtocolError):
                     await self.send(Bye("goodbye"))
                 return
             elif isinstance(event, ConnectionClosed):
                 raise SessionEnded("peer closed the connection")
-            else:
-                await self._send_error(ErrorCode.UNEXPECTED_FRAME, f"unexpected {type(event).__name__}")
-                raise SessionEnded("unexpected frame")
+            elif isinstance(event, Error):
+                self.log.info("client closed with %s", event.code.value, event="peer_error",
+                              code=event.code.value)
+                raise SessionEnded(f"client error {event.code.value}")
+            else:  # the state table lets nothing else through
+                raise AssertionError(f"unhandled {type(event).__name__}")
             if self.conn.state is State.CLOSED:
                 raise SessionEnded("closed by the protocol")
 
     async def _on_message(self, message: ChatMessage) -> None:
-        service = self.service
+        services = self.services
         assert self.user is not None
-        if service.shutting_down:
+        if services.shutting_down:
             await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
                                    message.message_id)
             raise SessionEnded("shutting down")
-        wait = service.rate.check(self.user)
+        wait = services.rate.check(self.user)
         if wait > 0:
-            self.log(logging.INFO, "rate limited", event="rate_limited")
+            self.log.info("rate limited", event="rate_limited")
             await self._send_error(
                 ErrorCode.RATE_LIMITED,
                 f"too many messages; try again in {wait:.0f} s",
                 message.message_id,
             )
             return
-        # v2: one answer in flight per session (a client that sends again before
-        # the END is told so); across a user's sessions the answers queue
-        # instead (Turn.run waits for the user's lock). v1: the original client
-        # waits for each answer, so its queue only fills if a client pipelines,
-        # and the messages are answered in order.
+        # v2: one answer in flight per session, always (a client that sends
+        # again before the END is told so); across a user's sessions the
+        # answers queue instead (the user line in ChatTurn). v1: the original
+        # client waits for each answer, so its queue only fills if a client
+        # pipelines, and the messages are answered in order.
         if self.conn.version != 1 and self.answering:
             await self._send_error(
                 ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
                 message.message_id,
             )
             return
-        self.queue.append(message)
+        ctx = TurnContext(
+            user=self.user,
+            default_conversation=self.default_conversation,
+            send=self.send,
+            log=self.log,
+            services=services,
+        )
+        self.turns.append(ChatTurn(ctx, message))
         if not self.answering:
-            self.worker = asyncio.create_task(self._work(), name=f"answers-{self.id}")
+            self._worker = asyncio.create_task(self._work(), name=f"answers-{self.id}")
 
     async def _work(self) -> None:
-        while self.queue:
-            message = self.queue.pop(0)
-            turn = Turn(self, message)
-            self.current = turn
+        while self.turns:
+            turn = self.turns[0]
             try:
-                keep_open = await turn.run()
+                await turn.run()
             finally:
-                self.current = None
-            if not keep_open:
+                with contextlib.suppress(ValueError):
+                    self.turns.remove(turn)
+                self._last_activity = time.monotonic()
+            if self.conn.state is State.CLOSED:
                 # v1 moderation: the codec has closed the session (warning + <GoodBye>).
+                self.turns.clear()
                 await self.wire.close()
                 return
 
-    async def _stop_worker(self, reason: str = "connection closed") -> None:
-        if self.current is not None:
-            self.current.cancel(reason)
-        self.queue.clear()
-        if self.worker is not None and not self.worker.done():
+    async def _stop_worker(self, reason: StopReason) -> None:
+        self.stop_answers(reason)
+        worker = self._worker
+        if worker is not None and not worker.done():
             try:
                 async with asyncio.timeout(10):
-                    await asyncio.shield(self.worker)
+                    await asyncio.shield(worker)
             except (TimeoutError, Exception):
-                self.worker.cancel()
+                worker.cancel()
                 with contextlib.suppress(BaseException):
-                    await self.worker
+                    await worker
+        self.turns.clear()
 
-    async def shutdown(self, message: str) -> None:
-        """Server shutdown after answers in flight are done: tell the peer, close."""
-        if self.user is not None and self.conn.state is State.CHATTING:
-            await self._send_error(ErrorCode.SHUTTING_DOWN, message)
-        await self.wire.close()

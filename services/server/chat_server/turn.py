@@ -8,248 +8,350 @@ the policy of the service:
 1. moderation of the user's text (banned words, then personal data): a refused
    message is never sent to the model and never stored;
 2. the model must be ready (a missing model is being pulled);
-3. the conversation so far, trimmed to the context budget (the user is told);
-4. a fair slot among all users (the user is told their place in line);
-5. the answer streams out as it is generated, through the answer filter that
+3. the user's other answers (in other sessions) come first: one answer per
+   user at a time, so a conversation's turns stay in order (the user is told
+   their place in line);
+4. the conversation so far, trimmed to the context budget (the user is told);
+5. a fair slot among all users (the user is told their place in line);
+6. the answer streams out as it is generated, through the answer filter that
    masks personal data and banned words, also across token boundaries;
-6. the turn is stored (SQLite, WAL) *before* the end-of-answer frame, so an
-   acknowledged answer is never lost; a cancelled, failed or interrupted
-   turn is stored too, with what was said so far.
+7. the turn is stored *before* the end-of-answer frame, so an acknowledged
+   answer is never lost; a cancelled, failed or interrupted turn is stored
+   too, with what was said so far.
+
+A turn sees the rest of the server only through its :class:`TurnContext`: who
+is asking, how to send and log, and the few service operations of
+:class:`TurnServices`. It never sees the session, the codec or the socket.
+
+A turn can be stopped at any point with :meth:`ChatTurn.stop` and a
+:class:`StopReason`: a CANCEL that arrives before the answer started (in the
+same TCP read as the CHAT, during moderation, while waiting in line or for a
+slot) cancels it all the same (docs/PROTOCOL.md §6).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import enum
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from chatcore.privacy import refusal_notice
 from chatcore.protocol import (
     AnswerDelta,
     AnswerEnd,
     ChatMessage,
+    EndReason,
     Error,
     ErrorCode,
     Event,
     LocalProtocolError,
     Notice,
     NoticeKind,
-    State,
 )
 
 from .coalesce import coalesce
 from .context import trim_history
+from .logs import SessionLogger
 from .model import ModelChunk, ModelError, ModelUnavailable
 from .moderation.answer_filter import AnswerFilter
-from .moderation.banned_words import WatchedBannedWords as BannedWordsLike
+from .scheduler import PositionCallback, SchedulerClosed
 from .store import Turn as StoredTurn
 from .wire import PeerGone
 
-if TYPE_CHECKING:
-    from .session import Session
+__all__ = [
+    "ChatTurn",
+    "Message",
+    "Refusal",
+    "StopReason",
+    "TurnContext",
+    "TurnServices",
+]
 
-CUSS_WARNING = "[WARNING] use of cuss words are not allowed"
-#: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
-MODERATE_INLINE_CHARS = 2048
+#: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
+Message = dict[str, str]
+Send = Callable[[Event], Awaitable[None]]
 
 
-def _moderate(banned: BannedWordsLike, text: str) -> tuple[bool, str | None]:
-    """(contains a banned word, personal-data refusal notice or None)."""
-    return banned.contains(text), refusal_notice(text)
+class StopReason(enum.Enum):
+    """Why a turn stopped before its answer was complete."""
+
+    #: The user sent CANCEL for it.
+    CANCELLED = "cancelled by the user"
+    #: The connection closed (EOF, reset, a peer that stopped reading).
+    DISCONNECTED = "connection closed"
+    #: The user said BYE while it ran.
+    CLIENT_BYE = "client said bye"
+    #: The server is stopping and the grace period ran out.
+    SHUTDOWN = "server shutdown"
+
+    @property
+    def status(self) -> str:
+        """The stored turn status: only the user's own cancel is ``cancelled``."""
+        return "cancelled" if self is StopReason.CANCELLED else "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Moderation's verdict on a message it refuses."""
+
+    #: ``MODERATION`` (banned words) or ``PRIVACY`` (personal data).
+    kind: NoticeKind
+    #: The sentence for the user: the NOTICE's and the ERROR's message.
+    message: str
+    #: For the log: ``banned_word`` or ``personal_data``.
+    rule: str
+
+
+class TurnServices(Protocol):
+    """The service operations a turn needs (implemented by ``ChatService``)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    @property
+    def system_prompt(self) -> str | None: ...
+
+    async def moderate(self, text: str) -> Refusal | None:
+        """None if the message may go to the model."""
+
+    def model_loading(self) -> str | None:
+        """A sentence for the user while the model is being pulled or
+        loaded; None when a request should simply be tried."""
+
+    def user_turn(
+        self, user: str, on_position: PositionCallback
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the user's one answer at a time (waiting in line, told the place)."""
+
+    async def history(self, user: str, conversation: str) -> list[Message]:
+        """The conversation's completed turns as chat messages."""
+
+    async def save(self, turn: StoredTurn) -> bool:
+        """Store a turn; False (logged) if storage failed."""
+
+    def generate(
+        self, user: str, messages: list[Message], on_position: PositionCallback
+    ) -> AsyncGenerator[ModelChunk, None]:
+        """A fair scheduler slot, then the model's answer stream (closing the
+        generator aborts the model request and frees the slot). Raises
+        ``SchedulerClosed`` when the server is shutting down."""
+
+    def answer_filter(self) -> AnswerFilter:
+        """A fresh streaming masker for one answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """Everything a turn may use: who asks, how to talk and log, the services."""
+
+    user: str
+    #: The conversation of a message that names none (one per connection).
+    default_conversation: str
+    #: Send an event to the client; raises ``PeerGone`` once it is gone.
+    send: Send
+    log: SessionLogger
+    services: TurnServices
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Turn:
-    def __init__(self, session: Session, message: ChatMessage) -> None:
-        self.session = session
-        self.service = session.service
+def _end_reason(done_reason: str | None) -> EndReason:
+    # What the model API says ("stop", "length", "load", ...) maps onto the
+    # reasons the protocol defines.
+    return EndReason.LENGTH if done_reason == "length" else EndReason.STOP
+
+
+class ChatTurn:
+    """One message and its answer. Create it when the message arrives (so it
+    can be stopped from then on), then ``await run()``."""
+
+    def __init__(self, ctx: TurnContext, message: ChatMessage) -> None:
+        self.ctx = ctx
         self.message = message
         self.id = message.message_id
-        self.conversation = message.conversation or session.default_conversation
+        self.conversation = message.conversation or ctx.default_conversation
         self.received = time.monotonic()
         self.created_at = _now()
         self.answer: list[str] = []
         self.first_token_ms = 0
+        self.answer_tokens = 0  # model chunks with text, as received
+        self.stop_reason: StopReason | None = None
         self._task: asyncio.Task[None] | None = None
-        self._cancel_reason: str | None = None
+        self._started = False  # the answer task has begun running
 
     # ------------------------------------------------------------------ control
-    def cancel(self, reason: str) -> None:
-        """Stop the answer (v2 CANCEL, disconnect, shutdown deadline)."""
-        if self._cancel_reason is None:
-            self._cancel_reason = reason
-        if self._task is not None and not self._task.done():
+    def stop(self, reason: StopReason) -> None:
+        """Stop the turn wherever it is (the first reason given wins)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        # A task that has not run its first step would be cancelled before its
+        # try block; it checks stop_reason as it starts instead.
+        if self._task is not None and self._started and not self._task.done():
             self._task.cancel()
 
     async def _send(self, event: Event) -> None:
-        await self.session.send(event)
+        await self.ctx.send(event)
+
+    async def _say(self, event: Event) -> None:
+        """Send, ignoring a client that is gone (the turn still finishes and stores)."""
+        with contextlib.suppress(PeerGone, LocalProtocolError):
+            await self.ctx.send(event)
 
     # ------------------------------------------------------------------ pipeline
-    async def run(self) -> bool:
-        """Returns False when the protocol requires the connection to close."""
-        s = self.session
-        text = self.message.text
-        svc = self.service
-        user = s.user
-        assert user is not None
+    async def run(self) -> None:
+        ctx = self.ctx
+        services = ctx.services
 
-        # 1. moderation of the user's message (server-side, for every client).
-        # Long messages are checked off the event loop: on adversarial 64 KiB
-        # input the detectors take a noticeable fraction of a second.
-        if len(text) > MODERATE_INLINE_CHARS:
-            banned, notice = await asyncio.to_thread(_moderate, svc.banned, text)
-        else:
-            banned, notice = _moderate(svc.banned, text)
-        if banned:
-            s.log(logging.WARNING, "message refused: banned word", event="moderation",
-                  message_id=self.id, rule="banned_word")
-            await self._send(Notice(NoticeKind.MODERATION, CUSS_WARNING, self.id))
-            if s.conn.state is State.CLOSED:  # v1: warning + <GoodBye> + close
-                return False
-            await self._send(Error(ErrorCode.REFUSED, "message refused: use of cuss words is not allowed", self.id))
-            return True
-        if notice is not None:
-            s.log(logging.WARNING, "message refused: personal data", event="moderation",
-                  message_id=self.id, rule="personal_data")
-            await self._send(Notice(NoticeKind.PRIVACY, notice, self.id))
-            await self._send(Error(ErrorCode.REFUSED, notice, self.id))
-            return True
+        # 1. moderation, even for a message cancelled already: a refused message
+        # is neither answered nor stored, whatever else happened to it.
+        refusal = await services.moderate(self.message.text)
+        if refusal is not None:
+            ctx.log.warning("message refused: %s", refusal.rule.replace("_", " "),
+                            event="moderation", message_id=self.id, rule=refusal.rule)
+            # Always both, in this order, with the same text (docs/PROTOCOL.md
+            # §6): the NOTICE says why, the ERROR ends the message. On v1 a
+            # moderation notice closes the session and the error is dropped.
+            await self._say(Notice(refusal.kind, refusal.message, self.id))
+            await self._say(Error(ErrorCode.REFUSED, refusal.message, self.id))
+            return
 
-        # 2. the model must be ready
-        model = svc.model
-        # While the model is being pulled (or the first check is running) say so;
-        # when it was merely unreachable, the request itself is the best probe.
-        if model.state in ("starting", "pulling"):
-            detail = (model.state_detail or "The model is not ready yet.").rstrip(". ")
-            await self._send(Notice(NoticeKind.MODEL_LOADING, f"{detail}.", self.id))
-            await self._send(Error(ErrorCode.MODEL_LOADING, f"{detail}; try again in a moment.", self.id))
-            return True
+        # 2. the model must be ready (unless the turn is cancelled anyway).
+        if self.stop_reason is None and (loading := services.model_loading()) is not None:
+            await self._say(Notice(NoticeKind.MODEL_LOADING, f"{loading}.", self.id))
+            await self._say(Error(ErrorCode.MODEL_LOADING, f"{loading}; try again in a moment.",
+                                  self.id))
+            return
 
-        # 3 to 6 run in a task of their own so that CANCEL can stop them.
-        if svc.answering(user):
-            await self._send(Notice(
-                NoticeKind.QUEUE, "waiting for your answer in another session to finish", self.id,
-            ))
-        async with svc.user_answering(user):
-            self._task = asyncio.create_task(self._answer(user), name=f"turn-{s.id}-{self.id}")
-            if self._cancel_reason is not None:  # cancelled while waiting for the lock
-                self._task.cancel()
-            try:
-                await asyncio.shield(self._task)
-            except asyncio.CancelledError:
-                # The session itself is being cancelled: stop the answer too,
-                # and let it store what it has before we go.
-                self.cancel("connection closed")
-                with contextlib.suppress(BaseException):
-                    await self._task
-                raise
-        return True
-
-    async def _answer(self, user: str) -> None:
-        s = self.session
-        svc = self.service
-        settings = svc.settings
-        status = "error"
-        end: AnswerEnd | None = None
-        error: Error | None = None
-        prompt_tokens = answer_tokens = 0
-        filt = AnswerFilter(svc.banned)
+        # 3 to 7 run in a task of their own so that a stop can cancel them.
+        self._task = asyncio.create_task(self._answer(), name=f"turn-{ctx.log.session}-{self.id}")
         try:
-            # 3. conversation context
-            history = await svc.conversation(user, self.conversation)
-            messages, trimmed = trim_history(
-                [*history, {"role": "user", "content": self.message.text}],
-                settings.context_tokens,
-                system=settings.system_prompt or None,
-            )
-            if trimmed:
-                await self._send(Notice(
-                    NoticeKind.CONTEXT_TRIMMED,
-                    f"{trimmed} earlier messages were left out of the model's context to fit its budget",
-                    self.id,
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            # The session itself is being cancelled: stop the answer too, and
+            # let it store what it has before we go.
+            self.stop(StopReason.DISCONNECTED)
+            with contextlib.suppress(BaseException):
+                await self._task
+            raise
+
+    async def _answer(self) -> None:
+        self._started = True
+        ctx = self.ctx
+        services = ctx.services
+        status = "error"
+        final: Event | None = None
+        prompt_tokens = 0
+        filt = services.answer_filter()
+        try:
+            if self.stop_reason is not None:  # stopped before it could start
+                raise asyncio.CancelledError
+
+            async def in_line(position: int) -> None:
+                await self._say(Notice(
+                    NoticeKind.QUEUE, "waiting for your answer in another session to finish",
+                    self.id, position=position,
                 ))
 
-            # 4. a fair slot
-            async def on_position(position: int) -> None:
-                with contextlib.suppress(PeerGone, LocalProtocolError):
+            async def for_slot(position: int) -> None:
+                await self._say(Notice(
+                    NoticeKind.QUEUE, f"waiting for the model: position {position} in line",
+                    self.id, position=position,
+                ))
+
+            # 3. one answer per user at a time
+            async with services.user_turn(ctx.user, in_line):
+                # 4. conversation context
+                history = await services.history(ctx.user, self.conversation)
+                messages, trimmed = trim_history(
+                    [*history, {"role": "user", "content": self.message.text}],
+                    services.context_tokens,
+                    system=services.system_prompt,
+                )
+                if trimmed:
                     await self._send(Notice(
-                        NoticeKind.QUEUE, f"waiting for the model: position {position} in line",
-                        self.id, position=position,
+                        NoticeKind.CONTEXT_TRIMMED,
+                        f"{trimmed} earlier messages were left out of the model's context "
+                        "to fit its budget",
+                        self.id,
                     ))
 
-            async def generation() -> AsyncGenerator[ModelChunk, None]:
-                # The slot is held by the generation, not by the writes to the
-                # client: a client that reads slowly holds up only itself, and
-                # the next user's generation starts as soon as the model is done.
-                async with svc.scheduler.slot(user, on_position=on_position):
-                    # Debug only: the info-level record of a turn is its one
-                    # turn_end line (logging is a measurable share of CPU).
-                    s.log(logging.DEBUG, "generation started", event="model_start",
-                          message_id=self.id, context_messages=len(messages))
-                    async with contextlib.aclosing(svc.model.chat(messages)) as stream:
-                        async for chunk in stream:
-                            yield chunk
-
-            # 5. stream the answer
-            done_reason = "stop"
-            async with contextlib.aclosing(coalesce(generation())) as batches:
-                async for batch in batches:
-                    for chunk in batch:
-                        if chunk.done:
-                            done_reason = chunk.done_reason or "stop"
-                            prompt_tokens = chunk.prompt_tokens or 0
-                            answer_tokens = chunk.answer_tokens or 0
-                    # Tokens that arrived together go out together.
-                    await self._emit(filt.feed("".join(c.text for c in batch)))
-            await self._emit(filt.finish())
-            if filt.masked:
-                await self._send(Notice(
-                    NoticeKind.ANSWER_MASKED,
-                    "personal data or banned words were masked in this answer", self.id,
-                ))
-            status = "complete"
-            end = AnswerEnd(
-                self.id, reason=done_reason, prompt_tokens=prompt_tokens,
-                answer_tokens=answer_tokens, first_token_ms=self.first_token_ms,
-                total_ms=self._elapsed_ms(),
-            )
-        except asyncio.CancelledError:
-            reason = self._cancel_reason or "cancelled"
-            status = "cancelled" if "user" in reason else "interrupted"
-            s.log(logging.INFO, "answer stopped: %s", reason, event="model_cancel", message_id=self.id)
-            with contextlib.suppress(BaseException):
+                # 5 and 6: a fair slot, then stream the answer. The slot is held
+                # by the generation, not by the writes to the client: a client
+                # that reads slowly holds up only itself.
+                done_reason: str | None = None
+                stream = services.generate(ctx.user, messages, for_slot)
+                async with contextlib.aclosing(coalesce(stream)) as batches:
+                    async for batch in batches:
+                        for chunk in batch:
+                            if chunk.text:
+                                self.answer_tokens += 1
+                            if chunk.done:
+                                done_reason = chunk.done_reason
+                                prompt_tokens = chunk.prompt_tokens or 0
+                                if chunk.answer_tokens is not None:
+                                    self.answer_tokens = chunk.answer_tokens
+                        # Tokens that arrived together go out together.
+                        await self._emit(filt.feed("".join(c.text for c in batch)))
                 await self._emit(filt.finish())
-            end = AnswerEnd(
-                self.id, reason="cancelled", answer_tokens=answer_tokens,
+                if filt.masked:
+                    await self._send(Notice(
+                        NoticeKind.ANSWER_MASKED,
+                        "personal data or banned words were masked in this answer", self.id,
+                    ))
+                status = "complete"
+                final = AnswerEnd(
+                    self.id, reason=_end_reason(done_reason).value, prompt_tokens=prompt_tokens,
+                    answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
+                    total_ms=self._elapsed_ms(),
+                )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            reason = self.stop_reason or StopReason.DISCONNECTED
+            status = reason.status
+            prompt_tokens = 0  # the model reports it only at the end
+            ctx.log.info("answer stopped: %s", reason.value, event="model_cancel",
+                         message_id=self.id)
+            with contextlib.suppress(PeerGone, LocalProtocolError):
+                await self._emit(filt.finish())
+            final = AnswerEnd(
+                self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
                 first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
             )
+        except SchedulerClosed:
+            status = StopReason.SHUTDOWN.status
+            final = Error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
+                          self.id)
         except ModelError as exc:
-            code = ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable) else ErrorCode.MODEL_ERROR
-            s.log(logging.WARNING, "model error: %s", exc.detail, event="model_error",
-                  message_id=self.id, code=code.value)
-            error = Error(code, str(exc), self.id)
+            code = (ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable)
+                    else ErrorCode.MODEL_ERROR)
+            ctx.log.warning("model error: %s", exc.detail, event="model_error",
+                            message_id=self.id, code=code.value)
+            final = Error(code, str(exc), self.id)
             # What the model said before failing is still the user's to see.
             with contextlib.suppress(PeerGone, LocalProtocolError):
                 await self._emit(filt.finish())
         except PeerGone:
-            status = "interrupted"
-        # 6. store, then acknowledge
-        await self._store(user, status, prompt_tokens, answer_tokens)
-        final = error or end
+            status = StopReason.DISCONNECTED.status
+        # 7. store, then acknowledge
+        await self._store(status, prompt_tokens)
         if final is not None:
-            with contextlib.suppress(PeerGone, LocalProtocolError):
-                await self._send(final)
-        s.log(logging.INFO, "turn finished: %s", status, event="turn_end", message_id=self.id,
-              model=svc.settings.ollama_model, prompt_tokens=prompt_tokens,
-              answer_tokens=answer_tokens, first_token_ms=self.first_token_ms,
-              total_ms=self._elapsed_ms())
+            await self._say(final)
+        ctx.log.info("turn finished: %s", status, event="turn_end", message_id=self.id,
+                     model=services.model_name, prompt_tokens=prompt_tokens,
+                     answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
+                     total_ms=self._elapsed_ms())
 
     async def _emit(self, text: str) -> None:
         if not text:
@@ -262,26 +364,24 @@ class Turn:
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self.received) * 1000)
 
-    async def _store(self, user: str, status: str, prompt_tokens: int, answer_tokens: int) -> None:
-        svc = self.service
-        answer = "".join(self.answer)
+    async def _store(self, status: str, prompt_tokens: int) -> None:
+        services = self.ctx.services
         turn = StoredTurn(
-            user=user,
+            user=self.ctx.user,
             conversation=self.conversation,
             created_at=self.created_at,
             completed_at=_now(),
-            model=svc.settings.ollama_model,
+            model=services.model_name,
             user_text=self.message.text,
-            answer_text=answer,
+            answer_text="".join(self.answer),
             prompt_tokens=prompt_tokens,
-            answer_tokens=answer_tokens,
+            answer_tokens=self.answer_tokens,
             status=status,
         )
-        ok = await svc.save_turn(turn)
-        if not ok:
-            with contextlib.suppress(PeerGone, LocalProtocolError):
-                await self._send(Notice(
-                    NoticeKind.INFO,
-                    "this turn could not be saved to the history (storage error); the server keeps serving",
-                    self.id,
-                ))
+        if not await services.save(turn):
+            await self._say(Notice(
+                NoticeKind.INFO,
+                "this turn could not be saved to the history (storage error); "
+                "the server keeps serving",
+                self.id,
+            ))

@@ -55,7 +55,8 @@ class Wire:
         self.write_deadline = write_deadline
         self._frame_started: float | None = None
         self.closed = False
-        self.bytes_in = 0
+        #: When a byte last went either way (monotonic): the keepalive clock.
+        self.last_traffic = time.monotonic()
 
     async def next_event(self, idle_timeout: float | None) -> Event:
         """The next event from the peer.
@@ -89,9 +90,10 @@ class Wire:
                 raise
             except (ConnectionError, OSError):
                 data = b""
-            if data and self._frame_started is None:
-                self._frame_started = time.monotonic()
-            self.bytes_in += len(data)
+            if data:
+                self.last_traffic = time.monotonic()
+                if self._frame_started is None:
+                    self._frame_started = self.last_traffic
             self.conn.receive_data(data)
 
     async def send(self, event: Event) -> None:
@@ -107,6 +109,7 @@ class Wire:
             # write() is synchronous, so bytes from concurrent senders never
             # interleave; only the drain below yields.
             self.writer.write(data)
+            self.last_traffic = time.monotonic()
             transport = self.writer.transport
             if transport.get_write_buffer_size() <= WRITE_BUFFER_LOW:
                 # The kernel took it all (the usual case): skip the drain and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ._buffer import FrameLimits, ReceiveBuffer
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import AuthResult, Bye, ConnectionClosed, Error, ErrorCode, Event
 from ._state import ENTRY_STATE, Role, State, next_state
@@ -49,13 +50,20 @@ class NEED_DATA(metaclass=_SentinelType):
 
 
 class _Codec(Protocol):
+    """What a per-version codec offers. It parses from the shared
+    :class:`ReceiveBuffer` and reads the shared :class:`FrameLimits`; it never
+    sees the :class:`Connection`, and it never decides what is legal in a
+    state: the state table does (``_state.py``). ``state`` is passed in."""
+
     version: int
 
-    def read(self) -> Event | None: ...
+    def read(self, state: State) -> Event | None: ...
 
-    def write(self, event: Event) -> tuple[bytes, list[Event]]: ...
+    def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]: ...
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes: ...
+
+    def data_to_send(self) -> bytes: ...
 
 
 class Connection:
@@ -98,18 +106,13 @@ class Connection:
         if max_frame_size < 0 or max_unauthenticated_frame_size < 0:
             raise ValueError("frame size limits must be >= 0")
         self.role = role
-        self.max_frame_size = max_frame_size
-        self.max_unauthenticated_frame_size = max_unauthenticated_frame_size
-        # bytearray + del buf[:n]: consuming from the front is amortised O(n)
-        # in CPython, so a long stream of small frames stays linear.
-        self._buf = bytearray()
-        self._eof = False
-        self._outbox = bytearray()
+        self._buffer = ReceiveBuffer()
+        self._limits = FrameLimits(max_frame_size, max_unauthenticated_frame_size)
         self._state = State.HANDSHAKE
         self._state_before_error = State.HANDSHAKE
         self._error: RemoteProtocolError | None = None
-        self._authenticated = False
         self._codec: _Codec | None = None
+        self._closed_silently = False
         if version is not None:
             self._start(version)
 
@@ -124,6 +127,21 @@ class Connection:
     def state(self) -> State:
         return self._state
 
+    @property
+    def max_frame_size(self) -> int:
+        """Largest frame body accepted after a successful login."""
+        return self._limits.authenticated
+
+    @property
+    def max_unauthenticated_frame_size(self) -> int:
+        """Largest frame body accepted before it."""
+        return self._limits.unauthenticated
+
+    @property
+    def frame_limit(self) -> int:
+        """The receive limit in force now (one of the two above)."""
+        return self._limits.current
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the peer; ``b""`` means EOF.
 
@@ -131,12 +149,12 @@ class Connection:
             RuntimeError: data after EOF (a bug in the adapter, as in h11).
         """
         if data:
-            if self._eof:
+            if self._buffer.eof:
                 raise RuntimeError("received close, then received more data?")
             if self._error is None:  # a broken connection reads nothing more
-                self._buf += data
+                self._buffer.feed(data)
         else:
-            self._eof = True
+            self._buffer.eof = True
 
     def next_event(self) -> Event | type[NEED_DATA]:
         """The next event from the peer, or :data:`NEED_DATA`.
@@ -177,14 +195,16 @@ class Connection:
             raise LocalProtocolError(
                 f"can't send {type(event).__name__} in state {self._state.name}"
             )
-        if self._codec is None:
+        if self._codec is None or self._closed_silently:
             # A server that has not seen a byte yet doesn't know which
-            # language to speak: it can only close, without a word.
+            # language to speak: it can only close, without a word (and stays
+            # silent if the peer's bytes turn up afterwards).
             if not isinstance(event, (Bye, Error)):
                 raise LocalProtocolError("the peer's protocol version is not known yet")
+            self._closed_silently = new_state is State.CLOSED
             self._apply(event, new_state)
             return b""
-        data, implied = self._codec.write(event)
+        data, implied = self._codec.write(event, self._state)
         self._apply(event, new_state)
         for extra in implied:
             self._apply(extra, next_state(self.role, self._state, extra) or self._state)
@@ -193,9 +213,7 @@ class Connection:
     def data_to_send(self) -> bytes:
         """Bytes the codec queued by itself: the v1 server's reply to the
         username, the v1 client's password frame. Call after next_event()."""
-        out = bytes(self._outbox)
-        self._outbox.clear()
-        return out
+        return b"" if self._codec is None else self._codec.data_to_send()
 
     def error_reply(self, exc: ProtocolError) -> bytes:
         """The best last words for this peer after ``exc``; the state becomes
@@ -212,32 +230,29 @@ class Connection:
 
     # -- internals --------------------------------------------------------
 
-    @property
-    def _frame_limit(self) -> int:
-        if self._authenticated:
-            return self.max_frame_size
-        return self.max_unauthenticated_frame_size
-
     def _start(self, version: int) -> None:
+        codec: _Codec
         if version == 2:
-            self._codec = V2Codec(self)
+            codec = V2Codec(self.role, self._buffer, self._limits)
         elif self.role is Role.SERVER:
-            self._codec = V1ServerCodec(self)
+            codec = V1ServerCodec(self._buffer, self._limits)
         else:
-            self._codec = V1ClientCodec(self)
-        self._state = ENTRY_STATE[version]
+            codec = V1ClientCodec(self._buffer)
+        self._codec = codec
+        if self._state is State.HANDSHAKE:  # not if we closed before a byte came
+            self._state = ENTRY_STATE[version]
 
     def _apply(self, event: Event, new_state: State) -> None:
         if isinstance(event, AuthResult) and event.ok:
-            self._authenticated = True
+            self._limits.logged_in = True
         self._state = new_state
 
     def _next_event(self) -> Event | type[NEED_DATA]:
         while True:
             if self._codec is None:
-                if not self._buf:
+                if not self._buffer:
                     return self._need_data_or_closed()
-                first = self._buf[0]
+                first = self._buffer.first()
                 if 0x30 <= first <= 0x39:  # ASCII digit: a v1 length header
                     self._start(1)
                 elif 0x41 <= first <= 0x5A:  # ASCII uppercase: a v2 TYPE
@@ -245,7 +260,7 @@ class Connection:
                 else:
                     raise RemoteProtocolError("unrecognised protocol", ErrorCode.PROTOCOL_ERROR)
             assert self._codec is not None
-            event = self._codec.read()
+            event = self._codec.read(self._state)
             if event is None:
                 return self._need_data_or_closed()
             new_state = next_state(self.role.peer, self._state, event)
@@ -260,9 +275,9 @@ class Connection:
             return event
 
     def _need_data_or_closed(self) -> Event | type[NEED_DATA]:
-        if not self._eof:
+        if not self._buffer.eof:
             return NEED_DATA
-        if self._buf and self._state is not State.CLOSED:
+        if self._buffer and self._state is not State.CLOSED:
             raise RemoteProtocolError("peer closed connection mid-frame")
         event = ConnectionClosed()
         self._apply(event, State.CLOSED)

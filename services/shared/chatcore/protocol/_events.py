@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._errors import LocalProtocolError
 
@@ -30,6 +29,7 @@ __all__ = [
     "ChatMessage",
     "ClientHello",
     "ConnectionClosed",
+    "EndReason",
     "Error",
     "ErrorCode",
     "Event",
@@ -116,6 +116,20 @@ class NoticeKind(enum.StrEnum):
     MODEL_LOADING = "model_loading"
     #: Anything else worth showing the user.
     INFO = "info"
+
+
+class EndReason(enum.StrEnum):
+    """Why an answer ended (``END.reason``). An answer's ``reason`` is a plain
+    string so that a newer peer's reason reaches the application unchanged
+    (docs/PROTOCOL.md §4: an unknown reason reads as "the answer ended");
+    these are the values this version sends."""
+
+    #: The model finished its answer.
+    STOP = "stop"
+    #: The answer hit a length limit.
+    LENGTH = "length"
+    #: The client cancelled it (or it was cancelled before it started).
+    CANCELLED = "cancelled"
 
 
 class Event:
@@ -239,9 +253,11 @@ class AnswerEnd(Event):
     """The answer to ``message_id`` is complete (or was cancelled)."""
 
     message_id: int = 0
-    #: ``"stop"``, ``"length"`` or ``"cancelled"``.
-    reason: str = "stop"
+    #: An :class:`EndReason` value; any other non-empty string from a newer peer.
+    reason: str = EndReason.STOP.value
+    #: Tokens of the model's input; 0 when not reported (after a cancel).
     prompt_tokens: int = 0
+    #: Tokens the model produced (after a cancel: those produced before it stopped).
     answer_tokens: int = 0
     #: Milliseconds from receiving the message to its first answer byte.
     first_token_ms: int = 0
@@ -340,8 +356,3 @@ class Bye(Event):
 class ConnectionClosed(Event):
     """Returned by ``next_event()`` once the peer's EOF (``receive_data(b"")``)
     has been reached with no partial frame pending."""
-
-
-def as_dict(event: Event) -> dict[str, Any]:
-    """Field name → value, for logging and the conformance vectors."""
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}  # type: ignore[attr-defined]

@@ -32,6 +32,13 @@ Roles, connection states and the transition table of the chat protocol.
 # Rule 4: CLOSED is sticky. In CLOSED only Bye / Error are still legal to
 #   send (a polite last word); frames the peer sent before it saw our close are
 #   parsed but dropped by the connection, except Bye / Error / ConnectionClosed.
+#
+# Rule 5: this table is the ONLY place that decides what is legal. The codecs
+#   (_v1.py, _v2.py) turn bytes into events and back; they refuse what a
+#   version cannot express or what breaks a version's own framing (a HELLO
+#   that offers no common version), never an event that is merely out of
+#   place. For example a v2 client's first frame must be HELLO: that is the
+#   HANDSHAKE row below, where the client may send ClientHello and nothing else.
 #####################################################################
 """
 
@@ -77,9 +84,12 @@ class Role(enum.Enum):
 class State(enum.Enum):
     """The lifecycle of one session."""
 
-    #: v2 only: HELLO frames are being exchanged (a server also sits here
-    #: until the first byte tells it the peer's version).
+    #: v2 only: the client's HELLO is due (a server also sits here until the
+    #: first byte tells it the peer's version).
     HANDSHAKE = "handshake"
+    #: v2 only: the client's HELLO arrived; the server's HELLO (or a refusal)
+    #: is due. The client waits: it must not pipeline AUTH behind its HELLO.
+    NEGOTIATING = "negotiating"
     #: Waiting for credentials and the verdict.
     AUTHENTICATING = "authenticating"
     #: Logged in: messages and answers flow.
@@ -115,6 +125,7 @@ def transition_key(event: Event) -> TransitionKey:
 
 
 HANDSHAKE = State.HANDSHAKE
+NEGOTIATING = State.NEGOTIATING
 AUTHENTICATING = State.AUTHENTICATING
 CHATTING = State.CHATTING
 CLOSED = State.CLOSED
@@ -136,7 +147,10 @@ _CLOSED: dict[TransitionKey, State] = {
 TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
     # Events the CLIENT sends.
     Role.CLIENT: {
-        HANDSHAKE: {**_open(HANDSHAKE), ClientHello: HANDSHAKE},
+        # The first frame of a v2 client is HELLO, nothing else (not even BYE:
+        # a client that wants to leave before its HELLO just closes).
+        HANDSHAKE: {ClientHello: NEGOTIATING, ConnectionClosed: CLOSED},
+        NEGOTIATING: _open(NEGOTIATING),
         AUTHENTICATING: {
             **_open(AUTHENTICATING),
             Authenticate: AUTHENTICATING,
@@ -154,7 +168,10 @@ TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
     },
     # Events the SERVER sends.
     Role.SERVER: {
-        HANDSHAKE: {**_open(HANDSHAKE), ServerHello: AUTHENTICATING, Notice: HANDSHAKE},
+        # Before the client's HELLO the server can only refuse (connection
+        # limit, shutdown) or close; its own HELLO answers the client's.
+        HANDSHAKE: _open(HANDSHAKE),
+        NEGOTIATING: {**_open(NEGOTIATING), ServerHello: AUTHENTICATING, Notice: NEGOTIATING},
         AUTHENTICATING: {
             **_open(AUTHENTICATING),
             AuthAccepted: CHATTING,

@@ -8,10 +8,12 @@ byte-exact with the original client and server.
 v1 is asymmetric: the client sends length-prefixed frames, the server answers
 with bare strings during login and with fixed 64-byte chunks afterwards. So
 there is one codec per role. Both are driven by :class:`~._connection.Connection`,
-which owns the receive buffer, the state and the outbox; a codec reads
-``conn.state`` but never changes it (``_state.py`` Rule 1): ``write()`` returns
-the bytes plus the events they *imply* (e.g. the v1 moderation reply ends with
-``<GoodBye>``, so it implies :class:`Bye`), and the connection applies them.
+which owns the state: a codec parses from the shared
+:class:`~._buffer.ReceiveBuffer`, is told the current state, and never changes
+it (``_state.py`` Rule 1): ``write()`` returns the bytes plus the events they
+*imply* (e.g. the v1 moderation reply ends with ``<GoodBye>``, so it implies
+:class:`Bye`), and the connection applies them. Automatic replies (the login
+dance) wait in the codec's outbox until ``data_to_send()``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from ._header import HEADER_SIZE, encode_v1_frame, parse_v1_header
 from ._state import State
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ._buffer import FrameLimits, ReceiveBuffer
 
 # Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
 __all__ = [
@@ -180,8 +182,10 @@ class V1ServerCodec:
 
     version = 1
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    def __init__(self, buffer: ReceiveBuffer, limits: FrameLimits) -> None:
+        self._buffer = buffer
+        self._limits = limits
+        self._outbox = bytearray()
         self._phase = _Phase.USERNAME
         self._user = ""
         self._message_id = 0
@@ -192,22 +196,25 @@ class V1ServerCodec:
     # -- reading ----------------------------------------------------------
 
     def _read_frame(self) -> bytes | None:
-        buf = self._conn._buf
-        length = parse_v1_header(buf, self._conn._frame_limit)
+        buf = self._buffer
+        length = parse_v1_header(buf.peek(HEADER_SIZE), self._limits.current)
         if length is None or len(buf) < HEADER_SIZE + length:
             return None
-        body = bytes(buf[HEADER_SIZE : HEADER_SIZE + length])
-        del buf[: HEADER_SIZE + length]
-        return body
+        buf.skip(HEADER_SIZE)
+        return buf.take(length)
 
-    def read(self) -> Event | None:
-        conn = self._conn
+    def data_to_send(self) -> bytes:
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def read(self, state: State) -> Event | None:
         while True:
             if self._phase is _Phase.VERDICT:
                 # The original client waits for the verdict before it sends
                 # anything else, and the frame limit depends on the verdict:
                 # parse nothing until it is sent, and refuse a flood meanwhile.
-                if len(conn._buf) > HEADER_SIZE + conn.max_unauthenticated_frame_size:
+                if len(self._buffer) > HEADER_SIZE + self._limits.unauthenticated:
                     raise RemoteProtocolError("data sent before the login verdict")
                 return None
             body = self._read_frame()
@@ -217,10 +224,10 @@ class V1ServerCodec:
             if self._phase is _Phase.USERNAME:
                 self._user = text
                 self._phase = _Phase.PASSWORD
-                if conn.state is State.AUTHENTICATING:
+                if state is State.AUTHENTICATING:
                     # Whatever the name: a separate "invalid username" reply
                     # would tell an attacker which names exist.
-                    conn._outbox += V1_USERNAME_ACCEPTED
+                    self._outbox += V1_USERNAME_ACCEPTED
                 continue
             if self._phase is _Phase.PASSWORD:
                 self._phase = _Phase.VERDICT
@@ -240,8 +247,7 @@ class V1ServerCodec:
         self._close_sent = True
         return data, [Bye()]
 
-    def write(self, event: Event) -> tuple[bytes, list[Event]]:
-        state = self._conn.state
+    def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, AuthResult):
             if event.ok:
                 if self._phase is not _Phase.VERDICT:
@@ -309,8 +315,9 @@ class V1ClientCodec:
 
     version = 1
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    def __init__(self, buffer: ReceiveBuffer) -> None:
+        self._buffer = buffer
+        self._outbox = bytearray()
         self._phase: _Phase | None = None  # None until Authenticate is sent
         self._user = ""
         self._password = ""
@@ -328,23 +335,24 @@ class V1ClientCodec:
         """One bare login reply. Known replies are matched as prefixes so a
         reply split over several reads works; anything else counts as
         accepted, as in the original client (which did one recv(64))."""
-        buf = self._conn._buf
+        buf = self._buffer
         for known in (accepted, refused):
             if buf.startswith(known):
-                del buf[: len(known)]
+                buf.skip(len(known))
                 return known
         if not buf:
             return None
-        if not self._conn._eof and (accepted.startswith(buf) or refused.startswith(buf)):
+        if not buf.eof and (buf.is_prefix_of(accepted) or buf.is_prefix_of(refused)):
             return None
-        n = min(len(buf), CHUNK_SIZE)
-        reply = bytes(buf[:n])
-        del buf[:n]
-        return reply
+        return buf.take(min(len(buf), CHUNK_SIZE))
 
-    def read(self) -> Event | None:
-        conn = self._conn
-        buf = conn._buf
+    def data_to_send(self) -> bytes:
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def read(self, state: State) -> Event | None:
+        buf = self._buffer
         while True:
             if self._queued:
                 return self._queued.popleft()
@@ -357,7 +365,7 @@ class V1ClientCodec:
                 if reply == V1_INVALID_USERNAME:
                     self._phase = _Phase.CHAT
                     return AuthResult(False, self._user, V1_INVALID_USERNAME.decode())
-                conn._outbox += encode_v1_frame(self._password.encode("utf-8", "replace"))
+                self._outbox += encode_v1_frame(self._password.encode("utf-8", "replace"))
                 self._password = ""
                 self._phase = _Phase.PASSWORD
                 continue
@@ -372,14 +380,13 @@ class V1ClientCodec:
                 return AuthResult(True, self._user, message)
             if self._bye_sent and buf:
                 if buf.startswith(V1_DISCONNECTED):
-                    del buf[: len(V1_DISCONNECTED)]
+                    buf.skip(len(V1_DISCONNECTED))
                     return Bye()
-                if V1_DISCONNECTED.startswith(buf) and not conn._eof:
+                if buf.is_prefix_of(V1_DISCONNECTED) and not buf.eof:
                     return None
             if len(buf) < CHUNK_SIZE:
                 return None
-            chunk = bytes(buf[:CHUNK_SIZE])
-            del buf[:CHUNK_SIZE]
+            chunk = buf.take(CHUNK_SIZE)
             event = self._chunk(chunk)
             if event is not None:
                 return event
@@ -439,7 +446,7 @@ class V1ClientCodec:
 
     # -- writing ----------------------------------------------------------
 
-    def write(self, event: Event) -> tuple[bytes, list[Event]]:
+    def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, Authenticate):
             if self._phase is not None:
                 raise LocalProtocolError("already logged in or logging in")
@@ -455,7 +462,7 @@ class V1ClientCodec:
         if isinstance(event, Bye):
             if self._bye_sent or self._phase is not _Phase.CHAT:
                 return b"", []  # during login v1 can only close the socket
-            if self._conn.state is State.CLOSED:
+            if state is State.CLOSED:
                 return b"", []
             self._bye_sent = True
             return encode_v1_frame(V1_GOODBYE), []

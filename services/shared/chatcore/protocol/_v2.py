@@ -40,7 +40,7 @@ from ._header import HEADER_SIZE, encode_v2_frame, parse_v2_header
 from ._state import Role, State
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ._buffer import FrameLimits, ReceiveBuffer
 
 __all__: list[str] = []
 
@@ -49,6 +49,10 @@ VERSION = 2
 #: Integers on the wire stay within what every JSON implementation represents
 #: exactly (IEEE double), so a JavaScript client can implement the protocol.
 MAX_INT = 2**53 - 1
+#: Deepest nesting of arrays and objects a body may have; the body object
+#: itself is level 1 (docs/PROTOCOL.md §3). Our frames need 2; the rest is
+#: room for a newer peer's keys.
+MAX_DEPTH = 32
 
 _REQUIRED: Any = object()
 
@@ -130,6 +134,32 @@ def _invalid(frame_type: str, why: str) -> RemoteProtocolError:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 leaves duplicate names to the implementation: some keep the
+    # first, most the last. A frame two readers would read differently is
+    # refused instead (docs/PROTOCOL.md §3).
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey("duplicate key")
+    return obj
+
+
+def _too_deep(obj: Any) -> bool:
+    """True if arrays/objects nest deeper than :data:`MAX_DEPTH` (iterative)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 class _Body:
@@ -260,12 +290,21 @@ def decode_frame(frame_type: str, body: bytes, sender: Role) -> Event:
     if decoder is None:
         raise RemoteProtocolError("unknown frame type", ErrorCode.UNEXPECTED_FRAME)
     try:
-        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        obj = json.loads(
+            body.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object_without_duplicates,
+        )
+    except _DuplicateKey:
+        raise _invalid(frame_type, "duplicate key in body") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         # RecursionError: "[[[[…" nested deeper than the interpreter's stack.
         raise _invalid(frame_type, "body is not UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise _invalid(frame_type, "body is not a JSON object")
+    # Cheap test first: fewer brackets than the limit can't nest too deep.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(obj):
+        raise _invalid(frame_type, f"body nested deeper than {MAX_DEPTH} levels")
     try:
         return decoder(_Body(frame_type, obj), sender)
     except LocalProtocolError as exc:  # the event refused a value (h11's rule)
@@ -273,72 +312,67 @@ def decode_frame(frame_type: str, body: bytes, sender: Role) -> Event:
 
 
 class V2Codec:
-    """Both roles of v2 (the protocol is symmetric apart from HELLO bodies)."""
+    """Both roles of v2 (the protocol is symmetric apart from HELLO bodies).
+
+    Legality is the state table's business (``_state.py`` Rule 5); this class
+    only refuses a HELLO whose versions can't work, which is about versions,
+    not about order."""
 
     version = VERSION
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._hello_sent = False
-        self._hello_received = False
+    def __init__(self, role: Role, buffer: ReceiveBuffer, limits: FrameLimits) -> None:
+        self._role = role
+        self._buffer = buffer
+        self._limits = limits
         self._close_sent = False
+        # Not a legality rule (the table has those): a client whose HELLO was
+        # never sent has no v2 peer to talk to, so its last words are silent.
+        self._hello_sent = False
 
-    def read(self) -> Event | None:
-        conn = self._conn
-        buf = conn._buf
-        header = parse_v2_header(buf, conn._frame_limit)
+    def read(self, state: State) -> Event | None:
+        buf = self._buffer
+        header = parse_v2_header(buf.peek(HEADER_SIZE), self._limits.current)
         if header is None:
             return None
         frame_type, length = header
         if len(buf) < HEADER_SIZE + length:
             return None
-        body = bytes(buf[HEADER_SIZE : HEADER_SIZE + length])
-        del buf[: HEADER_SIZE + length]
-        event = decode_frame(frame_type, body, conn.role.peer)
-        is_hello = isinstance(event, (ClientHello, ServerHello))
-        if conn.role is Role.SERVER and not self._hello_received and not is_hello:
-            raise RemoteProtocolError("the first frame must be HELLO", ErrorCode.UNEXPECTED_FRAME)
-        if is_hello:
-            if self._hello_received or (conn.role is Role.CLIENT and not self._hello_sent):
-                raise RemoteProtocolError("unexpected HELLO", ErrorCode.UNEXPECTED_FRAME)
-            self._hello_received = True
-            if isinstance(event, ClientHello) and VERSION not in event.versions:
-                raise RemoteProtocolError(
-                    "no common protocol version (this server speaks 2)",
-                    ErrorCode.UNSUPPORTED_VERSION,
-                )
-            if isinstance(event, ServerHello) and event.version != VERSION:
-                raise RemoteProtocolError(
-                    "the server chose a protocol version this client does not speak",
-                    ErrorCode.UNSUPPORTED_VERSION,
-                )
+        buf.skip(HEADER_SIZE)
+        body = buf.take(length)
+        event = decode_frame(frame_type, body, self._role.peer)
+        if isinstance(event, ClientHello) and VERSION not in event.versions:
+            raise RemoteProtocolError(
+                "no common protocol version (this server speaks 2)",
+                ErrorCode.UNSUPPORTED_VERSION,
+            )
+        if isinstance(event, ServerHello) and event.version != VERSION:
+            raise RemoteProtocolError(
+                "the server chose a protocol version this client does not speak",
+                ErrorCode.UNSUPPORTED_VERSION,
+            )
         return event
 
-    def write(self, event: Event) -> tuple[bytes, list[Event]]:
-        conn = self._conn
+    def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, ClientHello):
-            if self._hello_sent:
-                raise LocalProtocolError("HELLO was already sent")
             if VERSION not in event.versions:
                 raise LocalProtocolError("a v2 connection must offer version 2")
             self._hello_sent = True
-        elif isinstance(event, ServerHello):
-            if not self._hello_received:
-                raise LocalProtocolError("can't send HELLO before the client's HELLO")
-            if event.version != VERSION:
-                raise LocalProtocolError("a v2 connection must choose version 2")
-            self._hello_sent = True
-        elif isinstance(event, (Bye, Error)):
-            if self._close_sent or (conn.role is Role.CLIENT and not self._hello_sent):
-                # Already said our last word, or the server hasn't seen our
-                # HELLO and would refuse any other first frame.
-                return b"", []
+        if isinstance(event, ServerHello) and event.version != VERSION:
+            raise LocalProtocolError("a v2 connection must choose version 2")
+        if isinstance(event, (Bye, Error)):
+            if self._close_sent or (self._role is Role.CLIENT and not self._hello_sent):
+                return b"", []  # our last word was said already, or nobody listens
             if isinstance(event, Bye) or event.fatal:
                 self._close_sent = True
         return encode_event(event), []
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
-        if self._close_sent or (self._conn.role is Role.CLIENT and not self._hello_sent):
+        if self._close_sent or (self._role is Role.CLIENT and not self._hello_sent):
+            # Said our last word already, or a client that has not sent its
+            # HELLO: the server would take any other first frame for an error.
             return b""
         self._close_sent = True
         return encode_event(Error(code=exc.code, message=str(exc)))
+
+    def data_to_send(self) -> bytes:
+        return b""  # v2 has no automatic replies
