@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from chatcore.protocol import (
     AnswerDelta,
@@ -200,9 +201,8 @@ def _refusal(client: V2Client, text: str) -> tuple[Notice, Error]:
 
 def test_a_refusal_is_a_notice_then_an_error_with_the_same_text(live_server):
     client = logged_in(live_server.port, USER, PASSWORD)
-    words = live_server.env["CHAT_CUSS_WORDS_FILE"]
-    banned = next(w.strip() for w in open(words, encoding="utf-8")
-                  if w.strip() and not w.startswith("#"))
+    words = Path(live_server.env["CHAT_CUSS_WORDS_FILE"]).read_text(encoding="utf-8")
+    banned = next(w.strip() for w in words.splitlines() if w.strip() and not w.startswith("#"))
     for text, kind in ((f"you {banned}", NoticeKind.MODERATION),
                        ("mail me at bob@example.com", NoticeKind.PRIVACY)):
         notice, error = _refusal(client, text)
