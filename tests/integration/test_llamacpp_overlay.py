@@ -111,9 +111,11 @@ def test_stack_without_the_overlay_is_unchanged() -> None:
     cfg = _config(BASE)
     assert "llamacpp" not in cfg["services"]
     env = cfg["services"]["server"]["environment"]
-    assert "CHAT_BACKENDS" not in env
-    assert env["OLLAMA_MODEL"] == "llama3.2"
+    # CHAT_BACKENDS is passed through only when set: one Ollama backend.
+    assert env.get("CHAT_BACKENDS") is None
+    assert env["CHAT_MODEL"] == "llama3.2"
     assert env["OLLAMA_HOST"] == "http://ollama:11434"
+    assert "deploy" not in cfg["services"]["ollama"]
 
 
 def test_overlay_llamacpp_service_answers_on_the_compose_network() -> None:
