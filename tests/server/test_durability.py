@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from chatcore.protocol import AnswerDelta, AnswerEnd, Error
+from chatcore.protocol import AnswerDelta, AnswerEnd, Error, ErrorCode, Notice
 
 from tests.fixtures.server import PASSWORD, USER
 
@@ -55,6 +55,25 @@ def test_sigterm_deadline_stores_the_unfinished_answer_as_interrupted(server_fac
     assert turn["status"] == "interrupted"
     assert turn["user"].startswith("too long")
     assert turn["answer"].startswith("Echo: too long")
+
+
+def test_sigterm_deadline_tells_a_queued_message_to_come_back_and_stores_it(server_factory):
+    server = server_factory(users={USER: PASSWORD, "bob": "bob's password"},
+                            CHAT_SHUTDOWN_GRACE="1", CHAT_MAX_PARALLEL="1")
+    bob = logged_in(server.port, "bob", "bob's password")
+    bob.start_chat("hold the slot [standin:tokens=400] [standin:delay-ms=50]")
+    assert isinstance(bob.next_event(), AnswerDelta)
+    client = logged_in(server.port, USER, PASSWORD)
+    mid = client.start_chat("queued")
+    assert isinstance(client.next_event(), Notice)  # waiting for the slot
+    assert server.stop(signal.SIGTERM) == 0
+    reply = client.collect(mid)
+    error = reply.events[-1]
+    assert isinstance(error, Error) and error.code is ErrorCode.SHUTTING_DOWN
+    assert error.message_id == mid
+    [turn] = server.history(USER)
+    assert (turn["user"], turn["status"], turn["answer"]) == ("queued", "interrupted", "")
+    assert len(server.standin.requests()) == 1  # it never reached the model
 
 
 def test_history_survives_a_restart(live_server):

@@ -270,6 +270,10 @@ class ChatService:
                 for session in list(self.sessions):
                     session.stop_answers(StopReason.SHUTDOWN)
                 await asyncio.wait(pending, timeout=10)
+        # Every generation has given its slot back before the model client closes.
+        if not await self.scheduler.drain(5):
+            log.warning("model generations still hold %d slots at shutdown",
+                        self.scheduler.in_flight)
         await asyncio.gather(
             *(s.shutdown("the server is restarting; please reconnect") for s in list(self.sessions)),
             return_exceptions=True,

@@ -72,6 +72,8 @@ __all__ = [
     "TurnServices",
 ]
 
+#: What a message cut short by a shutdown before its answer began is told.
+RESTARTING = "the server is restarting; try again shortly"
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
 Send = Callable[[Event], Awaitable[None]]
@@ -325,14 +327,17 @@ class ChatTurn:
                          message_id=self.id)
             with contextlib.suppress(PeerGone, LocalProtocolError):
                 await self._emit(filt.finish())
-            final = AnswerEnd(
-                self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
-                first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
-            )
+            if reason is StopReason.SHUTDOWN and not self.answer:
+                # Nothing was said yet: the user is told to ask again later.
+                final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
+            else:
+                final = AnswerEnd(
+                    self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
+                    first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
+                )
         except SchedulerClosed:
             status = StopReason.SHUTDOWN.status
-            final = Error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
-                          self.id)
+            final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
         except ModelError as exc:
             code = (ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable)
                     else ErrorCode.MODEL_ERROR)
