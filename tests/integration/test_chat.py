@@ -9,8 +9,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from .conftest import REPO, Stack
-from .v1wire import (
+from tests.fixtures.v1client import (
     CUSS_WARNING,
     DISCONNECTED,
     PASSWORD_ACCEPTED,
@@ -18,6 +17,8 @@ from .v1wire import (
     V1Session,
     answer_text,
 )
+
+from .conftest import REPO, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

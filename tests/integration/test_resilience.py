@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
+from tests.fixtures.v1client import PASSWORD_ACCEPTED, USERNAME_ACCEPTED, V1Session, answer_text
+
 from .conftest import Stack
-from .v1wire import PASSWORD_ACCEPTED, USERNAME_ACCEPTED, V1Session, answer_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

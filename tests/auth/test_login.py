@@ -7,8 +7,7 @@ import socket
 from chatcore.protocol import AuthResult, Error, ErrorCode
 
 from tests.fixtures.server import PASSWORD, USER
-
-from .clients import V2Client, logged_in, raw_v2_frame
+from tests.server.clients import V2Client, logged_in, raw_v2_frame
 
 
 def test_v2_login_succeeds_and_hello_announces_limits(live_server):
