@@ -14,7 +14,8 @@ from typing import Any
 from chatcore.protocol import AnswerDelta, AnswerEnd, Error, ErrorCode
 
 from tests.fixtures.server import LiveServer
-from tests.server.clients import TERMINATOR, OriginalV1Client, logged_in
+from tests.fixtures.v1client import TERMINATOR, OriginalV1Client
+from tests.server.clients import logged_in
 
 USERS = {f"user{i}": f"password-of-user{i}" for i in range(6)}
 

@@ -15,7 +15,7 @@ import threading
 import pytest
 from chatcore.protocol import Error, ErrorCode
 
-from tests.server.clients import TERMINATOR
+from tests.fixtures.v1client import TERMINATOR
 
 from ._helpers import USERS, Chatter, assert_acknowledged_turns_stored, history_by_user
 

@@ -25,7 +25,8 @@ import psutil
 from chatcore.protocol import ErrorCode
 
 from tests.fixtures.server import LiveServer
-from tests.server.clients import OriginalV1Client, answer_text, logged_in, wait_until
+from tests.fixtures.v1client import OriginalV1Client, answer_text
+from tests.server.clients import logged_in, wait_until
 
 HEADER = 64
 V1_TERMINATOR = b" " * HEADER

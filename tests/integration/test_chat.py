@@ -14,7 +14,7 @@ from tests.fixtures.v1client import (
     DISCONNECTED,
     PASSWORD_ACCEPTED,
     USERNAME_ACCEPTED,
-    V1Session,
+    OriginalV1Client,
     answer_text,
 )
 
@@ -55,22 +55,22 @@ def test_client_container_interactive_session(stack: Stack) -> None:
 
 
 def test_v1_session_exactly_as_the_original_client(stack: Stack) -> None:
-    with V1Session(stack.host, stack.port) as s:
+    with OriginalV1Client(stack.port, stack.host, timeout=30.0) as s:
         assert s.login(stack.user, stack.password) == (USERNAME_ACCEPTED, PASSWORD_ACCEPTED)
-        chunks, end = s.chat("hello")
+        chunks, end = s.answer("hello")
         assert end == "terminator"
         assert all(len(c) == 64 for c in chunks)
         assert answer_text(chunks).startswith("Echo: hello")
         # A second turn on the same connection works too.
-        chunks, end = s.chat("hello again")
+        chunks, end = s.answer("hello again")
         assert end == "terminator"
         assert "Echo: hello again" in answer_text(chunks)
-        assert s.goodbye() == DISCONNECTED
+        assert s.disconnect() == DISCONNECTED
         assert s.sock.recv(64) == b""  # and the server closed the connection
 
 
 def test_v1_wrong_password_is_refused(stack: Stack) -> None:
-    with V1Session(stack.host, stack.port) as s:
+    with OriginalV1Client(stack.port, stack.host, timeout=30.0) as s:
         user_reply, password_reply = s.login(stack.user, "not-" + stack.password)
         # Whatever the name, the username step is accepted (no user enumeration).
         assert user_reply == USERNAME_ACCEPTED
@@ -85,9 +85,9 @@ def test_v2_one_shot_from_the_host(stack: Stack) -> None:
 
 
 def test_banned_word_gets_the_v1_warning_and_goodbye(stack: Stack) -> None:
-    with V1Session(stack.host, stack.port) as s:
+    with OriginalV1Client(stack.port, stack.host, timeout=30.0) as s:
         assert s.login(stack.user, stack.password) == (USERNAME_ACCEPTED, PASSWORD_ACCEPTED)
-        chunks, end = s.chat(f"you are a {banned_word()}")
+        chunks, end = s.answer(f"you are a {banned_word()}")
         assert [c.rstrip(" ") for c in chunks] == [CUSS_WARNING]
         assert end == "goodbye"
         assert s.sock.recv(64) == b""  # the server closed the connection

@@ -9,7 +9,12 @@ import uuid
 
 import pytest
 
-from tests.fixtures.v1client import PASSWORD_ACCEPTED, USERNAME_ACCEPTED, V1Session, answer_text
+from tests.fixtures.v1client import (
+    PASSWORD_ACCEPTED,
+    USERNAME_ACCEPTED,
+    OriginalV1Client,
+    answer_text,
+)
 
 from .conftest import Stack
 
@@ -17,9 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def v1_chat(stack: Stack, message: str) -> tuple[str, str]:
-    with V1Session(stack.host, stack.port) as s:
+    with OriginalV1Client(stack.port, stack.host, timeout=30.0) as s:
         assert s.login(stack.user, stack.password) == (USERNAME_ACCEPTED, PASSWORD_ACCEPTED)
-        chunks, end = s.chat(message)
+        chunks, end = s.answer(message)
         return answer_text(chunks), end
 
 

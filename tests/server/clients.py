@@ -1,11 +1,8 @@
 """
 Blocking test clients for the server tests.
 
-* :class:`OriginalV1Client` does exactly what the original terminal client does
-  on the wire (PROTOCOL-V1.md): header and body in two ``send()`` calls,
-  ``recv(64)`` for replies, a chunk of 64 spaces ends an answer. It does not use
-  our codec, so it checks the server against the format, not against itself.
 * :class:`V2Client` drives the v2 protocol through the shared codec.
+* The original v1 client is ``tests.fixtures.v1client.OriginalV1Client``.
 """
 
 from __future__ import annotations
@@ -33,75 +30,11 @@ from chatcore.protocol import (
     ServerHello,
 )
 
-TERMINATOR = b" " * 64
-
-
-def v1_frame(text: str) -> tuple[bytes, bytes]:
-    body = text.encode()
-    return str(len(body)).encode().ljust(64), body
-
-
-class OriginalV1Client:
-    """The original client's wire behaviour, byte for byte."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-
-    def send_frame(self, text: str) -> None:
-        header, body = v1_frame(text)
-        self.sock.send(header)  # two separate send() calls, as the original does
-        self.sock.send(body)
-
-    def recv(self, n: int = 64) -> bytes:
-        return self.sock.recv(n)
-
-    def login(self, user: str, password: str) -> tuple[bytes, bytes]:
-        self.send_frame(user)
-        user_reply = self.recv(64)
-        if user_reply == b"invalid username : closing connection":
-            return user_reply, b""
-        self.send_frame(password)
-        return user_reply, self.recv(64)
-
-    def read_chunk(self) -> bytes:
-        """One 64-byte chunk (read-exactly, so the test is not at the mercy of TCP)."""
-        buf = b""
-        while len(buf) < 64:
-            data = self.sock.recv(64 - len(buf))
-            if not data:
-                return buf
-            buf += data
-        return buf
-
-    def chat(self, text: str) -> list[bytes]:
-        """Send a message; return the chunks up to and including the terminator
-        (or ``<GoodBye>``, or the connection closing)."""
-        self.send_frame(text)
-        chunks = []
-        while True:
-            chunk = self.read_chunk()
-            chunks.append(chunk)
-            if chunk == TERMINATOR or chunk.strip() == b"<GoodBye>" or len(chunk) < 64:
-                return chunks
-
-    def disconnect(self) -> bytes:
-        self.send_frame("<GoodBye>")
-        return self.recv(2048)
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 def raw_v2_frame(kind: str, body: dict[str, Any]) -> bytes:
     """A v2 frame built by hand, for sending what our codec refuses to send."""
     data = json.dumps(body, separators=(",", ":")).encode()
     return f"{kind} {len(data)}".encode().ljust(64) + data
-
-
-def answer_text(chunks: list[bytes]) -> str:
-    """The answer text of a v1 chunk list (padding and terminator removed)."""
-    body = b"".join(c for c in chunks if c != TERMINATOR)
-    return body.decode("ascii").rstrip()
 
 
 @dataclass

@@ -6,8 +6,9 @@ import pytest
 from chatcore.protocol import AnswerDelta, Cancel, ErrorCode, NoticeKind
 
 from tests.fixtures.server import PASSWORD, USER
+from tests.fixtures.v1client import TERMINATOR, OriginalV1Client, answer_text
 
-from .clients import TERMINATOR, OriginalV1Client, answer_text, logged_in, wait_until
+from .clients import logged_in, wait_until
 
 
 def test_v2_answer_streams_as_deltas_with_token_counts(live_server):

@@ -7,8 +7,9 @@ import json
 import socket
 
 from tests.fixtures.server import PASSWORD, USER
+from tests.fixtures.v1client import OriginalV1Client, answer_text
 
-from .clients import OriginalV1Client, V2Client, answer_text, logged_in
+from .clients import V2Client, logged_in
 
 
 def test_v1_and_v2_clients_share_one_port(live_server):

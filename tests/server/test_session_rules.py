@@ -25,8 +25,9 @@ from chatcore.protocol import (
 )
 
 from tests.fixtures.server import PASSWORD, USER
+from tests.fixtures.v1client import OriginalV1Client
 
-from .clients import OriginalV1Client, V2Client, logged_in, wait_until
+from .clients import V2Client, logged_in, wait_until
 
 SLOW = "[standin:tokens=200] [standin:delay-ms=25]"
 

@@ -34,8 +34,9 @@ from chatcore.protocol import V1_TERMINATOR, Cancel, encode_v1_frame
 
 from tests.fixtures.server import LiveServer, make_server_env
 from tests.fixtures.standin import StandIn
+from tests.fixtures.v1client import OriginalV1Client
 
-from .clients import OriginalV1Client, logged_in, raw_v2_frame, wait_until
+from .clients import logged_in, raw_v2_frame, wait_until
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 V2_BEGIN, V2_END = "<!-- example-v2:start -->", "<!-- example-v2:end -->"

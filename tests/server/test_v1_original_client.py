@@ -4,8 +4,7 @@ wire, works against our server from connect to disconnect."""
 from __future__ import annotations
 
 from tests.fixtures.server import PASSWORD, USER
-
-from .clients import TERMINATOR, OriginalV1Client, answer_text
+from tests.fixtures.v1client import TERMINATOR, OriginalV1Client, answer_text
 
 
 def test_original_v1_client_full_session_byte_for_byte(live_server):
