@@ -3,7 +3,7 @@
 #
 # debootstrap a minimal Debian bookworm with Python 3.11, venv and pip, copy in
 # this machine's CA bundle (package downloads go through an intercepting proxy
-# whose CA only the host bundle holds, see SANDBOX.md), and `docker import` it.
+# whose CA only the host bundle holds, see docs/ENGINES.md), and `docker import` it.
 # The rootfs tarball is cached under .ci/cache (gitignored), keyed by the CA
 # bundle's hash, so a re-run on the same machine needs neither network nor
 # debootstrap.  Skips everything when the image tag already exists.

@@ -3,7 +3,7 @@
 #
 # Idempotent and fast when everything is already there: each step first checks
 # whether its result exists and skips itself.  Facts behind each step are in
-# docs SANDBOX.md: the machine has no registry access, bookworm has no compose v2,
+# docs/ENGINES.md: the machine has no registry access, bookworm has no compose v2,
 # so the plugin comes from Debian trixie's `docker-compose` .deb, fetched with a
 # throw-away apt configuration that never adds trixie to the system sources.
 set -euo pipefail

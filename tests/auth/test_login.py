@@ -1,4 +1,4 @@
-"""Point 2: authentication."""
+"""Login against a live server: the v1 and v2 handshakes, generic failures, throttling, deadlines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``chat-client --protocol v1`` against a v1-only peer written from PROTOCOL-V1.md.
+"""``chat-client --protocol v1`` against a v1-only peer written from docs/PROTOCOL.md §9.
 
 The peer (``v1_peer.py``) behaves like the original server, so these tests
 prove the client speaks the original format, independent of our server.

@@ -1,5 +1,5 @@
 """
-A tiny v1-only chat server, written from PROTOCOL-V1.md alone.
+A tiny v1-only chat server, written from docs/PROTOCOL.md §9 alone.
 
 It behaves like the original server, byte for byte: header-framed requests,
 bare login replies, ``invalid username``/``invalid password`` rejections that

@@ -1,6 +1,6 @@
 """
 The invariant every fuzzer here checks, after h11's ``fuzz/afl-server.py``
-(SECURITY-FACTS.md §5.1): whatever bytes arrive, in whatever pieces, the codec
+(docs/SECURITY.md §5): whatever bytes arrive, in whatever pieces, the codec
 either produces events or raises :class:`RemoteProtocolError`; nothing else
 escapes. On top of that:
 

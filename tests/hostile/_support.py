@@ -3,7 +3,7 @@ Shared helpers of the hostile-input and fault-injection suites.
 
 The attacker side talks raw sockets and parses the server's replies with its
 own tiny readers (v2: ``TYPE LENGTH`` header + JSON body; v1: the bare strings
-and 64-byte chunks of PROTOCOL-V1.md), not with the codec under test, so a
+and 64-byte chunks of docs/PROTOCOL.md §9), not with the codec under test, so a
 codec bug cannot hide itself. Well-behaved clients are the blocking test
 clients of ``tests/server/clients.py``.
 

@@ -2,7 +2,7 @@
 Hostile frame headers: garbage, negative, non-numeric and oversized lengths,
 10 MB body claims, headers split byte by byte.
 
-Redis's ``tests/unit/protocol.tcl`` is the model (SECURITY-FACTS.md §5.2): one
+Redis's ``tests/unit/protocol.tcl`` is the model (docs/SECURITY.md §5): one
 raw-socket test per kind of malformed length, each asserting the refusal.
 What a refusal looks like depends on what the server knows about the peer:
 

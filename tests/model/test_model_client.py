@@ -1,5 +1,5 @@
 """ModelClient against a real stand-in process: streaming, every failure mode of
-OLLAMA-API.md section 3, cancellation, pulling, and the service going away."""
+docs/MODEL-APIS.md (Ollama), cancellation, pulling, and the service going away."""
 
 from __future__ import annotations
 

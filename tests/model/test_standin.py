@@ -1,5 +1,5 @@
 """The Ollama API stand-in is faithful: the official ``ollama`` client (sync and
-async) and raw HTTP see what they would see from ollama 0.12.6 (OLLAMA-API.md)."""
+async) and raw HTTP see what they would see from ollama 0.12.6 (docs/MODEL-APIS.md)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ model registry and with the same directives and faults, so one process can
 stand in for an Ollama and for an OpenAI-compatible server such as llama.cpp's.
 
 It mimics ollama v0.12.6+ byte for byte where clients can tell the difference
-(OLLAMA-API.md): NDJSON streams sent chunked, Go struct key order, ``{"models":[]}``
+(docs/MODEL-APIS.md): NDJSON streams sent chunked, Go struct key order, ``{"models":[]}``
 never ``null``, errors before any byte as real HTTP statuses, errors after the
 first byte as a final ``{"error":...}`` line with no ``done`` line.
 """

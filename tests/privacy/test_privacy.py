@@ -168,7 +168,7 @@ def test_personal_data_is_frozen():
 @pytest.mark.parametrize(
     "text",
     [
-        "a." * 30000 + "@",  # quadratic for a naive e-mail regex (SECURITY-FACTS 3.3)
+        "a." * 30000 + "@",  # quadratic for a naive e-mail regex (docs/SECURITY.md §3)
         "a" * 65535 + "@",
         "@" * 65536,
         "a@" * 32768,

@@ -1,4 +1,4 @@
-"""Countermeasures, each named after the attack it stops (SECURITY-FACTS.md §1)."""
+"""Countermeasures, each named after the attack it stops (docs/SECURITY.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Point 6: every turn is stored as it completes; SIGTERM lets answers in flight
+"""Durability: every turn is stored as it completes; SIGTERM lets answers in flight
 finish, stores them and exits 0; nothing acknowledged is lost."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Point 5: fairness: bounded parallelism, round-robin across users, one answer
+"""Fairness: bounded parallelism, round-robin across users, one answer
 in flight per user, queue position notices."""
 
 from __future__ import annotations

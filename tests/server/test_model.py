@@ -1,4 +1,4 @@
-"""Point 4: the model: streaming, conversation memory, pulling, every failure."""
+"""The model: streaming, conversation memory, pulling, every failure."""
 
 from __future__ import annotations
 

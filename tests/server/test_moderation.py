@@ -1,4 +1,4 @@
-"""Point 3: moderation on the server, for every client."""
+"""Moderation on the server, for every client."""
 
 from __future__ import annotations
 

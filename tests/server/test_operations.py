@@ -1,4 +1,4 @@
-"""Points 1 and 7: one port for both protocols, isolation between clients,
+"""Operations: one port for both protocols, isolation between clients,
 structured logs without secrets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Point 1 and the v1 contract: the original terminal client, unmodified on the
+"""The v1 contract: the original terminal client, unmodified on the
 wire, works against our server from connect to disconnect."""
 
 from __future__ import annotations

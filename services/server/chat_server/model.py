@@ -1,6 +1,6 @@
 """The model client: the official ``ollama.AsyncClient``, made robust.
 
-``ollama`` 0.6.x leaves most failures raw (OLLAMA-API.md section 3): a refused
+``ollama`` 0.6.x leaves most failures raw (docs/MODEL-APIS.md, Ollama): a refused
 connection while streaming is a bare ``httpx.ConnectError``, a cut stream an
 ``httpx.RemoteProtocolError``, a stall a ``ReadTimeout``, a stream without a
 ``done`` line just stops. ``ModelClient`` turns every one of them into one of

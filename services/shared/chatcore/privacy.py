@@ -20,7 +20,7 @@ What counts (decisions, see tests/moderation/test_privacy.py):
   runs of two or more from digits first (VALID leniency skips them otherwise).
   National numbers of other countries without ``+`` (``(415) 555-2671``) are not.
 * **E-mails** are found by scanning outward from each ``@`` over local-part and
-  domain characters: linear time by construction (SECURITY-FACTS §3.3 measured a
+  domain characters: linear time by construction (docs/SECURITY.md §3 measured a
   quadratic regex). The domain needs a dot and a final label of two or more
   letters. Unicode letters are allowed (``राज@उदाहरण.भारत``). Obvious obfuscations
   are caught conservatively: ``name [at] domain [dot] com`` (also ``(at)``,

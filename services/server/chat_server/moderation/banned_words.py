@@ -3,7 +3,7 @@ chat_server.moderation.banned_words
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 
 Banned-word matching that is hard to dodge and does not trip over innocent
-words (the Scunthorpe problem, SECURITY-FACTS §4.3).
+words (the Scunthorpe problem, docs/SECURITY.md §4).
 
 How a text is matched:
 

@@ -3,7 +3,7 @@ chat_server.moderation.normalize
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 
 Turns text into the *detection copy* the banned-word matcher works on, and
-back. Following SECURITY-FACTS §4.3, the pipeline per character is:
+back. Following docs/SECURITY.md §4, the pipeline per character is:
 
 1. NFKD, then drop combining marks (category M): fullwidth ``ＡＢＣ``, ligatures
    and accents fold to plain letters (``fück`` -> ``fuck``), zalgo marks vanish.

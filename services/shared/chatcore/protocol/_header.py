@@ -6,7 +6,7 @@ Strict parsing of the 64-byte frame headers of v1 and v2, and frame encoding.
 
 ``int()`` is far more permissive than "ASCII decimal": it accepts ``b"+12"``,
 ``b"-12"``, ``b"1_2"``, surrounding whitespace and, once decoded to ``str``,
-Arabic-Indic or fullwidth digits (SECURITY-FACTS.md §1.2). So headers are matched
+Arabic-Indic or fullwidth digits (docs/SECURITY.md §1.2). So headers are matched
 with a full-match regular expression on the raw bytes and only then converted.
 
 Both parsers also look at an *incomplete* header: bytes that can no longer
@@ -49,7 +49,7 @@ _V2_LENGTH = re.compile(rb"[A-Z][A-Z_]{0,15} ([0-9]{1,10})")
 
 
 def _bad_header() -> RemoteProtocolError:
-    # Never echo the peer's bytes back (SECURITY-FACTS.md §1.3, "error reply").
+    # Never echo the peer's bytes back (docs/SECURITY.md §1.3).
     return RemoteProtocolError("invalid frame header", ErrorCode.PROTOCOL_ERROR)
 
 

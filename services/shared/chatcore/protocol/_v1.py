@@ -59,7 +59,7 @@ __all__ = [
     "V1_USERNAME_ACCEPTED",
 ]
 
-# The exact bytes of the original server (PROTOCOL-V1.md). Login replies are
+# The exact bytes of the original server (docs/PROTOCOL.md §9). Login replies are
 # bare (no header, no padding); the warning and <GoodBye> are padded chunks.
 V1_USERNAME_ACCEPTED = b" username accepted"
 V1_PASSWORD_ACCEPTED = b" password accepted"
@@ -87,7 +87,7 @@ def pad(chunk: bytes) -> bytes:
 def to_v1_text(text: str) -> str:
     """Transliterate to printable ASCII for the original client.
 
-    The original server crashed on any non-ASCII answer (PROTOCOL-V1.md,
+    The original server crashed on any non-ASCII answer (docs/PROTOCOL.md §9.1,
     "Known defects"); the original client decodes ASCII only. anyascii turns
     “x” into "x" and café into cafe; control characters other than \\n and \\t
     are dropped (they could move the terminal's cursor).
