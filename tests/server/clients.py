@@ -66,8 +66,9 @@ class Reply:
 
 class V2Client:
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 15.0,
-                 agent: str = "tests/1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 agent: str = "tests/1", sock: socket.socket | None = None) -> None:
+        # ``sock``: an already connected socket, e.g. a TLS one (tests/fixtures/tls.py).
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
         self.conn = Connection(Role.CLIENT, version=2)
         self.next_id = 1
         self.sock.sendall(self.conn.send(ClientHello((2,), agent=agent)))

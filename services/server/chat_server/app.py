@@ -23,6 +23,8 @@ from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
 
 from .auth import Authenticator, ensure_bootstrap_user
 from .config import Settings
+from .gate import Gate
+from .gate import start_server as start_gated_server
 from .model import ModelChunk, ModelClient
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
@@ -31,6 +33,7 @@ from .scheduler import FairScheduler, PositionCallback, UserLine
 from .session import Session
 from .store import SQLiteStore, StoreError
 from .store import Turn as StoredTurn
+from .tls import TLSError, create_context, describe, expiry_warning, load_material
 from .turn import Message, Refusal, StopReason
 
 log = logging.getLogger("chat_server")
@@ -71,6 +74,10 @@ class ChatService:
         self.scheduler = FairScheduler(settings.max_parallel)
         self.rate = RateLimiter(settings.rate_limit)
         self.banned = WatchedBannedWords(settings.cuss_words_file)
+        self.tls = load_material(settings)
+        self.gate = Gate(settings, create_context(self.tls))
+        #: Connections accepted but not yet past the gate (peek, TLS handshake).
+        self.opening = 0
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -170,10 +177,21 @@ class ChatService:
 
     # ------------------------------------------------------------------ connections
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.shutting_down or len(self.sessions) >= self.settings.max_connections:
+        rejecting = (self.shutting_down
+                     or len(self.sessions) + self.opening >= self.settings.max_connections)
+        # First byte: TLS (upgraded here), v1 or v2; refusals by policy happen here too.
+        self.opening += 1
+        try:
+            opened = await self.gate.open(
+                reader, writer, timeout=REJECT_SNIFF_SECONDS if rejecting else None)
+        finally:
+            self.opening -= 1
+        if opened is None:
+            return
+        if rejecting:
             await self._reject(reader, writer)
             return
-        session = Session(self, reader, writer)
+        session = Session(self, reader, writer, tls=opened.tls)
         self.sessions.add(session)
         try:
             await session.run()
@@ -214,6 +232,9 @@ class ChatService:
         summary = s.log_summary()
         log.info("configuration: %s", " ".join(f"{k}={v}" for k, v in summary.items()),
                  extra={"event": "config"})
+        log.info("%s", describe(self.tls), extra={"event": "tls_certificate"})
+        if (warning := expiry_warning(self.tls)) is not None:
+            log.warning("%s", warning, extra={"event": "tls_expiry"})
         self._bootstrap()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -231,7 +252,7 @@ class ChatService:
                 track(task)
             await self.handle(reader, writer)
 
-        server = await asyncio.start_server(on_connect, s.host, s.port, backlog=1024)
+        server = await start_gated_server(on_connect, s.host, s.port, backlog=1024)
         sockname = server.sockets[0].getsockname()
         log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.ollama_model,
                  extra={"event": "listening"})
@@ -243,6 +264,7 @@ class ChatService:
                      extra={"event": "shutdown"})
             self.shutting_down = True
             server.close()
+            self.gate.abort_all()
             model_task.cancel()
             await self._drain(s.shutdown_grace)
             with contextlib.suppress(Exception):
@@ -310,7 +332,7 @@ def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     try:
         service = ChatService(settings)
-    except (StoreError, FileNotFoundError, OSError) as exc:
+    except (StoreError, TLSError, FileNotFoundError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return asyncio.run(service.serve())

@@ -12,6 +12,7 @@ The ``chat-server`` command::
     chat-server history export NAME [--conversation ID]   JSON lines on stdout
     chat-server healthcheck                      exit 0 if the server answers
     chat-server status [--once] [--json]         what the running server is doing
+    chat-server fingerprint                      the SHA-256 fingerprint of its TLS certificate
 
 Every command reads the same environment variables as the server (CHAT_DB in
 particular), so in a container ``docker compose exec chat-server chat-server
@@ -116,6 +117,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", type=Path, metavar="PATH",
                    help="the server's admin socket (default: CHAT_ADMIN_SOCKET, or admin.sock "
                    "beside CHAT_DB)")
+    sub.add_parser("fingerprint", help="print the SHA-256 fingerprint of the server's TLS "
+                   "certificate (to check what chat-client shows, or for --fingerprint)")
     return parser
 
 
@@ -207,6 +210,17 @@ def _status(args: argparse.Namespace, settings: Settings, out: TextIO, err: Text
                interval=args.interval, out=out, err=err)
 
 
+def _fingerprint(settings: Settings, out: TextIO) -> int:
+    from .tls import TLSError, read_material
+
+    try:
+        material = read_material(settings)
+    except TLSError as exc:
+        raise CommandError(str(exc)) from None
+    print(material.fingerprint, file=out)
+    return 0
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -238,6 +252,8 @@ def main(
             return _healthcheck(settings)
         if command == "status":
             return _status(args, settings, out, err)
+        if command == "fingerprint":
+            return _fingerprint(settings, out)
     except (CommandError, StoreError) as exc:
         print(f"{PROG}: {exc}", file=err)
         return 1

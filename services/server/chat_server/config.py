@@ -153,6 +153,10 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_METRICS_PORT", None, "Port of the Prometheus metrics endpoint (/metrics); unset turns it off, 0 picks a free port."),
     Variable("CHAT_METRICS_HOST", "127.0.0.1", "Address the metrics endpoint listens on (the compose stack: 0.0.0.0 inside its network, not published)."),
     Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside CHAT_DB."),
+    Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside CHAT_DB."),
+    Variable("CHAT_TLS_KEY", None, "PEM private key of CHAT_TLS_CERT (unencrypted); set both or neither."),
+    Variable("CHAT_REQUIRE_TLS", "false", "Refuse plaintext v2 connections (they get an ERROR telling them to use TLS); v1 is governed by CHAT_ALLOW_V1."),
+    Variable("CHAT_ALLOW_V1", "true", "Serve the original v1 protocol (plaintext only); false answers v1 clients with the login refusal and closes."),
 ]
 
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -198,6 +202,10 @@ class Settings:
     metrics_port: int | None = None  # None: no metrics endpoint
     metrics_host: str = "127.0.0.1"
     admin_socket: Path | None = None  # None: admin.sock beside the database
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    allow_v1: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -226,6 +234,13 @@ class Settings:
                 f"got {len(bootstrap_password)}"
             )
 
+        tls_cert = r.optional_str("CHAT_TLS_CERT")
+        tls_key = r.optional_str("CHAT_TLS_KEY")
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError(
+                "CHAT_TLS_CERT and CHAT_TLS_KEY: expected both or neither, "
+                f"got only {'CHAT_TLS_CERT' if tls_cert else 'CHAT_TLS_KEY'}"
+            )
         parallelism = r.integer("CHAT_ARGON2_PARALLELISM", 1, 255)
         max_parallel = r.integer("CHAT_MAX_PARALLEL", 1, 1024)
         model, models, backends = _model_side(env, r, max_parallel)
@@ -265,6 +280,10 @@ class Settings:
             metrics_port=r.optional_integer("CHAT_METRICS_PORT", 0, 65535),
             metrics_host=r.nonempty("CHAT_METRICS_HOST"),
             admin_socket=_optional_path(r.optional_str("CHAT_ADMIN_SOCKET")),
+            tls_cert=None if tls_cert is None else Path(tls_cert),
+            tls_key=None if tls_key is None else Path(tls_key),
+            require_tls=r.boolean("CHAT_REQUIRE_TLS"),
+            allow_v1=r.boolean("CHAT_ALLOW_V1"),
         )
         return settings
 
@@ -627,6 +646,10 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_METRICS_PORT": "metrics_port",
     "CHAT_METRICS_HOST": "metrics_host",
     "CHAT_ADMIN_SOCKET": "admin_socket",
+    "CHAT_TLS_CERT": "tls_cert",
+    "CHAT_TLS_KEY": "tls_key",
+    "CHAT_REQUIRE_TLS": "require_tls",
+    "CHAT_ALLOW_V1": "allow_v1",
 }
 
 

@@ -92,14 +92,19 @@ class Session:
         services: SessionServices,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        tls: bool = False,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.id = uuid.uuid4().hex[:12]
         peer = writer.get_extra_info("peername")
         self.address = peer[0] if isinstance(peer, tuple) else str(peer or "?")
+        #: TLS carries v2 only (v1 is plaintext only: docs/PROTOCOL.md §13).
+        self.tls = tls
         self.conn = Connection(
             Role.SERVER,
+            version=2 if tls else None,
             max_frame_size=self.settings.max_frame_bytes,
         )
         self.wire = Wire(reader, writer, self.conn, frame_deadline=self.settings.frame_timeout)
@@ -206,8 +211,8 @@ class Session:
                     if not opened:
                         # Logged once the first frame shows who is calling.
                         opened = True
-                        self.log.info("connection opened (protocol v%s)", self.conn.version,
-                                      event="connect")
+                        self.log.info("connection opened (protocol v%s%s)", self.conn.version,
+                                      " over TLS" if self.tls else "", event="connect", tls=self.tls)
                     if isinstance(event, ClientHello):
                         await self._hello()
                     elif isinstance(event, Authenticate):

@@ -127,7 +127,9 @@ class Wire:
     def abort(self) -> None:
         self.closed = True
         transport = self.writer.transport
-        if transport is not None and not transport.is_closing():
+        # Also when already closing: a TLS transport is "closing" while it waits
+        # for the peer's close_notify, and a silent peer would keep it open.
+        if transport is not None:
             transport.abort()
 
     async def close(self) -> None:

@@ -65,6 +65,8 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     #: The server is stopping (fatal).
     SHUTTING_DOWN = "shutting_down"
+    #: The server accepts v2 only over TLS; reconnect with TLS (fatal).
+    TLS_REQUIRED = "tls_required"
     #: Messages per minute exceeded; the message was not processed.
     RATE_LIMITED = "rate_limited"
     #: An answer to an earlier message on this connection is in flight; this one was not processed.
@@ -95,6 +97,7 @@ FATAL_CODES = frozenset(
         ErrorCode.IDLE_TIMEOUT,
         ErrorCode.TOO_MANY_CONNECTIONS,
         ErrorCode.SHUTTING_DOWN,
+        ErrorCode.TLS_REQUIRED,
     }
 )
 

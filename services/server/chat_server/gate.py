@@ -1,0 +1,285 @@
+"""
+chat_server.gate
+~~~~~~~~~~~~~~~~
+
+What a new connection speaks, decided by its first byte before the protocol
+starts (one port serves all three; docs/PROTOCOL.md §2 and §13):
+
+========================  =============================================================
+first byte                what happens
+========================  =============================================================
+``0x16``                  a TLS handshake record: the connection is upgraded to TLS in
+                          place (:meth:`asyncio.StreamWriter.start_tls`); inside, v2 only
+ASCII digit               v1 (plaintext). Refused when ``CHAT_ALLOW_V1=false``: the
+                          original client's login refusal, then close
+ASCII uppercase letter    plaintext v2. Refused when ``CHAT_REQUIRE_TLS=true``: a v2
+                          ``ERROR tls_required``, then close
+anything else             left to the codec (a protocol error, closed without a reply)
+========================  =============================================================
+
+The byte is *peeked* (``MSG_PEEK``), so neither the TLS layer nor the codec
+misses a byte: the listener's protocol (:func:`start_server`) pauses reading
+the moment a connection is made, before asyncio reads anything, and the gate
+waits for the socket to become readable on a duplicate of its descriptor.
+
+Every step is bounded: the first byte must come within ``CHAT_AUTH_TIMEOUT``,
+the TLS handshake must finish within ``min(CHAT_AUTH_TIMEOUT,
+CHAT_FRAME_TIMEOUT)``; a stalled or junk handshake ends that connection only.
+The handshake runs on the event loop like any other read (an ECDSA P-256
+handshake costs well under a millisecond; see docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from chatcore.protocol import Connection, Error, ErrorCode, RemoteProtocolError, Role
+
+from .config import Settings
+
+__all__ = ["TLS_REQUIRED_MESSAGE", "Gate", "Kind", "Opened", "start_server"]
+
+log = logging.getLogger("chat_server.gate")
+
+#: The first byte of a TLS record of type handshake (RFC 8446 §5.1: ContentType 22).
+TLS_HANDSHAKE = 0x16
+#: After a refusal, how long the server keeps reading (and discarding) what the
+#: client still sends, so that closing does not reset the connection before the
+#: client has read the refusal (a lingering close, as web servers do).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
+TLS_REQUIRED_MESSAGE = "this server accepts v2 only over TLS; reconnect with TLS (chat-client --tls)"
+
+
+class Kind(enum.Enum):
+    TLS = "tls"
+    V1 = "v1"
+    V2 = "v2"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A connection that passed the gate."""
+
+    kind: Kind
+
+    @property
+    def tls(self) -> bool:
+        return self.kind is Kind.TLS
+
+
+class _PausedAtStart(asyncio.StreamReaderProtocol):
+    """A stream protocol that does not read until the gate has looked at the
+    first byte (``pause_reading`` in ``connection_made`` runs before asyncio
+    registers the socket for reading)."""
+
+    def __init__(self, reader: asyncio.StreamReader,
+                 cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, cb, loop=loop)
+        self.wake: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.wake.done():
+            self.wake.set_result(None)
+        super().connection_lost(exc)
+
+
+async def start_server(
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    host: str, port: int, *, backlog: int = 100,
+) -> asyncio.Server:
+    """:func:`asyncio.start_server`, with connections paused until the gate has peeked."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> _PausedAtStart:
+        return _PausedAtStart(asyncio.StreamReader(loop=loop), client_connected_cb, loop)
+
+    return await loop.create_server(factory, host, port, backlog=backlog)
+
+
+class Gate:
+    def __init__(self, settings: Settings, context: ssl.SSLContext | None) -> None:
+        self.settings = settings
+        self.context = context
+        self.handshake_timeout = min(settings.auth_timeout, settings.frame_timeout)
+        self._pending: set[asyncio.StreamWriter] = set()
+
+    def abort_all(self) -> None:
+        """Server shutdown: end every connection still at the gate."""
+        for writer in list(self._pending):
+            _abort(writer)
+
+    async def open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   *, timeout: float | None = None) -> Opened | None:
+        """Peek, upgrade or refuse. ``None``: the connection is closed (silence,
+        EOF, a failed handshake, or a refusal that was sent)."""
+        self._pending.add(writer)
+        try:
+            return await self._open(reader, writer, timeout or self.settings.auth_timeout)
+        finally:
+            self._pending.discard(writer)
+
+    async def _open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    timeout: float) -> Opened | None:
+        transport = writer.transport
+        protocol = transport.get_protocol()
+        if not isinstance(protocol, _PausedAtStart):
+            # Not from our listener (asyncio already reads): nothing can be peeked.
+            return Opened(Kind.OTHER)
+        first = await _peek(writer, protocol.wake, timeout)
+        peer = _peer(writer)
+        if first is None:
+            _abort(writer)
+            return None
+        if first == TLS_HANDSHAKE and self.context is not None:
+            return await self._upgrade(writer, peer)
+        transport.resume_reading()  # type: ignore[attr-defined]
+        if 0x30 <= first <= 0x39:
+            if not self.settings.allow_v1:
+                log.info("v1 connection refused (CHAT_ALLOW_V1=false)",
+                         extra={"event": "v1_refused", "peer": peer})
+                await _refuse(reader, writer, _v1_refusal())
+                return None
+            return Opened(Kind.V1)
+        if 0x41 <= first <= 0x5A:
+            if self.settings.require_tls:
+                log.info("plaintext v2 connection refused (CHAT_REQUIRE_TLS=true)",
+                         extra={"event": "tls_required", "peer": peer})
+                await _refuse(reader, writer, _v2_error(ErrorCode.TLS_REQUIRED, TLS_REQUIRED_MESSAGE))
+                return None
+            return Opened(Kind.V2)
+        return Opened(Kind.OTHER)
+
+    async def _upgrade(self, writer: asyncio.StreamWriter, peer: str) -> Opened | None:
+        assert self.context is not None
+        try:
+            # The outer timeout is a guard; asyncio's own handshake timeout fires first.
+            async with asyncio.timeout(self.handshake_timeout + 1):
+                await writer.start_tls(self.context, ssl_handshake_timeout=self.handshake_timeout)
+        except (OSError, ssl.SSLError, EOFError, TimeoutError) as exc:
+            reason = _handshake_failure(exc)
+            log.info("TLS handshake failed: %s", reason,
+                     extra={"event": "tls_handshake_failed", "peer": peer})
+            _abort(writer)
+            return None
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            log.debug("TLS established: %s %s", ssl_object.version(), ssl_object.cipher()[0],
+                      extra={"event": "tls_established", "peer": peer})
+        return Opened(Kind.TLS)
+
+
+# ---------------------------------------------------------------------------- helpers
+async def _peek(writer: asyncio.StreamWriter, wake: asyncio.Future[None],
+                timeout: float) -> int | None:
+    """The first byte the peer sent, without taking it off the socket; None on
+    EOF, reset or ``timeout`` seconds of silence."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    loop = asyncio.get_running_loop()
+    # The transport owns the descriptor (asyncio refuses a second reader on it),
+    # so wait for readability on a duplicate: same socket, another descriptor.
+    try:
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return None
+    try:
+        dup.setblocking(False)
+        def readable() -> None:
+            if not wake.done():
+                wake.set_result(None)
+
+        loop.add_reader(dup.fileno(), readable)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(wake)
+        except TimeoutError:
+            return None
+        finally:
+            loop.remove_reader(dup.fileno())
+        if writer.transport.is_closing():
+            return None
+        try:
+            data = dup.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return None  # woken without data (cannot happen after readability, but be safe)
+        except OSError:
+            return None
+        return data[0] if data else None
+    finally:
+        dup.close()  # closes the duplicate only; the connection stays open
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "?")
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if not transport.is_closing():
+        transport.abort()
+
+
+def _handshake_failure(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, TimeoutError | ConnectionAbortedError):
+        return "handshake not completed in time"
+    if isinstance(exc, ConnectionResetError | EOFError | BrokenPipeError):
+        return "peer closed the connection"
+    return str(exc) or type(exc).__name__
+
+
+def _v1_refusal() -> bytes:
+    """What the original client understands as "no": its login refusal."""
+    conn = Connection(Role.SERVER)
+    conn.receive_data(b"0")  # the first byte of a v1 length header
+    conn.next_event()
+    return conn.error_reply(RemoteProtocolError("v1 is disabled", ErrorCode.PROTOCOL_ERROR))
+
+
+def _v2_error(code: ErrorCode, message: str) -> bytes:
+    conn = Connection(Role.SERVER)
+    conn.receive_data(b"H")  # the first byte of a v2 HELLO
+    conn.next_event()
+    return conn.send(Error(code, message))
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes) -> None:
+    """Send ``reply``, stop writing, read and drop what the client still sends
+    until it closes (bounded), then close."""
+    try:
+        writer.write(reply)
+        async with asyncio.timeout(LINGER_SECONDS):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            left = LINGER_BYTES
+            while left > 0:
+                data = await reader.read(min(left, 4096))
+                if not data:
+                    break
+                left -= len(data)
+    except (TimeoutError, OSError, RuntimeError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LINGER_SECONDS):
+                await writer.wait_closed()
