@@ -16,6 +16,7 @@ import stat
 import threading
 import warnings
 
+import psutil
 import pytest
 from chatcore.protocol import AuthResult, Ping, Pong
 
@@ -363,3 +364,20 @@ def test_a_peer_that_closes_at_once_costs_nothing(live_server):
         s.close()
     tls_logged_in(live_server.port).close()
     assert "Traceback" not in live_server.log_text()
+
+
+def test_idle_tls_sessions_cost_tens_not_hundreds_of_kib(live_server):
+    """asyncio's default TLS read buffer (256 KiB, resident) per connection would
+    let a few thousand idle TLS sessions take gigabytes."""
+    warm = [tls_logged_in(live_server.port) for _ in range(10)]
+    process = psutil.Process(live_server.pid)
+    before = process.memory_info().rss
+    clients = [tls_logged_in(live_server.port) for _ in range(150)]
+    try:
+        for c in clients[::15]:
+            ping_answered(c, "idle")
+        per_session = (process.memory_info().rss - before) / len(clients)
+    finally:
+        for c in warm + clients:
+            c.close()
+    assert per_session < 100 * 1024, f"{per_session / 1024:.0f} KiB per idle TLS session"

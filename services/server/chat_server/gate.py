@@ -38,6 +38,7 @@ import logging
 import os
 import socket
 import ssl
+from asyncio import sslproto
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,16 @@ TLS_HANDSHAKE = 0x16
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 TLS_REQUIRED_MESSAGE = "this server accepts v2 only over TLS; reconnect with TLS (chat-client --tls)"
+
+#: asyncio gives every TLS connection a zero-filled read buffer of
+#: ``SSLProtocol.max_size`` bytes (256 KiB in CPython 3.11-3.13), all of it
+#: resident: 267 KiB per idle TLS session against 8.6 KiB for a plaintext one,
+#: so 10,000 idle TLS sessions would hold 2.6 GB. A TLS record carries at most
+#: 16 KiB (RFC 8446 §5.1); one record's worth reads a chat stream just as well
+#: (measured: 38.6 KiB per idle TLS session; docs/BENCHMARKS.md).
+SSL_READ_BUFFER = 16 * 1024
+if getattr(sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER:
+    sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
 class Kind(enum.Enum):
