@@ -118,6 +118,8 @@ VALID = [
     ("CHAT_METRICS_HOST", "0.0.0.0", "metrics_host", "0.0.0.0"),
     ("CHAT_ADMIN_SOCKET", "/run/chat/admin.sock", "admin_socket", Path("/run/chat/admin.sock")),
     ("CHAT_ADMIN_SOCKET", "", "admin_socket", None),
+    ("CHAT_REQUIRE_TLS", "true", "require_tls", True),
+    ("CHAT_ALLOW_V1", "false", "allow_v1", False),
 ]
 
 
@@ -131,7 +133,8 @@ def test_valid_values(name: str, value: str, field: str, expected: object) -> No
 
 def test_every_variable_has_a_valid_value_test() -> None:
     # CHAT_BACKEND_<NAME>_* are tested in test_config_backends.py.
-    tested = {v[0] for v in VALID} | {"CHAT_BOOTSTRAP_USER", "CHAT_BOOTSTRAP_PASSWORD"}
+    tested = {v[0] for v in VALID} | {"CHAT_BOOTSTRAP_USER", "CHAT_BOOTSTRAP_PASSWORD",
+                                      "CHAT_TLS_CERT", "CHAT_TLS_KEY"}
     tested |= {v.name for v in VARIABLES if "<NAME>" in v.name}
     assert tested == {v.name for v in VARIABLES}
 
@@ -186,6 +189,8 @@ INVALID = [
     ("CHAT_METRICS_PORT", "65536", "integer 0-65535"),
     ("CHAT_METRICS_PORT", "metrics", "integer 0-65535"),
     ("CHAT_METRICS_HOST", " ", "non-empty"),
+    ("CHAT_REQUIRE_TLS", "sometimes", "1/0/true/false/yes/no"),
+    ("CHAT_ALLOW_V1", "2", "1/0/true/false/yes/no"),
 ]
 
 
@@ -297,3 +302,14 @@ def test_admin_socket_defaults_to_the_database_directory() -> None:
         "/var/lib/chat/admin.sock")
     assert Settings.from_env({"CHAT_ADMIN_SOCKET": "/run/c.sock"}).admin_socket_path == Path(
         "/run/c.sock")
+
+
+def test_tls_certificate_and_key_come_as_a_pair() -> None:
+    s = Settings.from_env({"CHAT_TLS_CERT": "/certs/full.pem", "CHAT_TLS_KEY": " /certs/key.pem "})
+    assert (s.tls_cert, s.tls_key) == (Path("/certs/full.pem"), Path("/certs/key.pem"))
+    for only in ("CHAT_TLS_CERT", "CHAT_TLS_KEY"):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({only: "/certs/x.pem"})
+        assert str(info.value) == ("CHAT_TLS_CERT and CHAT_TLS_KEY: expected both or neither, "
+                                   f"got only {only}")
+    assert Settings.from_env({"CHAT_TLS_CERT": "", "CHAT_TLS_KEY": ""}).tls_cert is None
