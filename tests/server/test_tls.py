@@ -30,8 +30,9 @@ from tests.fixtures.tls import (
     sha256_fingerprint,
     tls_socket,
 )
+from tests.fixtures.v1client import OriginalV1Client, answer_text
 from tests.hostile._support import parse_v2, raw, read_until_closed, v1_frame, v2_frame
-from tests.server.clients import OriginalV1Client, V2Client, answer_text, logged_in
+from tests.server.clients import V2Client, logged_in
 
 V1_INVALID_USERNAME = b"invalid username : closing connection"
 
