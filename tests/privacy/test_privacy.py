@@ -6,11 +6,14 @@ import itertools
 
 import pytest
 from chatcore.privacy import (
+    DEFAULT_REGIONS,
     EMAIL_NOTICE,
     PHONE_NOTICE,
     PersonalData,
+    PersonalDataDetector,
     find_personal_data,
     mask_personal_data,
+    parse_regions,
     refusal_notice,
 )
 
@@ -80,8 +83,11 @@ def test_phone_numbers_glued_to_words_or_in_other_digits_are_found(text, found):
         "ping 192.168.1.100",
         "the population was 1400000000",
         "a3f98765432101bc",  # a hash: one letter before the digits stays glued
-        "call (415) 555-2671",  # other countries need their + prefix
         "1800 123 4567",  # toll-free, national form
+        "years 2019 2020 2021 2022 2023 2024 2025",
+        "scores 3-1 2-0 4-2 1-1 0-0",
+        "versions v3.2 w12 x1.2.3 4.5.6.7",
+        "prices 19.99 29.99 39.99 49.99",
         "12345",
     ],
 )
@@ -118,7 +124,6 @@ def test_email_formats_are_found_whole(address):
     "text",
     [
         "look at this dot",
-        "meet me at home dot com",  # bare words are ordinary prose
         "@channel hello",
         "user@localhost",
         "foo@bar.c",
@@ -186,3 +191,84 @@ def test_adversarial_64k_inputs_finish(text):
     # also be sane.
     found = find_personal_data(text)
     assert all(text[p.start : p.end] == p.text for p in found)
+
+
+# --------------------------------------------------------------------------- issue 10 §4
+@pytest.mark.parametrize(
+    "address",
+    [
+        "john.smith@example\u3002com",  # ideographic full stop
+        "john.smith@example\uff0ecom",  # fullwidth full stop
+        "john.smith@example\uff61com",  # halfwidth ideographic full stop
+        "john.smith @ example.com",
+        "john.smith@ example . com",
+        "john.smith [@] example [.] com",
+        "john.smith (@) example (.) com",
+        "john.smith (at) example (dot) com",
+        "john.smith [at] example [dot] com",
+        "john.smith at example dot com",
+        "john.smith AT example DOT com",
+        "john.smith&#64;example.com",
+        "john.smith&#x40;example&#46;com",
+        "john.smith&commat;example&period;com",
+        "john.smith%40example.com",
+        "john.smith%40example%2Ecom",
+    ],
+)
+def test_email_obfuscation_attacks_are_found(address):
+    text = f"write to {address} please"
+    assert kinds(text) == [("email", address)]
+    assert mask_personal_data(text) == "write to [email removed] please"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "\u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff",  # ❾❽❼❻❺ ❹❸❷❶⓿
+        "\u24fd\u24fc\u24fb\u24fa\u24f9\u24f8\u24f7\u24f6\u24f5\u24ff",  # double circled
+        "\u2468\u2467\u2466\u2465\u2464 \u2463\u2462\u2461\u2460\u24ea",  # circled ⑨…
+        "\u4e5d\u516b\u4e03\u516d\u4e94 \u56db\u4e09\u4e8c\u4e00\u3007",  # CJK numerals
+        "98765\n43210",  # split by a line break
+        "98765 \n 43210",
+        "(212) 736-5000",  # United States, national format
+        "212-736-5000",
+        "020 7946 0958",  # United Kingdom, with the trunk prefix
+        "030 12345678",  # Germany
+        "06 12 34 56 78",  # France
+        "612 345 678",  # Spain (mobile, no trunk prefix)
+        "0412 345 678",  # Australia
+        "(416) 555-0199",  # Canada
+    ],
+)
+def test_phone_obfuscation_and_national_format_attacks_are_found(number):
+    text = f"my number is {number} ok"
+    assert kinds(text) == [("phone", number)]
+    assert refusal_notice(text) == PHONE_NOTICE
+
+
+def test_phone_regions_are_configurable():
+    india_only = PersonalDataDetector(("IN",))
+    assert india_only.find("call (212) 736-5000") == []
+    assert [p.kind for p in india_only.find("call 98765 43210")] == ["phone"]
+    assert [p.kind for p in india_only.find("call +1 212 736 5000")] == ["phone"]  # international form
+    assert [p.text for p in PersonalDataDetector(("US",)).find("call (212) 736-5000")] == ["(212) 736-5000"]
+
+
+def test_phone_regions_parse_and_reject_unknown_codes():
+    assert parse_regions(" in, US ,gb,us") == ("IN", "US", "GB")
+    assert parse_regions(DEFAULT_REGIONS) == DEFAULT_REGIONS
+    with pytest.raises(ValueError, match="unknown region 'XX'"):
+        parse_regions("IN,XX")
+    with pytest.raises(ValueError, match="at least one region"):
+        parse_regions(" , ")
+
+
+def test_a_streaming_scan_settles_everything_before_its_open_start():
+    detector = PersonalDataDetector()
+    text = "call 98765 43210 or mail raj@gmail.com and then 2019 2020 2021 2022 2023 2024 20"
+    scan = detector.scan(text)
+    whole = detector.find(text)
+    assert scan.findings == [p for p in whole if p.end <= scan.open_start]
+    assert [p.kind for p in scan.findings] == ["phone", "email"]
+    # The open part is the digit run's last groups, at most MAX_PHONE_DIGITS digits.
+    assert sum(c.isdigit() for c in text[scan.open_start :]) <= 17

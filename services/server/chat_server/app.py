@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 
-from chatcore.privacy import refusal_notice
+from chatcore.privacy import detector_for
 from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
 
 from .auth import Authenticator, ensure_bootstrap_user
@@ -78,6 +78,7 @@ class ChatService:
         self.gate = Gate(settings, create_context(self.tls))
         #: Connections accepted but not yet past the gate (peek, TLS handshake).
         self.opening = 0
+        self.privacy = detector_for(settings.phone_regions)
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -111,7 +112,7 @@ class ChatService:
     def _moderate(self, text: str) -> Refusal | None:
         if self.banned.contains(text):
             return Refusal(NoticeKind.MODERATION, BANNED_WORD_REFUSAL, "banned_word")
-        notice = refusal_notice(text)
+        notice = self.privacy.refusal_notice(text)
         if notice is not None:
             return Refusal(NoticeKind.PRIVACY, notice, "personal_data")
         return None
@@ -142,8 +143,8 @@ class ChatService:
                 async for chunk in stream:
                     yield chunk
 
-    def answer_filter(self) -> AnswerFilter:
-        return AnswerFilter(self.banned)
+    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
+        return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
 
     # ------------------------------------------------------------------ conversation cache
     async def conversation(self, user: str, conversation: str) -> list[dict[str, str]]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher, Type
+from chatcore.privacy import DEFAULT_REGIONS, parse_regions
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -128,6 +129,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, "System prompt sent before each conversation; empty means none."),
     Variable("CHAT_DB", "./data/chat.db", "SQLite database file (users and turns); its directory is created."),
     Variable("CHAT_CUSS_WORDS_FILE", "cuss_words.txt", "Banned-words list, one word per line; reloaded when it changes."),
+    Variable("CHAT_PHONE_REGIONS", ",".join(DEFAULT_REGIONS), "Countries (ISO codes, comma-separated) whose national phone formats count as phone numbers; international (+…) numbers always do."),
     Variable("CHAT_BOOTSTRAP_USER", None, "User created at start if absent (set together with CHAT_BOOTSTRAP_PASSWORD)."),
     Variable("CHAT_BOOTSTRAP_PASSWORD", None, "Password of CHAT_BOOTSTRAP_USER; never logged; an existing user's password is not changed."),
     Variable("CHAT_MAX_CONNECTIONS", "10000", "Concurrent connections; further clients are refused with a busy error."),
@@ -177,6 +179,7 @@ class Settings:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT  # None: send no system message
     db_path: Path = Path("./data/chat.db")
     cuss_words_file: Path = Path("cuss_words.txt")
+    phone_regions: tuple[str, ...] = DEFAULT_REGIONS
     bootstrap_user: str | None = None
     bootstrap_password: str | None = field(default=None, repr=False)
     max_connections: int = 10000
@@ -254,6 +257,7 @@ class Settings:
             system_prompt=r.optional_str("CHAT_SYSTEM_PROMPT", strip=False, empty_is_none=True),
             db_path=Path(r.nonempty("CHAT_DB")),
             cuss_words_file=Path(r.nonempty("CHAT_CUSS_WORDS_FILE")),
+            phone_regions=r.regions("CHAT_PHONE_REGIONS"),
             bootstrap_user=bootstrap_user,
             bootstrap_password=bootstrap_password,
             max_connections=r.integer("CHAT_MAX_CONNECTIONS", 1, 1_000_000),
@@ -588,6 +592,13 @@ class _Reader:
             raise self._fail(name, expected, raw)
         return value
 
+    def regions(self, name: str) -> tuple[str, ...]:
+        raw = self._raw(name)
+        try:
+            return parse_regions(raw)
+        except ValueError as exc:
+            raise self._fail(name, f"ISO region codes separated by commas ({exc})", raw) from None
+
     def boolean(self, name: str) -> bool:
         raw = self._raw(name)
         text = raw.strip().lower()
@@ -622,6 +633,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_SYSTEM_PROMPT": "system_prompt",
     "CHAT_DB": "db_path",
     "CHAT_CUSS_WORDS_FILE": "cuss_words_file",
+    "CHAT_PHONE_REGIONS": "phone_regions",
     "CHAT_BOOTSTRAP_USER": "bootstrap_user",
     "CHAT_BOOTSTRAP_PASSWORD": "bootstrap_password",
     "CHAT_MAX_CONNECTIONS": "max_connections",

@@ -52,6 +52,7 @@ from chatcore.protocol import (
     Role,
     ServerHello,
     State,
+    to_v1_text,
 )
 
 from . import __version__
@@ -394,6 +395,7 @@ class Session:
             send=self.send,
             log=self.log,
             services=services,
+            to_client_text=to_v1_text if self.conn.version == 1 else None,
         )
         self.turns.append(ChatTurn(ctx, message))
         if not self.answering:

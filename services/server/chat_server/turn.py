@@ -72,6 +72,9 @@ __all__ = [
     "TurnServices",
 ]
 
+#: A batch of the answer is filtered in slices of this many characters, with the
+#: event loop free between them: no single answer holds up the other sessions.
+FILTER_SLICE_CHARS = 2048
 #: What a message cut short by a shutdown before its answer began is told.
 RESTARTING = "the server is restarting; try again shortly"
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
@@ -146,8 +149,9 @@ class TurnServices(Protocol):
         generator aborts the model request and frees the slot). Raises
         ``SchedulerClosed`` when the server is shutting down."""
 
-    def answer_filter(self) -> AnswerFilter:
-        """A fresh streaming masker for one answer."""
+    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
+        """A fresh streaming masker for one answer, masking the text in the
+        form the client receives it (``to_client_text``: v1's transliteration)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,8 @@ class TurnContext:
     send: Send
     log: SessionLogger
     services: TurnServices
+    #: How the answer's text is converted for this client (v1: to ASCII); None: as is.
+    to_client_text: Callable[[str], str] | None = None
 
 
 def _now() -> datetime:
@@ -253,7 +259,7 @@ class ChatTurn:
         status = "error"
         final: Event | None = None
         prompt_tokens = 0
-        filt = services.answer_filter()
+        filt = services.answer_filter(ctx.to_client_text)
         try:
             if self.stop_reason is not None:  # stopped before it could start
                 raise asyncio.CancelledError
@@ -302,8 +308,16 @@ class ChatTurn:
                                 prompt_tokens = chunk.prompt_tokens or 0
                                 if chunk.answer_tokens is not None:
                                     self.answer_tokens = chunk.answer_tokens
-                        # Tokens that arrived together go out together.
-                        await self._emit(filt.feed("".join(c.text for c in batch)))
+                        # Tokens that arrived together go out together (a huge
+                        # batch in slices, the event loop free between them).
+                        text = "".join(c.text for c in batch)
+                        if text and not self.first_token_ms:
+                            # The model's first token, whatever the filter holds back.
+                            self.first_token_ms = max(1, self._elapsed_ms())
+                        for i in range(0, len(text), FILTER_SLICE_CHARS):
+                            if i:
+                                await asyncio.sleep(0)
+                            await self._emit(filt.feed(text[i : i + FILTER_SLICE_CHARS]))
                 await self._emit(filt.finish())
                 if filt.masked:
                     await self._send(Notice(
@@ -361,8 +375,6 @@ class ChatTurn:
     async def _emit(self, text: str) -> None:
         if not text:
             return
-        if not self.answer:
-            self.first_token_ms = self._elapsed_ms()
         self.answer.append(text)
         await self._send(AnswerDelta(text, self.id))
 

@@ -3,57 +3,83 @@ chatcore.privacy
 ~~~~~~~~~~~~~~~~
 
 Finds e-mail addresses and phone numbers in free text. The server uses it to
-refuse messages and to mask the model's answer; the client uses it to refuse
-before anything is sent. It carries the original client's two notices.
+refuse messages and to mask the model's answer (also while it streams); the
+client uses it to refuse before anything is sent. It carries the original
+client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
 
-What counts (decisions, see tests/moderation/test_privacy.py):
+* **Folding first.** Every detector works on a folded copy that remembers, per
+  character, where it came from, so findings index the caller's text. Per
+  character: invisible and filler characters (Unicode *Default_Ignorable_Code_Point*:
+  zero-width space, soft hyphen, Hangul fillers, variation selectors, tags…)
+  are dropped; NFKC (fullwidth, superscripts, circled ``①``); every digit form
+  becomes an ASCII digit (Arabic-Indic ``٩``, enclosed ``❾ ⓽ ⓿``, CJK numerals
+  ``〇一二…九``); dashes become ``-``; ideographic and other full stops
+  (``。 ｡ ﹒``) become ``.``. Folding is per character, so the fold of a
+  concatenation is the concatenation of the folds.
+* **Phones** are found by a linear scan for *runs*: digit groups joined by at
+  most four separator characters (space, ``- . / ( ) [ ]``, and at most one
+  line break), optionally led by ``+`` or ``(``. Inside a run, numbers are
+  chosen greedily from the left: at each group, the longest window of whole
+  groups with at most :data:`MAX_PHONE_DIGITS` digits that libphonenumber
+  (``phonenumbers``) calls valid, and reportable:
 
-* **Phones** come from :class:`phonenumbers.PhoneNumberMatcher` (region ``IN``,
-  leniency ``VALID``), never from a home-made regex. A valid match is reported
-  when it is written in international form (``+44 …``, ``(+91) …``, ``0044 …``),
-  or nationally with the trunk prefix (``098765 43210``, ``011-2345 6789``), or
-  when it is an Indian *mobile* number (``98765 43210``). A bare 10-digit number
-  that libphonenumber calls a fixed line (``1234567890``, ``192.168.1.100``) is
-  *not* reported: the original client flagged any 10 digits starting 1-9, which
-  masked order numbers; Indian mobiles (6-9…) still are, even in an order number.
-  Numbers glued to words (``call me9876543210``) are found by separating letter
-  runs of two or more from digits first (VALID leniency skips them otherwise).
-  National numbers of other countries without ``+`` (``(415) 555-2671``) are not.
-* **E-mails** are found by scanning outward from each ``@`` over local-part and
-  domain characters: linear time by construction (docs/SECURITY.md §3 measured a
-  quadratic regex). The domain needs a dot and a final label of two or more
-  letters. Unicode letters are allowed (``राज@उदाहरण.भारत``). Obvious obfuscations
-  are caught conservatively: ``name [at] domain [dot] com`` (also ``(at)``,
-  ``{at}``, ``<at>``) and spaces around ``@``. Bare words (``name at domain dot
-  com``) are *not*: "look at example dot com" is ordinary prose.
-* Before either, the text is folded per character (NFKC, Unicode digits to ASCII,
-  format characters such as U+200B dropped), keeping a map back to the original,
-  so spans always index the caller's text.
+  - written internationally (``+44 …``, ``0044 …``, ``011 44 …``): valid for its country;
+  - written nationally for one of the configured regions (``CHAT_PHONE_REGIONS``,
+    default :data:`DEFAULT_REGIONS`) *with* the trunk prefix (``020 7946 0958``,
+    ``011-2345 6789``), or *without* it when the number is a mobile number
+    (``98765 43210``) or one that may be either (all of North America:
+    ``(212) 736-5000``).
 
-Every pass is linear in the input (bounded regex quantifiers, a single ``@``
-scan; phonenumbers bounds its own work with ``max_tries``); a 64 KiB message
-takes well under a second.
+  A fixed-line number written without its trunk prefix (``1234567890``,
+  ``192.168.1.100``) is not reported: it is indistinguishable from ids and
+  addresses. A group glued to a single letter (``a3f98…``, ``w12``) does not
+  start a number; a word of two or more letters glued to digits
+  (``call me9876543210``) does not protect them.
+  Because each decision looks at most :data:`MAX_PHONE_DIGITS` digits ahead,
+  a streaming caller can settle everything but the last few groups of a long
+  run (see :meth:`PersonalDataDetector.scan`).
+* **E-mails** are found by scanning outward from each ``@`` (local part at most
+  64 characters, domain at most 253, a dot and a final label of two or more
+  letters), after the common obfuscations are read back: ``[at] (at) {at} <at>
+  [@] (@)`` and ``at`` as a word for ``@``; ``[dot] (dot) [.] (.)`` and ``dot``
+  as a word for ``.``; spaces around ``@``, and around a ``.`` with spaces on
+  both sides; HTML character references (``&#64;``, ``&commat;``, ``&#x2e;``)
+  and percent escapes (``%40``, ``%2E``).
+
+Every pass is linear in the input (docs/SECURITY.md §3 measured a quadratic
+e-mail regex): bounded regular expressions without nested quantifiers, an outward scan per ``@`` over disjoint ranges, and a bounded
+number of libphonenumber checks per digit group (memoised).
 """
 
 from __future__ import annotations
 
+import functools
+import html
+import itertools
 import re
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import phonenumbers
-from phonenumbers import Leniency, PhoneNumberMatcher, PhoneNumberType
+import regex
+from phonenumbers import PhoneMetadata, PhoneNumberType
 
 __all__ = [
+    "DEFAULT_REGIONS",
     "EMAIL_MASK",
     "EMAIL_NOTICE",
+    "MAX_PHONE_DIGITS",
     "PHONE_MASK",
     "PHONE_NOTICE",
     "PersonalData",
+    "PersonalDataDetector",
+    "Scan",
+    "detector_for",
     "find_personal_data",
     "mask_personal_data",
+    "parse_regions",
     "refusal_notice",
 ]
 
@@ -63,8 +89,18 @@ PHONE_NOTICE = "you are not allowed to share phone number with the chat help"
 EMAIL_MASK = "[email removed]"
 PHONE_MASK = "[phone removed]"
 
-#: libphonenumber's default region for numbers written without a country code.
-DEFAULT_REGION = "IN"
+#: Regions whose national formats count when ``CHAT_PHONE_REGIONS`` is unset:
+#: India first (the service's home), then the largest English-, German-,
+#: French- and Spanish-speaking numbering plans our users write from.
+DEFAULT_REGIONS: tuple[str, ...] = ("IN", "US", "CA", "GB", "AU", "DE", "FR", "ES")
+
+#: The most digits one phone number may have as written: 15 (E.164) plus an
+#: international prefix ("00", "011") or a trunk prefix in brackets.
+MAX_PHONE_DIGITS = 17
+_MIN_PHONE_DIGITS = 7
+#: RFC 5321 limits.
+_MAX_LOCAL = 64
+_MAX_DOMAIN = 253
 
 Kind = Literal["email", "phone"]
 
@@ -95,23 +131,32 @@ class _Mapped:
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         return self.starts[start], self.ends[end - 1]
 
-    def sub(self, pattern: re.Pattern[str], repl: str) -> _Mapped:
-        """Replace every match by ``repl``; the replacement maps to the whole
-        original span of the match."""
+    def original_index(self, i: int, length: int) -> int:
+        """The original index of derived position ``i`` (``length`` at the end)."""
+        return self.starts[i] if i < len(self.text) else length
+
+    def sub(self, pattern: re.Pattern[str], repl: str | Callable[[re.Match[str]], str]) -> _Mapped:
+        """Replace every match; a replacement maps to the whole original span
+        of its match. ``repl`` may return the match's own text to keep it."""
         chars: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
         pos = 0
+        changed = False
         for m in pattern.finditer(self.text):
             s, e = m.span()
+            r = repl if isinstance(repl, str) else repl(m)
+            if r == m.group() or s == e:
+                continue
+            changed = True
             chars.append(self.text[pos:s])
             starts.extend(self.starts[pos:s])
             ends.extend(self.ends[pos:s])
-            chars.append(repl)
-            starts.extend([self.starts[s]] * len(repl))
-            ends.extend([self.ends[e - 1]] * len(repl))
+            chars.append(r)
+            starts.extend([self.starts[s]] * len(r))
+            ends.extend([self.ends[e - 1]] * len(r))
             pos = e
-        if pos == 0:
+        if not changed:
             return self
         chars.append(self.text[pos:])
         starts.extend(self.starts[pos:])
@@ -119,12 +164,41 @@ class _Mapped:
         return _Mapped("".join(chars), starts, ends)
 
 
-def _fold(text: str) -> _Mapped:
-    """NFKC per character, Unicode decimal digits to ASCII, format characters
-    (category Cf: zero-width space, soft hyphen, BOM…) dropped.
+_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+_FULL_STOPS = frozenset("\u3002\uff61\ufe12\ufe52\u2024")
 
-    Per character, not per string, so the result of a concatenation is the
-    concatenation of the results: the streaming answer filter relies on that."""
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(ch: str) -> str:
+    if _IGNORABLE.match(ch):
+        return ""
+    if ch in _FULL_STOPS:
+        return "."
+    cat = unicodedata.category(ch)
+    if cat == "Pd":
+        return "-"
+    if cat == "Zs":
+        return " "
+    d = unicodedata.digit(ch, None)
+    if d is not None and cat in ("Nd", "No"):
+        return str(d)
+    if cat in ("Lo", "Nl"):
+        v = unicodedata.numeric(ch, None)
+        if (v is not None and v == int(v) and 0 <= v <= 9 and "CJK" in unicodedata.name(ch, "")) \
+                or ch == "\u3007":
+            return str(int(v or 0))
+    out = []
+    for c in unicodedata.normalize("NFKC", ch):
+        if not c.isascii():
+            dd = unicodedata.decimal(c, None)
+            if dd is not None:
+                c = str(dd)
+        out.append(c)
+    return "".join(out)
+
+
+def _fold(text: str) -> _Mapped:
+    """The detection copy (see the module docstring), per character."""
     if text.isascii():
         n = len(text)
         return _Mapped(text, list(range(n)), list(range(1, n + 1)))
@@ -132,33 +206,37 @@ def _fold(text: str) -> _Mapped:
     starts: list[int] = []
     ends: list[int] = []
     for i, ch in enumerate(text):
-        if ch.isascii():
-            chars.append(ch)
-            starts.append(i)
-            ends.append(i + 1)
-            continue
-        if unicodedata.category(ch) == "Cf":
-            continue
-        for c in unicodedata.normalize("NFKC", ch):
-            if not c.isascii():
-                d = unicodedata.decimal(c, None)
-                if d is not None:
-                    c = str(d)
-            chars.append(c)
-            starts.append(i)
-            ends.append(i + 1)
+        f = ch if ch.isascii() else _fold_char(ch)
+        chars.append(f)
+        starts.extend([i] * len(f))
+        ends.extend([i + 1] * len(f))
     return _Mapped("".join(chars), starts, ends)
 
 
 # --------------------------------------------------------------------------- e-mail
 # Bounded quantifiers only: each alternative matches at most a few characters,
 # so a search is linear however the input is built.
-_AT_OBFUSCATION = re.compile(
-    r"[ \t]{0,3}[\[({<][ \t]{0,2}at[ \t]{0,2}[\])}>][ \t]{0,3}"  # name [at] domain
+_AT_FORMS = re.compile(
+    r"[ \t]{0,3}[\[({<][ \t]{0,2}(?:at|@)[ \t]{0,2}[\])}>][ \t]{0,3}"  # name [at] domain, (@)
+    r"|(?<=[^\s])[ \t]{1,3}at[ \t]{1,3}(?=[^\s])"  # name at domain
     r"|[ \t]{1,3}@[ \t]{0,3}|@[ \t]{1,3}",  # name @ domain
     re.IGNORECASE,
 )
-_DOT_OBFUSCATION = re.compile(r"[ \t]{0,3}[\[({<][ \t]{0,2}dot[ \t]{0,2}[\])}>][ \t]{0,3}", re.IGNORECASE)
+_DOT_FORMS = re.compile(
+    r"[ \t]{0,3}[\[({<][ \t]{0,2}(?:dot|\.)[ \t]{0,2}[\])}>][ \t]{0,3}"  # [dot], (.)
+    r"|(?<=[^\s])[ \t]{1,3}dot[ \t]{1,3}(?=[^\s])"  # domain dot com
+    r"|(?<=[^\s.])[ \t]{1,3}\.[ \t]{1,3}(?=[^\s.])",  # domain . com
+    re.IGNORECASE,
+)
+_ESCAPES = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});?|%[0-9a-fA-F]{2}")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    s = m.group()
+    c = chr(int(s[1:], 16)) if s[0] == "%" else html.unescape(s if s.endswith(";") else s + ";")
+    return c if c in ("@", ".") else s
+
+
 _LOCAL_PUNCT = frozenset("._%+-")
 
 
@@ -194,135 +272,350 @@ def _domain_length(domain: str) -> int:
     return best
 
 
-def _find_emails(folded: _Mapped) -> list[tuple[int, int]]:
-    m = folded.sub(_AT_OBFUSCATION, "@").sub(_DOT_OBFUSCATION, ".")
+def _email_copy(folded: _Mapped) -> _Mapped:
+    return folded.sub(_ESCAPES, _unescape).sub(_AT_FORMS, "@").sub(_DOT_FORMS, ".")
+
+
+def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
+    """Spans in ``m`` (the e-mail copy) of e-mail addresses."""
     text = m.text
     n = len(text)
     spans: list[tuple[int, int]] = []
     at = text.find("@")
+    floor = 0
     while at != -1:
-        # Local part: back over local characters. '@' is not one, so the runs
-        # scanned for successive '@'s are disjoint: linear overall.
+        # Local part: back over local characters, at most 64 and never into the
+        # previous finding, so the ranges scanned for successive '@'s are disjoint.
         s = at
-        while s > 0 and _is_local_char(text[s - 1]):
+        lo = max(floor, at - _MAX_LOCAL)
+        while s > lo and _is_local_char(text[s - 1]):
             s -= 1
         while s < at and text[s] in _LOCAL_PUNCT:
             s += 1
         e = at + 1
-        while e < n and _is_domain_char(text[e]):
+        hi = min(n, at + 1 + _MAX_DOMAIN)
+        while e < hi and _is_domain_char(text[e]):
             e += 1
         length = _domain_length(text[at + 1 : e]) if s < at else 0
         if length:
             end = at + 1 + length
-            spans.append(m.original_span(s, end))
+            spans.append((s, end))
+            floor = end
             at = text.find("@", end)
         else:
             at = text.find("@", at + 1)
     return spans
 
 
+# A possibly unfinished obfuscation at the very end of a text.
+_PARTIAL_TAIL = re.compile(
+    r"(?:[ \t]{1,3}(?:[\[({<][ \t]{0,2})?(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"
+    r"|&#?[0-9a-zA-Z]{0,8}|%[0-9a-fA-F]?)\Z",
+    re.IGNORECASE,
+)
+
+
+def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
+    """Position in ``m`` from which an e-mail address may still be in
+    progress at the end of the text (``len(m.text)`` if none). ``spans`` are
+    the addresses found in ``m``."""
+    text = m.text
+    n = len(text)
+    end = n
+    tail = _PARTIAL_TAIL.search(text, max(0, n - 24))
+    if tail is not None:
+        end = tail.start()
+    if spans and spans[-1][1] >= end:
+        return spans[-1][0]  # its domain may go on
+    s = end
+    lo = max(0, end - (_MAX_LOCAL + 1 + _MAX_DOMAIN), spans[-1][1] if spans else 0)
+    while s > lo and (_is_domain_char(text[s - 1]) or text[s - 1] in "@_%+"):
+        s -= 1
+    chain = text[s:end]
+    at = chain.rfind("@")
+    if at == -1:
+        return max(s, end - _MAX_LOCAL) if s < end else end
+    if end - (s + at + 1) >= _MAX_DOMAIN:
+        return end
+    return max(s, s + at - _MAX_LOCAL)
+
+
 # --------------------------------------------------------------------------- phone
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
-_OPENERS = "([{ "
+_SEP_CHARS = r" \t./()\[\]-"
+# A run: an optional lead, digit groups, separators of at most four characters
+# (one line break at most). The classes are disjoint, so matching is linear.
+_RUN = re.compile(
+    r"(?:\(?\+|\()?[0-9]+(?:(?:[" + _SEP_CHARS + r"]{1,4}|[" + _SEP_CHARS + r"]{0,3}\r?\n["
+    + _SEP_CHARS + r"]{0,3})[0-9]+)*"
+)
+_GROUP = re.compile(r"[0-9]+")
+def _has_space(text: str, a: int, b: int) -> bool:
+    return any(c.isspace() for c in text[a:b])
 
 
-def _alpha_run_lengths(text: str) -> tuple[list[int], list[int]]:
-    """For each index, the length of the run of letters ending there (left) and
-    starting there (right)."""
-    n = len(text)
-    left = [0] * n
-    right = [0] * n
-    run = 0
-    for i, ch in enumerate(text):
-        run = run + 1 if ch.isalpha() else 0
-        left[i] = run
-    run = 0
-    for i in range(n - 1, -1, -1):
-        run = run + 1 if text[i].isalpha() else 0
-        right[i] = run
-    return left, right
+# What may still turn into the start of a run, or continue one, at the end of a text.
+_OPEN_LEAD = re.compile(r"(?:\(?\+?|\()\Z")
+_SEP_PREFIX = re.compile(r"[" + _SEP_CHARS + r"]{0,4}|[" + _SEP_CHARS + r"]{0,3}\r?\n?["
+                         + _SEP_CHARS + r"]{0,3}")
 
 
-def _unglue(folded: _Mapped) -> _Mapped:
-    """Put a space between a word of two or more letters and digits glued to
-    it (``me9876543210`` -> ``me 9876543210``): VALID leniency deliberately skips
-    numbers touching Latin letters. Single letters stay glued (hashes, ``A55``)."""
-    text = folded.text
-    if not any(c.isdigit() for c in text):
-        return folded
-    left, right = _alpha_run_lengths(text)
-    chars: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    prev = ""
-    for i, ch in enumerate(text):
-        if i and (
-            (left[i - 1] >= 2 and (ch.isdigit() or ch == "+"))
-            or (prev.isdigit() and right[i] >= 2)
-        ):
-            chars.append(" ")
-            starts.append(folded.starts[i])
-            ends.append(folded.starts[i])
-        chars.append(ch)
-        starts.append(folded.starts[i])
-        ends.append(folded.ends[i])
-        prev = ch
-    return _Mapped("".join(chars), starts, ends)
+def parse_regions(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``"in, US,gb"`` -> ``("IN", "US", "GB")``. Raises :exc:`ValueError`
+    naming an unknown region."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    supported = phonenumbers.SUPPORTED_REGIONS
+    for item in items:
+        code = item.strip().upper()
+        if not code:
+            continue
+        if code not in supported:
+            raise ValueError(f"unknown region {item.strip()!r} (expected ISO 3166 codes such as IN,US,GB)")
+        if code not in out:
+            out.append(code)
+    if not out:
+        raise ValueError("expected at least one region, e.g. IN,US,GB")
+    return tuple(out)
 
 
-def _is_reportable(raw: str, number: phonenumbers.PhoneNumber) -> bool:
-    written = raw.lstrip(_OPENERS)
-    if written.startswith("+"):
-        return True  # international form: VALID for its own country
-    digits = "".join(c for c in written if c.isdigit())
-    if digits.startswith("0"):
-        return True  # trunk prefix (0…) or international prefix (00…)
-    return phonenumbers.number_type(number) in _MOBILE_TYPES
+@dataclass(frozen=True)
+class _Region:
+    code: str
+    cc: str  # country calling code
+    prefix: str  # national (trunk) prefix, "" if none
+    bare: re.Pattern[str]  # a mobile (or fixed-or-mobile) national number
+    general: re.Pattern[str]  # any national significant number
 
 
-def _find_phones(folded: _Mapped) -> list[tuple[int, int]]:
-    text = folded.text
-    if sum(c.isdigit() for c in text) < 5:
-        # Cheap exit. The shortest valid numbers (+43 and a 4-digit national
-        # number) have 6 digits; the bound must hold per match, not per text,
-        # or masking a text in pieces would differ from masking it whole.
-        return []
-    m = _unglue(folded)
-    spans = []
-    for match in PhoneNumberMatcher(m.text, DEFAULT_REGION, leniency=Leniency.VALID):
-        if _is_reportable(match.raw_string, match.number):
-            spans.append(m.original_span(match.start, match.end))
-    return spans
+def _region(code: str) -> _Region:
+    meta = PhoneMetadata.metadata_for_region(code)
+    assert meta is not None, code
+    mobile = meta.mobile.national_number_pattern if meta.mobile is not None else None
+    general = (meta.general_desc.national_number_pattern if meta.general_desc is not None else None) or r"\d+"
+    return _Region(
+        code=code,
+        cc=str(meta.country_code),
+        prefix=meta.national_prefix or "",
+        bare=re.compile(f"(?:{mobile or '(?!)'})"),
+        general=re.compile(f"(?:{general})"),
+    )
+
+
+@dataclass
+class Scan:
+    """What :meth:`PersonalDataDetector.scan` reports about a text that may
+    still go on.
+
+    ``findings``: as :meth:`~PersonalDataDetector.find`, but only the settled
+    ones (those before ``open_start``). ``open_start``: from here on,
+    something may still turn into a finding once more text arrives; before it
+    nothing will change. ``blocked``: spans no cut may fall strictly inside
+    (findings, and the stretches of a digit run between the places where the
+    phone scan starts afresh)."""
+
+    findings: list[PersonalData]
+    open_start: int
+    blocked: list[tuple[int, int]] = field(default_factory=list)
+
+
+class PersonalDataDetector:
+    """Finds e-mail addresses and phone numbers; ``regions`` are the ISO
+    codes whose national formats count (see the module docstring)."""
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS) -> None:
+        self.regions = parse_regions(regions)
+        self._regions = [_region(r) for r in self.regions]
+        self._phone_ok = functools.lru_cache(maxsize=16384)(self._phone_ok_uncached)
+
+    # ------------------------------------------------------------------ phones
+    def _phone_ok_uncached(self, plus: bool, digits: str) -> bool:
+        n = len(digits)
+        if n < _MIN_PHONE_DIGITS or n > MAX_PHONE_DIGITS:
+            return False
+        intl = None
+        if plus:
+            intl = digits
+        elif digits.startswith("011"):
+            intl = digits[3:]
+        elif digits.startswith("00"):
+            intl = digits[2:]
+        if intl is not None:
+            try:
+                number = phonenumbers.parse("+" + intl, None)
+            except phonenumbers.NumberParseException:
+                number = None
+            if number is not None and phonenumbers.is_valid_number(number):
+                return True
+            if plus:
+                return False
+        for r in self._regions:
+            # With the trunk prefix (0…), or the country code without "+" (91…).
+            with_prefix = any(
+                p and digits.startswith(p) and r.general.fullmatch(digits, len(p)) is not None
+                for p in (r.prefix, r.cc)
+            )
+            if not with_prefix and r.bare.fullmatch(digits) is None:
+                continue
+            try:
+                number = phonenumbers.parse(digits, r.code)
+            except phonenumbers.NumberParseException:
+                continue
+            if not phonenumbers.is_valid_number_for_region(number, r.code):
+                continue
+            nsn = phonenumbers.national_significant_number(number)
+            if len(nsn) < len(digits) and with_prefix:
+                return True
+            if phonenumbers.number_type(number) in _MOBILE_TYPES:
+                return True
+        return False
+
+    def _phones(self, folded: _Mapped, final: bool) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+        """(spans, blocked spans, open start) in ``folded`` coordinates."""
+        text = folded.text
+        n = len(text)
+        spans: list[tuple[int, int]] = []
+        blocked: list[tuple[int, int]] = []
+        open_start = n
+        if not final:
+            lead = _OPEN_LEAD.search(text, max(0, n - 2))
+            if lead is not None and lead.start() < n:
+                open_start = lead.start()
+        for run in _RUN.finditer(text):
+            rs, run_end = run.span()
+            groups = [(g.start() + rs, g.end() + rs) for g in _GROUP.finditer(run.group())]
+            plus = "+" in text[rs : groups[0][0]]
+            # Still open at the end of the text: more digits or groups may come.
+            run_open = not final and _SEP_PREFIX.fullmatch(text, run_end, n) is not None
+            # Left context: a group glued to exactly one letter starts nothing.
+            glued_single = rs > 0 and text[rs - 1].isalpha() and (rs < 2 or not text[rs - 2].isalpha())
+            digits = [text[s:e] for s, e in groups]
+            k = len(groups)
+            # Numbers start and end at whole words of the run: "2-4" is one
+            # word, so no number ends between its 2 and its 4.
+            word_start = [g == 0 or _has_space(text, groups[g - 1][1], groups[g][0]) for g in range(k)]
+            word_end = [*word_start[1:], True]
+            points = [rs]  # where the scan starts afresh: cuts may fall there only
+            i = 0
+            while i < k:
+                total = 0
+                j = i
+                while j < k and total + len(digits[j]) <= MAX_PHONE_DIGITS:
+                    total += len(digits[j])
+                    j += 1
+                if run_open and j == k:
+                    # The window may still grow, or its last group get longer.
+                    open_start = min(open_start, points[-1])
+                    break
+                last_ok = -1
+                if not (i == 0 and glued_single):
+                    acc = "".join(digits[i:j])
+                    cut = len(acc)
+                    for jj in range(j - 1, i - 1, -1):
+                        if cut < _MIN_PHONE_DIGITS:
+                            break
+                        if word_end[jj] and self._phone_ok(plus and i == 0, acc[:cut]):
+                            last_ok = jj
+                            break
+                        cut -= len(digits[jj])
+                if last_ok >= 0:
+                    s = rs if i == 0 else groups[i][0]
+                    if i > 0 and text[s - 1] == "(":
+                        s -= 1
+                    e = groups[last_ok][1]
+                    if e < n and text[e] == ")" and text.count("(", s, e) > text.count(")", s, e):
+                        e += 1
+                    spans.append((s, e))
+                    i = last_ok + 1
+                else:
+                    i += 1
+                while i < k and not word_start[i]:
+                    i += 1
+                if i < k:
+                    g = groups[i][0]
+                    points.append(g - 1 if text[g - 1] == "(" else g)
+                else:
+                    points.append(run_end)
+            for a, b in itertools.pairwise(points):
+                if a < b:
+                    blocked.append((a, b))
+        return spans, blocked, open_start
+
+    # ------------------------------------------------------------------ API
+    def _scan(self, text: str, final: bool, *, first_only: bool = False) -> Scan:
+        if not text:
+            return Scan([], 0)
+        folded = _fold(text)
+        n = len(text)
+        found: list[tuple[int, int, Kind]] = []
+        emails = _email_copy(folded)
+        email_spans = _find_emails(emails)
+        for s, e in email_spans:
+            found.append((*emails.original_span(s, e), "email"))
+        email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)
+        if first_only and found:
+            return Scan([PersonalData(k, s, e, text[s:e]) for s, e, k in found[:1]], n)
+        phones, blocked_f, phone_open_f = self._phones(folded, final)
+        for s, e in phones:
+            found.append((*folded.original_span(s, e), "phone"))
+        phone_open = folded.original_index(phone_open_f, n)
+        blocked = [folded.original_span(a, b) for a, b in blocked_f if a < b]
+        open_start = min(email_open, phone_open)
+        found.sort(key=lambda f: (f[0], f[2] != "email", -f[1]))
+        out: list[PersonalData] = []
+        last_end = -1
+        for s, e, kind in found:
+            blocked.append((s, e))  # settled or not, no cut may split it
+            if s < last_end or (not final and e > open_start):
+                continue
+            out.append(PersonalData(kind, s, e, text[s:e]))
+            last_end = e
+        return Scan(out, open_start, blocked)
+
+    def find(self, text: str) -> list[PersonalData]:
+        """E-mail addresses and phone numbers in ``text``: sorted by start,
+        non-overlapping (an e-mail wins over a phone number inside it)."""
+        return self._scan(text, True).findings
+
+    def scan(self, text: str) -> Scan:
+        """Like :meth:`find` for a text that may go on (a streaming answer):
+        the settled findings, where a finding may still be in progress, and
+        the spans a cut must not split. ``find(text)`` and ``scan(text)`` agree
+        on every finding before ``open_start``."""
+        return self._scan(text, False)
+
+    def refusal_notice(self, text: str) -> str | None:
+        """The original client's notice for ``text``: e-mail first, then phone."""
+        found = self._scan(text, True, first_only=True).findings
+        kinds = {p.kind for p in found}
+        if "email" in kinds:
+            return EMAIL_NOTICE
+        if "phone" in kinds:
+            return PHONE_NOTICE
+        return None
+
+    def mask(self, text: str) -> str:
+        """``text`` with each e-mail replaced by ``[email removed]`` and each
+        phone number by ``[phone removed]``."""
+        return mask_spans(text, self.find(text))
+
+
+@functools.lru_cache(maxsize=16)
+def detector_for(regions: tuple[str, ...] = DEFAULT_REGIONS) -> PersonalDataDetector:
+    """A shared detector for these regions (detectors are immutable)."""
+    return PersonalDataDetector(regions)
 
 
 # --------------------------------------------------------------------------- API
-def find_personal_data(text: str) -> list[PersonalData]:
+def find_personal_data(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> list[PersonalData]:
     """E-mail addresses and phone numbers in ``text``: sorted by start,
     non-overlapping (an e-mail wins over a phone number inside it)."""
-    if not text:
-        return []
-    folded = _fold(text)
-    found: list[tuple[int, int, Kind]] = [(s, e, "email") for s, e in _find_emails(folded)]
-    found += [(s, e, "phone") for s, e in _find_phones(folded)]
-    found.sort(key=lambda f: (f[0], f[2] != "email", -f[1]))
-    out: list[PersonalData] = []
-    last_end = -1
-    for s, e, kind in found:
-        if s < last_end:
-            continue
-        out.append(PersonalData(kind, s, e, text[s:e]))
-        last_end = e
-    return out
+    return detector_for(tuple(regions)).find(text)
 
 
-def refusal_notice(text: str) -> str | None:
+def refusal_notice(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> str | None:
     """The original client's notice for ``text``: e-mail first, then phone."""
-    kinds = {p.kind for p in find_personal_data(text)}
-    if "email" in kinds:
-        return EMAIL_NOTICE
-    if "phone" in kinds:
-        return PHONE_NOTICE
-    return None
+    return detector_for(tuple(regions)).refusal_notice(text)
 
 
 def _mask_for(kind: Kind) -> str:
@@ -344,7 +637,7 @@ def mask_spans(
     return "".join(parts)
 
 
-def mask_personal_data(text: str) -> str:
-    """``text`` with each e-mail replaced by ``[email removed]`` and each phone
-    number by ``[phone removed]``."""
-    return mask_spans(text, find_personal_data(text))
+def mask_personal_data(text: str, regions: Sequence[str] = DEFAULT_REGIONS) -> str:
+    """``text`` with each e-mail replaced by ``[email removed]`` and each
+    phone number by ``[phone removed]``."""
+    return detector_for(tuple(regions)).mask(text)

@@ -2,74 +2,90 @@
 chat_server.moderation.answer_filter
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 
-Masks personal data and banned words in the model's answer *while it streams*.
+Masks personal data and banned words in the model's answer *while it streams*,
+in the form the client receives it.
 
 The contract is exact: for any way the answer is cut into deltas,
-``"".join(f.feed(d) for d in deltas) + f.finish() == mask_answer(answer, banned)``.
+``"".join(f.feed(d) for d in deltas) + f.finish() == mask_answer(answer, …)``,
+and ``mask_answer`` equals masking the whole text at once with both detectors
+(except inside a "word" longer than :data:`MAX_WORD` characters, below).
 
-How: the filter keeps the text it has not emitted yet and, after each delta,
-looks for the last **safe cut**, a position no finding can straddle whatever
-text comes next. It emits ``mask_answer`` of everything before the cut and keeps
-the rest. Both detectors are local by design (per-character folding, tokens
-that end at spaces, bounded look-arounds), so masking the pieces gives the same
-result as masking the whole. A cut at ``c`` is safe when:
+How. The filter keeps the text it has not sent yet. After each delta it asks
+both detectors for a *scan* of that text (:meth:`BannedWords.scan`,
+:meth:`PersonalDataDetector.scan`): the findings, the **open start** from which
+something may still turn into a finding once more text arrives (the last word,
+a join of single letters that still spells the beginning of a banned word,
+words that begin a phrase, an e-mail address in progress, the last
+:data:`~chatcore.privacy.MAX_PHONE_DIGITS` digits of a run of digit groups),
+and the spans no cut may split. It then sends everything up to the last
+**cut** at or before the open start: the start of a word (after whitespace)
+that no finding and no digit run straddles. Both detectors restart cleanly
+there, so masking the pieces equals masking the whole.
 
-* the character before ``c`` is a line break: nothing is joined across one (no
-  phone number, e-mail, token, phrase or letter run spans a ``\\n``); or
-* the character before ``c`` is a space, the next word starts with a letter, and
-  the previous word ends with two or more letters (not all ``x``, which
-  libphonenumber reads as punctuation) optionally followed by ``, . ; : ! ? ' "
-  * ` _`` and closing quotes. Then:
+So ordinary prose streams word by word, and so do words that end in digits
+(``w12``, ``2019,``, ``v3.2``): what is held back is the candidate in
+progress plus at most one word. The work per delta is a scan of the new text
+plus what is held back.
 
-  - no phone number crosses it: candidates hold only digits and punctuation,
-    and letters before the space separate them (an extension "ext 12" needs
-    digits after the space, and the next word starts with a letter);
-  - no e-mail crosses it: addresses hold no spaces except around ``@`` or a
-    bracketed ``[at]``/``[dot]``, and neither side of the cut has those;
-  - no banned-word join crosses it: words of two or more letters are never joined
-    across a space (only single letters are);
-  - no phrase crosses it: the banned list is asked whether the last words could
-    begin one (:meth:`BannedWords.phrase_may_continue`).
+A word longer than :data:`MAX_WORD` characters (no whitespace in it) is cut
+into pieces of that size, each masked on its own: nothing real is that long,
+and without it one such word could make the filter hold an unbounded answer.
 
-Ordinary prose therefore streams word by word; a word is held back only while
-the next one might change its fate (a phone number in groups, "a b c …").
-Text without any safe cut (64 KiB of digits) waits for :meth:`finish`.
+``transform`` is applied to each delta first (per character: it must map a
+concatenation to the concatenation of its images, as transliteration does):
+on the original protocol the answer is sent as ASCII, and it is that ASCII
+that must be clean, so the filter masks the transliterated text.
 """
 
 from __future__ import annotations
 
-import functools
-import unicodedata
+import bisect
+import re
+from collections.abc import Callable
 
-from chatcore.privacy import EMAIL_MASK, PHONE_MASK, find_personal_data
+from chatcore.privacy import (
+    EMAIL_MASK,
+    PHONE_MASK,
+    PersonalData,
+    PersonalDataDetector,
+    detector_for,
+)
 
 from .banned_words import BannedWords, WatchedBannedWords
-from .normalize import fold
 
-__all__ = ["AnswerFilter", "mask_answer"]
+__all__ = ["MAX_WORD", "AnswerFilter", "mask_answer"]
 
-_SAFE_TRAIL = frozenset(",.;:!?'\"*`_\u2019\u201d\u2026")
-#: How far back the phrase check looks, beyond the phrase's own length.
-_PHRASE_WINDOW = 256
-#: Candidate cuts examined per feed, newest first.
-_MAX_CANDIDATES = 8
+#: Longest run of non-whitespace characters masked as one piece.
+MAX_WORD = 1024
 
 
-def mask_answer(text: str, banned: BannedWords | WatchedBannedWords, *, privacy: bool = True) -> str:
+def _detector(privacy: bool | PersonalDataDetector | None) -> PersonalDataDetector | None:
+    if privacy is True:
+        return detector_for()
+    if not privacy:
+        return None
+    return privacy
+
+
+def mask_answer(
+    text: str,
+    banned: BannedWords | WatchedBannedWords,
+    *,
+    privacy: bool | PersonalDataDetector | None = True,
+    transform: Callable[[str], str] | None = None,
+) -> str:
     """The whole-text mask the streaming filter reproduces: e-mails become
-    ``[email removed]``, phone numbers ``[phone removed]`` (if ``privacy``), and
-    banned words as many ``*`` as they have characters. A banned word that
-    overlaps personal data is masked only outside it. Both detectors run on the
-    original ``text``."""
-    return _mask(text, banned.snapshot(), privacy=privacy)[0]
+    ``[email removed]``, phone numbers ``[phone removed]`` (unless ``privacy``
+    is off), and banned words as many ``*`` as they have characters. A banned
+    word that overlaps personal data is masked only outside it."""
+    f = AnswerFilter(banned, privacy=privacy, transform=transform)
+    return f.feed(text) + f.finish()
 
 
-def _mask(text: str, banned: BannedWords, *, privacy: bool) -> tuple[str, bool]:
-    pii = find_personal_data(text) if privacy else []
-    words = banned.find(text)
+def _apply(text: str, pii: list[PersonalData], words: list[tuple[int, int]]) -> str:
+    """``text`` with the findings replaced (banned spans clipped around personal data)."""
     if not pii and not words:
-        return text, False
-    # (start, end, replacement); banned spans clipped around personal data.
+        return text
     edits: list[tuple[int, int, str]] = [
         (p.start, p.end, EMAIL_MASK if p.kind == "email" else PHONE_MASK) for p in pii
     ]
@@ -94,29 +110,12 @@ def _mask(text: str, banned: BannedWords, *, privacy: bool) -> tuple[str, bool]:
         parts.append(repl)
         pos = e
     parts.append(text[pos:])
-    return "".join(parts), True
+    return "".join(parts)
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_plain_letter(ch: str) -> bool:
-    """A letter in every view the detectors take of it (original, NFKC for
-    phones and e-mails, the banned-word fold)."""
-    if ch.isascii():
-        return ch.isalpha()
-    if not ch.isalpha():
-        return False
-    nfkc = unicodedata.normalize("NFKC", ch)
-    folded = fold(ch).text
-    return nfkc.isalpha() and bool(folded) and folded.isalpha()
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_x(ch: str) -> bool:
-    return unicodedata.normalize("NFKC", ch).casefold() == "x"
-
-
-def _is_space(ch: str) -> bool:
-    return ch.isspace() and unicodedata.category(ch) != "Cf"
+_WORD = re.compile(r"\S+")
+_WORD_START = re.compile(r"\s\S")
+_LAST_WORD = re.compile(r"\S+\Z")
 
 
 class AnswerFilter:
@@ -126,85 +125,107 @@ class AnswerFilter:
     The banned list is fixed at construction (a reload mid-answer cannot change
     how the two halves of an answer are judged)."""
 
-    def __init__(self, banned: BannedWords | WatchedBannedWords, *, privacy: bool = True) -> None:
+    def __init__(
+        self,
+        banned: BannedWords | WatchedBannedWords,
+        *,
+        privacy: bool | PersonalDataDetector | None = True,
+        transform: Callable[[str], str] | None = None,
+    ) -> None:
         self._banned = banned.snapshot()
-        self._privacy = privacy
+        self._privacy = _detector(privacy)
+        self._transform = transform
         self._buf = ""
+        self._run = 0  # length of the word at the end of the buffer
         self.masked = False
-        self._phrase_window = _PHRASE_WINDOW
+        #: Characters the detectors have looked at so far (the filter's work).
+        self.scanned = 0
 
-    # ------------------------------------------------------------------ cut rules
-    def _safe_cut(self, c: int) -> bool:
-        """May we cut ``self._buf`` before index ``c`` (0 < c < len)?
+    # ------------------------------------------------------------------ internals
+    def _emit(self, text: str, pii: list[PersonalData], words: list[tuple[int, int]]) -> str:
+        if pii or words:
+            self.masked = True
+        return _apply(text, pii, words)
 
-        ``self._buf`` always starts at a safe cut, so looking back no further
-        than its start is enough."""
+    def _final(self, text: str) -> str:
+        self.scanned += len(text)
+        pii = self._privacy.find(text) if self._privacy is not None else []
+        return self._emit(text, pii, self._banned.find(text))
+
+    def _partial(self) -> str:
+        """Send what no later text can change; keep the rest."""
         buf = self._buf
-        before = buf[c - 1]
-        if before == "\n":
-            return True
-        if not _is_space(before) or not _is_plain_letter(buf[c]):
-            return False
-        j = c - 1
-        while j >= 0 and _is_space(buf[j]):
-            j -= 1
-        if j < 0:
-            return True  # only spaces since the stream began
-        while j >= 0 and buf[j] in _SAFE_TRAIL:
-            j -= 1
-        letters = 0
-        not_x = False
-        while j >= 0 and letters < 8 and _is_plain_letter(buf[j]):
-            not_x = not_x or not _is_x(buf[j])
-            letters += 1
-            j -= 1
-        if letters < 2 or not not_x:
-            return False
-        if self._banned.has_phrases:
-            lo = max(0, c - self._phrase_window)
-            if self._banned.phrase_may_continue(buf[lo:c], truncated=lo > 0):
-                return False
-        return True
+        self.scanned += len(buf)
+        words, open_start = self._banned.scan(buf)
+        blocked = list(words)
+        pii: list[PersonalData] = []
+        if self._privacy is not None:
+            scan = self._privacy.scan(buf)
+            open_start = min(open_start, scan.open_start)
+            pii = scan.findings
+            blocked.extend(scan.blocked)
+        cut = self._last_cut(buf, open_start, blocked)
+        if cut <= 0:
+            return ""
+        self._buf = buf[cut:]
+        return self._emit(
+            buf[:cut], [p for p in pii if p.end <= cut], [(s, e) for s, e in words if e <= cut]
+        )
 
-    def _last_safe_cut(self, first: int) -> int:
-        """The largest safe cut at or after ``first``, or 0."""
-        buf = self._buf
-        examined = 0
-        for c in range(len(buf) - 1, max(first, 1) - 1, -1):
-            if buf[c - 1] == "\n" or (_is_space(buf[c - 1]) and not _is_space(buf[c])):
-                if self._safe_cut(c):
+    @staticmethod
+    def _last_cut(buf: str, limit: int, blocked: list[tuple[int, int]]) -> int:
+        """The last start of a word at or before ``limit`` that no blocked
+        span straddles; 0 if there is none."""
+        blocked.sort()
+        starts = [s for s, _ in blocked]
+        # Running maximum of the ends, to ask "does any span with start < c end after c?".
+        reach: list[int] = []
+        top = -1
+        for _, e in blocked:
+            top = max(top, e)
+            reach.append(top)
+        c = min(limit, len(buf) - 1)
+        while c > 0:
+            if buf[c - 1].isspace() and not buf[c].isspace():
+                k = bisect.bisect_left(starts, c)
+                if k == 0 or reach[k - 1] <= c:
                     return c
-                examined += 1
-                if examined >= _MAX_CANDIDATES:
-                    break
-        # Too many unsafe candidates: a line break in the new text is always a cut.
-        return buf.rfind("\n", first) + 1
+            c -= 1
+        return 0
 
     # ------------------------------------------------------------------ API
-    def _emit(self, text: str) -> str:
-        out, masked = _mask(text, self._banned, privacy=self._privacy)
-        self.masked = self.masked or masked
-        return out
-
     def feed(self, delta: str) -> str:
         """Add the next piece of the answer; return the masked text that can be
         sent now (possibly empty)."""
+        if self._transform is not None:
+            delta = self._transform(delta)
         if not delta:
             return ""
-        first = len(self._buf)
+        out = []
+        pos = len(self._buf) - self._run  # the start of the word that was last
         self._buf += delta
-        c = len(self._buf) if self._buf.endswith("\n") else self._last_safe_cut(first)
-        if c <= 0:
-            return ""
-        head, self._buf = self._buf[:c], self._buf[c:]
-        return self._emit(head)
+        # Words longer than MAX_WORD are masked in pieces (see the module docstring).
+        while (m := _WORD.search(self._buf, pos)) is not None:
+            if m.end() - m.start() > MAX_WORD:
+                cut = m.start() + MAX_WORD
+                head, self._buf = self._buf[:cut], self._buf[cut:]
+                out.append(self._final(head))
+                pos = 0
+            else:
+                pos = m.end()
+        buf = self._buf
+        last = _LAST_WORD.search(buf, max(0, len(buf) - MAX_WORD - 1))
+        self._run = last.end() - last.start() if last is not None else 0
+        if _WORD_START.search(buf) is not None:  # else there is no place to cut yet
+            out.append(self._partial())
+        return "".join(out)
 
     def finish(self) -> str:
         """The rest of the answer, masked. The filter is empty afterwards."""
         head, self._buf = self._buf, ""
-        return self._emit(head) if head else ""
+        return self._final(head) if head else ""
 
     @property
     def pending(self) -> int:
-        """Characters received but not yet emitted."""
+        """Characters received (after the transform) but not yet sent."""
         return len(self._buf)

@@ -42,11 +42,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .normalize import canonical, fold, runs
+from .normalize import Folded, canonical, fold, runs
 
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
 _TOKEN = re.compile(r"(?:[^\W_]|[@$!|])+")
+_TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|]")
 _EDGE_PUNCT = "!|"
 #: Joined candidates (across punctuation or spaced letters) stop after a letter
 #: repeats this often: bounds the work on "a a a a a …".
@@ -123,6 +124,7 @@ class BannedWords:
         self._prefixes: set[str] = set()
         self._phrases: dict[str, list[tuple[tuple[str, tuple[int, ...]], ...]]] = {}
         self._max_phrase = 0
+        self._max_letters = 0
         self.entries: tuple[str, ...] = tuple(words)
         for entry in self.entries:
             canons = [t.canon for t in _tokenize(fold(entry).text)]
@@ -139,6 +141,7 @@ class BannedWords:
             return  # a one-letter "word" would flag every "a" and "I"
         letters, counts = runs(canon)
         self._words.setdefault(letters, []).append(counts)
+        self._max_letters = max(self._max_letters, len(letters))
         self._prefixes.update(letters[:i] for i in range(1, len(letters) + 1))
 
     @classmethod
@@ -229,7 +232,9 @@ class BannedWords:
         if not text or not self._words:
             return []
         folded = fold(text)
-        tokens = _tokenize(folded.text)
+        return self._find_in(folded, _tokenize(folded.text))
+
+    def _find_in(self, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
         hits: list[tuple[int, int]] = []
         for i, t in enumerate(tokens):
             span = self._token_hits(folded.text, t)
@@ -275,18 +280,83 @@ class BannedWords:
     def has_phrases(self) -> bool:
         return bool(self._phrases)
 
-    def phrase_may_continue(self, text: str, *, truncated: bool = False) -> bool:
-        """Could the last words of ``text`` begin a phrase that goes on past its end?
+    def scan(self, text: str) -> tuple[list[tuple[int, int]], int]:
+        """For a text that may go on (a streaming answer): ``(spans, open_start)``.
 
-        The streaming answer filter asks this before cutting after ``text``.
-        ``truncated`` says ``text`` is a tail window whose first token may be
-        cut: when the answer depends on tokens that are not there, say yes."""
-        if not self._phrases:
+        ``spans`` are :meth:`find`'s; those that end at or before
+        ``open_start`` are settled, whatever text comes next. From
+        ``open_start`` on, a banned word may still be in progress: the last
+        token (it may grow), a join of tokens whose letters still begin a
+        banned word, or words that still begin a phrase."""
+        if not text or not self._words:
+            return [], len(text)
+        folded = fold(text)
+        ftext = folded.text
+        tokens = _tokenize(ftext)
+        spans = self._find_in(folded, tokens)
+        n = len(ftext)
+        open_f = n
+        last_open = bool(ftext) and _TOKEN_CHAR.match(ftext, n - 1) is not None
+        if last_open:
+            # The token touching the end may still grow: from its raw start.
+            j = n - 1
+            while j > 0 and _TOKEN_CHAR.match(ftext, j - 1) is not None:
+                j -= 1
+            open_f = j
+        if tokens:
+            last = tokens[-1]
+            tail_sep = ftext[last.end :]
+            # May a token that comes next still join the last one?
+            tight_next = last_open or (bool(tail_sep) and not any(c.isspace() for c in tail_sep))
+            spaced_next = last.single and "\n" not in tail_sep and all(
+                c.isspace() or not c.isalnum() for c in tail_sep
+            )
+            if last.end == n or tight_next or spaced_next:
+                # A live join has at most _MAX_JOIN_RUN tokens per letter of a banned word.
+                reach = _MAX_JOIN_RUN * self._max_letters + 1
+                for i in range(len(tokens) - 1, max(-1, len(tokens) - 1 - reach), -1):
+                    if tokens[i].start >= open_f:
+                        continue
+                    if self._join_alive(tokens, i):
+                        open_f = min(open_f, tokens[i].start)
+            if self._phrases:
+                complete = tokens[:-1] if last_open else tokens
+                if "\n" not in ftext[complete[-1].end :] if complete else False:
+                    start = self._phrase_open(complete)
+                    if start is not None:
+                        open_f = min(open_f, start)
+        open_start = folded.starts[open_f] if open_f < n else len(text)
+        return spans, open_start
+
+    def _join_alive(self, tokens: list[_Token], i: int) -> bool:
+        """Does the join starting at token ``i`` reach the last token with its
+        letters still the beginning of a banned word?"""
+        t0 = tokens[i]
+        if not t0.eligible:
             return False
-        tokens = _tokenize(fold(text).text)
-        if truncated and tokens:
-            tokens = tokens[1:]
-        # The open tail: eligible tokens after the last line break.
+        letters, counts = runs(t0.canon)
+        if letters not in self._prefixes:
+            return False
+        last_run = counts[-1]
+        for j in range(i + 1, len(tokens)):
+            t = tokens[j]
+            if not t.eligible or t.hard:
+                return False
+            if not t.tight and not (tokens[j - 1].single and t.single):
+                return False
+            for ch in t.canon:
+                if ch == letters[-1]:
+                    last_run += 1
+                else:
+                    letters += ch
+                    last_run = 1
+            if last_run > _MAX_JOIN_RUN or letters not in self._prefixes:
+                return False
+        return True
+
+    def _phrase_open(self, tokens: list[_Token]) -> int | None:
+        """Start of the earliest run of final tokens that is a proper
+        beginning of a phrase, or None."""
         tail: list[_Token] = []
         for t in reversed(tokens):
             if not t.eligible or len(tail) >= self._max_phrase - 1:
@@ -295,17 +365,14 @@ class BannedWords:
             if t.hard:
                 break
         tail.reverse()
-        if "\n" in text[len(text.rstrip()) :]:
-            return False  # the text ends in a line break: a hard boundary
-        for j in range(1, len(tail) + 1):
+        for j in range(len(tail), 0, -1):
             seq = tail[-j:]
             for phrase in self._phrases.get(runs(seq[0].canon)[0], ()):
                 if len(phrase) > j and all(
                     _stretches(t.canon, p) for t, p in zip(seq, phrase, strict=False)
                 ):
-                    return True
-        # Ran out of text before a boundary: tokens we cannot see might complete it.
-        return truncated and len(tail) == len(tokens) and len(tail) < self._max_phrase - 1
+                    return seq[0].start
+        return None
 
 
 class WatchedBannedWords:

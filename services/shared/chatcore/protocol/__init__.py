@@ -46,6 +46,7 @@ from ._v1 import (
     V1_PASSWORD_ACCEPTED,
     V1_TERMINATOR,
     V1_USERNAME_ACCEPTED,
+    to_v1_text,
 )
 
 __all__ = (
@@ -87,4 +88,5 @@ __all__ = (
     "ServerHello",
     "State",
     "encode_v1_frame",
+    "to_v1_text",
 )
