@@ -6,8 +6,8 @@ chat_client.cli
 interactive session and the one-shot mode.
 
 Every option that a deployment sets has an environment fallback
-(``CHAT_SERVER_HOST``, ``CHAT_SERVER_PORT``, ``CHAT_USER``, ``CHAT_PASSWORD``),
-so ``docker compose run client`` needs no flags. The password never appears on
+(``CHAT_SERVER_HOST``, ``CHAT_SERVER_PORT``, ``CHAT_USER``, ``CHAT_PASSWORD``,
+``CHAT_TLS`` …), so ``docker compose run client`` needs no flags. The password never appears on
 the command line: it comes from a hidden prompt, ``--password-stdin`` (first
 line of stdin) or ``CHAT_PASSWORD``, and it is never echoed, printed or logged.
 """
@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from . import __version__
@@ -28,6 +29,8 @@ from .errors import EXIT_CODES_HELP, ClientError, ExitCode, UsageError
 from .interactive import InteractiveSession, new_conversation
 from .oneshot import check_privacy, run_oneshot
 from .render import PlainUI, RichUI
+from .tls import TLSOptions, UntrustedCertificate
+from .trust import KnownHosts, default_known_hosts_path, host_key, parse_fingerprint
 
 __all__ = ["Options", "build_parser", "main"]
 
@@ -39,6 +42,10 @@ environment:
   CHAT_SERVER_HOST, CHAT_SERVER_PORT, CHAT_USER   defaults for --host, --port, --user
   CHAT_PASSWORD   the password, for scripts (else --password-stdin or a hidden prompt)
   CHAT_TIMEOUT    default for --timeout
+  CHAT_TLS=1      default for --tls (CHAT_TLS=0: --no-tls)
+  CHAT_TLS_CAFILE, CHAT_TLS_FINGERPRINT, CHAT_KNOWN_HOSTS   defaults for --cafile,
+                  --fingerprint, --known-hosts
+  CHAT_TLS_ACCEPT_NEW=1   default for --tls-accept-new
   XDG_STATE_HOME  the input history is kept in $XDG_STATE_HOME/chat-client/history
                   (default ~/.local/state/chat-client/history)
 
@@ -47,6 +54,16 @@ interactive keys:
   answer being written (v2 cancels it; v1 cannot, so it keeps reading and a second
   Ctrl-C disconnects); Ctrl-D or /quit leaves; /help lists the commands.
   Without a TTY the client reads one message per line from stdin and prints plain text.
+
+TLS:
+  --tls encrypts the connection and checks the server's certificate: against
+  --fingerprint if given, else --cafile if given, else the fingerprint remembered
+  for HOST:PORT in the known-hosts file, else the system's certificate authorities.
+  A server none of these vouches for (e.g. its own self-signed certificate) is shown
+  with its fingerprint: interactively you are asked whether to trust it (compare it
+  with `chat-server fingerprint` on the server), and it is then remembered; one-shot
+  mode never asks and exits 7. A remembered certificate that changes is refused.
+  v1 (--protocol v1) is plaintext only.
 
 one-shot mode:
   chat-client --message "TEXT"      print the answer to stdout as it streams, exit 0
@@ -71,6 +88,9 @@ class Options:
     plain: bool
     verbose: bool
     env: Mapping[str, str] = field(default_factory=dict)
+    #: None: plaintext.
+    tls: TLSOptions | None = None
+    forget_host: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain text output even on a terminal (no colours, no Markdown)")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="one-shot mode: also print the server's notices to stderr")
+    tls = p.add_argument_group("TLS")
+    tls.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                     help="encrypt the connection (env CHAT_TLS; default off; implied by "
+                          "--fingerprint and --cafile)")
+    tls.add_argument("--cafile", metavar="FILE",
+                     help="trust certificates signed by the CA(s) in this PEM file instead of "
+                          "the system's (env CHAT_TLS_CAFILE)")
+    tls.add_argument("--fingerprint", metavar="SHA256",
+                     help="trust only the certificate with this SHA-256 fingerprint, as "
+                          "`chat-server fingerprint` prints it (env CHAT_TLS_FINGERPRINT)")
+    tls.add_argument("--known-hosts", metavar="FILE",
+                     help="where remembered certificates are kept (env CHAT_KNOWN_HOSTS, "
+                          "default $XDG_CONFIG_HOME/chat-client/known_hosts)")
+    tls.add_argument("--tls-accept-new", action="store_true", default=None,
+                     help="remember an unknown server's certificate without asking (like "
+                          "ssh's accept-new; a changed one is still refused; env "
+                          "CHAT_TLS_ACCEPT_NEW)")
+    tls.add_argument("--forget-host", action="store_true",
+                     help="forget the remembered certificate of --host/--port, then exit")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -121,6 +160,56 @@ def _port(value: str, source: str) -> int:
     if not 0 < port < 65536:
         raise UsageError(f"{source} must be between 1 and 65535, not {port}")
     return port
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"{name} must be 1 or 0 (true/false), not {env[name]!r}")
+
+
+def _known_hosts(args: argparse.Namespace, env: Mapping[str, str]) -> KnownHosts:
+    known = args.known_hosts or env.get("CHAT_KNOWN_HOSTS") or None
+    return KnownHosts(Path(known) if known else default_known_hosts_path(env))
+
+
+def _tls_options(args: argparse.Namespace, env: Mapping[str, str],
+                 protocol: int) -> TLSOptions | None:
+    fingerprint = args.fingerprint or env.get("CHAT_TLS_FINGERPRINT") or None
+    cafile = args.cafile or env.get("CHAT_TLS_CAFILE") or None
+    if args.tls is not None:
+        wanted, source = args.tls, "--tls"
+    elif args.fingerprint or args.cafile:
+        wanted, source = True, "--fingerprint" if args.fingerprint else "--cafile"
+    else:
+        wanted, source = _flag(env, "CHAT_TLS") or bool(fingerprint or cafile), "CHAT_TLS"
+    if not wanted:
+        return None
+    if protocol == 1:
+        raise UsageError(f"v1 cannot use TLS: the original protocol is plaintext only "
+                         f"({source} is set); use v2, or --no-tls")
+    if fingerprint and cafile:
+        raise UsageError("--fingerprint and --cafile exclude each other: give one")
+    pinned = None
+    if fingerprint:
+        try:
+            pinned = parse_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise UsageError(f"--fingerprint: {exc}") from None
+    if cafile and not Path(cafile).is_file():
+        raise UsageError(f"--cafile: no such file: {cafile}")
+    accept_new = (args.tls_accept_new if args.tls_accept_new is not None
+                  else _flag(env, "CHAT_TLS_ACCEPT_NEW"))
+    return TLSOptions(
+        known_hosts=_known_hosts(args, env),
+        cafile=Path(cafile) if cafile else None,
+        fingerprint=pinned,
+        accept_new=accept_new,
+        on_remembered=lambda line: print(f"chat-client: {line}", file=sys.stderr),
+    )
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
@@ -142,11 +231,15 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         raise UsageError("timeouts must be positive")
     if args.conversation is not None and args.message is None:
         raise UsageError("--conversation only applies with --message")
+    protocol = 1 if args.protocol == "v1" else 2
+    tls = _tls_options(args, env, protocol)
+    if args.forget_host and tls is None:
+        tls = TLSOptions(_known_hosts(args, env))
     return Options(
         host=args.host or env.get("CHAT_SERVER_HOST") or DEFAULT_HOST,
         port=port,
         user=args.user or env.get("CHAT_USER") or None,
-        protocol=1 if args.protocol == "v1" else 2,
+        protocol=protocol,
         message=args.message,
         password_stdin=args.password_stdin,
         conversation=args.conversation or new_conversation(),
@@ -155,6 +248,8 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         plain=args.plain,
         verbose=args.verbose,
         env=env,
+        tls=tls,
+        forget_host=args.forget_host,
     )
 
 
@@ -191,8 +286,64 @@ def _read_message(opts: Options, stdin: IO[str]) -> str:
     return text
 
 
+def _confirm_certificate(exc: UntrustedCertificate, known_hosts: KnownHosts,
+                         stdin: IO[str]) -> bool:
+    """Show an unknown server's fingerprint and ask whether to trust it."""
+    err = sys.stderr
+    err.write(
+        f"The TLS certificate of {host_key(exc.host, exc.port)} is not vouched for by a "
+        f"certificate authority ({exc.reason}).\n"
+        f"  SHA-256 fingerprint: {exc.fingerprint}\n"
+        "Compare it with what the server's operator sees (chat-server fingerprint). If it "
+        "differs, someone may be intercepting the connection.\n"
+        f"Trust it and remember it in {known_hosts.path}? [y/N] ")
+    err.flush()
+    answer = stdin.readline()
+    if not answer:
+        raise EOFError
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _connect(opts: Options, stdin: IO[str], *, can_confirm: bool) -> ChatConnection:
+    try:
+        return ChatConnection.connect(opts.host, opts.port, version=opts.protocol,
+                                      timeout=opts.connect_timeout, tls=opts.tls)
+    except UntrustedCertificate as exc:
+        if not can_confirm or opts.tls is None:
+            raise
+        if not _confirm_certificate(exc, opts.tls.known_hosts, stdin):
+            raise
+        opts.tls.known_hosts.remember(exc.host, exc.port, exc.fingerprint)
+    # Connect again (the first connection is gone), now checked against the file.
+    return ChatConnection.connect(opts.host, opts.port, version=opts.protocol,
+                                  timeout=opts.connect_timeout, tls=opts.tls)
+
+
+def _warn_plaintext(conn: ChatConnection, opts: Options) -> None:
+    """Once per run: a password is about to cross a network unencrypted."""
+    if conn.encrypted or conn.loopback:
+        return
+    hint = "use --tls" if opts.protocol == 2 else "v1 cannot be encrypted; prefer v2 with --tls"
+    sys.stderr.write(f"chat-client: warning: your password goes to {conn.address} unencrypted "
+                     f"(no TLS); {hint}\n")
+    sys.stderr.flush()
+
+
+def _forget(opts: Options) -> int:
+    assert opts.tls is not None
+    known = opts.tls.known_hosts
+    name = host_key(opts.host, opts.port)
+    if known.forget(opts.host, opts.port):
+        print(f"forgot the TLS certificate of {name} ({known.path})")
+    else:
+        print(f"no certificate remembered for {name} in {known.path}")
+    return ExitCode.OK
+
+
 def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
     stdin = stdin or sys.stdin
+    if opts.forget_host:
+        return _forget(opts)
     stdin_tty = stdin.isatty()
     oneshot = opts.message is not None
     # Prompts only on a terminal, and never in the middle of reading a message
@@ -204,9 +355,10 @@ def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
     if oneshot:
         check_privacy(text)  # before connecting: nothing reaches the server
 
-    conn = ChatConnection.connect(opts.host, opts.port, version=opts.protocol,
-                                  timeout=opts.connect_timeout)
+    # One-shot mode never asks whether to trust a certificate: it fails with exit 7.
+    conn = _connect(opts, stdin, can_confirm=can_prompt and not oneshot)
     try:
+        _warn_plaintext(conn, opts)
         conn.handshake(DEFAULT_HANDSHAKE_TIMEOUT)
         conn.login(user, password, DEFAULT_HANDSHAKE_TIMEOUT)
     except BaseException:
@@ -236,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run(resolve(args, os.environ)))
     except ClientError as exc:
         sys.stderr.write(f"chat-client: {exc}\n" if exc.prefixed else f"{exc}\n")
+        for line in exc.details:
+            sys.stderr.write(f"{line}\n")
         return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("\nchat-client: interrupted\n")

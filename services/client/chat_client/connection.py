@@ -19,6 +19,7 @@ responsive: it can poll a "Ctrl-C was pressed" flag between events.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import queue
 import socket
 import threading
@@ -48,6 +49,7 @@ from chatcore.protocol import (
 
 from . import __version__
 from .errors import AuthFailed, ConnectionLost, ServerError
+from .tls import TLSOptions, TLSSocket, open_tls
 
 __all__ = ["AGENT", "ChatConnection", "server_error"]
 
@@ -69,7 +71,7 @@ class ChatConnection:
     """One client connection: ``connect()`` → ``handshake()`` → ``login()`` →
     ``send_message()`` / ``poll()`` … → ``close()``."""
 
-    def __init__(self, sock: socket.socket, *, version: int, address: str) -> None:
+    def __init__(self, sock: socket.socket | TLSSocket, *, version: int, address: str) -> None:
         self.version = version
         self.address = address
         self.hello: ServerHello | None = None
@@ -92,19 +94,27 @@ class ChatConnection:
     # -- opening -------------------------------------------------------------
     @classmethod
     def connect(cls, host: str, port: int, *, version: int = 2,
-                timeout: float = 10.0) -> ChatConnection:
+                timeout: float = 10.0, tls: TLSOptions | None = None) -> ChatConnection:
+        """Open the connection; with ``tls``, over TLS with a trusted certificate
+        (:func:`chat_client.tls.open_tls`: raises ``TrustError`` otherwise)."""
         address = f"{host}:{port}"
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectionLost(f"cannot connect to {address}: {reason}") from None
+
+        def dial() -> socket.socket:
+            try:
+                sock = socket.create_connection((host, port), timeout=timeout)
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                raise ConnectionLost(f"cannot connect to {address}: {reason}") from None
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+
+        stream: socket.socket | TLSSocket = (
+            dial() if tls is None else open_tls(dial, host, port, tls, timeout))
         # The reader blocks in recv() for as long as the session lasts; timeouts
         # are applied to the event queue instead.
-        sock.settimeout(None)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self = cls(sock, version=version, address=address)
+        stream.settimeout(None)
+        self = cls(stream, version=version, address=address)
         self._reader.start()
         return self
 
@@ -156,6 +166,23 @@ class ChatConnection:
         if isinstance(event, ConnectionClosed | Bye):
             return ConnectionLost(f"the server closed the connection while we waited for {what}")
         return ConnectionLost(f"unexpected {type(event).__name__} from the server instead of {what}")
+
+    @property
+    def encrypted(self) -> bool:
+        return isinstance(self._sock, TLSSocket)
+
+    @property
+    def loopback(self) -> bool:
+        """The server is on this machine (127.0.0.0/8, ::1)."""
+        try:
+            peer = self._sock.getpeername()
+            host = peer[0] if isinstance(peer, tuple) else str(peer)
+            ip = ipaddress.ip_address(host.split("%")[0])
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                return ip.ipv4_mapped.is_loopback
+            return ip.is_loopback
+        except (OSError, ValueError):
+            return False
 
     # -- chatting --------------------------------------------------------------
     @property

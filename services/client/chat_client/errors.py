@@ -21,6 +21,7 @@ __all__ = [
     "PrivacyRefused",
     "Refused",
     "ServerError",
+    "TrustError",
     "UsageError",
 ]
 
@@ -32,6 +33,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 4
     SERVER = 5
     CONNECTION = 6
+    TRUST = 7
     INTERRUPTED = 130
 
 
@@ -45,6 +47,8 @@ exit codes:
      server's moderation refused it
   5  server or model error (the answer could not be produced)
   6  connection failed or lost (server unreachable, closed or killed mid-answer)
+  7  the server's TLS certificate is not trusted (unknown, changed since it was
+     remembered, or not the one --fingerprint names); nothing was sent to it
   130 interrupted (Ctrl-C outside an answer, e.g. at the password prompt)"""
 
 
@@ -60,8 +64,10 @@ class ClientError(Exception):
     #: Print as ``chat-client: <reason>``; False prints the reason verbatim.
     prefixed: bool = True
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(one_line(message))
+        #: Lines printed after the one-line reason (how to fix it, for a person).
+        self.details = details
 
 
 class UsageError(ClientError):
@@ -88,3 +94,9 @@ class ServerError(ClientError):
 
 class ConnectionLost(ClientError):
     exit_code = ExitCode.CONNECTION
+
+
+class TrustError(ClientError):
+    """The server's certificate is not trusted; nothing was sent to it."""
+
+    exit_code = ExitCode.TRUST
