@@ -17,6 +17,7 @@ from chat_server.config import (
     field_of,
     variables_markdown,
 )
+from chat_server.proxy_protocol import TrustedProxies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,6 +121,9 @@ VALID = [
     ("CHAT_ADMIN_SOCKET", "", "admin_socket", None),
     ("CHAT_REQUIRE_TLS", "true", "require_tls", True),
     ("CHAT_ALLOW_V1", "false", "allow_v1", False),
+    ("CHAT_TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.7,fd00::/8 ", "trusted_proxies",
+     TrustedProxies.parse("10.0.0.0/8,192.0.2.7/32,fd00::/8")),
+    ("CHAT_TRUSTED_PROXIES", "", "trusted_proxies", TrustedProxies()),
 ]
 
 
@@ -191,6 +195,8 @@ INVALID = [
     ("CHAT_METRICS_HOST", " ", "non-empty"),
     ("CHAT_REQUIRE_TLS", "sometimes", "1/0/true/false/yes/no"),
     ("CHAT_ALLOW_V1", "2", "1/0/true/false/yes/no"),
+    ("CHAT_TRUSTED_PROXIES", "10.0.0.1/8", "CIDR"),
+    ("CHAT_TRUSTED_PROXIES", "proxy.example", "CIDR"),
 ]
 
 

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 from argon2 import PasswordHasher, Type
 from chatcore.privacy import DEFAULT_REGIONS, parse_regions
 
+from .proxy_protocol import TrustedProxies
+
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "LEGACY_BACKEND",
@@ -158,6 +160,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside CHAT_DB."),
     Variable("CHAT_TLS_KEY", None, "PEM private key of CHAT_TLS_CERT (unencrypted); set both or neither."),
     Variable("CHAT_REQUIRE_TLS", "false", "Refuse plaintext v2 connections (they get an ERROR telling them to use TLS); v1 is governed by CHAT_ALLOW_V1."),
+    Variable("CHAT_TRUSTED_PROXIES", "", "Comma-separated CIDR blocks (or addresses) of load balancers that must open each connection with a PROXY protocol v1/v2 header naming the real client; empty: none (a PROXY header from anyone is a protocol error)."),
     Variable("CHAT_ALLOW_V1", "true", "Serve the original v1 protocol (plaintext only); false answers v1 clients with the login refusal and closes."),
 ]
 
@@ -209,6 +212,7 @@ class Settings:
     tls_key: Path | None = None
     require_tls: bool = False
     allow_v1: bool = True
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -288,6 +292,7 @@ class Settings:
             tls_key=None if tls_key is None else Path(tls_key),
             require_tls=r.boolean("CHAT_REQUIRE_TLS"),
             allow_v1=r.boolean("CHAT_ALLOW_V1"),
+            trusted_proxies=r.trusted_proxies("CHAT_TRUSTED_PROXIES"),
         )
         return settings
 
@@ -334,7 +339,7 @@ class Settings:
                 value = None if value is None else "[set]"
             elif f.name == "system_prompt" and value is not None:
                 value = f"[{len(value)} chars]"
-            elif isinstance(value, Path):
+            elif isinstance(value, Path | TrustedProxies):
                 value = str(value)
             elif f.name == "backends":
                 value = ",".join(spec.summary() for spec in self.backend_specs())
@@ -608,6 +613,14 @@ class _Reader:
             return False
         raise self._fail(name, "one of 1/0/true/false/yes/no", raw)
 
+    def trusted_proxies(self, name: str) -> TrustedProxies:
+        raw = self._raw(name)
+        try:
+            return TrustedProxies.parse(raw)
+        except ValueError as exc:
+            shown = raw if len(raw) <= 80 else raw[:77] + "..."
+            raise ConfigError(f"{name}: expected comma-separated CIDR blocks, {exc}; got {shown!r}") from None
+
     def choice(self, name: str, options: tuple[str, ...]) -> str:
         raw = self._raw(name)
         text = raw.strip().lower()
@@ -662,6 +675,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_TLS_KEY": "tls_key",
     "CHAT_REQUIRE_TLS": "require_tls",
     "CHAT_ALLOW_V1": "allow_v1",
+    "CHAT_TRUSTED_PROXIES": "trusted_proxies",
 }
 
 

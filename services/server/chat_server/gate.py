@@ -17,6 +17,15 @@ ASCII uppercase letter    plaintext v2. Refused when ``CHAT_REQUIRE_TLS=true``: 
 anything else             left to the codec (a protocol error, closed without a reply)
 ========================  =============================================================
 
+Before that, a connection from a trusted load balancer (``CHAT_TRUSTED_PROXIES``)
+must open with a PROXY protocol header naming the real client
+(:func:`chat_server.peer.read_proxy_header`, within
+:data:`~chat_server.peer.PROXY_HEADER_SECONDS`); it is taken off the socket
+byte-exactly and the named address becomes the connection's
+(:func:`chat_server.peer.client_address`). A trusted peer without a valid header
+is dropped; anyone else who starts with a PROXY header is dropped as a protocol
+error (docs/PROTOCOL.md §14).
+
 The byte is *peeked* (``MSG_PEEK``), so neither the TLS layer nor the codec
 misses a byte: the listener's protocol (:func:`start_server`) pauses reading
 the moment a connection is made, before asyncio reads anything, and the gate
@@ -45,6 +54,14 @@ from dataclasses import dataclass
 from chatcore.protocol import Connection, Error, ErrorCode, RemoteProtocolError, Role
 
 from .config import Settings
+from .peer import (
+    PROXY_HEADER_SECONDS,
+    NoProxyHeader,
+    client_address,
+    read_proxy_header,
+    set_client_address,
+)
+from .proxy_protocol import ProxyProtocolError, looks_like_header
 
 __all__ = ["TLS_REQUIRED_MESSAGE", "Gate", "Kind", "Opened", "start_server"]
 
@@ -97,15 +114,16 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
                  cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
                  loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(reader, cb, loop=loop)
-        self.wake: asyncio.Future[None] = loop.create_future()
+        #: Done when the connection is lost (ends a wait for readability).
+        self.lost: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()  # type: ignore[attr-defined]
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.wake.done():
-            self.wake.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
         super().connection_lost(exc)
 
 
@@ -151,8 +169,25 @@ class Gate:
         if not isinstance(protocol, _PausedAtStart):
             # Not from our listener (asyncio already reads): nothing can be peeked.
             return Opened(Kind.OTHER)
-        first = await _peek(writer, protocol.wake, timeout)
-        peer = _peer(writer)
+        raw = _RawSocket.open(writer, protocol)
+        if raw is None:
+            _abort(writer)
+            return None
+        with raw:
+            if not await self._proxy_header(raw, writer, timeout):
+                _abort(writer)
+                return None
+            first = await raw.first_byte(timeout)
+            peer = client_address(writer)
+            # Nothing valid starts with "P" or CR: say what it was when it is a
+            # PROXY header from someone not entitled to send one.
+            if (first in (ord("P"), 0x0D) and not self._trusted(writer)
+                    and looks_like_header(raw.peek(16) or b"")):
+                log.warning("PROXY protocol header from an address not in "
+                            "CHAT_TRUSTED_PROXIES: protocol error",
+                            extra={"event": "proxy_untrusted", "peer": peer})
+                _abort(writer)
+                return None
         if first is None:
             _abort(writer)
             return None
@@ -175,6 +210,32 @@ class Gate:
             return Opened(Kind.V2)
         return Opened(Kind.OTHER)
 
+    def _trusted(self, writer: asyncio.StreamWriter) -> bool:
+        return _transport_peer(writer) in self.settings.trusted_proxies
+
+    async def _proxy_header(self, raw: _RawSocket, writer: asyncio.StreamWriter,
+                            timeout: float) -> bool:
+        """A trusted balancer's PROXY header; ``False``: drop the connection."""
+        if not self._trusted(writer):
+            return True
+        proxy = _transport_peer(writer)
+        try:
+            header = await read_proxy_header(raw, min(timeout, PROXY_HEADER_SECONDS))
+        except (ProxyProtocolError, TimeoutError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, ProxyProtocolError) else (
+                "no PROXY header in time" if isinstance(exc, TimeoutError) else
+                f"connection failed: {exc}")
+            # A TCP health check that opens and closes is routine, not a warning.
+            log.log(logging.DEBUG if isinstance(exc, NoProxyHeader) else logging.WARNING,
+                    "connection from trusted proxy dropped: %s", reason,
+                    extra={"event": "proxy_header_invalid", "peer": proxy})
+            return False
+        if header.source is not None:
+            set_client_address(writer, header.source[0])
+        log.debug("PROXY v%d %s from %s", header.version, header.command.value, proxy,
+                  extra={"event": "proxy_header", "peer": client_address(writer)})
+        return True
+
     async def _upgrade(self, writer: asyncio.StreamWriter, peer: str) -> Opened | None:
         assert self.context is not None
         try:
@@ -195,48 +256,88 @@ class Gate:
 
 
 # ---------------------------------------------------------------------------- helpers
-async def _peek(writer: asyncio.StreamWriter, wake: asyncio.Future[None],
-                timeout: float) -> int | None:
-    """The first byte the peer sent, without taking it off the socket; None on
-    EOF, reset or ``timeout`` seconds of silence."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return None
-    loop = asyncio.get_running_loop()
-    # The transport owns the descriptor (asyncio refuses a second reader on it),
-    # so wait for readability on a duplicate: same socket, another descriptor.
-    try:
-        dup = socket.socket(fileno=os.dup(sock.fileno()))
-    except OSError:
-        return None
-    try:
-        dup.setblocking(False)
-        def readable() -> None:
-            if not wake.done():
-                wake.set_result(None)
+class _RawSocket:
+    """The connection's socket while asyncio does not read it (paused since
+    ``connection_made``): waits for readability on a duplicate descriptor (the
+    transport owns the original, and asyncio refuses a second reader on it),
+    peeks, and takes exact byte counts. Implements :class:`chat_server.peer.RawSocket`."""
 
-        loop.add_reader(dup.fileno(), readable)
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(wake)
-        except TimeoutError:
+    def __init__(self, writer: asyncio.StreamWriter, protocol: _PausedAtStart,
+                 dup: socket.socket) -> None:
+        self._writer = writer
+        self._lost = protocol.lost
+        self._dup = dup
+
+    @classmethod
+    def open(cls, writer: asyncio.StreamWriter, protocol: _PausedAtStart) -> _RawSocket | None:
+        sock = writer.get_extra_info("socket")
+        if sock is None:
             return None
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return None
+        dup.setblocking(False)
+        return cls(writer, protocol, dup)
+
+    def __enter__(self) -> _RawSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._dup.close()  # closes the duplicate only; the connection stays open
+
+    async def readable(self) -> bool:
+        if self._lost.done() or self._writer.transport.is_closing():
+            return False
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        fd = self._dup.fileno()
+        loop.add_reader(fd, wake)
+        self._lost.add_done_callback(wake)
+        try:
+            await ready
         finally:
-            loop.remove_reader(dup.fileno())
-        if writer.transport.is_closing():
-            return None
+            loop.remove_reader(fd)
+            self._lost.remove_done_callback(wake)
+        return not (self._lost.done() or self._writer.transport.is_closing())
+
+    def peek(self, size: int) -> bytes | None:
         try:
-            data = dup.recv(1, socket.MSG_PEEK)
+            return self._dup.recv(size, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return None  # woken without data (cannot happen after readability, but be safe)
         except OSError:
+            return b""  # reset: as good as EOF
+
+    def take(self, size: int) -> None:
+        while size > 0:
+            got = len(self._dup.recv(size))
+            if got == 0:
+                raise ConnectionResetError("connection closed")
+            size -= got
+
+    async def first_byte(self, timeout: float) -> int | None:
+        """The first byte the peer sent, without taking it off the socket; None
+        on EOF, reset or ``timeout`` seconds of silence."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if not await self.readable():
+                        return None
+                    data = self.peek(1)
+                    if data is not None:
+                        return data[0] if data else None
+        except TimeoutError:
             return None
-        return data[0] if data else None
-    finally:
-        dup.close()  # closes the duplicate only; the connection stays open
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
+def _transport_peer(writer: asyncio.StreamWriter) -> str:
+    """The TCP peer itself (a balancer, when there is one)."""
     peer = writer.get_extra_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) else str(peer or "?")
 

@@ -60,6 +60,7 @@ from .auth import Authenticator
 from .config import Settings
 from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
+from .peer import client_address
 from .ratelimit import RateLimiter
 from .turn import ChatTurn, StopReason, TurnContext, TurnServices
 from .wire import FrameTimeout, PeerGone, Wire
@@ -99,8 +100,8 @@ class Session:
         self.services = services
         self.settings = services.settings
         self.id = uuid.uuid4().hex[:12]
-        peer = writer.get_extra_info("peername")
-        self.address = peer[0] if isinstance(peer, tuple) else str(peer or "?")
+        #: The client's address (the one a trusted balancer named, if any).
+        self.address = client_address(writer)
         #: TLS carries v2 only (v1 is plaintext only: docs/PROTOCOL.md §13).
         self.tls = tls
         self.conn = Connection(
