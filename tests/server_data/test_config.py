@@ -101,6 +101,7 @@ VALID = [
     ("CHAT_IDLE_TIMEOUT", "60", "idle_timeout", 60.0),
     ("CHAT_PING_INTERVAL", "0", "ping_interval", 0.0),
     ("CHAT_PING_TIMEOUT", "7.5", "ping_timeout", 7.5),
+    ("CHAT_PHONE_REGIONS", "in, us", "phone_regions", ("IN", "US")),
     ("CHAT_FRAME_TIMEOUT", "5", "frame_timeout", 5.0),
     ("CHAT_RATE_LIMIT", "0", "rate_limit", 0),
     ("CHAT_MAX_PARALLEL", "8", "max_parallel", 8),
