@@ -38,15 +38,18 @@ from __future__ import annotations
 import os
 import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .normalize import Folded, canonical, fold, runs
+from .lexicon import common_words
+from .normalize import Folded, canonical, fold, prepare_fold, runs
 
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
 _TOKEN = re.compile(r"(?:[^\W_]|[@$!|])+")
+_SPACES_HYPHENS = re.compile(r"[\s\-]+")
 _TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|]")
 _EDGE_PUNCT = "!|"
 #: Joined candidates (across punctuation or spaced letters) stop after a letter
@@ -100,6 +103,12 @@ def _tokenize(folded: str) -> list[_Token]:
     return tokens
 
 
+def _literal(text: str) -> str:
+    """A word as written, for comparing with the list: NFKC, lower case (ß
+    stays ß), without spaces and hyphens (``son-of-a-bitch``, ``sonofabitch``)."""
+    return _SPACES_HYPHENS.sub("", unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'"))
+
+
 def parse_word_list(text: str) -> list[str]:
     """Entries of a word-list file: one word or phrase per line; ``#`` starts a
     comment; blank lines are ignored."""
@@ -126,6 +135,10 @@ class BannedWords:
         self._max_phrase = 0
         self._max_letters = 0
         self.entries: tuple[str, ...] = tuple(words)
+        # An entry as written: a hit that is literally one is never excused.
+        self._literal = {_literal(e) for e in self.entries}
+        self._lexicon = common_words()
+        prepare_fold()  # load the look-alike table now, not on the first message
         for entry in self.entries:
             canons = [t.canon for t in _tokenize(fold(entry).text)]
             if not canons:
@@ -232,9 +245,14 @@ class BannedWords:
         if not text or not self._words:
             return []
         folded = fold(text)
-        return self._find_in(folded, _tokenize(folded.text))
+        return self._find_in(text, folded, _tokenize(folded.text))
 
-    def _find_in(self, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
+    def _excused(self, word: str) -> bool:
+        """A hit that is a common word of a supported language, and not
+        literally a listed entry (``assess``, ``Shiite``, ``who're``, ``aß``)."""
+        return _literal(word) not in self._literal and self._lexicon.is_common(word)
+
+    def _find_in(self, text: str, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
         hits: list[tuple[int, int]] = []
         for i, t in enumerate(tokens):
             span = self._token_hits(folded.text, t)
@@ -252,6 +270,9 @@ class BannedWords:
         if not hits:
             return []
         spans = sorted(folded.original_span(s, e) for s, e in hits)
+        spans = [(s, e) for s, e in spans if not self._excused(text[s:e])]
+        if not spans:
+            return []
         merged = [spans[0]]
         for s, e in spans[1:]:
             ls, le = merged[-1]
@@ -293,7 +314,7 @@ class BannedWords:
         folded = fold(text)
         ftext = folded.text
         tokens = _tokenize(ftext)
-        spans = self._find_in(folded, tokens)
+        spans = self._find_in(text, folded, tokens)
         n = len(ftext)
         open_f = n
         last_open = bool(ftext) and _TOKEN_CHAR.match(ftext, n - 1) is not None

@@ -3,21 +3,28 @@ chat_server.moderation.normalize
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 
 Turns text into the *detection copy* the banned-word matcher works on, and
-back. Following docs/SECURITY.md §4, the pipeline per character is:
+back (docs/SECURITY.md §4). Per character:
 
-1. NFKD, then drop combining marks (category M): fullwidth ``ＡＢＣ``, ligatures
-   and accents fold to plain letters (``fück`` -> ``fuck``), zalgo marks vanish.
-   (NFKD+strip is NFKC plus accent removal; the brief asked for NFKC.)
-2. A small confusables map: Cyrillic/Greek letters that look Latin (``ѕ``,
-   ``а``, ``о``, ``Н``…). NFKC does not fold them; TR39 skeletons would, but a
-   hand list of the common ones is enough and keeps us dependency-free.
-3. ``str.casefold()``.
-4. Format characters (category Cf: U+200B zero-width space, U+00AD soft hyphen,
-   U+2060, BOM…) are dropped, so ``abc\u200bxyz`` reads ``abcxyz``.
+1. Invisible and filler characters count as nothing: every Unicode
+   *Default_Ignorable_Code_Point* (zero-width space, soft hyphen, word joiner,
+   Hangul fillers, variation selectors, tag characters, BOM…) is dropped; the
+   blank Braille pattern (U+2800) reads as a space.
+2. NFKD, then combining marks (category M) dropped: fullwidth ``ＡＢＣ``,
+   mathematical ``𝐟``, circled ``ⓕ``, ligatures and accents fold to plain
+   letters (``fück`` -> ``fuck``), zalgo marks vanish.
+3. Look-alikes: Unicode's confusables data (UTS #39, the table behind its
+   "skeletons", as shipped by the ``confusable_homoglyphs`` package) gives, for
+   a character that looks like an ASCII letter or digit, that character:
+   Cyrillic ``ѕ а о Н``, Greek ``ν ρ Κ``, Armenian ``օ ս``, Cherokee ``Ꭺ``,
+   Lisu ``ꓝ``… Latin-script letter forms and letter symbols the table leaves
+   out (small capitals ``ꜰ ᴋ ʀ``, enclosed ``🅕 🅤``, regional indicators
+   ``🇫``) are transliterated (``anyascii``); other scripts are not, so real
+   Cyrillic, Greek or Devanagari words are not read as English.
+4. ``str.casefold()``, except that ``ß`` stays ``ß`` (German *aß* is not *ass*).
 
-The copy is only for detection (TR39: a skeleton must never be displayed); each
-of its characters remembers the span of the original it came from, so matches
-map back to the caller's text. Everything is per character, hence
+The copy is only for detection (UTS #39: a skeleton must never be displayed);
+each of its characters remembers the span of the original it came from, so
+matches map back to the caller's text. Everything is per character, hence
 ``fold(a + b) == fold(a) + fold(b)``: the streaming answer filter relies on it.
 
 Leetspeak is handled later, per token, by :func:`canonical`.
@@ -25,29 +32,49 @@ Leetspeak is handled later, per token, by :func:`canonical`.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import json
 import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["LEET", "Folded", "canonical", "fold", "runs"]
+import regex
+from anyascii import anyascii
 
-# Look-alikes NFKC leaves alone. Upper case too: casefold would otherwise turn
-# Cyrillic "Н" into "н", which no longer looks like "h".
-_CONFUSABLES = {
-    # Cyrillic lower case
-    "а": "a", "в": "b", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i", "ј": "j",
-    "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t", "у": "y",
-    "х": "x", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l",
-    # Cyrillic upper case
-    "А": "a", "В": "b", "Е": "e", "Ё": "e", "Һ": "h", "І": "i", "Ї": "i", "Ј": "j",
-    "К": "k", "М": "m", "Н": "h", "О": "o", "Р": "p", "С": "c", "Т": "t", "У": "y",
-    "Х": "x", "Ѕ": "s", "Ԁ": "d", "Ԛ": "q", "Ԝ": "w", "Ӏ": "l",
-    # Latin letters that casefold leaves distinct
-    "ı": "i", "ſ": "s", "ɑ": "a", "ɡ": "g",
-    # Greek
-    "α": "a", "ο": "o", "ι": "i", "κ": "k", "ν": "v", "ρ": "p", "τ": "t", "υ": "u",
-    "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m",
-    "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
-}
+__all__ = ["LEET", "Folded", "canonical", "fold", "prepare_fold", "runs"]
+
+_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+_LATIN_OR_COMMON = regex.compile(r"[\p{Script=Latin}\p{Script=Common}]")
+_BLANKS = frozenset("\u2800")
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Character -> the ASCII letter or digit it looks like, from the
+    confusables data (loaded once, then only this small map is kept)."""
+    data = json.loads(
+        importlib.resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8")
+    )
+    out: dict[str, str] = {}
+    for ch, homoglyphs in data.items():
+        if ch.isascii() or len(ch) != 1:
+            continue
+        glyphs = [h["c"] for h in homoglyphs]
+        letters = [g for g in glyphs if g.isascii() and g.isalpha()]
+        digits = [g for g in glyphs if g.isascii() and g.isdigit()]
+        if letters or digits:
+            out[ch] = (letters or digits)[0]
+            continue
+        if _LATIN_OR_COMMON.match(ch):
+            continue  # transliterated in _fold_char (ᴋ is k, not like its look-alike ĸ)
+        # One step further: a Latin look-alike of a look-alike (Greek κ ~ ᴋ ~ k).
+        for g in glyphs:
+            if len(g) == 1 and not g.isascii() and _LATIN_OR_COMMON.match(g) and g not in "ĸ":
+                t = anyascii(g)
+                if len(t) == 1 and t.isalpha():
+                    out[ch] = t
+                    break
+    return out
 
 #: Leetspeak, applied to tokens. "1" and "!" stand for "i" or "l": canonical
 #: forms merge "l" into "i" on *both* sides (list and text), so one lookup
@@ -71,23 +98,39 @@ class Folded:
         return self.starts[start], self.ends[end - 1]
 
 
+def prepare_fold() -> None:
+    """Load the look-alike table (a fraction of a second, once per process)."""
+    _prototypes()
+
+
+@functools.lru_cache(maxsize=16384)
 def _fold_char(ch: str) -> str:
     if ch.isascii():
         return ch.lower()
-    if unicodedata.category(ch) == "Cf":
+    if _IGNORABLE.match(ch):
         return ""
+    if ch in _BLANKS:
+        return " "
+    if ch in "ßẞ":
+        return "ß"
+    protos = _prototypes()
     out = []
     for c in unicodedata.normalize("NFKD", ch):
-        if unicodedata.category(c)[0] == "M":
+        if unicodedata.category(c)[0] == "M" or _IGNORABLE.match(c):
             continue
-        c = _CONFUSABLES.get(c, c)
-        for d in c.casefold():
-            d = _CONFUSABLES.get(d, d)
-            if not d.isascii():
-                digit = unicodedata.decimal(d, None)
-                if digit is not None:
-                    d = str(digit)  # Arabic-Indic, fullwidth… digits
-            out.append(d)
+        if not c.isascii():
+            digit = unicodedata.decimal(c, None)
+            if digit is not None:
+                out.append(str(digit))  # Arabic-Indic, Devanagari… digits
+                continue
+            p = protos.get(c)
+            if p is None and _LATIN_OR_COMMON.match(c) and unicodedata.category(c) in ("Ll", "Lu", "Lt", "Lm", "So"):
+                t = anyascii(c)
+                if len(t) == 1 and t.isalpha():
+                    p = t
+            if p is not None:
+                c = p
+        out.append(c.casefold() if c not in "ßẞ" else "ß")
     return "".join(out)
 
 
@@ -100,7 +143,7 @@ def fold(text: str) -> Folded:
     starts: list[int] = []
     ends: list[int] = []
     for i, ch in enumerate(text):
-        f = _fold_char(ch)
+        f = ch.lower() if ch.isascii() else _fold_char(ch)
         chars.append(f)
         starts.extend([i] * len(f))
         ends.extend([i + 1] * len(f))
