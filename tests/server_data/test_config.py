@@ -118,6 +118,9 @@ VALID = [
     ("CHAT_METRICS_PORT", "9464", "metrics_port", 9464),
     ("CHAT_METRICS_PORT", "", "metrics_port", None),
     ("CHAT_METRICS_HOST", "0.0.0.0", "metrics_host", "0.0.0.0"),
+    ("CHAT_HEALTH_PORT", "8081", "health_port", 8081),
+    ("CHAT_HEALTH_PORT", "", "health_port", None),
+    ("CHAT_HEALTH_HOST", "0.0.0.0", "health_host", "0.0.0.0"),
     ("CHAT_ADMIN_SOCKET", "/run/chat/admin.sock", "admin_socket", Path("/run/chat/admin.sock")),
     ("CHAT_ADMIN_SOCKET", "", "admin_socket", None),
     ("CHAT_REQUIRE_TLS", "true", "require_tls", True),
@@ -197,6 +200,7 @@ INVALID = [
     ("CHAT_REQUIRE_TLS", "sometimes", "1/0/true/false/yes/no"),
     ("CHAT_ALLOW_V1", "2", "1/0/true/false/yes/no"),
     ("CHAT_TRUSTED_PROXIES", "10.0.0.1/8", "CIDR"),
+    ("CHAT_HEALTH_PORT", "65536", "integer 0-65535"),
     ("CHAT_TRUSTED_PROXIES", "proxy.example", "CIDR"),
 ]
 

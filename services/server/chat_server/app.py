@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from chatcore.privacy import detector_for
 from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
 
+from . import readiness
 from .auth import Authenticator, ensure_bootstrap_user
 from .config import Settings
 from .gate import Gate
@@ -257,6 +258,10 @@ class ChatService:
         sockname = server.sockets[0].getsockname()
         log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.ollama_model,
                  extra={"event": "listening"})
+        health = None
+        if s.health_port is not None:
+            health = await readiness.start(s.health_host, s.health_port,
+                                           lambda: readiness.assess(self))
         model_task = asyncio.create_task(self._prepare_model())
         try:
             await stop.wait()
@@ -273,6 +278,8 @@ class ChatService:
                     await server.wait_closed()
             await self.model.aclose()
             self.store.close()
+            if health is not None:  # answers 503 "draining" up to here
+                await health.close()
             log.info("stopped", extra={"event": "stopped"})
         return 0
 

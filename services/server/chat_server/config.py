@@ -156,6 +156,8 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_ARGON2_PARALLELISM", "1", "Argon2id lanes (OWASP: 1)."),
     Variable("CHAT_METRICS_PORT", None, "Port of the Prometheus metrics endpoint (/metrics); unset turns it off, 0 picks a free port."),
     Variable("CHAT_METRICS_HOST", "127.0.0.1", "Address the metrics endpoint listens on (the compose stack: 0.0.0.0 inside its network, not published)."),
+    Variable("CHAT_HEALTH_PORT", None, "Port of the HTTP readiness endpoint for load balancers (GET /ready: 200, or 503 while draining or the model is not ready; GET /live); unset turns it off."),
+    Variable("CHAT_HEALTH_HOST", "127.0.0.1", "Address the readiness endpoint listens on (docker-compose.ha.yml: 0.0.0.0 inside its network, not published)."),
     Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside CHAT_DB."),
     Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside CHAT_DB."),
     Variable("CHAT_TLS_KEY", None, "PEM private key of CHAT_TLS_CERT (unencrypted); set both or neither."),
@@ -207,6 +209,8 @@ class Settings:
     argon2_parallelism: int = 1
     metrics_port: int | None = None  # None: no metrics endpoint
     metrics_host: str = "127.0.0.1"
+    health_port: int | None = None  # None: no readiness endpoint
+    health_host: str = "127.0.0.1"
     admin_socket: Path | None = None  # None: admin.sock beside the database
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -287,6 +291,8 @@ class Settings:
             argon2_parallelism=parallelism,
             metrics_port=r.optional_integer("CHAT_METRICS_PORT", 0, 65535),
             metrics_host=r.nonempty("CHAT_METRICS_HOST"),
+            health_port=r.optional_integer("CHAT_HEALTH_PORT", 0, 65535),
+            health_host=r.nonempty("CHAT_HEALTH_HOST"),
             admin_socket=_optional_path(r.optional_str("CHAT_ADMIN_SOCKET")),
             tls_cert=None if tls_cert is None else Path(tls_cert),
             tls_key=None if tls_key is None else Path(tls_key),
@@ -670,6 +676,8 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_ARGON2_PARALLELISM": "argon2_parallelism",
     "CHAT_METRICS_PORT": "metrics_port",
     "CHAT_METRICS_HOST": "metrics_host",
+    "CHAT_HEALTH_PORT": "health_port",
+    "CHAT_HEALTH_HOST": "health_host",
     "CHAT_ADMIN_SOCKET": "admin_socket",
     "CHAT_TLS_CERT": "tls_cert",
     "CHAT_TLS_KEY": "tls_key",
