@@ -636,6 +636,7 @@ def v2_cases() -> list[dict[str, Any]]:
                 ),
             ],
         ),
+        *token_cases(),
         case(
             "fatal error before login",
             2,
@@ -771,6 +772,121 @@ def v2_cases() -> list[dict[str, Any]]:
             ],
         ),
         *settled_cases(),
+    ]
+
+
+#: Session tokens in the vectors: 43 characters of base64url (32 random bytes).
+TOKEN_1 = "Jq3Vx0N8cXhHk2sS6pLw1mZ4tYb9RfUeAaDgC5iKoEn"
+TOKEN_2 = "tB7wPz2LmQe4Ns8Xy1Vc6Hd0Ju5Kf3GaRi9So-_ZxWq"
+
+
+def token_cases() -> list[dict[str, Any]]:
+    """Session tokens (docs/PROTOCOL.md §4): issued in AUTH_RESULT, used in AUTH."""
+    return [
+        case(
+            "a session token comes with a successful login",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","password":"secret"}'),
+                    [ev("Authenticate", user="alice", password="secret")],
+                ),
+                step(
+                    "server",
+                    f2(
+                        "AUTH_RESULT",
+                        '{"ok":true,"user":"alice","message":"welcome","token":"'
+                        + TOKEN_1 + '"}',
+                    ),
+                    [ev("AuthResult", ok=True, user="alice", message="welcome", token=TOKEN_1)],
+                    state={"client": "chatting", "server": "chatting"},
+                ),
+            ],
+            note="the token is random (at least 128 bits); the client keeps it in memory "
+            "to log in again after a reconnect",
+        ),
+        case(
+            "login with a session token instead of the password",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","token":"' + TOKEN_1 + '"}'),
+                    [ev("Authenticate", user="alice", token=TOKEN_1)],
+                ),
+                step(
+                    "server",
+                    f2(
+                        "AUTH_RESULT",
+                        '{"ok":true,"user":"alice","message":"welcome","token":"'
+                        + TOKEN_2 + '"}',
+                    ),
+                    [ev("AuthResult", ok=True, user="alice", message="welcome", token=TOKEN_2)],
+                    state={"client": "chatting", "server": "chatting"},
+                ),
+            ],
+            note="every successful login issues a fresh token; the client uses the newest",
+        ),
+        case(
+            "a refused token login looks like a refused password",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","token":"' + TOKEN_2 + '"}'),
+                    [ev("Authenticate", user="alice", token=TOKEN_2)],
+                ),
+                step(
+                    "server",
+                    f2("AUTH_RESULT", '{"ok":false,"user":"","message":"login failed"}'),
+                    [ev("AuthResult", ok=False, message="login failed")],
+                    state={"client": "closed", "server": "closed"},
+                ),
+            ],
+        ),
+        case(
+            "null password or token means absent",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","password":"secret","token":null}'),
+                    received=[ev("Authenticate", user="alice", password="secret")],
+                ),
+                step(
+                    "server",
+                    f2("AUTH_RESULT", '{"ok":true,"user":"alice","message":"hi","token":null}'),
+                    received=[ev("AuthResult", ok=True, user="alice", message="hi")],
+                ),
+            ],
+        ),
+        v2_raw_error(
+            "AUTH with both password and token",
+            f2("AUTH", '{"user":"alice","password":"secret","token":"' + TOKEN_1 + '"}'),
+            "protocol_error",
+        ),
+        v2_raw_error("AUTH with an empty token", f2("AUTH", '{"user":"alice","token":""}'),
+                     "protocol_error"),
+        v2_raw_error("AUTH with a mistyped token", f2("AUTH", '{"user":"alice","token":7}'),
+                     "protocol_error"),
+        case(
+            "a failed login carries no token",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "server",
+                    f2("AUTH_RESULT", '{"ok":false,"message":"login failed","token":"'
+                       + TOKEN_1 + '"}'),
+                    error="protocol_error",
+                ),
+            ],
+        ),
     ]
 
 

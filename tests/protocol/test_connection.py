@@ -228,6 +228,54 @@ class TestSendRules:
         assert pair.server.send(p.Error(ErrorCode.SHUTTING_DOWN)) == b""
 
 
+class TestSessionTokens:
+    """Login with a session token instead of a password (docs/PROTOCOL.md §4)."""
+
+    def test_authenticate_takes_exactly_one_secret(self) -> None:
+        with pytest.raises(LocalProtocolError):
+            p.Authenticate("alice")
+        with pytest.raises(LocalProtocolError):
+            p.Authenticate("alice", password="pw", token="tok")
+        with pytest.raises(LocalProtocolError):
+            p.Authenticate("alice", token="")
+        assert p.Authenticate("alice", password="").password == ""
+
+    def test_a_failed_login_carries_no_token(self) -> None:
+        with pytest.raises(LocalProtocolError):
+            p.AuthResult(False, token="tok")
+        with pytest.raises(LocalProtocolError):
+            p.AuthResult(True, "alice", token="")
+
+    def test_secrets_never_show_in_repr(self) -> None:
+        for event in (p.Authenticate("alice", password="hunter2"),
+                      p.Authenticate("alice", token="tok-secret-42"),
+                      p.AuthResult(True, "alice", "welcome", token="tok-secret-42")):
+            text = repr(event) + str(event)
+            assert "hunter2" not in text and "tok-secret-42" not in text
+            assert "<hidden>" in text
+
+    def test_token_login_round_trip_v2(self) -> None:
+        pair = ConnectionPair(version=2)
+        pair.send(Role.CLIENT, p.ClientHello())
+        pair.send(Role.SERVER, p.ServerHello())
+        auth = p.Authenticate("alice", token="tok")
+        assert pair.send(Role.CLIENT, auth) == [auth]
+        result = p.AuthResult(True, "alice", "welcome", token="tok2")
+        assert pair.send(Role.SERVER, result) == [result]
+        assert pair.client.state is pair.server.state is State.CHATTING
+
+    def test_v1_cannot_log_in_with_a_token(self) -> None:
+        conn = Connection(Role.CLIENT, version=1)
+        with pytest.raises(LocalProtocolError):
+            conn.send(p.Authenticate("alice", token="tok"))
+
+    def test_v1_server_cannot_issue_a_token(self) -> None:
+        pair = ConnectionPair(version=1)
+        pair.send(Role.CLIENT, p.Authenticate("alice", "pw"))
+        with pytest.raises(LocalProtocolError):
+            pair.server.send(p.AuthResult(True, "alice", token="tok"))
+
+
 class TestAutomaticReplies:
     def test_v1_login_dance(self) -> None:
         server = Connection(Role.SERVER)

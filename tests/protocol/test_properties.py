@@ -47,8 +47,13 @@ server_hello = st.builds(
         st.text(min_size=1, max_size=10).filter(lambda s: s.isprintable()), small, max_size=3
     ),
 )
-authenticate = st.builds(p.Authenticate, user=text, password=text)
-auth_result = st.builds(p.AuthResult, ok=st.booleans(), user=text, message=text)
+tokens = st.text(min_size=1, max_size=80)
+authenticate = st.builds(p.Authenticate, user=text, password=text) | st.builds(
+    p.Authenticate, user=text, token=tokens
+)
+auth_result = st.builds(p.AuthResult, ok=st.booleans(), user=text, message=text) | st.builds(
+    p.AuthResult, ok=st.just(True), user=text, message=text, token=tokens
+)
 chat = st.builds(p.ChatMessage, text=text, conversation=text, message_id=ids)
 delta = st.builds(p.AnswerDelta, text=text, message_id=ids)
 end = st.builds(

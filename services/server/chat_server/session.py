@@ -272,7 +272,9 @@ class Session:
                 ErrorCode.AUTH_THROTTLED, f"too many failed attempts; try again in {wait:.0f} s"
             )
             return False
-        ok = await services.auth.verify(auth.user, auth.password, self.address)
+        # Session tokens are not issued yet: a token login fails like a wrong password.
+        ok = auth.password is not None and await services.auth.verify(
+            auth.user, auth.password, self.address)
         if not ok:
             self.log.warning("authentication failed", event="auth_failed",
                              user_hash=name_hash(auth.user))

@@ -195,33 +195,55 @@ class ServerHello(Event):
 
 @dataclass(frozen=True, slots=True)
 class Authenticate(Event):
-    """Client credentials. v1 sends them as two frames (username, password)."""
+    """Client credentials: a password, or (v2 only) a session token the
+    server issued at an earlier login (docs/PROTOCOL.md §4). Exactly one of
+    the two is given. v1 sends a password as two frames (username, password)."""
 
     user: str
-    password: str = field(repr=False)
+    password: str | None = field(default=None, repr=False)
+    #: A session token from an earlier :class:`AuthResult` (instead of a password).
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_str("user", self.user)
-        _check_str("password", self.password)
+        if (self.password is None) == (self.token is None):
+            raise LocalProtocolError("give exactly one of password and token")
+        if self.password is not None:
+            _check_str("password", self.password)
+        if self.token is not None:
+            _check_str("token", self.token, allow_empty=False)
 
-    def __repr__(self) -> str:  # never show the password, even in a traceback
-        return f"Authenticate(user={self.user!r}, password=<hidden>)"
+    def __repr__(self) -> str:  # never show the secret, even in a traceback
+        kind = "password" if self.token is None else "token"
+        return f"Authenticate(user={self.user!r}, {kind}=<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
 class AuthResult(Event):
-    """The server's verdict. A failure never says whether the user exists."""
+    """The server's verdict. A failure never says whether the user exists.
+    A successful v2 login may carry a session ``token`` for logging in again
+    (after a reconnect) without the password."""
 
     ok: bool
     user: str = ""
     #: Human text; for a failure always the same generic sentence.
     message: str = ""
+    #: A session token (v2, ``ok`` only); ``None``: none issued.
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ok, bool):
             raise LocalProtocolError("ok must be bool")
         _check_str("user", self.user)
         _check_str("message", self.message)
+        if self.token is not None:
+            _check_str("token", self.token, allow_empty=False)
+            if not self.ok:
+                raise LocalProtocolError("a failed login carries no token")
+
+    def __repr__(self) -> str:  # never show the token, even in a traceback
+        token = "" if self.token is None else ", token=<hidden>"
+        return f"AuthResult(ok={self.ok!r}, user={self.user!r}, message={self.message!r}{token})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,8 @@ class V1ServerCodec:
 
     def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, AuthResult):
+            if event.token is not None:
+                raise LocalProtocolError("protocol v1 cannot carry a session token")
             if event.ok:
                 if self._phase is not _Phase.VERDICT:
                     raise LocalProtocolError("can't accept a login before the password arrived")
@@ -448,6 +450,8 @@ class V1ClientCodec:
 
     def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, Authenticate):
+            if event.password is None:
+                raise LocalProtocolError("protocol v1 logs in with a password only (no token)")
             if self._phase is not None:
                 raise LocalProtocolError("already logged in or logging in")
             self._phase = _Phase.USERNAME

@@ -77,9 +77,13 @@ def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
             "limits": dict(event.limits),
         }
     if isinstance(event, Authenticate):
+        if event.token is not None:
+            return "AUTH", {"user": event.user, "token": event.token}
         return "AUTH", {"user": event.user, "password": event.password}
     if isinstance(event, AuthResult):
-        return "AUTH_RESULT", {"ok": event.ok, "user": event.user, "message": event.message}
+        result: dict[str, Any] = {"ok": event.ok, "user": event.user, "message": event.message}
+        _optional(result, "token", event.token)
+        return "AUTH_RESULT", result
     if isinstance(event, ChatMessage):
         return "CHAT", {
             "id": event.message_id,
@@ -184,6 +188,10 @@ class _Body:
         _check_text(self.type, key, value)
         return value
 
+    def optional_text(self, key: str) -> str | None:
+        """A string value, or None when the key is absent or null."""
+        return None if self.obj.get(key) is None else self.text(key)
+
     def number(self, key: str, default: Any = _REQUIRED) -> Any:
         value = self._get(key, default)
         if value is None:
@@ -242,6 +250,23 @@ def _error(b: _Body) -> Event:
     return Error(code=code, message=b.text("message", ""), message_id=b.number("id", None))
 
 
+def _authenticate(b: _Body) -> Event:
+    # A password or a session token, exactly one (docs/PROTOCOL.md §4).
+    password, token = b.optional_text("password"), b.optional_text("token")
+    if password is None and token is None:
+        raise _invalid(b.type, "missing 'password' (or 'token')")
+    if password is not None and token is not None:
+        raise _invalid(b.type, "both 'password' and 'token'")
+    return Authenticate(user=b.text("user"), password=password, token=token)
+
+
+def _auth_result(b: _Body) -> Event:
+    return AuthResult(
+        ok=b.flag("ok"), user=b.text("user", ""), message=b.text("message", ""),
+        token=b.optional_text("token"),
+    )
+
+
 def _notice(b: _Body) -> Event:
     try:
         kind = NoticeKind(b.text("kind"))
@@ -259,10 +284,8 @@ def _notice(b: _Body) -> Event:
 # still decoded (to its event) and then refused by the state table.
 _DECODERS: dict[str, Callable[[_Body, Role], Event]] = {
     "HELLO": lambda b, r: _client_hello(b) if r is Role.CLIENT else _server_hello(b),
-    "AUTH": lambda b, r: Authenticate(user=b.text("user"), password=b.text("password")),
-    "AUTH_RESULT": lambda b, r: AuthResult(
-        ok=b.flag("ok"), user=b.text("user", ""), message=b.text("message", "")
-    ),
+    "AUTH": lambda b, r: _authenticate(b),
+    "AUTH_RESULT": lambda b, r: _auth_result(b),
     "CHAT": lambda b, r: ChatMessage(
         text=b.text("text"), conversation=b.text("conversation", ""), message_id=b.number("id")
     ),
