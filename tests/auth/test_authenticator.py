@@ -14,7 +14,7 @@ import pytest
 from argon2 import PasswordHasher, Type
 from chat_server.auth import Authenticator, ThrottlePolicy, ensure_bootstrap_user
 from chat_server.config import Settings
-from chat_server.store import SQLiteStore
+from chat_server.store import Store, open_store
 
 T = TypeVar("T")
 
@@ -75,9 +75,9 @@ async def _with_timeout(coro: Awaitable[T]) -> T:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "chat.db")
+    s = run(open_store(tmp_path / "chat.db"))
     yield s
-    s.close()
+    run(s.close())
 
 
 @pytest.fixture
@@ -85,20 +85,25 @@ def hasher() -> CountingHasher:
     return CountingHasher()
 
 
-def make_auth(store: SQLiteStore, hasher: CountingHasher, **kw: Any) -> tuple[Authenticator, FakeClock]:
+def make_auth(store: Store, hasher: CountingHasher, **kw: Any) -> tuple[Authenticator, FakeClock]:
     clock = FakeClock()
     auth = Authenticator(store, hasher, clock=clock, **kw)
     return auth, clock
 
 
-def add_user(store: SQLiteStore, name: str, password: str, hasher: PasswordHasher | None = None) -> None:
-    store.add_user(name, (hasher or cheap_hasher()).hash(password))
+def add_user(store: Store, name: str, password: str, hasher: PasswordHasher | None = None) -> None:
+    run(store.add_user(name, (hasher or cheap_hasher()).hash(password)))
+
+
+def stored_hash(store: Store, name: str) -> str | None:
+    user = run(store.get_user(name))
+    return None if user is None else user.password_hash
 
 
 # -- right, wrong, unknown -----------------------------------------------------
 
 
-def test_right_wrong_and_unknown(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_right_wrong_and_unknown(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "s3cret pass")
     auth, _ = make_auth(store, hasher)
     assert run(auth.verify("alice", "s3cret pass", "127.0.0.1")) is True
@@ -108,10 +113,10 @@ def test_right_wrong_and_unknown(store: SQLiteStore, hasher: CountingHasher) -> 
     assert run(auth.verify("", "", "127.0.0.1")) is False
 
 
-def test_unknown_user_does_the_same_hashing_work(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_unknown_user_does_the_same_hashing_work(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "pw")
     auth, _ = make_auth(store, hasher)
-    alice_hash = store.get_password_hash("alice")
+    alice_hash = stored_hash(store, "alice")
     assert alice_hash is not None
 
     run(auth.verify("alice", "wrong", None))
@@ -128,7 +133,7 @@ def test_unknown_user_does_the_same_hashing_work(store: SQLiteStore, hasher: Cou
     assert dummy_hash.split("$")[1:4] == alice_hash.split("$")[1:4]  # argon2id, v, m/t/p
 
 
-def test_dummy_hash_made_once_with_live_parameters(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_dummy_hash_made_once_with_live_parameters(store: Store, hasher: CountingHasher) -> None:
     auth, _ = make_auth(store, hasher)
     assert hasher.hashed == 1
     for i in range(3):
@@ -137,7 +142,7 @@ def test_dummy_hash_made_once_with_live_parameters(store: SQLiteStore, hasher: C
 
 
 def test_failure_reason_only_in_debug_logs(
-    store: SQLiteStore, hasher: CountingHasher, caplog: pytest.LogCaptureFixture
+    store: Store, hasher: CountingHasher, caplog: pytest.LogCaptureFixture
 ) -> None:
     add_user(store, "alice", "pw")
     auth, _ = make_auth(store, hasher)
@@ -157,7 +162,7 @@ def test_failure_reason_only_in_debug_logs(
     assert "wrong password" in wrong_debug[0] and "unknown user" in unknown_debug[0]
 
 
-def test_password_never_logged(store: SQLiteStore, hasher: CountingHasher,
+def test_password_never_logged(store: Store, hasher: CountingHasher,
                                caplog: pytest.LogCaptureFixture) -> None:
     add_user(store, "alice", "TopSecret-123")
     auth, _ = make_auth(store, hasher)
@@ -170,7 +175,7 @@ def test_password_never_logged(store: SQLiteStore, hasher: CountingHasher,
         assert "TopSecret" not in str(vars(record))
 
 
-def test_overlong_password_fails_without_hashing(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_overlong_password_fails_without_hashing(store: Store, hasher: CountingHasher) -> None:
     long_pw = "p" * 1025
     add_user(store, "alice", "p" * 1024)
     auth, _ = make_auth(store, hasher)
@@ -179,8 +184,8 @@ def test_overlong_password_fails_without_hashing(store: SQLiteStore, hasher: Cou
     assert run(auth.verify("alice", "p" * 1024, None)) is True
 
 
-def test_corrupt_stored_hash_is_a_failed_login(store: SQLiteStore, hasher: CountingHasher) -> None:
-    store.add_user("alice", "not-a-hash")
+def test_corrupt_stored_hash_is_a_failed_login(store: Store, hasher: CountingHasher) -> None:
+    run(store.add_user("alice", "not-a-hash"))
     auth, _ = make_auth(store, hasher)
     assert run(auth.verify("alice", "anything", None)) is False
 
@@ -188,7 +193,7 @@ def test_corrupt_stored_hash_is_a_failed_login(store: SQLiteStore, hasher: Count
 # -- throttling ----------------------------------------------------------------
 
 
-def test_user_throttle_backoff_and_reset(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_user_throttle_backoff_and_reset(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "pw")
     auth, clock = make_auth(store, hasher)
     for _ in range(2):
@@ -218,7 +223,7 @@ def test_user_throttle_backoff_and_reset(store: SQLiteStore, hasher: CountingHas
     assert auth.is_throttled("alice", None) == 0.0
 
 
-def test_backoff_is_capped(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_backoff_is_capped(store: Store, hasher: CountingHasher) -> None:
     auth, clock = make_auth(store, hasher)
     for _ in range(40):
         clock.now += 61
@@ -226,7 +231,7 @@ def test_backoff_is_capped(store: SQLiteStore, hasher: CountingHasher) -> None:
     assert auth.is_throttled("alice", None) == pytest.approx(60.0)
 
 
-def test_failures_expire_after_the_window(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_failures_expire_after_the_window(store: Store, hasher: CountingHasher) -> None:
     auth, clock = make_auth(store, hasher)
     for _ in range(3):
         run(auth.verify("alice", "bad", None))
@@ -237,7 +242,7 @@ def test_failures_expire_after_the_window(store: SQLiteStore, hasher: CountingHa
     assert auth.is_throttled("alice", None) == 0.0
 
 
-def test_address_throttle_across_user_names(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_address_throttle_across_user_names(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "victim", "pw")
     auth, _ = make_auth(store, hasher)
     # One address guessing many names (each name stays below its own threshold).
@@ -253,7 +258,7 @@ def test_address_throttle_across_user_names(store: SQLiteStore, hasher: Counting
     assert run(auth.verify("victim", "pw", ("192.0.2.8", 1))) is True
 
 
-def test_ipv6_clients_are_throttled_per_64(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_ipv6_clients_are_throttled_per_64(store: Store, hasher: CountingHasher) -> None:
     auth, _ = make_auth(store, hasher)
     for i in range(10):
         run(auth.verify(f"u{i}", "guess", (f"2001:db8:1:2::{i + 1}", 1, 0, 0)))
@@ -261,14 +266,14 @@ def test_ipv6_clients_are_throttled_per_64(store: SQLiteStore, hasher: CountingH
     assert auth.is_throttled("x", "2001:db8:1:3::1") == 0.0
 
 
-def test_custom_policies(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_custom_policies(store: Store, hasher: CountingHasher) -> None:
     auth, _ = make_auth(store, hasher, user_policy=ThrottlePolicy(threshold=1, base_delay=5),
                         address_policy=ThrottlePolicy(threshold=100))
     run(auth.verify("alice", "bad", "10.1.1.1"))
     assert auth.is_throttled("alice", "10.9.9.9") == pytest.approx(5.0)
 
 
-def test_throttle_tables_are_bounded(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_throttle_tables_are_bounded(store: Store, hasher: CountingHasher) -> None:
     policy = ThrottlePolicy(max_entries=50)
     auth, _ = make_auth(store, hasher, user_policy=policy, address_policy=policy)
     for i in range(200):
@@ -277,25 +282,67 @@ def test_throttle_tables_are_bounded(store: SQLiteStore, hasher: CountingHasher)
     assert len(auth._addresses) <= 50
 
 
+def test_disabled_user_fails_like_a_wrong_password(store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "right pw")
+    run(store.set_disabled("alice", True))
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify("alice", "right pw", None)) is False
+    run(auth.verify("nobody", "right pw", None))
+    # The same work as for an unknown name: the dummy hash, not alice's.
+    assert hasher.verified[0] == hasher.verified[1] != stored_hash(store, "alice")
+    run(store.set_disabled("alice", False))
+    assert run(auth.verify("alice", "right pw", None)) is True
+
+
+def test_successful_login_is_recorded(store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    auth, _ = make_auth(store, hasher)
+    run(auth.verify("alice", "wrong", None))
+    assert run(store.get_user("alice")).last_login_at is None  # type: ignore[union-attr]
+    run(auth.verify("alice", "pw", None))
+    assert run(store.get_user("alice")).last_login_at is not None  # type: ignore[union-attr]
+
+
 # -- rehash --------------------------------------------------------------------
 
 
-def test_rehash_on_success_when_parameters_changed(store: SQLiteStore) -> None:
+def test_rehash_on_success_when_parameters_changed(store: Store) -> None:
     old = cheap_hasher(time_cost=1)
     new = CountingHasher(cheap_hasher(time_cost=2))
     add_user(store, "alice", "pw", old)
-    old_hash = store.get_password_hash("alice")
+    old_hash = stored_hash(store, "alice")
     assert old_hash is not None and ",t=1," in old_hash
     auth, _ = make_auth(store, new)
 
     assert run(auth.verify("alice", "wrong", None)) is False
-    assert store.get_password_hash("alice") == old_hash  # no rehash on failure
+    assert stored_hash(store, "alice") == old_hash  # no rehash on failure
 
     assert run(auth.verify("alice", "pw", None)) is True
-    upgraded = store.get_password_hash("alice")
+    upgraded = stored_hash(store, "alice")
     assert upgraded is not None and upgraded != old_hash and ",t=2," in upgraded
     assert run(auth.verify("alice", "pw", None)) is True
-    assert store.get_password_hash("alice") == upgraded  # current: left alone
+    assert stored_hash(store, "alice") == upgraded  # current: left alone
+
+
+def test_rehash_never_overwrites_a_password_changed_meanwhile(store: Store) -> None:
+    old = cheap_hasher(time_cost=1)
+    new = CountingHasher(cheap_hasher(time_cost=2))
+    add_user(store, "alice", "old pw", old)
+    auth, _ = make_auth(store, new)
+    new.gate = threading.Event()  # hold the login inside the hash check
+
+    async def scenario() -> bool:
+        login = asyncio.ensure_future(auth.verify("alice", "old pw", None))
+        while not new.verified:
+            await asyncio.sleep(0.01)
+        # The admin changes the password while the login is verifying the old one.
+        await store.change_password("alice", old.hash("new pw"))
+        new.gate.set()  # type: ignore[union-attr]
+        return await login
+
+    assert run(scenario()) is True  # the old password was right when it was checked
+    h = stored_hash(store, "alice")
+    assert h is not None and old.verify(h, "new pw")  # the new password stays
 
 
 # -- bounded hashing -----------------------------------------------------------
@@ -309,7 +356,7 @@ async def _wait_for(predicate: Callable[[], bool]) -> None:
 
 
 @pytest.mark.parametrize("cap", [1, 2])
-def test_concurrent_hashes_are_capped(store: SQLiteStore, hasher: CountingHasher, cap: int) -> None:
+def test_concurrent_hashes_are_capped(store: Store, hasher: CountingHasher, cap: int) -> None:
     add_user(store, "alice", "pw")
     hasher.gate = threading.Event()
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=cap,
@@ -332,7 +379,7 @@ def test_concurrent_hashes_are_capped(store: SQLiteStore, hasher: CountingHasher
 
 
 def test_cancelled_login_keeps_its_slot_until_the_thread_ends(
-    store: SQLiteStore, hasher: CountingHasher
+    store: Store, hasher: CountingHasher
 ) -> None:
     hasher.gate = threading.Event()
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=1)
@@ -356,7 +403,7 @@ def test_cancelled_login_keeps_its_slot_until_the_thread_ends(
     assert hasher.max_in_flight == 1
 
 
-def test_parallel_burst_is_cut_off_at_the_threshold(store: SQLiteStore, hasher: CountingHasher) -> None:
+def test_parallel_burst_is_cut_off_at_the_threshold(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "pw")
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=1,
                         address_policy=ThrottlePolicy(threshold=1000))
@@ -373,12 +420,12 @@ def test_parallel_burst_is_cut_off_at_the_threshold(store: SQLiteStore, hasher: 
 # -- bootstrap user ------------------------------------------------------------
 
 
-def test_bootstrap_user(store: SQLiteStore, hasher: CountingHasher,
+def test_bootstrap_user(store: Store, hasher: CountingHasher,
                         caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings.from_env({"CHAT_BOOTSTRAP_USER": "admin",
                                   "CHAT_BOOTSTRAP_PASSWORD": "boot-secret-pw"})
     with caplog.at_level(logging.DEBUG):
-        assert ensure_bootstrap_user(store, settings, hasher) is True
+        assert run(ensure_bootstrap_user(store, settings, hasher)) is True
     assert any(getattr(r, "user", None) == "admin" for r in caplog.records)
     assert all("boot-secret-pw" not in str(vars(r)) for r in caplog.records)
     auth, _ = make_auth(store, hasher)
@@ -387,11 +434,11 @@ def test_bootstrap_user(store: SQLiteStore, hasher: CountingHasher,
     # A second start with another password does not overwrite the account.
     other = Settings.from_env({"CHAT_BOOTSTRAP_USER": "admin",
                                "CHAT_BOOTSTRAP_PASSWORD": "different-pw"})
-    assert ensure_bootstrap_user(store, other, hasher) is False
+    assert run(ensure_bootstrap_user(store, other, hasher)) is False
     assert run(auth.verify("admin", "boot-secret-pw", None)) is True
     assert run(auth.verify("admin", "different-pw", None)) is False
 
 
-def test_no_bootstrap_user_configured(store: SQLiteStore, hasher: CountingHasher) -> None:
-    assert ensure_bootstrap_user(store, Settings(), hasher) is False
-    assert store.list_users() == []
+def test_no_bootstrap_user_configured(store: Store, hasher: CountingHasher) -> None:
+    assert run(ensure_bootstrap_user(store, Settings(), hasher)) is False
+    assert run(store.list_users()) == []

@@ -1,4 +1,9 @@
 """
+Storage faults against a real server process, on each engine.
+
+A turn is committed before its END goes out: SIGKILL right after END loses
+nothing, on SQLite and on PostgreSQL.
+
 The SQLite file becomes unwritable while the server runs.
 
 We run as root, so file modes do not stop writes. Two real mechanisms:
@@ -20,13 +25,17 @@ the server keeps serving, and once the file is writable again turns are stored.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from chatcore.protocol import NoticeKind
+from chatcore.protocol import AnswerDelta, AnswerEnd, NoticeKind
+
+from tests.server.clients import logged_in
 
 from ._helpers import USERS, Chatter, assert_acknowledged_turns_stored, history_by_user
 
@@ -93,3 +102,85 @@ def test_database_becomes_unwritable_then_writable_again(server_factory, how: st
     log = server.log_text()
     assert "could not store a turn" in log
     assert "Traceback" not in log, log[-4000:]
+
+
+def database_env(engine: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server environment for ``engine`` (PostgreSQL: password in CHAT_DB_PASSWORD)."""
+    if engine == "sqlite":
+        return {}
+    url = urlsplit(request.getfixturevalue("postgres_db"))
+    host = url.netloc.rpartition("@")[2]
+    return {"CHAT_DB": urlunsplit(url._replace(netloc=f"{url.username}@{host}")),
+            "CHAT_DB_PASSWORD": url.password or ""}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sigkill_right_after_end_loses_nothing(
+    server_factory, engine: str, request: pytest.FixtureRequest
+) -> None:
+    server = server_factory(users=USERS, **database_env(engine, request))
+    seen: list = []
+    for i in range(3):
+        for version in ("v2", "v1"):
+            client = Chatter(server, "user1" if version == "v2" else "user2", version)
+            outcome = client.chat(f"durable {version} {i} [standin:tokens=30]")
+            assert outcome.acknowledged, outcome
+            seen.append(outcome)
+            # END (v2) / the terminator (v1) has arrived: kill at once, no chance to flush.
+            assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+            client.close()
+            assert_acknowledged_turns_stored(server, seen)
+            server.start()
+    history = history_by_user(server)
+    assert [t["user"] for t in history["user1"]] == [
+        f"durable v2 {i} [standin:tokens=30]" for i in range(3)]
+    assert all(t["status"] == "complete" and t["answer_tokens"] == 30 for t in history["user1"])
+    assert len(history["user2"]) == 3
+    if engine == "postgresql":
+        assert "postgresql://" in server.log_text()
+        assert server.env["CHAT_DB_PASSWORD"] not in server.log_text()
+
+
+@contextlib.contextmanager
+def writes_blocked(engine: str, server) -> Iterator[None]:
+    """Another session holds the turns table (or the SQLite file) so the
+    server's INSERT waits: a PostgreSQL table lock, an SQLite EXCLUSIVE
+    transaction (shorter than the server's 5 s busy timeout)."""
+    if engine == "sqlite":
+        with exclusively_locked(Path(server.env["CHAT_DB"])):
+            yield
+        return
+    import psycopg
+
+    with psycopg.connect(server.env["CHAT_DB"], password=server.env["CHAT_DB_PASSWORD"]) as conn:
+        conn.execute("LOCK TABLE turns IN EXCLUSIVE MODE")  # reads go on, writes wait
+        yield
+        conn.rollback()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_end_waits_for_the_commit(server_factory, engine: str, request: pytest.FixtureRequest) -> None:
+    server = server_factory(users=USERS, **database_env(engine, request))
+    client = logged_in(server.port, "user1", USERS["user1"])
+    try:
+        with writes_blocked(engine, server):
+            mid = client.start_chat("wait for my commit [standin:tokens=5]")
+            deltas = []
+            with pytest.raises(TimeoutError):
+                # The whole answer streams; its END must not come while the
+                # turn cannot be written.
+                while True:
+                    event = client.next_event(timeout=2.0)
+                    assert not isinstance(event, AnswerEnd), "END before the turn was stored"
+                    if isinstance(event, AnswerDelta):
+                        deltas.append(event.text)
+            assert "".join(deltas).startswith("Echo: wait for my commit")
+        client.sock.settimeout(15)
+        reply = client.collect(mid)
+        assert reply.end is not None and reply.end.reason == "stop", reply.events
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        client.close()
+    [stored] = server.history("user1")
+    assert stored["status"] == "complete" and stored["answer"] == "".join(deltas) + "".join(
+        e.text for e in reply.events if isinstance(e, AnswerDelta))

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from argon2 import PasswordHasher
-from chat_server.store import SQLiteStore, Turn
+from chat_server.store import Store, TurnRecord, open_store
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT_SERVER = REPO / ".venv" / "bin" / "chat-server"
@@ -20,10 +26,18 @@ if not CHAT_SERVER.exists():  # running from another environment
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(store_target: str, engine: str) -> dict[str, str]:
+    """The CLI's environment, on each engine (PostgreSQL: the password in
+    CHAT_DB_PASSWORD, as an operator would set it)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "OLLAMA_"))}
+    if engine == "postgresql":
+        parts = urlsplit(store_target)
+        host = parts.netloc.rpartition("@")[2]
+        base["CHAT_DB"] = urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+        base["CHAT_DB_PASSWORD"] = parts.password or ""
+    else:
+        base["CHAT_DB"] = store_target
     base.update({
-        "CHAT_DB": str(tmp_path / "data" / "chat.db"),
         # Cheap hashing keeps the tests quick; the parameters are still argon2id.
         "CHAT_ARGON2_TIME_COST": "1",
         "CHAT_ARGON2_MEMORY_KIB": "1024",
@@ -40,8 +54,39 @@ def cli(env: dict[str, str], *args: str, stdin: str | None = None,
     )
 
 
-def db(env: dict[str, str]) -> SQLiteStore:
-    return SQLiteStore(env["CHAT_DB"])
+def db(env: dict[str, str], action: Callable[[Store], Awaitable[T]]) -> T:
+    """``await action(store)`` on the CLI's database, from this test process."""
+
+    async def run() -> T:
+        store = await open_store(env["CHAT_DB"], password=env.get("CHAT_DB_PASSWORD"))
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def password_hash(env: dict[str, str], name: str) -> str | None:
+    async def get(store: Store) -> str | None:
+        user = await store.get_user(name)
+        return None if user is None else user.password_hash
+
+    return db(env, get)
+
+
+def user_names(env: dict[str, str]) -> list[str]:
+    async def names(store: Store) -> list[str]:
+        return [u.name for u in await store.list_users()]
+
+    return db(env, names)
+
+
+def list_rows(stdout: str) -> list[list[str]]:
+    """The rows of ``users list`` under its header line."""
+    lines = stdout.splitlines()
+    assert lines[0].split("\t") == ["NAME", "CREATED", "LAST LOGIN", "MESSAGES", "STATUS"]
+    return [line.split("\t") for line in lines[1:]]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
@@ -57,8 +102,7 @@ def test_users_add_list_passwd_remove(env: dict[str, str]) -> None:
     assert r.returncode == 0, r.stderr
     assert "alice" in r.stdout and "first pass" not in r.stdout + r.stderr
 
-    with db(env) as store:
-        h = store.get_password_hash("alice")
+    h = password_hash(env, "alice")
     assert h is not None and h.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
     assert PasswordHasher().verify(h, "first pass")  # trailing spaces kept, newline dropped
 
@@ -66,26 +110,25 @@ def test_users_add_list_passwd_remove(env: dict[str, str]) -> None:
     assert r.returncode == 0, r.stderr
     r = cli(env, "users", "list")
     assert r.returncode == 0
-    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    rows = list_rows(r.stdout)
     assert [row[0] for row in rows] == ["alice", "bob"]
-    for _, created in rows:
+    for _, created, last_login, messages, status in rows:
         assert created.endswith("Z")
         datetime.fromisoformat(created.replace("Z", "+00:00"))
+        assert (last_login, messages, status) == ("never", "0", "enabled")
 
     r = cli(env, "users", "passwd", "alice", "--password-stdin", stdin="second pass\n")
     assert r.returncode == 0, r.stderr
-    with db(env) as store:
-        h2 = store.get_password_hash("alice")
-        assert h2 is not None
-        assert PasswordHasher().verify(h2, "second pass")
+    h2 = password_hash(env, "alice")
+    assert h2 is not None
+    assert PasswordHasher().verify(h2, "second pass")
 
     r = cli(env, "users", "remove", "alice")
     assert r.returncode == 0
     r = cli(env, "users", "list")
-    assert [line.split("\t")[0] for line in r.stdout.splitlines()] == ["bob"]
-    with db(env) as store:
-        hb = store.get_password_hash("bob")
-        assert hb is not None and PasswordHasher().verify(hb, "pw-b")  # CRLF stripped
+    assert [row[0] for row in list_rows(r.stdout)] == ["bob"]
+    hb = password_hash(env, "bob")
+    assert hb is not None and PasswordHasher().verify(hb, "pw-b")  # CRLF stripped
 
 
 def test_user_errors_are_one_line_with_nonzero_status(env: dict[str, str]) -> None:
@@ -119,8 +162,7 @@ def test_user_errors_are_one_line_with_nonzero_status(env: dict[str, str]) -> No
     # No terminal and no --password-stdin: refuse rather than hang or read a pipe.
     assert_one_line_error(cli(env, "users", "add", "carol", stdin="pw\npw\n"), 1,
                           "use --password-stdin")
-    with db(env) as store:
-        assert [name for name, _ in store.list_users()] == ["alice"]
+    assert user_names(env) == ["alice"]
 
 
 def test_password_is_never_printed(env: dict[str, str]) -> None:
@@ -137,14 +179,19 @@ def test_password_is_never_printed(env: dict[str, str]) -> None:
 
 def test_history_export_json_lines(env: dict[str, str]) -> None:
     t0 = datetime(2025, 5, 6, 7, 8, 9, 250000, tzinfo=UTC)
-    with db(env) as store:
-        store.add_user("alice", "h")
-        store.add_user("bob", "h")
-        store.save_turn(Turn("alice", "conv-1", t0, t0.replace(second=12), "llama3.2",
-                             "hello?", "Hi! 👋\nHow can I help?", 12, 7, "complete"))
-        store.save_turn(Turn("alice", "conv-2", t0.replace(minute=9), None, "llama3.2",
-                             "second", "partial", None, None, "interrupted"))
-        store.save_turn(Turn("bob", "conv-1", t0, t0, "llama3.2", "bob's", "x", 1, 1))
+
+    async def fill(store: Store) -> None:
+        await store.add_user("alice", "h")
+        await store.add_user("bob", "h")
+        await store.save_turn(TurnRecord(
+            "alice", "conv-1", t0, t0.replace(second=12), "llama3.2", "hello?",
+            "Hi! 👋\nHow can I help?", 12, 7, "complete", backend="gpu1"))  # type: ignore[arg-type]
+        await store.save_turn(TurnRecord(
+            "alice", "conv-2", t0.replace(minute=9), None, "llama3.2", "second", "partial",
+            None, None, "interrupted"))  # type: ignore[arg-type]
+        await store.save_turn(TurnRecord("bob", "conv-1", t0, t0, "llama3.2", "bob's", "x", 1, 1))
+
+    db(env, fill)
 
     r = cli(env, "history", "export", "alice")
     assert r.returncode == 0, r.stderr
@@ -155,6 +202,7 @@ def test_history_export_json_lines(env: dict[str, str]) -> None:
             "created_at": "2025-05-06T07:08:09.250Z",
             "completed_at": "2025-05-06T07:08:12.250Z",
             "model": "llama3.2",
+            "backend": "gpu1",
             "user": "hello?",
             "answer": "Hi! 👋\nHow can I help?",
             "prompt_tokens": 12,
@@ -166,6 +214,7 @@ def test_history_export_json_lines(env: dict[str, str]) -> None:
             "created_at": "2025-05-06T07:09:09.250Z",
             "completed_at": None,
             "model": "llama3.2",
+            "backend": None,
             "user": "second",
             "answer": "partial",
             "prompt_tokens": None,
@@ -181,18 +230,76 @@ def test_history_export_json_lines(env: dict[str, str]) -> None:
     assert_one_line_error(cli(env, "history", "export", "ghost"), 1, "unknown user 'ghost'")
 
 
+def test_users_list_shows_last_login_messages_and_status(env: dict[str, str]) -> None:
+    for name in ("alice", "bob"):
+        assert cli(env, "users", "add", name, "--password-stdin", stdin="pw\n").returncode == 0
+
+    async def activity(store: Store) -> None:
+        for i in range(3):
+            await store.save_turn(TurnRecord("alice", "c", datetime.now(UTC), None, "m", f"q{i}", "a"))
+        await store.record_login("alice")
+
+    db(env, activity)
+    r = cli(env, "users", "disable", "bob")
+    assert r.returncode == 0 and "disabled" in r.stdout
+    rows = {row[0]: row for row in list_rows(cli(env, "users", "list").stdout)}
+    assert rows["alice"][2].endswith("Z") and rows["alice"][3:] == ["3", "enabled"]
+    assert rows["bob"][2:] == ["never", "0", "disabled"]
+
+
+def test_disable_and_enable(env: dict[str, str]) -> None:
+    assert cli(env, "users", "add", "alice", "--password-stdin", stdin="pw\n").returncode == 0
+
+    async def token(store: Store) -> str:
+        return (await store.create_session_token("alice", timedelta(days=1))).token
+
+    async def state(store: Store) -> tuple[bool, str | None]:
+        user = await store.get_user("alice")
+        assert user is not None
+        return user.disabled, await store.verify_session_token(issued)
+
+    issued = db(env, token)
+    assert cli(env, "users", "disable", "alice").returncode == 0
+    assert db(env, state) == (True, None)  # disabled, and the session token is dead
+    r = cli(env, "users", "enable", "alice")
+    assert r.returncode == 0 and "enabled" in r.stdout
+    assert db(env, state) == (False, None)
+    assert_one_line_error(cli(env, "users", "disable", "ghost"), 1, "unknown user 'ghost'")
+    assert_one_line_error(cli(env, "users", "enable", "ghost"), 1, "unknown user 'ghost'")
+
+
+def test_passwd_revokes_session_tokens(env: dict[str, str]) -> None:
+    assert cli(env, "users", "add", "alice", "--password-stdin", stdin="pw\n").returncode == 0
+
+    async def token(store: Store) -> str:
+        return (await store.create_session_token("alice", timedelta(days=1))).token
+
+    issued = db(env, token)
+    r = cli(env, "users", "passwd", "alice", "--password-stdin", stdin="new pw\n")
+    assert r.returncode == 0 and "revoked" in r.stdout
+
+    async def check(store: Store) -> str | None:
+        return await store.verify_session_token(issued)
+
+    assert db(env, check) is None
+
+
 def test_commands_work_while_the_server_holds_the_database(env: dict[str, str]) -> None:
-    # The running server keeps a connection open (WAL); the CLI uses its own.
-    with db(env) as server_side:
-        r = cli(env, "users", "add", "alice", "--password-stdin", stdin="pw\n")
+    # The running server keeps its connections open; the CLI uses its own.
+    async def scenario(server_side: Store) -> None:
+        r = await asyncio.to_thread(
+            cli, env, "users", "add", "alice", "--password-stdin", stdin="pw\n")
         assert r.returncode == 0, r.stderr
-        assert server_side.get_password_hash("alice") is not None
-        server_side.save_turn(Turn("alice", "c", datetime.now(UTC), None, "m", "q", "a"))
-        r = cli(env, "history", "export", "alice")
+        assert await server_side.get_user("alice") is not None
+        await server_side.save_turn(
+            TurnRecord("alice", "c", datetime.now(UTC), None, "m", "q", "a"))
+        r = await asyncio.to_thread(cli, env, "history", "export", "alice")
         assert len(r.stdout.splitlines()) == 1
-        assert cli(env, "users", "remove", "alice").returncode == 0
-        assert server_side.get_password_hash("alice") is None
-        assert server_side.turns("alice") == []
+        assert (await asyncio.to_thread(cli, env, "users", "remove", "alice")).returncode == 0
+        assert await server_side.get_user("alice") is None
+        assert await server_side.turns("alice") == []
+
+    db(env, scenario)
 
 
 @pytest.mark.parametrize(
@@ -209,6 +316,7 @@ def test_unusable_database_is_one_line(env: dict[str, str], tmp_path: Path) -> N
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a directory")
     env["CHAT_DB"] = str(blocker / "chat.db")
+    env.pop("CHAT_DB_PASSWORD", None)
     assert_one_line_error(cli(env, "users", "list"), 1, "cannot create database directory")
 
 

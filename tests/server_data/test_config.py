@@ -33,7 +33,7 @@ def test_empty_environment_gives_documented_defaults() -> None:
     assert s.backends == ()
     assert s.probe_interval == 10.0
     assert s.system_prompt == DEFAULT_SYSTEM_PROMPT
-    assert s.db_path == Path("./data/chat.db")
+    assert s.db == "./data/chat.db" and s.db_password is None
     assert s.cuss_words_file == Path("cuss_words.txt")
     assert s.bootstrap_user is None and s.bootstrap_password is None
     assert s.max_connections == 10000
@@ -92,7 +92,8 @@ VALID = [
     ("CHAT_PROBE_INTERVAL", "2.5", "probe_interval", 2.5),
     ("CHAT_SYSTEM_PROMPT", "Be terse.", "system_prompt", "Be terse."),
     ("CHAT_SYSTEM_PROMPT", "", "system_prompt", None),
-    ("CHAT_DB", "/var/lib/chat/chat.db", "db_path", Path("/var/lib/chat/chat.db")),
+    ("CHAT_DB", "/var/lib/chat/chat.db", "db", "/var/lib/chat/chat.db"),
+    ("CHAT_DB", "postgresql://chat@db:5432/chat", "db", "postgresql://chat@db:5432/chat"),
     ("CHAT_CUSS_WORDS_FILE", "/etc/words.txt", "cuss_words_file", Path("/etc/words.txt")),
     ("CHAT_MAX_CONNECTIONS", "5", "max_connections", 5),
     ("CHAT_MAX_FRAME_BYTES", "1024", "max_frame_bytes", 1024),
@@ -106,6 +107,8 @@ VALID = [
     ("CHAT_RATE_LIMIT", "0", "rate_limit", 0),
     ("CHAT_MAX_PARALLEL", "8", "max_parallel", 8),
     ("CHAT_CONTEXT_TOKENS", "500", "context_tokens", 500),
+    ("CHAT_HISTORY_CACHE_MB", "1", "history_cache_bytes", 1024 * 1024),
+    ("CHAT_HISTORY_CACHE_MB", "0", "history_cache_bytes", 0),
     ("CHAT_MODEL_CONNECT_TIMEOUT", "0.5", "model_connect_timeout", 0.5),
     ("CHAT_MODEL_READ_TIMEOUT", "120", "model_read_timeout", 120.0),
     ("CHAT_SHUTDOWN_GRACE", "0", "shutdown_grace", 0.0),
@@ -142,7 +145,8 @@ def test_valid_values(name: str, value: str, field: str, expected: object) -> No
 def test_every_variable_has_a_valid_value_test() -> None:
     # CHAT_BACKEND_<NAME>_* are tested in test_config_backends.py.
     tested = {v[0] for v in VALID} | {"CHAT_BOOTSTRAP_USER", "CHAT_BOOTSTRAP_PASSWORD",
-                                      "CHAT_TLS_CERT", "CHAT_TLS_KEY"}
+                                      "CHAT_TLS_CERT", "CHAT_TLS_KEY",
+                                      "CHAT_DB_PASSWORD", "CHAT_DB_PASSWORD_FILE"}
     tested |= {v.name for v in VARIABLES if "<NAME>" in v.name}
     assert tested == {v.name for v in VARIABLES}
 
@@ -184,6 +188,7 @@ INVALID = [
     ("CHAT_RATE_LIMIT", "2.5", "integer 0-"),
     ("CHAT_MAX_PARALLEL", "0", "integer 1-"),
     ("CHAT_CONTEXT_TOKENS", "0", "integer 1-"),
+    ("CHAT_HISTORY_CACHE_MB", "-1", "integer 0-"),
     ("CHAT_MODEL_CONNECT_TIMEOUT", "0", "seconds > 0"),
     ("CHAT_MODEL_READ_TIMEOUT", "x", "seconds > 0"),
     ("CHAT_SHUTDOWN_GRACE", "-1", "seconds >= 0"),
@@ -324,3 +329,70 @@ def test_tls_certificate_and_key_come_as_a_pair() -> None:
         assert str(info.value) == ("CHAT_TLS_CERT and CHAT_TLS_KEY: expected both or neither, "
                                    f"got only {only}")
     assert Settings.from_env({"CHAT_TLS_CERT": "", "CHAT_TLS_KEY": ""}).tls_cert is None
+
+# -- the database and its password ---------------------------------------------------
+
+PG = "postgresql://chat@db.internal:5432/chat?sslmode=require"
+
+
+def test_database_password_from_the_variable() -> None:
+    s = Settings.from_env({"CHAT_DB": PG, "CHAT_DB_PASSWORD": " pw with spaces "})
+    assert (s.db, s.db_password) == (PG, " pw with spaces ")
+
+
+def test_database_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "db_password"
+    secret.write_text("from-a-file \n")  # Docker secrets end with a newline
+    s = Settings.from_env({"CHAT_DB": PG, "CHAT_DB_PASSWORD_FILE": str(secret)})
+    assert s.db_password == "from-a-file "
+
+
+def test_database_password_in_the_url_is_split_off() -> None:
+    s = Settings.from_env({"CHAT_DB": "postgres://chat:p%40ss:w0rd@db/chat"})
+    assert s.db == "postgres://chat@db/chat"
+    assert s.db_password == "p@ss:w0rd"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CHAT_DB": PG, "CHAT_DB_PASSWORD": "s3cret-a", "CHAT_DB_PASSWORD_FILE": "/x"},
+         "CHAT_DB_PASSWORD and CHAT_DB_PASSWORD_FILE: expected one of them"),
+        ({"CHAT_DB": "postgresql://u:s3cret-a@db/chat", "CHAT_DB_PASSWORD": "s3cret-b"},
+         "CHAT_DB: expected the password in the URL or in CHAT_DB_PASSWORD"),
+        ({"CHAT_DB_PASSWORD": "s3cret-a"}, "CHAT_DB_PASSWORD: only used with a postgresql://"),
+        ({"CHAT_DB": PG, "CHAT_DB_PASSWORD_FILE": "/nonexistent/s3cret-a"},
+         "CHAT_DB_PASSWORD_FILE: cannot read '/nonexistent/s3cret-a': No such file"),
+        ({"CHAT_DB": "postgresql://u:s3cret-a@db:port/chat"}, "CHAT_DB: expected postgresql://"),
+    ],
+)
+def test_database_password_mistakes_are_one_line_without_the_password(
+    env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(expected), message
+    assert "s3cret-b" not in message
+    if "FILE" not in expected:
+        assert "s3cret-a" not in message
+
+
+def test_empty_password_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="holds no password"):
+        Settings.from_env({"CHAT_DB": PG, "CHAT_DB_PASSWORD_FILE": str(empty)})
+
+
+def test_database_password_never_in_repr_or_summary() -> None:
+    secret = "db-secret-value-9"
+    s = Settings.from_env({"CHAT_DB": f"postgresql://chat:{secret}@db/chat"})
+    assert secret not in repr(s) and secret not in str(s.log_summary())
+    assert s.log_summary()["db"] == "postgresql://chat@db/chat"
+    assert s.log_summary()["db_password"] == "[set]"
+
+
+def test_admin_socket_default_with_postgresql() -> None:
+    s = Settings.from_env({"CHAT_DB": "postgresql://chat@db/chat"})
+    assert s.admin_socket_path == Path("./data/admin.sock")

@@ -1,31 +1,32 @@
-"""SQLiteStore: schema, WAL, users, turns, errors as one-line StoreError."""
+"""The Store interface, on every engine (SQLite and PostgreSQL): users, turns,
+schema migrations, errors as one-line StoreErrors."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
-import threading
-from collections.abc import Callable
+import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from chat_server.store import (
-    MIGRATIONS,
-    SQLiteStore,
+    MAX_CONVERSATION_LENGTH,
+    MAX_SESSION_TOKENS_PER_USER,
+    SCHEMA_VERSION,
     Store,
     StoreError,
-    Turn,
+    TurnRecord,
+    TurnStatus,
     UserExists,
     open_store,
     validate_username,
 )
 
+pytestmark = pytest.mark.anyio
+
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
 
-def make_turn(user: str = "alice", conversation: str = "c1", n: int = 0, **kw: object) -> Turn:
+def make_turn(user: str = "alice", conversation: str = "c1", n: int = 0, **kw: object) -> TurnRecord:
     fields: dict[str, object] = {
         "user": user,
         "conversation": conversation,
@@ -36,90 +37,91 @@ def make_turn(user: str = "alice", conversation: str = "c1", n: int = 0, **kw: o
         "answer_text": f"answer {n} ✓",
         "prompt_tokens": 10 + n,
         "answer_tokens": 20 + n,
-        "status": "complete",
+        "status": TurnStatus.COMPLETE,
     }
     fields.update(kw)
-    return Turn(**fields)  # type: ignore[arg-type]
+    return TurnRecord(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "nested" / "dir" / "chat.db"
+async def test_opens_at_the_latest_schema_version(store: Store, engine: str) -> None:
+    assert store.engine == engine
+    assert store.schema_version == SCHEMA_VERSION >= 1
 
 
-@pytest.fixture
-def store(db_path: Path):
-    s = SQLiteStore(db_path)
-    yield s
-    s.close()
+async def test_reopen_keeps_data_and_does_not_migrate_again(store_target: str) -> None:
+    async with await open_store(store_target) as s:
+        await s.add_user("alice", "h1")
+        await s.save_turn(make_turn())
+    async with await open_store(store_target) as s:
+        user = await s.get_user("alice")
+        assert user is not None and user.password_hash == "h1"
+        assert len(await s.turns("alice")) == 1
+        assert s.schema_version == SCHEMA_VERSION
 
 
-def test_creates_parent_directory_wal_full_sync_and_schema(db_path: Path) -> None:
-    assert not db_path.parent.exists()
-    with SQLiteStore(db_path) as s:
-        assert isinstance(s, Store)
-        assert db_path.exists()
-        assert s.journal_mode == "wal"
-        assert s.schema_version == len(MIGRATIONS) >= 1
-    # Checked from an independent connection: the settings are in the file.
-    conn = sqlite3.connect(db_path)
+async def test_concurrent_starts_migrate_once(store_target: str) -> None:
+    # Several replicas (or the CLI next to the server) starting on one empty
+    # database at the same moment: all come up, each step is applied once.
+    stores = await asyncio.gather(*(open_store(store_target) for _ in range(6)))
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"users", "turns"} <= tables
+        assert {s.schema_version for s in stores} == {SCHEMA_VERSION}
+        await stores[0].add_user("alice", "h")
+        for s in stores:
+            assert await s.get_user("alice") is not None
     finally:
-        conn.close()
+        for s in stores:
+            await s.close()
 
 
-def test_synchronous_full_and_foreign_keys(store: SQLiteStore) -> None:
-    with store._locked() as conn:
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-
-
-def test_reopen_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
-    with SQLiteStore(db_path) as s:
-        s.add_user("alice", "h1")
-        s.save_turn(make_turn())
-    with open_store(db_path) as s:
-        assert s.get_password_hash("alice") == "h1"
-        assert len(s.turns("alice")) == 1
-
-
-def test_users_lifecycle(store: SQLiteStore) -> None:
-    assert store.get_password_hash("bob") is None
-    store.add_user("bob", "hash-b")
-    store.add_user("alice", "hash-a")
-    assert store.get_password_hash("bob") == "hash-b"
+async def test_users_lifecycle(store: Store) -> None:
+    assert await store.get_user("bob") is None
+    await store.add_user("bob", "hash-b")
+    await store.add_user("alice", "hash-a")
+    bob = await store.get_user("bob")
+    assert bob is not None and bob.password_hash == "hash-b" and bob.name == "bob"
+    assert "hash-b" not in repr(bob)
     with pytest.raises(UserExists, match="'bob' already exists"):
-        store.add_user("bob", "other")
-    assert store.get_password_hash("bob") == "hash-b"  # unchanged
+        await store.add_user("bob", "other")
+    assert (await store.get_user("bob")).password_hash == "hash-b"  # type: ignore[union-attr]
 
-    users = store.list_users()
-    assert [name for name, _ in users] == ["alice", "bob"]
-    for _, created in users:
-        assert created.tzinfo is not None
-        assert abs((datetime.now(UTC) - created).total_seconds()) < 3600
+    users = await store.list_users()
+    assert [u.name for u in users] == ["alice", "bob"]
+    for u in users:
+        assert u.created_at.tzinfo is not None
+        assert abs((datetime.now(UTC) - u.created_at).total_seconds()) < 3600
 
-    assert store.set_password_hash("bob", "hash-b2") is True
-    assert store.get_password_hash("bob") == "hash-b2"
-    assert store.set_password_hash("nobody", "x") is False
+    assert await store.change_password("bob", "hash-b2") is True
+    assert (await store.get_user("bob")).password_hash == "hash-b2"  # type: ignore[union-attr]
+    assert await store.change_password("nobody", "x") is False
 
-    assert store.remove_user("bob") is True
-    assert store.remove_user("bob") is False
-    assert store.get_password_hash("bob") is None
-    assert [name for name, _ in store.list_users()] == ["alice"]
+    assert await store.remove_user("bob") is True
+    assert await store.remove_user("bob") is False
+    assert await store.get_user("bob") is None
+    assert [u.name for u in await store.list_users()] == ["alice"]
 
 
-def test_user_names_are_case_sensitive(store: SQLiteStore) -> None:
-    store.add_user("Alice", "h")
-    assert store.get_password_hash("alice") is None
+async def test_empty_password_hash_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.add_user("alice", "")
+    await store.add_user("alice", "h")
+    with pytest.raises(ValueError):
+        await store.change_password("alice", "")
+    with pytest.raises(ValueError):
+        await store.upgrade_password_hash("alice", "h", "")
+
+
+async def test_user_names_are_case_sensitive(store: Store) -> None:
+    await store.add_user("Alice", "h")
+    assert await store.get_user("alice") is None
+    await store.add_user("alice", "h2")
+    assert [u.name for u in await store.list_users()] == sorted(["Alice", "alice"])
 
 
 @pytest.mark.parametrize("name", ["a", "alice", "x" * 64, "ünïcødé", "a.b-c_d@e", "名前"])
-def test_valid_user_names(name: str) -> None:
+async def test_valid_user_names_round_trip(store: Store, name: str) -> None:
     assert validate_username(name) == name
+    await store.add_user(name, "h")
+    assert (await store.get_user(name)) is not None
 
 
 @pytest.mark.parametrize(
@@ -136,46 +138,74 @@ def test_valid_user_names(name: str) -> None:
         ("nbsp\u00a0", "spaces"),
     ],
 )
-def test_invalid_user_names(store: SQLiteStore, name: str, reason: str) -> None:
+async def test_invalid_user_names(store: Store, name: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason) as info:
         validate_username(name)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError):
-        store.add_user(name, "h")
-    assert store.list_users() == []
+        await store.add_user(name, "h")
+    assert await store.list_users() == []
 
 
-def test_turns_round_trip_in_order(store: SQLiteStore) -> None:
-    store.add_user("alice", "h")
+async def test_turns_round_trip_in_order(store: Store) -> None:
+    await store.add_user("alice", "h")
     saved = [
         make_turn(n=0),
-        make_turn(n=1, conversation="c2", status="cancelled", prompt_tokens=None,
+        make_turn(n=1, conversation="c2", status=TurnStatus.CANCELLED, prompt_tokens=None,
                   answer_tokens=None),
-        make_turn(n=2, status="error", completed_at=None, answer_text=""),
-        make_turn(n=3, conversation="c2", status="interrupted"),
+        make_turn(n=2, status=TurnStatus.ERROR, completed_at=None, answer_text=""),
+        make_turn(n=3, conversation="c2", status=TurnStatus.INTERRUPTED),
     ]
-    ids = [store.save_turn(t) for t in saved]
+    ids = [await store.save_turn(t) for t in saved]
     assert ids == sorted(ids) and len(set(ids)) == 4
 
-    loaded = store.turns("alice")
+    loaded = await store.turns("alice")
     assert [t.id for t in loaded] == ids
     for original, back, turn_id in zip(saved, loaded, ids, strict=True):
-        assert back == _with_id(original, turn_id)
+        assert back == dataclasses.replace(original, id=turn_id)
         assert back.created_at.tzinfo is not None
+        assert isinstance(back.status, TurnStatus)
 
-    assert [t.id for t in store.turns("alice", "c2")] == [ids[1], ids[3]]
-    assert store.turns("alice", "nope") == []
-    assert store.turns("bob") == []
-    assert store.conversations("alice") == ["c1", "c2"]
-    assert store.conversations("bob") == []
+    assert [t.id for t in await store.turns("alice", "c2")] == [ids[1], ids[3]]
+    assert await store.turns("alice", "nope") == []
+    assert await store.turns("bob") == []
 
 
-def test_turns_limit_returns_most_recent_oldest_first(store: SQLiteStore) -> None:
-    store.add_user("alice", "h")
-    ids = [store.save_turn(make_turn(n=i)) for i in range(6)]
-    assert [t.id for t in store.turns("alice", limit=3)] == ids[3:]
-    assert [t.id for t in store.turns("alice", "c1", limit=10)] == ids
-    assert store.turns("alice", limit=0) == []
+async def test_turns_after_id_returns_only_newer_turns(store: Store) -> None:
+    await store.add_user("alice", "h")
+    ids = [await store.save_turn(make_turn(n=i, conversation=f"c{i % 2}")) for i in range(6)]
+    assert [t.id for t in await store.turns("alice", after_id=ids[2])] == ids[3:]
+    assert [t.id for t in await store.turns("alice", "c0", after_id=ids[2])] == [ids[4]]
+    assert await store.turns("alice", after_id=ids[-1]) == []
+
+
+async def test_text_survives_exactly(store: Store) -> None:
+    await store.add_user("alice", "h")
+    texts = ["", "plain", "emoji 👋🏽 and ZWJ 👩‍💻", "RTL שלום", "\\ ' \" ? % %s $1 ;",
+             "lines\r\nand\ttabs", "x" * 70_000]
+    for i, text in enumerate(texts):
+        await store.save_turn(make_turn(n=i, user_text=text, answer_text=text[::-1]))
+    back = await store.turns("alice")
+    assert [t.user_text for t in back] == texts
+    assert [t.answer_text for t in back] == [t[::-1] for t in texts]
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(store: Store) -> None:
+    # PostgreSQL text cannot hold U+0000: both engines keep U+FFFD instead,
+    # and the turn is saved rather than failing.
+    await store.add_user("alice", "h")
+    await store.save_turn(make_turn(user_text="a\x00b", answer_text="\x00", conversation="c\x00"))
+    (turn,) = await store.turns("alice")
+    assert (turn.user_text, turn.answer_text, turn.conversation) == ("a\ufffdb", "\ufffd", "c\ufffd")
+    assert len(await store.turns("alice", "c\x00")) == 1
+
+
+async def test_overlong_conversation_id_is_a_clear_store_error(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.save_turn(make_turn(conversation="c" * MAX_CONVERSATION_LENGTH))
+    with pytest.raises(StoreError, match="conversation id longer than") as info:
+        await store.save_turn(make_turn(conversation="c" * (MAX_CONVERSATION_LENGTH + 1)))
+    assert "\n" not in str(info.value)
 
 
 def test_naive_and_epoch_timestamps_are_normalised_to_utc() -> None:
@@ -184,154 +214,253 @@ def test_naive_and_epoch_timestamps_are_normalised_to_utc() -> None:
     assert naive.completed_at == datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 
 
-def test_turn_rejects_unknown_status() -> None:
+def test_turn_status_is_the_enum() -> None:
+    assert make_turn(status="cancelled").status is TurnStatus.CANCELLED
     with pytest.raises(ValueError, match="status"):
         make_turn(status="done")
 
 
-def test_remove_user_deletes_their_turns(store: SQLiteStore) -> None:
-    store.add_user("alice", "h")
-    store.add_user("bob", "h")
-    store.save_turn(make_turn("alice"))
-    store.save_turn(make_turn("bob"))
-    assert store.remove_user("alice")
-    assert store.turns("alice") == []
-    assert len(store.turns("bob")) == 1
-    with store._locked() as conn:
-        assert conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 1
+async def test_remove_user_deletes_their_turns(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    await store.save_turn(make_turn("alice"))
+    await store.save_turn(make_turn("bob"))
+    assert await store.remove_user("alice")
+    assert await store.turns("alice") == []
+    assert len(await store.turns("bob")) == 1
+    # Re-creating the name does not bring the old history back.
+    await store.add_user("alice", "h")
+    assert await store.turns("alice") == []
 
 
-def test_save_turn_for_removed_user_is_a_store_error(store: SQLiteStore) -> None:
-    with pytest.raises(StoreError, match="no user 'ghost'"):
-        store.save_turn(make_turn("ghost"))
+async def test_save_turn_for_removed_user_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError, match="no user 'ghost'") as info:
+        await store.save_turn(make_turn("ghost"))
+    assert "\n" not in str(info.value)
 
 
-def test_concurrent_writers_through_one_store(store: SQLiteStore) -> None:
-    store.add_user("alice", "h")
-    errors: list[BaseException] = []
+async def test_concurrent_writers_through_one_store(store: Store) -> None:
+    await store.add_user("alice", "h")
 
-    def writer(k: int) -> None:
-        try:
-            for i in range(40):
-                store.save_turn(make_turn(conversation=f"c{k}", n=i))
-                store.turns("alice", f"c{k}", limit=5)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    async def writer(k: int) -> None:
+        for i in range(30):
+            await store.save_turn(make_turn(conversation=f"c{k}", n=i))
+            await store.turns("alice", f"c{k}")
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
-    turns = store.turns("alice")
-    assert len(turns) == 160
-    assert len({t.id for t in turns}) == 160
+    await asyncio.gather(*(writer(k) for k in range(4)))
+    turns = await store.turns("alice")
+    assert len(turns) == 120 and len({t.id for t in turns}) == 120
     for k in range(4):
-        assert [t.user_text for t in store.turns("alice", f"c{k}")] == [
-            f"question {i}" for i in range(40)
+        assert [t.user_text for t in await store.turns("alice", f"c{k}")] == [
+            f"question {i}" for i in range(30)
         ]
 
 
-def test_second_store_on_same_file_sees_commits(db_path: Path) -> None:
-    # The CLI opens its own connection while the server runs (WAL).
-    with SQLiteStore(db_path) as server, SQLiteStore(db_path) as cli:
-        cli.add_user("alice", "h")
-        assert server.get_password_hash("alice") == "h"
-        server.save_turn(make_turn())
-        assert len(cli.turns("alice")) == 1
-        assert cli.remove_user("alice")
-        assert server.turns("alice") == []
+async def test_second_store_on_same_database_sees_commits(store_target: str) -> None:
+    # The CLI (or another replica) opens its own connection while the server runs.
+    async with await open_store(store_target) as server, await open_store(store_target) as cli:
+        await cli.add_user("alice", "h")
+        assert await server.get_user("alice") is not None
+        await server.save_turn(make_turn())
+        assert len(await cli.turns("alice")) == 1
+        assert await cli.remove_user("alice")
+        assert await server.turns("alice") == []
 
 
-def test_read_only_store_reads_but_refuses_writes(db_path: Path) -> None:
-    with SQLiteStore(db_path) as s:
-        s.add_user("alice", "h")
-        s.save_turn(make_turn())
-    with SQLiteStore(db_path, read_only=True) as ro:
-        assert len(ro.turns("alice")) == 1
-        with pytest.raises(StoreError) as info:
-            ro.save_turn(make_turn(n=1))
-        message = str(info.value)
-        assert "\n" not in message and "readonly" in message.replace("read-only", "readonly")
-        with pytest.raises(StoreError):
-            ro.add_user("bob", "h")
-        with pytest.raises(StoreError):
-            ro.set_password_hash("alice", "x")
-        # The store keeps working for reads after a failed write.
-        assert ro.get_password_hash("alice") == "h"
-
-
-def test_read_only_open_of_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="no such file"):
-        SQLiteStore(tmp_path / "missing.db", read_only=True)
-    assert not (tmp_path / "missing.db").exists()
-
-
-def _make_unwritable(path: Path) -> Callable[[], None]:
-    """Make ``path`` unwritable even for root (who ignores file modes): the
-    immutable flag when we are root, the mode bits otherwise. Returns the undo."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        return lambda: path.chmod(0o644)
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("running as root on a filesystem without chattr +i")
-    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
-def test_unwritable_file_fails_at_open(tmp_path: Path) -> None:
-    path = tmp_path / "chat.db"
-    SQLiteStore(path).close()
-    undo = _make_unwritable(path)
-    try:
-        with pytest.raises(StoreError) as info:
-            SQLiteStore(path)
-        assert "not writable" in str(info.value) and "\n" not in str(info.value)
-    finally:
-        undo()
-
-
-def test_path_is_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="is a directory") as info:
-        SQLiteStore(tmp_path)
-    assert "\n" not in str(info.value)
-
-
-def test_parent_is_a_file(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(StoreError, match="cannot create database directory") as info:
-        SQLiteStore(blocker / "chat.db")
-    assert "\n" not in str(info.value)
-
-
-def test_not_a_database(tmp_path: Path) -> None:
-    path = tmp_path / "chat.db"
-    path.write_bytes(b"this is not sqlite, just some text " * 200)
-    with pytest.raises(StoreError, match="cannot open database") as info:
-        SQLiteStore(path)
-    assert "\n" not in str(info.value)
-
-
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    SQLiteStore(db_path).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match="newer than this server supports"):
-        SQLiteStore(db_path)
-
-
-def test_closed_store_raises_store_error(db_path: Path) -> None:
-    s = SQLiteStore(db_path)
-    s.close()
-    s.close()  # idempotent
+async def test_closed_store_raises_store_error(store_target: str) -> None:
+    s = await open_store(store_target)
+    await s.close()
+    await s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        s.list_users()
+        await s.list_users()
 
 
-def _with_id(turn: Turn, turn_id: int) -> Turn:
-    import dataclasses
+# -- what the next features build on: backend, account state, session tokens -----
 
-    return dataclasses.replace(turn, id=turn_id)
+
+async def test_backend_is_stored_per_turn(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.save_turn(make_turn(n=0, backend="gpu1"))
+    await store.save_turn(make_turn(n=1))
+    assert [t.backend for t in await store.turns("alice")] == ["gpu1", None]
+
+
+async def test_new_user_is_enabled_never_logged_in(store: Store) -> None:
+    await store.add_user("alice", "h")
+    alice = await store.get_user("alice")
+    assert alice is not None
+    assert (alice.disabled, alice.last_login_at) == (False, None)
+
+
+async def test_record_login_sets_last_login(store: Store) -> None:
+    clock = FakeClock()
+    store.clock = clock  # type: ignore[attr-defined]
+    await store.add_user("alice", "h")
+    await store.record_login("alice")
+    assert (await store.get_user("alice")).last_login_at == clock.now  # type: ignore[union-attr]
+    clock.advance(seconds=90)
+    await store.record_login("alice")
+    await store.record_login("ghost")  # an unknown user is nothing to record
+    assert (await store.get_user("alice")).last_login_at == clock.now  # type: ignore[union-attr]
+
+
+async def test_list_users_counts_messages_and_shows_state(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    await store.add_user("carol", "h")
+    for i in range(3):
+        await store.save_turn(make_turn("alice", n=i, conversation=f"c{i % 2}"))
+    await store.save_turn(make_turn("bob", status=TurnStatus.CANCELLED))
+    await store.set_disabled("carol", True)
+    await store.record_login("bob")
+    users = {u.name: u for u in await store.list_users()}
+    assert {n: u.message_count for n, u in users.items()} == {"alice": 3, "bob": 1, "carol": 0}
+    assert {n: u.disabled for n, u in users.items()} == {"alice": False, "bob": False, "carol": True}
+    assert users["bob"].last_login_at is not None and users["alice"].last_login_at is None
+
+
+async def test_disable_and_enable(store: Store) -> None:
+    await store.add_user("alice", "h")
+    assert await store.set_disabled("alice", True) is True
+    assert (await store.get_user("alice")).disabled is True  # type: ignore[union-attr]
+    assert await store.set_disabled("alice", True) is True  # idempotent
+    assert await store.set_disabled("alice", False) is True
+    assert (await store.get_user("alice")).disabled is False  # type: ignore[union-attr]
+    assert await store.set_disabled("ghost", True) is False
+
+
+async def test_upgrade_password_hash_only_replaces_the_hash_it_was_computed_from(
+    store: Store,
+) -> None:
+    await store.add_user("alice", "old")
+    token = await store.create_session_token("alice", timedelta(hours=1))
+    assert await store.upgrade_password_hash("alice", "old", "stronger") is True
+    assert (await store.get_user("alice")).password_hash == "stronger"  # type: ignore[union-attr]
+    # A re-hash is the same password: the user's sessions stay.
+    assert await store.verify_session_token(token.token) == "alice"
+    # The password changed while a login was re-hashing the old one: keep the new one.
+    await store.change_password("alice", "new-password")
+    assert await store.upgrade_password_hash("alice", "stronger", "rehash-of-old") is False
+    assert (await store.get_user("alice")).password_hash == "new-password"  # type: ignore[union-attr]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+async def test_session_token_round_trip(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    issued = await store.create_session_token("alice", timedelta(days=7))
+    assert issued.user == "alice" and len(issued.token) >= 43
+    assert issued.token not in repr(issued)
+    assert await store.verify_session_token(issued.token) == "alice"
+    other = await store.create_session_token("bob", timedelta(days=7))
+    assert other.token != issued.token
+    assert await store.verify_session_token(other.token) == "bob"
+    for bad in ("", "x", issued.token[:-1], issued.token + "x", "é" * 300, "\x00"):
+        assert await store.verify_session_token(bad) is None
+
+
+async def test_session_tokens_are_stored_hashed(store: Store) -> None:
+    await store.add_user("alice", "h")
+    issued = await store.create_session_token("alice", timedelta(days=1))
+    rows = await store._query("SELECT token_hash FROM session_tokens")  # type: ignore[attr-defined]
+    assert len(rows) == 1
+    (stored,) = rows[0]
+    assert issued.token not in stored
+    import hashlib
+
+    assert stored == hashlib.sha256(issued.token.encode()).hexdigest()
+
+
+async def test_session_token_expires(store_target: str) -> None:
+    clock = FakeClock()
+    async with await open_store(store_target, clock=clock) as store:
+        await store.add_user("alice", "h")
+        issued = await store.create_session_token("alice", timedelta(hours=1))
+        assert issued.expires_at == clock.now + timedelta(hours=1)
+        clock.advance(minutes=59, seconds=59)
+        assert await store.verify_session_token(issued.token) == "alice"
+        clock.advance(seconds=1)
+        assert await store.verify_session_token(issued.token) is None
+        with pytest.raises(ValueError):
+            await store.create_session_token("alice", timedelta(0))
+
+
+async def test_session_token_revocation(store: Store) -> None:
+    await store.add_user("alice", "h")
+    one = await store.create_session_token("alice", timedelta(days=1))
+    two = await store.create_session_token("alice", timedelta(days=1))
+    assert await store.revoke_session_token(one.token) is True
+    assert await store.revoke_session_token(one.token) is False
+    assert await store.verify_session_token(one.token) is None
+    assert await store.verify_session_token(two.token) == "alice"
+    assert await store.revoke_session_token("not a token") is False
+
+
+@pytest.mark.parametrize("how", ["password", "disable", "remove"])
+async def test_session_tokens_die_with_the_password_a_disabled_or_removed_user(
+    store: Store, how: str
+) -> None:
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    alice = [await store.create_session_token("alice", timedelta(days=1)) for _ in range(3)]
+    bob = await store.create_session_token("bob", timedelta(days=1))
+    if how == "password":
+        await store.change_password("alice", "h2")
+    elif how == "disable":
+        await store.set_disabled("alice", True)
+    else:
+        await store.remove_user("alice")
+    for t in alice:
+        assert await store.verify_session_token(t.token) is None
+    assert await store.verify_session_token(bob.token) == "bob"
+    if how == "disable":
+        # Enabling again does not bring the old tokens back.
+        await store.set_disabled("alice", False)
+        for t in alice:
+            assert await store.verify_session_token(t.token) is None
+        fresh = await store.create_session_token("alice", timedelta(days=1))
+        assert await store.verify_session_token(fresh.token) == "alice"
+
+
+async def test_tokens_per_user_are_capped_and_dead_ones_are_dropped(store_target: str) -> None:
+    clock = FakeClock()
+    async with await open_store(store_target, clock=clock) as store:
+        await store.add_user("alice", "h")
+        short = await store.create_session_token("alice", timedelta(seconds=1))
+        tokens = []
+        for _ in range(MAX_SESSION_TOKENS_PER_USER + 5):
+            clock.advance(seconds=2)
+            tokens.append(await store.create_session_token("alice", timedelta(days=1)))
+        # The oldest beyond the cap are revoked, the newest still work.
+        for t in tokens[:5]:
+            assert await store.verify_session_token(t.token) is None
+        for t in tokens[5:]:
+            assert await store.verify_session_token(t.token) == "alice"
+        assert await store.verify_session_token(short.token) is None
+        rows = await store._query("SELECT COUNT(*) FROM session_tokens")  # type: ignore[attr-defined]
+        assert rows[0][0] <= MAX_SESSION_TOKENS_PER_USER + 1
+
+
+async def test_token_for_unknown_user_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError, match="no user 'ghost'"):
+        await store.create_session_token("ghost", timedelta(days=1))
+
+
+async def test_a_token_issued_on_one_store_is_accepted_by_another(store_target: str) -> None:
+    # Replicas share the database: any of them accepts a token another issued.
+    async with await open_store(store_target) as one, await open_store(store_target) as two:
+        await one.add_user("alice", "h")
+        issued = await one.create_session_token("alice", timedelta(days=1))
+        assert await two.verify_session_token(issued.token) == "alice"
+        await two.change_password("alice", "h2")
+        assert await one.verify_session_token(issued.token) is None

@@ -26,14 +26,14 @@ from .auth import Authenticator, ensure_bootstrap_user
 from .config import Settings
 from .gate import Gate
 from .gate import start_server as start_gated_server
+from .history_cache import ConversationCache
 from .model import ModelChunk, ModelClient
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
 from .ratelimit import RateLimiter
 from .scheduler import FairScheduler, PositionCallback, UserLine
 from .session import Session
-from .store import SQLiteStore, StoreError
-from .store import Turn as StoredTurn
+from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
 from .turn import Message, Refusal, StopReason
 
@@ -48,22 +48,14 @@ MODERATE_INLINE_CHARS = 2048
 BANNED_WORD_REFUSAL = "use of cuss words is not allowed"
 
 
-def _as_messages(turn: StoredTurn) -> list[dict[str, str]]:
-    """A stored turn as the two chat messages the model sees."""
-    return [
-        {"role": "user", "content": turn.user_text},
-        {"role": "assistant", "content": turn.answer_text},
-    ]
-
-
 class ChatService:
     """The shared services of every session: it implements the ``TurnServices``
     a turn uses (``chat_server.turn``) and the ``SessionServices`` a session
     uses (``chat_server.session``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.store = SQLiteStore(settings.db_path)
+        self.store = store
         self.hasher = settings.argon2_hasher()
         self.auth = Authenticator(self.store, self.hasher)
         self.model = ModelClient(
@@ -84,7 +76,7 @@ class ChatService:
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.user_line = UserLine()
-        self._conversations: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.conversations = ConversationCache(store, settings.history_cache_bytes)
 
     # ------------------------------------------------------------------ TurnServices
     @property
@@ -131,7 +123,7 @@ class ChatService:
     async def history(self, user: str, conversation: str) -> list[Message]:
         return await self.conversation(user, conversation)
 
-    async def save(self, turn: StoredTurn) -> bool:
+    async def save(self, turn: TurnRecord) -> bool:
         return await self.save_turn(turn)
 
     async def generate(
@@ -147,34 +139,20 @@ class ChatService:
     def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
         return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
 
-    # ------------------------------------------------------------------ conversation cache
+    # ------------------------------------------------------------------ history
     async def conversation(self, user: str, conversation: str) -> list[dict[str, str]]:
-        """The conversation's completed turns as chat messages (from the store the
-        first time, so a conversation survives reconnects and restarts)."""
-        key = (user, conversation)
-        cached = self._conversations.get(key)
-        if cached is None:
-            try:
-                turns = await asyncio.to_thread(self.store.turns, user, conversation)
-            except StoreError as exc:
-                log.warning("could not load conversation history: %s", exc)
-                turns = []
-            cached = [m for t in turns if t.status == "complete" for m in _as_messages(t)]
-            self._conversations[key] = cached
-            # Bounded memory: keep the most recent conversations only.
-            while len(self._conversations) > 10_000:
-                self._conversations.pop(next(iter(self._conversations)))
-        return list(cached)
+        """The conversation's completed turns as chat messages (from the store
+        through the cache, so a conversation survives reconnects, restarts and
+        a move to another replica)."""
+        return await self.conversations.history(user, conversation)
 
-    async def save_turn(self, turn: StoredTurn) -> bool:
+    async def save_turn(self, turn: TurnRecord) -> bool:
+        """Store a turn durably (before its END goes out); False if the store failed."""
         try:
-            await asyncio.to_thread(self.store.save_turn, turn)
+            await self.store.save_turn(turn)
         except StoreError as exc:
             log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
             return False
-        if turn.status == "complete":
-            self._conversations.setdefault((turn.user, turn.conversation), []).extend(
-                _as_messages(turn))
         return True
 
     # ------------------------------------------------------------------ connections
@@ -199,6 +177,9 @@ class ChatService:
             await session.run()
         finally:
             self.sessions.discard(session)
+            if session.user is not None:
+                # The store has the conversations; memory is for live sessions.
+                self.conversations.release(session.user)
 
     async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Over the connection limit: answer in the peer's protocol, then close."""
@@ -237,7 +218,7 @@ class ChatService:
         log.info("%s", describe(self.tls), extra={"event": "tls_certificate"})
         if (warning := expiry_warning(self.tls)) is not None:
             log.warning("%s", warning, extra={"event": "tls_expiry"})
-        self._bootstrap()
+        await self._bootstrap()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -277,7 +258,7 @@ class ChatService:
                 async with asyncio.timeout(5):
                     await server.wait_closed()
             await self.model.aclose()
-            self.store.close()
+            await self.store.close()
             if health is not None:  # answers 503 "draining" up to here
                 await health.close()
             log.info("stopped", extra={"event": "stopped"})
@@ -332,18 +313,28 @@ class ChatService:
             return
         log.info("model ready: %s", self.settings.ollama_model, extra={"event": "model_ready"})
 
-    def _bootstrap(self) -> None:
-        ensure_bootstrap_user(self.store, self.settings, self.hasher)
+    async def _bootstrap(self) -> None:
+        await ensure_bootstrap_user(self.store, self.settings, self.hasher)
+
+
+async def _main(settings: Settings) -> int:
+    try:
+        store = await open_store(settings.db, password=settings.db_password)
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        service = ChatService(settings, store)
+    except (TLSError, FileNotFoundError, OSError) as exc:
+        await store.close()
+        log.error("cannot start: %s", exc)
+        return 1
+    return await service.serve()
 
 
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    try:
-        service = ChatService(settings)
-    except (StoreError, TLSError, FileNotFoundError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return asyncio.run(service.serve())
+    return asyncio.run(_main(settings))
 
 
 __all__ = ["ChatService", "run"]

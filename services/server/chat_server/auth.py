@@ -229,8 +229,11 @@ class Authenticator:
             log.debug("login failed: password too long", extra=fields)
             return False
 
-        stored = await asyncio.to_thread(self.store.get_password_hash, user)
-        if stored is not None:
+        record = await self.store.get_user(user)
+        # A disabled account is checked like an unknown one: same work, same
+        # generic failure, nothing that tells the two apart.
+        stored = None if record is None or record.disabled else record.password_hash
+        if record is not None:
             fields = {**login_name_fields(user, exists=True), **fields}
             fields.pop("user_hash", None)
         await self._slots.acquire()
@@ -266,13 +269,15 @@ class Authenticator:
             # enumerate accounts.
             log.debug("login failed: %s", reason, extra=fields)
             return False
-        if new_hash is not None:
-            try:
-                await asyncio.to_thread(self.store.set_password_hash, user, new_hash)
+        try:
+            await self.store.record_login(user)
+            # Only if the password was not changed while we were hashing.
+            if (new_hash is not None and stored is not None
+                    and await self.store.upgrade_password_hash(user, stored, new_hash)):
                 log.info("password hash upgraded", extra=fields)
-            except StoreError as exc:
-                # Not worth failing a correct login over; next login retries.
-                log.warning("could not store upgraded hash: %s", exc, extra=fields)
+        except StoreError as exc:
+            # Not worth failing a correct login over; the next login retries.
+            log.warning("could not record the login: %s", exc, extra=fields)
         log.info("login ok", extra=fields)
         return True
 
@@ -300,7 +305,9 @@ class Authenticator:
             future.exception()  # mark retrieved if nobody awaits it any more
 
 
-def ensure_bootstrap_user(store: Store, settings: Settings, hasher: PasswordHasherLike) -> bool:
+async def ensure_bootstrap_user(
+    store: Store, settings: Settings, hasher: PasswordHasherLike
+) -> bool:
     """Create ``CHAT_BOOTSTRAP_USER`` if it does not exist yet. Returns ``True``
     if a user was created. An existing user's password is left alone (the
     variable is for first start, not for password resets); only the name is
@@ -308,11 +315,11 @@ def ensure_bootstrap_user(store: Store, settings: Settings, hasher: PasswordHash
     name, password = settings.bootstrap_user, settings.bootstrap_password
     if name is None or password is None:
         return False
-    if store.get_password_hash(name) is not None:
+    if await store.get_user(name) is not None:
         log.info("bootstrap user already exists", extra={"user": name, "event": "bootstrap"})
         return False
     try:
-        store.add_user(name, hasher.hash(password))
+        await store.add_user(name, hasher.hash(password))
     except UserExists:  # created concurrently (e.g. by the CLI) since we looked
         return False
     log.info("bootstrap user created", extra={"user": name, "event": "bootstrap"})

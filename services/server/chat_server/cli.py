@@ -7,7 +7,8 @@ The ``chat-server`` command::
     chat-server [serve]                          run the server
     chat-server users add NAME [--password-stdin]
     chat-server users passwd NAME [--password-stdin]
-    chat-server users list
+    chat-server users list                       name, created, last login, messages, status
+    chat-server users disable NAME | enable NAME
     chat-server users remove NAME
     chat-server history export NAME [--conversation ID]   JSON lines on stdout
     chat-server healthcheck                      exit 0 if the server answers
@@ -27,6 +28,7 @@ stderr. Passwords are read without echo and never printed or logged.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import MAX_PASSWORD_LENGTH, ConfigError, Settings
-from .store import SQLiteStore, StoreError, Turn, UserExists, validate_username
+from .store import Store, StoreError, TurnRecord, UserExists, open_store, validate_username
 
 __all__ = ["main", "turn_to_json"]
 
@@ -54,18 +56,19 @@ def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def turn_to_json(turn: Turn) -> dict[str, Any]:
+def turn_to_json(turn: TurnRecord) -> dict[str, Any]:
     """The export record of one turn (``user`` is the user's message text)."""
     return {
         "conversation": turn.conversation,
         "created_at": _iso(turn.created_at),
         "completed_at": _iso(turn.completed_at),
         "model": turn.model,
+        "backend": turn.backend,
         "user": turn.user_text,
         "answer": turn.answer_text,
         "prompt_tokens": turn.prompt_tokens,
         "answer_tokens": turn.answer_tokens,
-        "status": turn.status,
+        "status": turn.status.value,
     }
 
 
@@ -89,16 +92,22 @@ def _build_parser() -> argparse.ArgumentParser:
             help="read the password from the first line of standard input "
             "(otherwise prompt twice on the terminal)",
         )
-    users_sub.add_parser("list", help="list users (name and creation time)")
-    p = users_sub.add_parser("remove", help="delete a user and all their history")
-    p.add_argument("name")
+    users_sub.add_parser(
+        "list", help="list users: name, created, last login, messages sent, enabled/disabled")
+    for action, text in (
+        ("disable", "stop a user from logging in (their session tokens are revoked)"),
+        ("enable", "let a disabled user log in again"),
+        ("remove", "delete a user and all their history"),
+    ):
+        p = users_sub.add_parser(action, help=text)
+        p.add_argument("name")
 
     history = sub.add_parser("history", help="conversation history")
     history_sub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     p = history_sub.add_parser(
         "export",
         help="print a user's turns as JSON lines: conversation, created_at, completed_at, "
-        "model, user (the message), answer, prompt_tokens, answer_tokens, status",
+        "model, backend, user (the message), answer, prompt_tokens, answer_tokens, status",
     )
     p.add_argument("name")
     p.add_argument("--conversation", metavar="ID", help="only this conversation")
@@ -140,6 +149,19 @@ def _read_password(from_stdin: bool, stdin: TextIO) -> str:
     return password
 
 
+def _with_store(settings: Settings, action: Any) -> int:
+    """Open the configured store, run ``await action(store)``, close it."""
+
+    async def run() -> int:
+        store = await open_store(settings.db, password=settings.db_password)
+        try:
+            return int(await action(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def _users(args: argparse.Namespace, settings: Settings, out: TextIO, stdin: TextIO) -> int:
     action = args.users_command
     if action in ("add", "passwd"):
@@ -147,42 +169,57 @@ def _users(args: argparse.Namespace, settings: Settings, out: TextIO, stdin: Tex
             validate_username(args.name)
         except ValueError as exc:
             raise CommandError(f"invalid user name {args.name!r}: {exc}") from None
-    with SQLiteStore(settings.db_path) as store:
+
+    async def run(store: Store) -> int:
         if action == "add":
-            if store.get_password_hash(args.name) is not None:  # fail before prompting
+            if await store.get_user(args.name) is not None:  # fail before prompting
                 raise CommandError(f"user {args.name!r} already exists")
             password = _read_password(args.password_stdin, stdin)
             try:
-                store.add_user(args.name, settings.argon2_hasher().hash(password))
+                await store.add_user(args.name, settings.argon2_hasher().hash(password))
             except UserExists:
                 raise CommandError(f"user {args.name!r} already exists") from None
             print(f"user {args.name!r} added", file=out)
         elif action == "passwd":
-            if store.get_password_hash(args.name) is None:
+            if await store.get_user(args.name) is None:
                 raise CommandError(f"unknown user {args.name!r}")
             password = _read_password(args.password_stdin, stdin)
-            if not store.set_password_hash(args.name, settings.argon2_hasher().hash(password)):
+            if not await store.change_password(args.name, settings.argon2_hasher().hash(password)):
                 raise CommandError(f"unknown user {args.name!r}")
-            print(f"password of {args.name!r} changed", file=out)
+            print(f"password of {args.name!r} changed; their session tokens are revoked",
+                  file=out)
         elif action == "list":
-            for name, created_at in store.list_users():
-                print(f"{name}\t{_iso(created_at)}", file=out)
+            print("NAME\tCREATED\tLAST LOGIN\tMESSAGES\tSTATUS", file=out)
+            for user in await store.list_users():
+                print(f"{user.name}\t{_iso(user.created_at)}\t{_iso(user.last_login_at) or 'never'}"
+                      f"\t{user.message_count}\t{'disabled' if user.disabled else 'enabled'}",
+                      file=out)
+        elif action in ("disable", "enable"):
+            if not await store.set_disabled(args.name, action == "disable"):
+                raise CommandError(f"unknown user {args.name!r}")
+            if action == "disable":
+                print(f"user {args.name!r} disabled: they can no longer log in", file=out)
+            else:
+                print(f"user {args.name!r} enabled", file=out)
         elif action == "remove":
-            if not store.remove_user(args.name):
+            if not await store.remove_user(args.name):
                 raise CommandError(f"unknown user {args.name!r}")
             print(f"user {args.name!r} and their history removed", file=out)
-    return 0
+        return 0
+
+    return _with_store(settings, run)
 
 
 def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    with SQLiteStore(settings.db_path) as store:
-        if store.get_password_hash(args.name) is None:
+    async def run(store: Store) -> int:
+        if await store.get_user(args.name) is None:
             raise CommandError(f"unknown user {args.name!r}")
-        turns = store.turns(args.name, conversation=args.conversation)
-    for turn in turns:
-        out.write(json.dumps(turn_to_json(turn), ensure_ascii=False) + "\n")
-    out.flush()
-    return 0
+        for turn in await store.turns(args.name, conversation=args.conversation):
+            out.write(json.dumps(turn_to_json(turn), ensure_ascii=False) + "\n")
+        out.flush()
+        return 0
+
+    return _with_store(settings, run)
 
 
 def _serve(settings: Settings) -> int:

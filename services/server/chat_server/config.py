@@ -129,7 +129,9 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_BACKEND_<NAME>_API_KEY_FILE", None, "File holding backend NAME's API key (e.g. a Docker secret), instead of CHAT_BACKEND_<NAME>_API_KEY."),
     Variable("OLLAMA_HOST", None, "Ollama base URL when CHAT_BACKENDS is unset; unset uses the ollama client's default http://127.0.0.1:11434."),
     Variable("CHAT_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, "System prompt sent before each conversation; empty means none."),
-    Variable("CHAT_DB", "./data/chat.db", "SQLite database file (users and turns); its directory is created."),
+    Variable("CHAT_DB", "./data/chat.db", "Database: a SQLite file (its directory is created, private to the server) or a PostgreSQL URL `postgresql://USER@HOST:PORT/DBNAME`."),
+    Variable("CHAT_DB_PASSWORD", None, "PostgreSQL password, if not in the CHAT_DB URL; never logged."),
+    Variable("CHAT_DB_PASSWORD_FILE", None, "File holding the PostgreSQL password (a Docker secret, for instance); the alternative to CHAT_DB_PASSWORD."),
     Variable("CHAT_CUSS_WORDS_FILE", "cuss_words.txt", "Banned-words list, one word per line; reloaded when it changes."),
     Variable("CHAT_PHONE_REGIONS", ",".join(DEFAULT_REGIONS), "Countries (ISO codes, comma-separated) whose national phone formats count as phone numbers; international (+…) numbers always do."),
     Variable("CHAT_BOOTSTRAP_USER", None, "User created at start if absent (set together with CHAT_BOOTSTRAP_PASSWORD)."),
@@ -144,6 +146,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_RATE_LIMIT", "20", "Messages per user per minute; 0 turns the limit off."),
     Variable("CHAT_MAX_PARALLEL", "2", "Generations in flight at once per backend (unless CHAT_BACKEND_<NAME>_PARALLEL says otherwise); the rest queue fairly per user."),
     Variable("CHAT_CONTEXT_TOKENS", "3000", "History budget per request, in estimated tokens; older turns are dropped."),
+    Variable("CHAT_HISTORY_CACHE_MB", "64", "Memory for the conversations of live sessions (MiB); beyond it they are re-read from the database."),
     Variable("CHAT_MODEL_CONNECT_TIMEOUT", "5", "Seconds to connect to a model backend."),
     Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall (before its first token: then another backend is tried; mid-answer: the answer ends with an error)."),
     Variable("CHAT_PROBE_INTERVAL", "10", "Seconds between health probes (and model-list refreshes) of each backend; a failed backend is probed sooner, with backoff."),
@@ -158,8 +161,8 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_METRICS_HOST", "127.0.0.1", "Address the metrics endpoint listens on (the compose stack: 0.0.0.0 inside its network, not published)."),
     Variable("CHAT_HEALTH_PORT", None, "Port of the HTTP readiness endpoint for load balancers (GET /ready: 200, or 503 while draining or the model is not ready; GET /live); unset turns it off."),
     Variable("CHAT_HEALTH_HOST", "127.0.0.1", "Address the readiness endpoint listens on (docker-compose.ha.yml: 0.0.0.0 inside its network, not published)."),
-    Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside CHAT_DB."),
-    Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside CHAT_DB."),
+    Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside a SQLite CHAT_DB (./data/admin.sock with PostgreSQL)."),
+    Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside a SQLite CHAT_DB (./data/tls with PostgreSQL)."),
     Variable("CHAT_TLS_KEY", None, "PEM private key of CHAT_TLS_CERT (unencrypted); set both or neither."),
     Variable("CHAT_REQUIRE_TLS", "false", "Refuse plaintext v2 connections (they get an ERROR telling them to use TLS); v1 is governed by CHAT_ALLOW_V1."),
     Variable("CHAT_TRUSTED_PROXIES", "", "Comma-separated CIDR blocks (or addresses) of load balancers that must open each connection with a PROXY protocol v1/v2 header naming the real client; empty: none (a PROXY header from anyone is a protocol error)."),
@@ -182,7 +185,9 @@ class Settings:
     models: tuple[str, ...] = ()  # allowed models; empty: just the default model
     backends: tuple[BackendSpec, ...] = ()  # empty: one Ollama at ollama_host
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT  # None: send no system message
-    db_path: Path = Path("./data/chat.db")
+    #: A SQLite file path or a postgresql:// URL, without its password (safe to log).
+    db: str = "./data/chat.db"
+    db_password: str | None = field(default=None, repr=False)
     cuss_words_file: Path = Path("cuss_words.txt")
     phone_regions: tuple[str, ...] = DEFAULT_REGIONS
     bootstrap_user: str | None = None
@@ -197,6 +202,7 @@ class Settings:
     rate_limit: int = 20  # messages per user per minute; 0 = off
     max_parallel: int = 2
     context_tokens: int = 3000
+    history_cache_bytes: int = 64 * 1024 * 1024
     model_connect_timeout: float = 5.0
     model_read_timeout: float = 60.0
     probe_interval: float = 10.0
@@ -245,6 +251,7 @@ class Settings:
                 f"got {len(bootstrap_password)}"
             )
 
+        db, db_password = _database(r, env)
         tls_cert = r.optional_str("CHAT_TLS_CERT")
         tls_key = r.optional_str("CHAT_TLS_KEY")
         if (tls_cert is None) != (tls_key is None):
@@ -263,7 +270,8 @@ class Settings:
             models=models,
             backends=backends,
             system_prompt=r.optional_str("CHAT_SYSTEM_PROMPT", strip=False, empty_is_none=True),
-            db_path=Path(r.nonempty("CHAT_DB")),
+            db=db,
+            db_password=db_password,
             cuss_words_file=Path(r.nonempty("CHAT_CUSS_WORDS_FILE")),
             phone_regions=r.regions("CHAT_PHONE_REGIONS"),
             bootstrap_user=bootstrap_user,
@@ -278,6 +286,7 @@ class Settings:
             rate_limit=r.integer("CHAT_RATE_LIMIT", 0, 1_000_000),
             max_parallel=max_parallel,
             context_tokens=r.integer("CHAT_CONTEXT_TOKENS", 1, 10_000_000),
+            history_cache_bytes=r.integer("CHAT_HISTORY_CACHE_MB", 0, 1024 * 1024) * 1024 * 1024,
             model_connect_timeout=r.seconds("CHAT_MODEL_CONNECT_TIMEOUT"),
             model_read_timeout=r.seconds("CHAT_MODEL_READ_TIMEOUT"),
             probe_interval=r.seconds("CHAT_PROBE_INTERVAL"),
@@ -303,11 +312,21 @@ class Settings:
         return settings
 
     @property
+    def data_dir(self) -> Path:
+        """The server's own directory: the SQLite database's; with PostgreSQL
+        (no database directory of ours) the default one, ``./data``."""
+        from .store import is_database_url
+
+        if is_database_url(self.db):
+            return Path(_DEFAULTS["CHAT_DB"] or "./data/chat.db").parent
+        return Path(self.db).parent
+
+    @property
     def admin_socket_path(self) -> Path:
         """Where the admin endpoint listens (``chat-server status`` reads the same)."""
         if self.admin_socket is not None:
             return self.admin_socket
-        return self.db_path.parent / "admin.sock"
+        return self.data_dir / "admin.sock"
 
     @property
     def ollama_model(self) -> str:
@@ -341,7 +360,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "bootstrap_password":
+            if f.name in ("bootstrap_password", "db_password"):
                 value = None if value is None else "[set]"
             elif f.name == "system_prompt" and value is not None:
                 value = f"[{len(value)} chars]"
@@ -357,6 +376,55 @@ class Settings:
 
 def _optional_path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _database(r: _Reader, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """CHAT_DB and its password: (the path or the URL without its password, password)."""
+    target = r.nonempty("CHAT_DB")
+    password = r.optional_str("CHAT_DB_PASSWORD", strip=False)
+    password_file = r.optional_str("CHAT_DB_PASSWORD_FILE")
+    if password is not None and password_file is not None:
+        raise ConfigError("CHAT_DB_PASSWORD and CHAT_DB_PASSWORD_FILE: expected one of them, got both")
+    if password_file is not None:
+        try:
+            with open(password_file, encoding="utf-8") as f:
+                # Only the line ending goes: a password may end in spaces.
+                password = f.readline().removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
+            raise ConfigError(f"CHAT_DB_PASSWORD_FILE: cannot read {password_file!r}: {reason}") from None
+        if not password:
+            raise ConfigError(f"CHAT_DB_PASSWORD_FILE: {password_file!r} holds no password")
+    from .store import is_database_url  # local: keeps this module light
+
+    if not is_database_url(target):
+        if password is not None:
+            name = "CHAT_DB_PASSWORD_FILE" if password_file is not None else "CHAT_DB_PASSWORD"
+            raise ConfigError(f"{name}: only used with a postgresql:// CHAT_DB, which is not set")
+        return target, None
+    url, in_url = _split_password(target)
+    if in_url is not None and password is not None:
+        raise ConfigError("CHAT_DB: expected the password in the URL or in CHAT_DB_PASSWORD(_FILE), "
+                          "got both")
+    return url, in_url if in_url is not None else password
+
+
+def _split_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password or None). Raises
+    :exc:`ConfigError` without echoing the URL (it may hold the password)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError("CHAT_DB: expected postgresql://USER@HOST:PORT/DBNAME, got an invalid URL") from None
+    if parts.password is None:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]  # as written (percent-encoded)
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
 
 def variables_markdown() -> str:
@@ -650,7 +718,9 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_BACKEND_<NAME>_API_KEY_FILE": "backends",
     "CHAT_PROBE_INTERVAL": "probe_interval",
     "CHAT_SYSTEM_PROMPT": "system_prompt",
-    "CHAT_DB": "db_path",
+    "CHAT_DB": "db",
+    "CHAT_DB_PASSWORD": "db_password",
+    "CHAT_DB_PASSWORD_FILE": "db_password",
     "CHAT_CUSS_WORDS_FILE": "cuss_words_file",
     "CHAT_PHONE_REGIONS": "phone_regions",
     "CHAT_BOOTSTRAP_USER": "bootstrap_user",
@@ -665,6 +735,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_RATE_LIMIT": "rate_limit",
     "CHAT_MAX_PARALLEL": "max_parallel",
     "CHAT_CONTEXT_TOKENS": "context_tokens",
+    "CHAT_HISTORY_CACHE_MB": "history_cache_bytes",
     "CHAT_MODEL_CONNECT_TIMEOUT": "model_connect_timeout",
     "CHAT_MODEL_READ_TIMEOUT": "model_read_timeout",
     "CHAT_SHUTDOWN_GRACE": "shutdown_grace",

@@ -92,7 +92,7 @@ def fingerprint(der: bytes) -> str:
 
 def generated_dir(settings: Settings) -> Path:
     """Where the server keeps its own certificate: ``tls/`` beside the database."""
-    return settings.db_path.parent / "tls"
+    return settings.data_dir / "tls"
 
 
 def load_material(settings: Settings) -> TLSMaterial:

@@ -60,7 +60,8 @@ from .logs import SessionLogger
 from .model import ModelChunk, ModelError, ModelUnavailable
 from .moderation.answer_filter import AnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
-from .store import Turn as StoredTurn
+from .store import TurnRecord as StoredTurn
+from .store import TurnStatus
 from .wire import PeerGone
 
 __all__ = [
@@ -393,7 +394,7 @@ class ChatTurn:
             answer_text="".join(self.answer),
             prompt_tokens=prompt_tokens,
             answer_tokens=self.answer_tokens,
-            status=status,
+            status=TurnStatus(status),
         )
         if not await services.save(turn):
             await self._say(Notice(

@@ -1,0 +1,145 @@
+"""
+chat_server.history_cache
+~~~~~~~~~~~~~~~~~~~~~~~~~
+
+The in-memory copy of the conversations users are having, so the model's
+context does not have to be rebuilt from the whole stored history on every
+message. The store stays the truth:
+
+* **Refreshed, not trusted.** Each :meth:`ConversationCache.history` call asks
+  the store only for the turns newer than the last one it holds (one indexed
+  query), so turns saved by another replica, or by this server, show up.
+* **Bounded by bytes**, not by a count of conversations: least recently used
+  conversations go first when the total passes ``max_bytes``; a conversation
+  bigger than the whole budget is served but not kept.
+* **Released with the session.** When a user's session ends, their
+  conversations are dropped (:meth:`release`); the next message reloads them
+  from the store. Idle users cost nothing here.
+
+Only complete turns are part of a conversation's history (a cancelled,
+failed or interrupted answer is stored but not sent back to the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from .store import Store, StoreError, TurnRecord, TurnStatus
+
+__all__ = ["ConversationCache"]
+
+log = logging.getLogger("chat_server.history_cache")
+
+Message = dict[str, str]
+
+#: What an entry and a turn cost beyond their text (objects, slots), roughly.
+ENTRY_OVERHEAD = 400
+TURN_OVERHEAD = 120
+
+
+def _turn_bytes(user_text: str, answer_text: str) -> int:
+    return sys.getsizeof(user_text) + sys.getsizeof(answer_text) + TURN_OVERHEAD
+
+
+@dataclass
+class _Entry:
+    last_id: int = 0  # the newest stored turn this entry has seen
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (user_text, answer_text)
+    size: int = ENTRY_OVERHEAD
+
+
+class ConversationCache:
+    """Conversations as chat messages, per (user, conversation)."""
+
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self._store = store
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._by_user: dict[str, set[str]] = {}
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        """What the cached conversations hold, by the cache's own accounting."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    async def history(self, user: str, conversation: str) -> list[Message]:
+        """The conversation's complete turns, oldest first, as user/assistant
+        messages. A store failure is logged; the caller gets what the cache
+        has (nothing, if it had nothing)."""
+        key = (user, conversation)
+        entry = self._entries.get(key)
+        try:
+            new = await self._store.turns(
+                user, conversation, after_id=None if entry is None else entry.last_id
+            )
+        except StoreError as exc:
+            log.warning("could not load conversation history: %s", exc,
+                        extra={"event": "store_error"})
+            return [] if entry is None else _messages(entry)
+        # Another call may have filled or refreshed the entry while we waited.
+        entry = self._entries.get(key) or entry or _Entry()
+        self._extend(key, entry, new)
+        self._keep(key, entry)
+        return _messages(entry)
+
+    def release(self, user: str) -> None:
+        """A session of ``user`` ended: forget their conversations."""
+        for conversation in self._by_user.pop(user, ()):
+            entry = self._entries.pop((user, conversation), None)
+            if entry is not None:
+                self._bytes -= entry.size
+
+    # ------------------------------------------------------------------ internals
+    def _extend(self, key: tuple[str, str], entry: _Entry, turns: list[TurnRecord]) -> None:
+        for turn in turns:
+            assert turn.id is not None
+            if turn.id <= entry.last_id:
+                continue  # already added by a concurrent refresh
+            entry.last_id = turn.id
+            if turn.status is TurnStatus.COMPLETE:
+                entry.turns.append((turn.user_text, turn.answer_text))
+                grown = _turn_bytes(turn.user_text, turn.answer_text)
+                entry.size += grown
+                if self._entries.get(key) is entry:
+                    self._bytes += grown
+
+    def _keep(self, key: tuple[str, str], entry: _Entry) -> None:
+        user, conversation = key
+        if self._entries.get(key) is not entry:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[key] = entry
+            self._bytes += entry.size
+            self._by_user.setdefault(user, set()).add(conversation)
+        self._entries.move_to_end(key)
+        # Least recently used first; a conversation larger than the whole
+        # budget evicts itself last of all.
+        while self._bytes > self.max_bytes and self._entries:
+            (old_user, old_conv), old_entry = self._entries.popitem(last=False)
+            self._bytes -= old_entry.size
+            convs = self._by_user.get(old_user)
+            if convs is not None:
+                convs.discard(old_conv)
+                if not convs:
+                    del self._by_user[old_user]
+
+
+def _messages(entry: _Entry) -> list[Message]:
+    out: list[Message] = []
+    for user_text, answer_text in entry.turns:
+        out.append({"role": "user", "content": user_text})
+        out.append({"role": "assistant", "content": answer_text})
+    return out

@@ -1,0 +1,245 @@
+"""
+chat_server.store.base
+~~~~~~~~~~~~~~~~~~~~~~
+
+The data layer's contract: the records it stores, its errors, and the
+:class:`Store` interface every engine implements. Nothing here knows about an
+engine; :mod:`.sql` holds the one implementation of the operations, and
+:mod:`.sqlite` / :mod:`.postgres` plug an engine into it.
+
+Timestamps are timezone-aware UTC :class:`~datetime.datetime` objects.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Self
+
+__all__ = [
+    "MAX_CONVERSATION_LENGTH",
+    "MAX_SESSION_TOKENS_PER_USER",
+    "MAX_USERNAME_LENGTH",
+    "SessionToken",
+    "Store",
+    "StoreError",
+    "TurnRecord",
+    "TurnStatus",
+    "UserExists",
+    "UserRecord",
+    "validate_username",
+]
+
+MAX_USERNAME_LENGTH = 64
+#: Conversation ids longer than this are refused by the store (PostgreSQL's
+#: btree index entries are limited to about 2.7 KB; one limit for both engines).
+MAX_CONVERSATION_LENGTH = 256
+#: Live session tokens per user; creating one more revokes the oldest, so
+#: logging in in a loop cannot grow the table without bound.
+MAX_SESSION_TOKENS_PER_USER = 50
+
+
+class TurnStatus(enum.StrEnum):
+    """How a turn ended."""
+
+    COMPLETE = "complete"  # the answer ended normally and was acknowledged
+    CANCELLED = "cancelled"  # the user cancelled it
+    ERROR = "error"  # the model failed
+    INTERRUPTED = "interrupted"  # disconnect or shutdown
+
+
+class StoreError(Exception):
+    """The data layer failed. ``str(exc)`` is one line, safe to log and to
+    summarise to an operator (it never contains passwords or message text)."""
+
+
+class UserExists(StoreError):
+    """``add_user`` for a name that is already taken."""
+
+
+def validate_username(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise :exc:`ValueError`
+    with a one-line reason. Valid: 1-64 printable characters, no whitespace
+    (which also rules out control and format characters)."""
+    if not isinstance(name, str):
+        raise ValueError("user name must be text")
+    if not name:
+        raise ValueError("user name must not be empty")
+    if len(name) > MAX_USERNAME_LENGTH:
+        raise ValueError(f"user name must be at most {MAX_USERNAME_LENGTH} characters")
+    # isprintable() is False for control (Cc), format (Cf, e.g. zero-width) and
+    # separator characters other than ' '; isspace() catches ' ' itself.
+    if any(c.isspace() or not c.isprintable() for c in name):
+        raise ValueError("user name must not contain spaces or control characters")
+    return name
+
+
+def as_utc(value: datetime | float) -> datetime:
+    """Aware UTC datetime from a datetime (naive ones are taken as UTC) or Unix seconds."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One stored exchange: the user's message and the model's (possibly
+    partial) answer.
+
+    ``created_at`` is when the user's message arrived, ``completed_at`` when the
+    answer ended (``None`` if it never did). ``status`` says how it ended.
+    ``backend`` names the model backend that answered (``None``: not recorded,
+    as in turns of the first release). ``id`` is set by the store; ids grow
+    with time within a store."""
+
+    user: str
+    conversation: str
+    created_at: datetime
+    completed_at: datetime | None
+    model: str
+    user_text: str
+    answer_text: str
+    prompt_tokens: int | None = None
+    answer_tokens: int | None = None
+    status: TurnStatus = TurnStatus.COMPLETE
+    backend: str | None = None
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            status = TurnStatus(self.status)
+        except ValueError:
+            raise ValueError(
+                f"turn status must be one of {', '.join(s.value for s in TurnStatus)}"
+            ) from None
+        object.__setattr__(self, "status", status)
+        # Normalise to aware UTC so stored and loaded turns compare equal.
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+        if self.completed_at is not None:
+            object.__setattr__(self, "completed_at", as_utc(self.completed_at))
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user as the store holds it (``users list`` shows everything but the
+    hash). ``message_count``, the number of turns the user has stored, is
+    counted by :meth:`Store.list_users` only (``None`` elsewhere)."""
+
+    name: str
+    created_at: datetime
+    password_hash: str = field(repr=False)
+    disabled: bool = False
+    last_login_at: datetime | None = None
+    message_count: int | None = None  # counted by list_users only
+
+
+@dataclass(frozen=True)
+class SessionToken:
+    """A token issued at login, for a client to resume with instead of a
+    password. ``token`` is the secret, handed to the client once; the store
+    keeps only its SHA-256."""
+
+    token: str = field(repr=False)
+    user: str
+    expires_at: datetime
+
+
+class Store(ABC):
+    """The operations the server and the CLI need, as coroutines. Every method
+    raises :exc:`StoreError` (one line) when the engine fails; argument errors
+    are :exc:`ValueError`. A store is opened by :func:`chat_server.store.open_store`
+    (schema migrations run there) and closed with :meth:`close`."""
+
+    #: ``"sqlite"`` or ``"postgresql"``.
+    engine: str
+
+    # -- users ---------------------------------------------------------------
+
+    @abstractmethod
+    async def add_user(self, name: str, password_hash: str) -> None:
+        """Create a user. Raises :exc:`ValueError` for an invalid name and
+        :exc:`UserExists` if the name is taken."""
+
+    @abstractmethod
+    async def get_user(self, name: str) -> UserRecord | None:
+        """The user, or ``None`` for an unknown name."""
+
+    @abstractmethod
+    async def change_password(self, name: str, password_hash: str) -> bool:
+        """Set a new password (its hash) and revoke the user's session tokens,
+        in one transaction; ``False`` if the user does not exist."""
+
+    @abstractmethod
+    async def upgrade_password_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
+        """Replace ``old_hash`` by a re-hash of the same password (stronger
+        parameters); tokens stay valid. Does nothing and returns ``False`` if the
+        stored hash is no longer ``old_hash`` (the password changed meanwhile)."""
+
+    @abstractmethod
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        """Disable (revoking the user's session tokens, in one transaction) or
+        enable a user; ``False`` if the user does not exist."""
+
+    @abstractmethod
+    async def record_login(self, name: str) -> None:
+        """Note a successful login (``last_login_at``)."""
+
+    @abstractmethod
+    async def list_users(self) -> list[UserRecord]:
+        """Every user, sorted by name."""
+
+    @abstractmethod
+    async def remove_user(self, name: str) -> bool:
+        """Delete a user and everything of theirs; ``False`` if there was no such user."""
+
+    # -- turns ---------------------------------------------------------------
+
+    @abstractmethod
+    async def save_turn(self, turn: TurnRecord) -> int:
+        """Store a turn durably (committed when this returns) and return its id."""
+
+    @abstractmethod
+    async def turns(
+        self, user: str, conversation: str | None = None, *, after_id: int | None = None
+    ) -> list[TurnRecord]:
+        """A user's turns (optionally of one conversation, optionally only
+        those with an id above ``after_id``), oldest first."""
+
+    # -- session tokens ----------------------------------------------------------
+
+    @abstractmethod
+    async def create_session_token(self, user: str, lifetime: timedelta) -> SessionToken:
+        """Issue a random token for ``user``, valid for ``lifetime``. Also drops
+        the user's expired and revoked tokens, and revokes their oldest live ones
+        beyond :data:`MAX_SESSION_TOKENS_PER_USER`. Raises :exc:`StoreError` for
+        an unknown user."""
+
+    @abstractmethod
+    async def verify_session_token(self, token: str) -> str | None:
+        """The user a token belongs to, or ``None`` when it is unknown, expired,
+        revoked, or its user is disabled."""
+
+    @abstractmethod
+    async def revoke_session_token(self, token: str) -> bool:
+        """Revoke one token (logout); ``False`` if it was not live."""
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the store runs on (the number of migration steps applied)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the engine. Further calls raise :exc:`StoreError`; closing twice is fine."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,166 @@
+"""ConversationCache: history from the store, refreshed per call, bounded by
+bytes, dropped with the session. Runs on both engines (a real store)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from chat_server.history_cache import ENTRY_OVERHEAD, TURN_OVERHEAD, ConversationCache
+from chat_server.store import Store, TurnRecord, TurnStatus, open_store
+
+pytestmark = pytest.mark.anyio
+
+KB = 1024
+
+
+def turn(user: str, conversation: str, text: str, answer: str | None = None,
+         status: TurnStatus = TurnStatus.COMPLETE) -> TurnRecord:
+    now = datetime.now(UTC)
+    return TurnRecord(user, conversation, now, now, "m", text,
+                      answer if answer is not None else f"re: {text}", status=status)
+
+
+def size(text: str) -> int:
+    # A fresh copy, as the store returns it: a string that has been handed to
+    # a database driver also carries a cached UTF-8 copy, which getsizeof counts.
+    return sys.getsizeof(text.encode("utf-8").decode("utf-8"))
+
+
+def cost(*pairs: tuple[str, str]) -> int:
+    return ENTRY_OVERHEAD + sum(size(u) + size(a) + TURN_OVERHEAD for u, a in pairs)
+
+
+@pytest.fixture
+async def users(store: Store) -> Store:
+    for name in ("alice", "bob"):
+        await store.add_user(name, "h")
+    return store
+
+
+async def test_history_is_the_complete_turns_in_order(users: Store) -> None:
+    store = users
+    await store.save_turn(turn("alice", "c", "one"))
+    await store.save_turn(turn("alice", "c", "cancelled", status=TurnStatus.CANCELLED))
+    await store.save_turn(turn("alice", "c", "two"))
+    await store.save_turn(turn("alice", "other", "elsewhere"))
+    cache = ConversationCache(store, 10 * 1024 * KB)
+    assert await cache.history("alice", "c") == [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "re: one"},
+        {"role": "user", "content": "two"}, {"role": "assistant", "content": "re: two"},
+    ]
+    assert await cache.history("alice", "new") == []
+    assert await cache.history("bob", "c") == []
+
+
+async def test_turns_saved_later_or_elsewhere_are_picked_up(users: Store, store_target: str) -> None:
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    await users.save_turn(turn("alice", "c", "one"))
+    assert len(await cache.history("alice", "c")) == 2
+    # Another replica (its own store) answers the next message of the conversation.
+    async with await open_store(store_target) as replica:
+        await replica.save_turn(turn("alice", "c", "two"))
+    await users.save_turn(turn("alice", "c", "three"))
+    texts = [m["content"] for m in await cache.history("alice", "c") if m["role"] == "user"]
+    assert texts == ["one", "two", "three"]
+    # Asking again adds nothing twice.
+    assert len(await cache.history("alice", "c")) == 6
+
+
+async def test_byte_accounting(users: Store) -> None:
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    big = "x" * (60 * KB)
+    await users.save_turn(turn("alice", "c1", big, "y" * (30 * KB)))
+    await users.save_turn(turn("alice", "c1", "short", "é" * 100))
+    await users.save_turn(turn("bob", "c2", "🙂" * 1000, "ok"))
+    await cache.history("alice", "c1")
+    await cache.history("bob", "c2")
+    expected = cost((big, "y" * (30 * KB)), ("short", "é" * 100)) + cost(("🙂" * 1000, "ok"))
+    assert cache.bytes == expected
+    assert cache.bytes >= 60 * KB + 30 * KB + 4 * 1000  # text counted as Python holds it
+    # A refresh that finds a new turn grows the figure by exactly that turn.
+    await users.save_turn(turn("bob", "c2", "more", "and more"))
+    await cache.history("bob", "c2")
+    assert cache.bytes == expected + size("more") + size("and more") + TURN_OVERHEAD
+
+
+async def test_release_drops_the_users_conversations(users: Store) -> None:
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    for conv in ("c1", "c2"):
+        await users.save_turn(turn("alice", conv, "x" * (60 * KB)))
+    await users.save_turn(turn("bob", "c1", "hi"))
+    for conv in ("c1", "c2"):
+        await cache.history("alice", conv)
+    await cache.history("bob", "c1")
+    bob_bytes = cost(("hi", "re: hi"))
+    cache.release("alice")
+    assert len(cache) == 1 and ("bob", "c1") in cache
+    assert cache.bytes == bob_bytes
+    cache.release("alice")  # nothing left: fine
+    cache.release("bob")
+    assert (len(cache), cache.bytes) == (0, 0)
+    # The store still has everything: the next message reloads it.
+    assert len(await cache.history("alice", "c1")) == 2
+
+
+async def test_least_recently_used_conversations_are_evicted_by_bytes(users: Store) -> None:
+    text = "x" * (60 * KB)
+    one = cost((text, f"re: {text}"))
+    cache = ConversationCache(users, int(2.5 * one))
+    for conv in ("a", "b", "c"):
+        await users.save_turn(turn("alice", conv, text))
+    await cache.history("alice", "a")
+    await cache.history("alice", "b")
+    await cache.history("alice", "a")  # a is now more recent than b
+    await cache.history("alice", "c")  # over budget: b goes
+    assert ("alice", "a") in cache and ("alice", "c") in cache and ("alice", "b") not in cache
+    assert cache.bytes == 2 * one <= cache.max_bytes
+    # Evicted conversations come back from the store intact.
+    assert (await cache.history("alice", "b"))[0]["content"] == text
+    assert cache.bytes <= cache.max_bytes
+
+
+async def test_many_conversations_never_exceed_the_budget(users: Store) -> None:
+    cache = ConversationCache(users, 500 * KB)
+    for i in range(40):
+        await users.save_turn(turn("alice", f"c{i}", "z" * (20 * KB + i)))
+        await cache.history("alice", f"c{i}")
+        assert cache.bytes <= cache.max_bytes
+    assert cache.bytes == sum(
+        cost((f"{'z' * (20 * KB + i)}", f"re: {'z' * (20 * KB + i)}"))
+        for i in range(40) if ("alice", f"c{i}") in cache)
+
+
+async def test_conversation_bigger_than_the_budget_is_served_not_kept(users: Store) -> None:
+    cache = ConversationCache(users, 50 * KB)
+    await users.save_turn(turn("alice", "huge", "h" * (60 * KB)))
+    history = await cache.history("alice", "huge")
+    assert history[0]["content"] == "h" * (60 * KB)
+    assert (len(cache), cache.bytes) == (0, 0)
+
+
+async def test_concurrent_calls_add_each_turn_once(users: Store) -> None:
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    for i in range(5):
+        await users.save_turn(turn("alice", "c", f"m{i}"))
+    results = await asyncio.gather(*(cache.history("alice", "c") for _ in range(8)))
+    for r in results:
+        assert len(r) == 10
+    assert len(await cache.history("alice", "c")) == 10
+    assert cache.bytes == cost(*((f"m{i}", f"re: m{i}") for i in range(5)))
+
+
+async def test_store_failure_serves_what_the_cache_has(
+    users: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    await users.save_turn(turn("alice", "c", "kept"))
+    assert len(await cache.history("alice", "c")) == 2
+    await users.close()  # every store call now fails
+    with caplog.at_level(logging.WARNING, logger="chat_server.history_cache"):
+        assert len(await cache.history("alice", "c")) == 2
+        assert await cache.history("alice", "unknown") == []
+    assert "could not load conversation history" in caplog.text
