@@ -107,8 +107,15 @@ class Opened:
 
 class _PausedAtStart(asyncio.StreamReaderProtocol):
     """A stream protocol that does not read until the gate has looked at the
-    first byte (``pause_reading`` in ``connection_made`` runs before asyncio
-    registers the socket for reading)."""
+    first byte.
+
+    ``pause_reading()`` in ``connection_made`` is enough where asyncio checks
+    the pause before it registers a new socket for reading (3.11.7, 3.12);
+    older releases (Debian 12 ships 3.11.2) register it anyway. So the
+    pause is made once more from the next loop step, which runs before any
+    read can (callbacks run in order, and the first read needs a poll of the
+    selector after the registration): resuming and pausing again removes the
+    registration and cancels a read that the poll may have queued."""
 
     def __init__(self, reader: asyncio.StreamReader,
                  cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
@@ -119,12 +126,20 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()  # type: ignore[attr-defined]
+        # Before super(): so this runs ahead of the gate's first step.
+        asyncio.get_running_loop().call_soon(_hold, transport)
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
         super().connection_lost(exc)
+
+
+def _hold(transport: asyncio.BaseTransport) -> None:
+    if not transport.is_closing():
+        transport.resume_reading()  # type: ignore[attr-defined]
+        transport.pause_reading()  # type: ignore[attr-defined]
 
 
 async def start_server(
