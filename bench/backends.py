@@ -283,7 +283,7 @@ async def scaling_run(backends: int, clients_per_slot: int, messages: int, token
                       delay_ms: float, root: Path) -> dict[str, Any]:
     stands = [StandIn(tokens, delay_ms, "llama3.2") for _ in range(backends)]
     names = [f"b{i}" for i in range(backends)]
-    env = {"CHAT_BACKENDS": ",".join(f"{n}=ollama:{s.url}" for n, s in zip(names, stands))}
+    env = {"CHAT_BACKENDS": ",".join(f"{n}=ollama:{s.url}" for n, s in zip(names, stands, strict=True))}
     env |= {f"CHAT_BACKEND_{n.upper()}_PARALLEL": "2" for n in names}
     clients_n = backends * 2 * clients_per_slot
     server = None
@@ -337,7 +337,7 @@ def plot(scaling: dict[str, Any], path: Path) -> None:
     ax.plot(xs, [x * one for x in xs], "--", color="grey", label="ideal: backends x one backend")
     ax.plot(xs, [0.9 * x * one for x in xs], ":", color="grey", label="target: 0.9 x ideal")
     ax.plot(xs, ys, "o-", color="tab:blue", label="through chat-server")
-    for x, y, r in zip(xs, ys, runs):
+    for x, y, r in zip(xs, ys, runs, strict=True):
         ax.annotate(f"{y:.1f} ({r['vs_ideal']:.2f})", (x, y), textcoords="offset points",
                     xytext=(6, -12))
     ax.set_xlabel("backends (stand-ins, 20 ms a token, max parallel 2 each)")
