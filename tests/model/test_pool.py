@@ -269,7 +269,7 @@ def test_connection_refused_fails_over_and_takes_the_backend_out(standin_factory
             assert states["gone"] is BackendState.DOWN
 
     run(go())
-    assert "backend gone (ollama at" in caplog.text and "is down" in caplog.text
+    assert "backend gone (ollama at" in caplog.text and "is down: not reachable" in caplog.text
     assert caplog.text.count("trying another backend") >= 1
     assert caplog.text.count("leaves the pool") == 1
 

@@ -164,6 +164,8 @@ def event_from_json(obj: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[fields.pop("type")]
     if cls is p.ClientHello and "versions" in fields:
         fields["versions"] = tuple(fields["versions"])
+    if cls is p.ServerHello and "models" in fields:
+        fields["models"] = tuple(fields["models"])
     if cls is p.Error:
         fields["code"] = p.ErrorCode(fields["code"])
     if cls is p.Notice:

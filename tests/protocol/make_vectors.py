@@ -480,6 +480,7 @@ def v2_hello() -> list[dict[str, Any]]:
             f2(
                 "HELLO",
                 '{"version":2,"agent":"chat-server/0.1.0","model":"llama3.2",'
+                '"models":["llama3.2","qwen2.5:0.5b"],'
                 '"limits":' + SERVER_LIMITS_JSON + "}",
             ),
             [
@@ -489,6 +490,7 @@ def v2_hello() -> list[dict[str, Any]]:
                     agent="chat-server/0.1.0",
                     model="llama3.2",
                     limits=SERVER_LIMITS,
+                    models=["llama3.2", "qwen2.5:0.5b"],
                 )
             ],
             state={"client": "authenticating", "server": "authenticating"},
@@ -772,6 +774,89 @@ def v2_cases() -> list[dict[str, Any]]:
             ],
         ),
         *settled_cases(),
+        *model_cases(),
+    ]
+
+
+def model_cases() -> list[dict[str, Any]]:
+    """Choosing a model: HELLO lists them, CHAT names one, END says who answered."""
+    return [
+        case(
+            "models: a CHAT names a model, END reports the model and the backend",
+            2,
+            [
+                *v2_login(),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":1,"conversation":"c1","model":"qwen2.5:0.5b","text":"hi"}'),
+                    [ev("ChatMessage", text="hi", conversation="c1", message_id=1,
+                        model="qwen2.5:0.5b")],
+                ),
+                step(
+                    "server",
+                    f2("DELTA", '{"id":1,"text":"Hello"}')
+                    + f2(
+                        "END",
+                        '{"id":1,"reason":"stop","prompt_tokens":5,"answer_tokens":1,'
+                        '"first_token_ms":80,"total_ms":95,"model":"qwen2.5:0.5b",'
+                        '"backend":"gpu1"}',
+                    ),
+                    [
+                        ev("AnswerDelta", text="Hello", message_id=1),
+                        ev("AnswerEnd", message_id=1, prompt_tokens=5, answer_tokens=1,
+                           first_token_ms=80, total_ms=95, model="qwen2.5:0.5b",
+                           backend="gpu1"),
+                    ],
+                ),
+                step(
+                    "client",
+                    f2("CHAT", '{"id":2,"conversation":"c1","model":"gpt-9","text":"hi"}'),
+                    [ev("ChatMessage", text="hi", conversation="c1", message_id=2,
+                        model="gpt-9")],
+                ),
+                step(
+                    "server",
+                    f2("ERROR", '{"code":"unknown_model","message":"that model is not offered'
+                       ' here; HELLO lists the models","id":2}'),
+                    [ev("Error", code="unknown_model", message="that model is not offered"
+                        " here; HELLO lists the models", message_id=2)],
+                ),
+            ],
+            note="CHAT.model absent or empty: the conversation's model (the default for a new"
+            " one); END.model and END.backend are absent when not reported; unknown_model is"
+            " not fatal",
+        ),
+        case(
+            "models: an older server's HELLO without models decodes to an empty list",
+            2,
+            [
+                step(
+                    "client",
+                    f2("HELLO", '{"versions":[2],"agent":""}'),
+                    [ev("ClientHello", versions=[2], agent="")],
+                ),
+                step(
+                    "server",
+                    f2("HELLO", '{"version":2,"agent":"","model":"llama3.2","limits":{}}'),
+                    [ev("ServerHello", version=2, agent="", model="llama3.2", limits={},
+                        models=[])],
+                    state={"client": "authenticating", "server": "authenticating"},
+                ),
+            ],
+        ),
+        case(
+            "models: HELLO models must be a list of non-empty strings",
+            2,
+            [
+                step(
+                    "client",
+                    f2("HELLO", '{"versions":[2],"agent":""}'),
+                    [ev("ClientHello", versions=[2], agent="")],
+                ),
+                step("server", f2("HELLO", '{"version":2,"model":"m","models":["m",""]}'),
+                     error="protocol_error"),
+            ],
+        ),
     ]
 
 

@@ -28,7 +28,7 @@ def test_empty_environment_gives_documented_defaults() -> None:
     assert s.host == "0.0.0.0"
     assert s.port == 5050
     assert s.ollama_host is None
-    assert s.model == s.ollama_model == "llama3.2"
+    assert s.model == "llama3.2"
     assert s.models == () and s.allowed_models() == ("llama3.2",)
     assert s.backends == ()
     assert s.probe_interval == 10.0

@@ -3,8 +3,8 @@ chat_server.app
 ~~~~~~~~~~~~~~~
 
 The listener and the shared services every session uses (store, authenticator,
-model client, fair scheduler, rate limiter, banned words), plus the process
-lifecycle: model pull at start, connection limit, graceful shutdown on
+backend pool (routing, fair scheduler), rate limiter, banned words), plus the process
+lifecycle: backend probes and model pulls, connection limit, graceful shutdown on
 SIGTERM/SIGINT (stop accepting, let answers in flight finish up to
 ``CHAT_SHUTDOWN_GRACE`` seconds, store them, close, exit 0).
 """
@@ -23,15 +23,15 @@ from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
 
 from . import readiness
 from .auth import Authenticator, ensure_bootstrap_user
+from .backends import BackendPool, ModelChunk, ModelState
 from .config import Settings
 from .gate import Gate
 from .gate import start_server as start_gated_server
 from .history_cache import ConversationCache
-from .model import ModelChunk, ModelClient
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
 from .ratelimit import RateLimiter
-from .scheduler import FairScheduler, PositionCallback, UserLine
+from .scheduler import PositionCallback, UserLine
 from .session import Session
 from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
@@ -58,13 +58,8 @@ class ChatService:
         self.store = store
         self.hasher = settings.argon2_hasher()
         self.auth = Authenticator(self.store, self.hasher)
-        self.model = ModelClient(
-            settings.ollama_host,
-            settings.ollama_model,
-            connect_timeout=settings.model_connect_timeout,
-            read_timeout=settings.model_read_timeout,
-        )
-        self.scheduler = FairScheduler(settings.max_parallel)
+        self.pool = BackendPool.from_settings(settings)
+        self.scheduler = self.pool.scheduler
         self.rate = RateLimiter(settings.rate_limit)
         self.banned = WatchedBannedWords(settings.cuss_words_file)
         self.tls = load_material(settings)
@@ -79,9 +74,6 @@ class ChatService:
         self.conversations = ConversationCache(store, settings.history_cache_bytes)
 
     # ------------------------------------------------------------------ TurnServices
-    @property
-    def model_name(self) -> str:
-        return self.settings.ollama_model
 
     @property
     def context_tokens(self) -> int:
@@ -93,7 +85,7 @@ class ChatService:
 
     @property
     def model_ready(self) -> bool:
-        return self.model.ready
+        return self.pool.ready
 
     async def moderate(self, text: str) -> Refusal | None:
         # Long messages are checked off the event loop: on adversarial 64 KiB
@@ -110,11 +102,21 @@ class ChatService:
             return Refusal(NoticeKind.PRIVACY, notice, "personal_data")
         return None
 
-    def model_loading(self) -> str | None:
-        # While the model is being pulled (or the first check is running) say
-        # so; when it was merely unreachable, the request itself is the best probe.
-        if self.model.state in ("starting", "pulling"):
-            return (self.model.state_detail or "The model is not ready yet.").rstrip(". ")
+    def resolve_model(self, name: str) -> str | None:
+        return self.pool.resolve(name)
+
+    async def conversation_model(self, user: str, conversation: str) -> str:
+        model = await self.conversations.model(user, conversation)
+        # A conversation whose model is no longer offered goes on with the default.
+        return (self.pool.resolve(model) if model else None) or self.pool.default_model
+
+    def model_loading(self, model: str) -> str | None:
+        # While the model is being pulled (or the backends are being probed for
+        # the first time) say so; when it is merely unreachable, the request
+        # itself is the best probe.
+        availability = self.pool.availability(model)
+        if availability.state is ModelState.LOADING:
+            return availability.detail.rstrip(". ")
         return None
 
     def user_turn(self, user: str, on_position: PositionCallback) -> AbstractAsyncContextManager[None]:
@@ -127,14 +129,15 @@ class ChatService:
         return await self.save_turn(turn)
 
     async def generate(
-        self, user: str, messages: list[Message], on_position: PositionCallback
+        self, user: str, model: str, messages: list[Message], on_position: PositionCallback
     ) -> AsyncGenerator[ModelChunk, None]:
-        async with self.scheduler.slot(user, on_position=on_position):
-            log.debug("generation started", extra={"event": "model_start", "user": user,
-                                                   "context_messages": len(messages)})
-            async with contextlib.aclosing(self.model.chat(messages)) as stream:
-                async for chunk in stream:
-                    yield chunk
+        log.debug("generation requested", extra={"event": "model_start", "user": user,
+                                                 "model": model,
+                                                 "context_messages": len(messages)})
+        async with contextlib.aclosing(self.pool.stream(user, model, messages,
+                                                        on_position=on_position)) as stream:
+            async for chunk in stream:
+                yield chunk
 
     def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
         return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
@@ -237,13 +240,15 @@ class ChatService:
 
         server = await start_gated_server(on_connect, s.host, s.port, backlog=1024)
         sockname = server.sockets[0].getsockname()
-        log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.ollama_model,
+        log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.model,
                  extra={"event": "listening"})
         health = None
         if s.health_port is not None:
             health = await readiness.start(s.health_host, s.health_port,
                                            lambda: readiness.assess(self))
-        model_task = asyncio.create_task(self._prepare_model())
+        # Backends are probed (and missing models pulled) in the background;
+        # "model ready: M" is logged when M can first be served.
+        self.pool.start()
         try:
             await stop.wait()
         finally:
@@ -252,12 +257,11 @@ class ChatService:
             self.shutting_down = True
             server.close()
             self.gate.abort_all()
-            model_task.cancel()
             await self._drain(s.shutdown_grace)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await server.wait_closed()
-            await self.model.aclose()
+            await self.pool.aclose()
             await self.store.close()
             if health is not None:  # answers 503 "draining" up to here
                 await health.close()
@@ -299,19 +303,6 @@ class ChatService:
                 for session in list(self.sessions):
                     session.abort()
                 await asyncio.wait(pending, timeout=5)
-
-    async def _prepare_model(self) -> None:
-        def progress(line: str) -> None:
-            log.info("%s", line, extra={"event": "model_pull"})
-
-        try:
-            await self.model.wait_ready_forever(progress, pull=self.settings.pull_model)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("model preparation failed")
-            return
-        log.info("model ready: %s", self.settings.ollama_model, extra={"event": "model_ready"})
 
     async def _bootstrap(self) -> None:
         await ensure_bootstrap_user(self.store, self.settings, self.hasher)

@@ -328,11 +328,6 @@ class Settings:
             return self.admin_socket
         return self.data_dir / "admin.sock"
 
-    @property
-    def ollama_model(self) -> str:
-        """The default model (the older name of :attr:`model`)."""
-        return self.model
-
     def allowed_models(self) -> tuple[str, ...]:
         """The models users may choose from, the default first."""
         return self.models or (self.model,)

@@ -49,6 +49,7 @@ class _Entry:
     last_id: int = 0  # the newest stored turn this entry has seen
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user_text, answer_text)
     size: int = ENTRY_OVERHEAD
+    model: str | None = None  # the model of the newest stored turn (any status)
 
 
 class ConversationCache:
@@ -94,6 +95,13 @@ class ConversationCache:
         self._keep(key, entry)
         return _messages(entry)
 
+    async def model(self, user: str, conversation: str) -> str | None:
+        """The model of the conversation's newest stored turn (None: no turn yet).
+        Refreshes the entry from the store like :meth:`history`."""
+        await self.history(user, conversation)
+        entry = self._entries.get((user, conversation))
+        return None if entry is None else entry.model
+
     def release(self, user: str) -> None:
         """A session of ``user`` ended: forget their conversations."""
         for conversation in self._by_user.pop(user, ()):
@@ -108,6 +116,7 @@ class ConversationCache:
             if turn.id <= entry.last_id:
                 continue  # already added by a concurrent refresh
             entry.last_id = turn.id
+            entry.model = turn.model
             if turn.status is TurnStatus.COMPLETE:
                 entry.turns.append((turn.user_text, turn.answer_text))
                 grown = _turn_bytes(turn.user_text, turn.answer_text)

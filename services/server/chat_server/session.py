@@ -244,7 +244,8 @@ class Session:
             ServerHello(
                 version=2,
                 agent=f"chat-server/{__version__}",
-                model=s.ollama_model,
+                model=s.model,
+                models=s.allowed_models(),
                 limits={
                     # Both frame limits: the HELLO is sent before login, when
                     # the smaller one applies (docs/PROTOCOL.md §4).

@@ -54,10 +54,10 @@ from chatcore.protocol import (
     NoticeKind,
 )
 
+from .backends import ModelChunk, ModelError, ModelUnavailable
 from .coalesce import coalesce
 from .context import trim_history
 from .logs import SessionLogger
-from .model import ModelChunk, ModelError, ModelUnavailable
 from .moderation.answer_filter import AnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
 from .store import TurnRecord as StoredTurn
@@ -117,9 +117,6 @@ class TurnServices(Protocol):
     """The service operations a turn needs (implemented by ``ChatService``)."""
 
     @property
-    def model_name(self) -> str: ...
-
-    @property
     def context_tokens(self) -> int: ...
 
     @property
@@ -128,7 +125,13 @@ class TurnServices(Protocol):
     async def moderate(self, text: str) -> Refusal | None:
         """None if the message may go to the model."""
 
-    def model_loading(self) -> str | None:
+    def resolve_model(self, name: str) -> str | None:
+        """The offered model ``name`` refers to; None if it is not offered."""
+
+    async def conversation_model(self, user: str, conversation: str) -> str:
+        """The model of the conversation so far (its last turn's), else the default."""
+
+    def model_loading(self, model: str) -> str | None:
         """A sentence for the user while the model is being pulled or
         loaded; None when a request should simply be tried."""
 
@@ -144,11 +147,12 @@ class TurnServices(Protocol):
         """Store a turn; False (logged) if storage failed."""
 
     def generate(
-        self, user: str, messages: list[Message], on_position: PositionCallback
+        self, user: str, model: str, messages: list[Message], on_position: PositionCallback
     ) -> AsyncGenerator[ModelChunk, None]:
-        """A fair scheduler slot, then the model's answer stream (closing the
-        generator aborts the model request and frees the slot). Raises
-        ``SchedulerClosed`` when the server is shutting down."""
+        """A fair scheduler slot on a backend serving ``model``, then its answer
+        stream; chunks say which backend answered (closing the generator aborts
+        the model request and frees the slot). Raises ``SchedulerClosed`` when
+        the server is shutting down, ``ModelError`` when no backend can answer."""
 
     def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
         """A fresh streaming masker for one answer, masking the text in the
@@ -168,6 +172,11 @@ class TurnContext:
     services: TurnServices
     #: How the answer's text is converted for this client (v1: to ASCII); None: as is.
     to_client_text: Callable[[str], str] | None = None
+
+
+#: The ERROR for a CHAT naming a model the server does not offer (it never
+#: echoes what the client sent).
+UNKNOWN_MODEL = "that model is not offered here; HELLO lists the models"
 
 
 def _now() -> datetime:
@@ -194,6 +203,8 @@ class ChatTurn:
         self.answer: list[str] = []
         self.first_token_ms = 0
         self.answer_tokens = 0  # model chunks with text, as received
+        self.model = ""  # the model that answers (chosen in run())
+        self.backend: str | None = None  # the backend that answered (from its chunks)
         self.stop_reason: StopReason | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False  # the answer task has begun running
@@ -234,8 +245,19 @@ class ChatTurn:
             await self._say(Error(ErrorCode.REFUSED, refusal.message, self.id))
             return
 
-        # 2. the model must be ready (unless the turn is cancelled anyway).
-        if self.stop_reason is None and (loading := services.model_loading()) is not None:
+        # 2. the model: the one the message names, else the conversation's; it
+        # must be offered, and ready (unless the turn is cancelled anyway).
+        if self.message.model:
+            chosen = services.resolve_model(self.message.model)
+            if chosen is None:
+                ctx.log.info("unknown model requested", event="unknown_model",
+                             message_id=self.id)
+                await self._say(Error(ErrorCode.UNKNOWN_MODEL, UNKNOWN_MODEL, self.id))
+                return
+            self.model = chosen
+        else:
+            self.model = await services.conversation_model(ctx.user, self.conversation)
+        if self.stop_reason is None and (loading := services.model_loading(self.model)) is not None:
             await self._say(Notice(NoticeKind.MODEL_LOADING, f"{loading}.", self.id))
             await self._say(Error(ErrorCode.MODEL_LOADING, f"{loading}; try again in a moment.",
                                   self.id))
@@ -298,9 +320,10 @@ class ChatTurn:
                 # by the generation, not by the writes to the client: a client
                 # that reads slowly holds up only itself.
                 done_reason: str | None = None
-                stream = services.generate(ctx.user, messages, for_slot)
+                stream = services.generate(ctx.user, self.model, messages, for_slot)
                 async with contextlib.aclosing(coalesce(stream)) as batches:
                     async for batch in batches:
+                        self.backend = batch[0].backend or self.backend
                         for chunk in batch:
                             if chunk.text:
                                 self.answer_tokens += 1
@@ -329,7 +352,7 @@ class ChatTurn:
                 final = AnswerEnd(
                     self.id, reason=_end_reason(done_reason).value, prompt_tokens=prompt_tokens,
                     answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
-                    total_ms=self._elapsed_ms(),
+                    total_ms=self._elapsed_ms(), model=self.model, backend=self.backend or "",
                 )
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -349,6 +372,7 @@ class ChatTurn:
                 final = AnswerEnd(
                     self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
                     first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
+                    model=self.model, backend=self.backend or "",
                 )
         except SchedulerClosed:
             status = StopReason.SHUTDOWN.status
@@ -356,8 +380,10 @@ class ChatTurn:
         except ModelError as exc:
             code = (ErrorCode.MODEL_UNAVAILABLE if isinstance(exc, ModelUnavailable)
                     else ErrorCode.MODEL_ERROR)
+            self.backend = exc.backend or self.backend
             ctx.log.warning("model error: %s", exc.detail, event="model_error",
-                            message_id=self.id, code=code.value)
+                            message_id=self.id, code=code.value, model=self.model,
+                            backend=exc.backend or "")
             final = Error(code, str(exc), self.id)
             # What the model said before failing is still the user's to see.
             with contextlib.suppress(PeerGone, LocalProtocolError):
@@ -369,7 +395,7 @@ class ChatTurn:
         if final is not None:
             await self._say(final)
         ctx.log.info("turn finished: %s", status, event="turn_end", message_id=self.id,
-                     model=services.model_name, prompt_tokens=prompt_tokens,
+                     model=self.model, backend=self.backend or "", prompt_tokens=prompt_tokens,
                      answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
                      total_ms=self._elapsed_ms())
 
@@ -389,7 +415,8 @@ class ChatTurn:
             conversation=self.conversation,
             created_at=self.created_at,
             completed_at=_now(),
-            model=services.model_name,
+            model=self.model,
+            backend=self.backend,
             user_text=self.message.text,
             answer_text="".join(self.answer),
             prompt_tokens=prompt_tokens,

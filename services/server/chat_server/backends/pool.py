@@ -247,7 +247,7 @@ class BackendPool:
     def _failed(self, member: _Member, model: str, exc: ModelError) -> None:
         """What a failed request tells about its backend."""
         if exc.cause is Cause.UNREACHABLE:
-            self._mark_down(member, exc.detail)
+            self._mark_down(member, exc)
             member.wake.set()  # start probing it with backoff
         elif exc.cause is Cause.MISSING and model in member.served:
             del member.served[model]  # deleted behind our back: refresh (and pull) it
@@ -289,15 +289,16 @@ class BackendPool:
         try:
             names = await member.backend.list_models()
         except ModelError as exc:
-            self._mark_down(member, exc.detail)
+            self._mark_down(member, exc)
             return False
         self._mark_up(member, names)
         return True
 
-    def _mark_down(self, member: _Member, detail: str) -> None:
+    def _mark_down(self, member: _Member, exc: ModelError) -> None:
         if member.state is not BackendState.DOWN:
-            log.warning("backend %s is down (%s); it leaves the pool until a probe succeeds",
-                        member.backend.label, detail,
+            how = "not reachable" if exc.cause is Cause.UNREACHABLE else "failing"
+            log.warning("backend %s is down: %s (%s); it leaves the pool until a probe succeeds",
+                        member.backend.label, how, exc.detail,
                         extra={"event": "backend_down", "backend": member.name})
         member.state = BackendState.DOWN
         self._sync(member)

@@ -81,6 +81,8 @@ class ErrorCode(enum.StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     #: The model service failed while answering (error line, cut stream, stall).
     MODEL_ERROR = "model_error"
+    #: The CHAT named a model the server does not offer; the message was not processed.
+    UNKNOWN_MODEL = "unknown_model"
     #: A bug on the server; details are in its log, not on the wire.
     INTERNAL_ERROR = "internal_error"
 
@@ -177,15 +179,21 @@ class ServerHello(Event):
 
     version: int = 2
     agent: str = ""
-    #: The model that answers, e.g. ``"llama3.2"``.
+    #: The default model: what answers a CHAT that names none, e.g. ``"llama3.2"``.
     model: str = ""
     #: Limits the client should respect, e.g. ``{"max_frame_bytes": 65536, ...}``.
     limits: dict[str, int] = field(default_factory=dict)
+    #: The models a CHAT may name (the default among them); empty from older servers.
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_int("version", self.version, minimum=1)
         _check_str("agent", self.agent)
         _check_str("model", self.model)
+        if not isinstance(self.models, tuple):
+            raise LocalProtocolError("models must be a tuple")
+        for name in self.models:
+            _check_str("model name", name, allow_empty=False)
         if not isinstance(self.limits, dict):
             raise LocalProtocolError("limits must be a dict")
         for k, v in self.limits.items():
@@ -254,11 +262,15 @@ class ChatMessage(Event):
     text: str
     conversation: str = ""
     message_id: int = 0
+    #: The model to answer with (one of HELLO's ``models``); ``""``: the
+    #: conversation's model, or the default for a new conversation.
+    model: str = ""
 
     def __post_init__(self) -> None:
         _check_str("text", self.text)
         _check_str("conversation", self.conversation)
         _check_int("message_id", self.message_id)
+        _check_str("model", self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +300,16 @@ class AnswerEnd(Event):
     first_token_ms: int = 0
     #: Milliseconds from receiving the message to the end of the answer.
     total_ms: int = 0
+    #: The model that answered (``""``: not reported).
+    model: str = ""
+    #: The name of the backend that answered (``""``: not reported).
+    backend: str = ""
 
     def __post_init__(self) -> None:
         _check_int("message_id", self.message_id)
         _check_str("reason", self.reason, allow_empty=False)
+        _check_str("model", self.model)
+        _check_str("backend", self.backend)
         for name in ("prompt_tokens", "answer_tokens", "first_token_ms", "total_ms"):
             _check_int(name, getattr(self, name))
 

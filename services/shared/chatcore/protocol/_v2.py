@@ -70,12 +70,12 @@ def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
     if isinstance(event, ClientHello):
         return "HELLO", {"versions": list(event.versions), "agent": event.agent}
     if isinstance(event, ServerHello):
-        return "HELLO", {
-            "version": event.version,
-            "agent": event.agent,
-            "model": event.model,
-            "limits": dict(event.limits),
-        }
+        hello: dict[str, Any] = {"version": event.version, "agent": event.agent,
+                                 "model": event.model}
+        if event.models:  # absent from servers that offer no choice
+            hello["models"] = list(event.models)
+        hello["limits"] = dict(event.limits)
+        return "HELLO", hello
     if isinstance(event, Authenticate):
         if event.token is not None:
             return "AUTH", {"user": event.user, "token": event.token}
@@ -85,15 +85,15 @@ def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
         _optional(result, "token", event.token)
         return "AUTH_RESULT", result
     if isinstance(event, ChatMessage):
-        return "CHAT", {
-            "id": event.message_id,
-            "conversation": event.conversation,
-            "text": event.text,
-        }
+        body: dict[str, Any] = {"id": event.message_id, "conversation": event.conversation}
+        if event.model:  # absent: what clients that know no models send
+            body["model"] = event.model
+        body["text"] = event.text
+        return "CHAT", body
     if isinstance(event, AnswerDelta):
         return "DELTA", {"id": event.message_id, "text": event.text}
     if isinstance(event, AnswerEnd):
-        return "END", {
+        body = {
             "id": event.message_id,
             "reason": event.reason,
             "prompt_tokens": event.prompt_tokens,
@@ -101,8 +101,13 @@ def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
             "first_token_ms": event.first_token_ms,
             "total_ms": event.total_ms,
         }
+        if event.model:
+            body["model"] = event.model
+        if event.backend:
+            body["backend"] = event.backend
+        return "END", body
     if isinstance(event, Error):
-        body: dict[str, Any] = {"code": event.code.value, "message": event.message}
+        body = {"code": event.code.value, "message": event.message}
         _optional(body, "id", event.message_id)
         return "ERROR", body
     if isinstance(event, Notice):
@@ -234,11 +239,17 @@ def _server_hello(b: _Body) -> Event:
         _check_text(b.type, "limits", k)
         if not k or not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_INT:
             raise _invalid(b.type, "'limits' must map names to integers")
+    models = b._get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise _invalid(b.type, "'models' must be a list of non-empty strings")
+    for m in models:
+        _check_text(b.type, "models", m)
     return ServerHello(
         version=b.number("version"),
         agent=b.text("agent", ""),
         model=b.text("model", ""),
         limits=limits,
+        models=tuple(models),
     )
 
 
@@ -287,7 +298,8 @@ _DECODERS: dict[str, Callable[[_Body, Role], Event]] = {
     "AUTH": lambda b, r: _authenticate(b),
     "AUTH_RESULT": lambda b, r: _auth_result(b),
     "CHAT": lambda b, r: ChatMessage(
-        text=b.text("text"), conversation=b.text("conversation", ""), message_id=b.number("id")
+        text=b.text("text"), conversation=b.text("conversation", ""), message_id=b.number("id"),
+        model=b.text("model", ""),
     ),
     "DELTA": lambda b, r: AnswerDelta(text=b.text("text"), message_id=b.number("id")),
     "END": lambda b, r: AnswerEnd(
@@ -297,6 +309,8 @@ _DECODERS: dict[str, Callable[[_Body, Role], Event]] = {
         answer_tokens=b.number("answer_tokens", 0),
         first_token_ms=b.number("first_token_ms", 0),
         total_ms=b.number("total_ms", 0),
+        model=b.text("model", ""),
+        backend=b.text("backend", ""),
     ),
     "ERROR": lambda b, r: _error(b),
     "NOTICE": lambda b, r: _notice(b),
