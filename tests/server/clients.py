@@ -100,10 +100,10 @@ class V2Client:
         assert isinstance(event, (AuthResult, Error)), event
         return event
 
-    def start_chat(self, text: str, conversation: str = "") -> int:
+    def start_chat(self, text: str, conversation: str = "", model: str = "") -> int:
         mid = self.next_id
         self.next_id += 1
-        self.send(ChatMessage(text, conversation=conversation, message_id=mid))
+        self.send(ChatMessage(text, conversation=conversation, message_id=mid, model=model))
         return mid
 
     def collect(self, mid: int, *, until: Any = None) -> Reply:
@@ -119,8 +119,8 @@ class V2Client:
             if isinstance(event, Bye):
                 return reply
 
-    def chat(self, text: str, conversation: str = "") -> Reply:
-        return self.collect(self.start_chat(text, conversation))
+    def chat(self, text: str, conversation: str = "", model: str = "") -> Reply:
+        return self.collect(self.start_chat(text, conversation, model))
 
     def bye(self) -> Event:
         self.send(Bye())
