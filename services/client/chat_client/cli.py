@@ -83,6 +83,7 @@ class Options:
     message: str | None
     password_stdin: bool
     conversation: str
+    model: str
     timeout: float
     connect_timeout: float
     plain: bool
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-shot mode: send TEXT ('-' reads stdin), print the answer, exit")
     p.add_argument("--conversation", metavar="ID",
                    help="one-shot mode: continue conversation ID (default: a new one)")
+    p.add_argument("--model", metavar="NAME",
+                   help="one-shot mode: answer with model NAME (one the server offers; "
+                        "default: the conversation's, or the server's default)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="give up when the server is silent this long while answering "
                         "(env CHAT_TIMEOUT, default 300)")
@@ -231,6 +235,12 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         raise UsageError("timeouts must be positive")
     if args.conversation is not None and args.message is None:
         raise UsageError("--conversation only applies with --message")
+    if args.model is not None and args.message is None:
+        raise UsageError("--model only applies with --message (interactively: /model NAME)")
+    if args.model is not None and args.protocol == "v1":
+        raise UsageError("--model needs protocol v2 (v1 cannot name a model)")
+    if args.model is not None and not args.model.strip():
+        raise UsageError("--model needs a model name")
     protocol = 1 if args.protocol == "v1" else 2
     tls = _tls_options(args, env, protocol)
     if args.forget_host and tls is None:
@@ -243,6 +253,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         message=args.message,
         password_stdin=args.password_stdin,
         conversation=args.conversation or new_conversation(),
+        model=(args.model or "").strip(),
         timeout=timeout,
         connect_timeout=args.connect_timeout,
         plain=args.plain,
@@ -368,8 +379,8 @@ def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
 
     if oneshot:
         try:
-            run_oneshot(conn, text, conversation=opts.conversation, timeout=opts.timeout,
-                        verbose=opts.verbose)
+            run_oneshot(conn, text, conversation=opts.conversation, model=opts.model,
+                        timeout=opts.timeout, verbose=opts.verbose)
         except BaseException:
             conn.close(bye=False)
             raise

@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "help": "show this help",
     "new": "start a fresh conversation (the model forgets this one)",
     "history": "show this conversation so far",
+    "models": "list the models the server offers (* marks this conversation's)",
+    "model": "/model NAME: answer with NAME for the rest of this conversation",
     "quit": "leave (same as Ctrl-D)",
 }
 

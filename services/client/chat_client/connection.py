@@ -187,18 +187,29 @@ class ChatConnection:
     # -- chatting --------------------------------------------------------------
     @property
     def model(self) -> str:
+        """The server's default model (v2; ``""`` when it did not say)."""
         return self.hello.model if self.hello is not None else ""
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models a message may name (v2 HELLO), the default first; a server
+        that lists none offers only its default."""
+        if self.hello is None:
+            return ()
+        return self.hello.models or ((self.hello.model,) if self.hello.model else ())
 
     @property
     def can_cancel(self) -> bool:
         return self.version >= 2
 
-    def send_message(self, text: str, conversation: str = "") -> int:
-        """Send a chat message; returns its message id (1, 2, … as the v1 codec numbers)."""
+    def send_message(self, text: str, conversation: str = "", model: str = "") -> int:
+        """Send a chat message; returns its message id (1, 2, … as the v1 codec numbers).
+        ``model``: one of :attr:`models` (``""``: the conversation's, or the default)."""
         self._next_id += 1
-        # v1 cannot carry a conversation id; the original server has none.
-        conv = conversation if self.version >= 2 else ""
-        self.send(ChatMessage(text=text, conversation=conv, message_id=self._next_id))
+        # v1 cannot carry a conversation id or a model; the original server has neither.
+        conv, chosen = (conversation, model) if self.version >= 2 else ("", "")
+        self.send(ChatMessage(text=text, conversation=conv, message_id=self._next_id,
+                              model=chosen))
         return self._next_id
 
     def cancel(self, message_id: int) -> bool:

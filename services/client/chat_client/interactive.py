@@ -42,6 +42,15 @@ from .turn import run_turn
 __all__ = ["InteractiveSession", "history_path", "new_conversation"]
 
 
+def _model_key(name: str) -> str:
+    """Model names compare as the server compares them: no tag means
+    ``:latest``, case does not matter."""
+    key = name.strip().lower()
+    if key and ":" not in key.rsplit("/", 1)[-1]:
+        key += ":latest"
+    return key
+
+
 def new_conversation() -> str:
     return uuid.uuid4().hex
 
@@ -136,6 +145,7 @@ class InteractiveSession:
         self.tty = tty
         self.timeout = timeout
         self.conversation = new_conversation()
+        self.model = ""  # chosen with /model for this conversation; "" = the server's default
         self.turns: list[tuple[str, str]] = []
         self._prompt: PromptSession[str] | None = None
         if tty:
@@ -236,13 +246,48 @@ class InteractiveSession:
             self.ui.info(help_text())
         elif cmd.name == "new":
             self.conversation = new_conversation()
+            self.model = ""  # a new conversation starts with the default model
             self.turns.clear()
             self.ui.notice("started a new conversation", label="new")
+        elif cmd.name == "models":
+            self._list_models()
+        elif cmd.name == "model":
+            self._choose_model(cmd.argument)
         elif cmd.name == "history":
             self.ui.history(self.turns)
         else:
             self.ui.notice(f"unknown command /{cmd.name}; /help lists the commands",
                            label="help")
+
+    def _current_model(self) -> str:
+        return self.model or self.conn.model
+
+    def _list_models(self) -> None:
+        models = self.conn.models
+        if not models:
+            self.ui.notice("the server does not say which models it offers"
+                           + (" (protocol v1)" if self.conn.version < 2 else ""), label="models")
+            return
+        current = _model_key(self._current_model())
+        lines = [f"{'*' if _model_key(m) == current else ' '} {m}"
+                 + ("  (default)" if m == self.conn.model else "") for m in models]
+        self.ui.info("\n".join(lines))
+
+    def _choose_model(self, name: str) -> None:
+        if self.conn.version < 2:
+            self.ui.notice("protocol v1 cannot choose a model", label="models")
+            return
+        if not name:
+            self.ui.notice(f"this conversation uses {self._current_model() or 'the default'};"
+                           " /model NAME switches, /models lists them", label="models")
+            return
+        match = next((m for m in self.conn.models if _model_key(m) == _model_key(name)), None)
+        if match is None:
+            self.ui.notice(f"the server does not offer {name}; /models lists the models",
+                           label="models")
+            return
+        self.model = match
+        self.ui.notice(f"answers in this conversation now come from {match}", label="models")
 
     # -- chatting --------------------------------------------------------------
     def _chat(self, text: str) -> int | None:
@@ -264,7 +309,8 @@ class InteractiveSession:
         with self._catch_sigint(), _no_echo(self.tty):
             try:
                 outcome = run_turn(
-                    self.conn, text, conversation=self.conversation, timeout=self.timeout,
+                    self.conn, text, conversation=self.conversation, model=self.model,
+                    timeout=self.timeout,
                     on_delta=view.append, on_notice=self.ui.server_notice, on_tick=view.tick,
                     interrupted=lambda: self._interrupts > 0, on_interrupt=on_interrupt,
                 )

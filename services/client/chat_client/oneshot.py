@@ -34,6 +34,7 @@ def check_privacy(text: str) -> None:
 
 
 def run_oneshot(conn: ChatConnection, text: str, *, conversation: str, timeout: float,
+                model: str = "",
                 out: IO[str] | None = None, err: IO[str] | None = None,
                 verbose: bool = False) -> None:
     """Send ``text`` on an authenticated connection and stream the answer to ``out``."""
@@ -47,8 +48,8 @@ def run_oneshot(conn: ChatConnection, text: str, *, conversation: str, timeout: 
             err.flush()
 
     try:
-        outcome = run_turn(conn, text, conversation=conversation, timeout=timeout,
-                           on_delta=stream.append, on_notice=on_notice)
+        outcome = run_turn(conn, text, conversation=conversation, model=model,
+                           timeout=timeout, on_delta=stream.append, on_notice=on_notice)
     finally:
         stream.finish()
     if outcome.failure is not None:

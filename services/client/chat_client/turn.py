@@ -81,6 +81,7 @@ def run_turn(
     text: str,
     *,
     conversation: str = "",
+    model: str = "",
     timeout: float = 300.0,
     on_delta: Callable[[str], None],
     on_notice: Callable[[Notice], None] = lambda n: None,
@@ -95,7 +96,7 @@ def run_turn(
     v2 ``CANCEL`` is sent (``on_interrupt(True)``); on v1, which cannot cancel,
     ``on_interrupt(False)`` tells the UI so and we keep reading.
     """
-    message_id = conn.send_message(text, conversation)
+    message_id = conn.send_message(text, conversation, model)
     out = TurnOutcome(message_id=message_id)
     parts: list[str] = []
     asked_to_cancel = False
