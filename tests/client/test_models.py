@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.client.conftest import run_client, server_args
-from tests.client.test_interactive import PROMPT, _server, spawn  # noqa: F401 (fixture)
+from tests.client.test_interactive import PROMPT, Client, _server
 from tests.fixtures.server import PASSWORD, USER
 
 
@@ -53,9 +53,16 @@ def test_model_flag_usage_errors(args, problem):
     assert r.returncode == 2 and problem in r.stderr
 
 
-def test_models_and_model_commands(two_model_server, spawn):
+def test_models_and_model_commands(two_model_server, tmp_path):
     server, gpu, cpu = two_model_server
-    c = spawn(_server(server))
+    c = Client(_server(server), tmp_path)
+    try:
+        _models_and_model_commands(c, gpu, cpu)
+    finally:
+        c.close()
+
+
+def _models_and_model_commands(c, gpu, cpu) -> None:
     c.login(PASSWORD)
     c.expect(PROMPT)
     shown = c.run("/models", "smollm2:135m")
