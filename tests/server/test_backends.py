@@ -9,8 +9,9 @@ import threading
 from chatcore.protocol import AnswerDelta, ErrorCode
 
 from tests.fixtures.server import PASSWORD, USER
+from tests.fixtures.v1client import OriginalV1Client, answer_text
 
-from .clients import OriginalV1Client, answer_text, logged_in, wait_until
+from .clients import logged_in, wait_until
 
 OTHER, OTHER_PASSWORD = "bob", "another password 42"
 CAROL, CAROL_PASSWORD = "carol", "yet another password 7"
