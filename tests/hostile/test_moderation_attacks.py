@@ -1,0 +1,185 @@
+"""
+Moderation attacks against a live server (issue 10 §3 and §5).
+
+* What a client receives, after every conversion, is clean: the answer is
+  masked in the form it is sent (ASCII on v1), and look-alike forms of e-mail
+  addresses, phone numbers and banned words never reach either protocol.
+* The user's own message is moderated through the same forms.
+* One huge answer or message does not stall the other sessions: their PING
+  round trips stay short while it is processed. The bound asserted here is
+  generous (the figures are measured in bench/holdback.py, docs/BENCHMARKS.md);
+  before the fix these attacks stalled every other session for 0.8 s to 4.5 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chat_server.moderation import BannedWords
+from chatcore.privacy import find_personal_data
+from chatcore.protocol import AnswerEnd, Error, Notice, NoticeKind, Ping, Pong
+from ollama_standin import say
+
+from tests.fixtures.server import PASSWORD, USER, LiveServer, make_server_env
+from tests.fixtures.standin import StandIn
+from tests.fixtures.v1client import OriginalV1Client, answer_text
+from tests.server.clients import V2Client, logged_in
+
+from ._support import Guard
+
+pytestmark = pytest.mark.hostile
+
+BANNED = BannedWords.from_file(Path(__file__).resolve().parents[2] / "cuss_words.txt")
+
+#: Issue 10 §3: each reached the original client unmasked once transliterated.
+LOOKALIKE_ANSWER = (
+    "Write to john.smith@example\u3002com or call "
+    "\u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff, "
+    "you \ua730\u1d1c\u1d04\u1d0b, and \U0001f155\U0001f164\U0001f152\U0001f15a too. Done."
+)
+
+
+def clean(text: str) -> bool:
+    return not find_personal_data(text) and not BANNED.contains(text)
+
+
+def test_masking_before_transliteration_attack_v1(guard: Guard) -> None:
+    with OriginalV1Client(guard.server.port) as client:
+        client.login(USER, PASSWORD)
+        chunks, how = client.answer(say(LOOKALIKE_ANSWER))
+    text = answer_text(chunks)
+    assert how == "terminator"
+    assert "john.smith" not in text and "example.com" not in text
+    assert "98765" not in text and "43210" not in text
+    assert "FUCK" not in text.upper()
+    assert "[email removed]" in text and "[phone removed]" in text
+    assert clean(text), text
+    guard.check()
+
+
+def test_masking_of_lookalike_forms_attack_v2(guard: Guard) -> None:
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat(say(LOOKALIKE_ANSWER))
+    client.close()
+    text = reply.text
+    assert isinstance(reply.end, AnswerEnd)
+    assert "\ua730\u1d1c\u1d04\u1d0b" not in text and "\u277e" not in text and "\u3002com" not in text
+    assert "[email removed]" in text and "[phone removed]" in text
+    assert clean(text), text
+    assert any(n.kind is NoticeKind.ANSWER_MASKED for n in reply.notices)
+    guard.check()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("you \ua730\u1d1c\u1d04\u1d0b", NoticeKind.MODERATION),
+        ("you f\u3164u\u3164c\u3164k", NoticeKind.MODERATION),
+        ("\U0001f155\U0001f164\U0001f152\U0001f15a off", NoticeKind.MODERATION),
+        ("mail john.smith@example\u3002com", NoticeKind.PRIVACY),
+        ("mail john dot smith at example dot com", NoticeKind.PRIVACY),
+        ("call \u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff", NoticeKind.PRIVACY),
+        ("call (212) 736-5000", NoticeKind.PRIVACY),
+    ],
+)
+def test_users_message_in_lookalike_form_attack_is_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat(text)
+    client.close()
+    assert isinstance(reply.error, Error)
+    assert [n.kind for n in reply.notices if isinstance(n, Notice)] == [kind]
+    guard.check()
+
+
+def test_innocent_words_attack_is_answered(guard: Guard) -> None:
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat("We need to re-assess the risk; who're the Shiite scholars? Er a\u00df einen Apfel.")
+    client.close()
+    assert isinstance(reply.end, AnswerEnd), reply.events
+    guard.check()
+
+
+# --------------------------------------------------------------------------- stalls
+class Pinger:
+    """A second session that pings the server back to back and keeps the round trips."""
+
+    def __init__(self, port: int) -> None:
+        self.client = logged_in(port, USER, PASSWORD)
+        self.rtts: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            t0 = time.perf_counter()
+            self.client.send(Ping(str(n)))
+            while True:
+                event = self.client.next_event(timeout=30)
+                if isinstance(event, Pong) and event.nonce == str(n):
+                    break
+            self.rtts.append(time.perf_counter() - t0)
+            time.sleep(0.005)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server that accepts messages of up to 2 MiB (the answer is the message)."""
+    standin = StandIn().start()
+    d = tmp_path_factory.mktemp("moderation-stall")
+    server = LiveServer(
+        env=make_server_env(d, standin.url, CHAT_RATE_LIMIT="0",
+                            CHAT_MAX_FRAME_BYTES=str(2 * 2**20)),
+        log_path=d / "server.log", standin=standin,
+    )
+    server.add_user(USER, PASSWORD)
+    server.start()
+    yield server
+    server.stop()
+    standin.stop()
+
+
+def _attack(server: LiveServer, text: str) -> tuple[list[float], object]:
+    with Pinger(server.port) as pinger:
+        time.sleep(0.3)
+        client = V2Client(server.port, timeout=120)
+        client.login(USER, PASSWORD)
+        reply = client.chat(text)
+        client.close()
+        time.sleep(0.2)
+    return pinger.rtts, reply
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_huge_answer_without_a_safe_cut_does_not_stall_other_sessions(big_server: LiveServer) -> None:
+    rtts, reply = _attack(big_server, say("9" * 1_000_000))
+    assert isinstance(reply.end, AnswerEnd)  # type: ignore[attr-defined]
+    assert len(reply.text) == 1_000_000  # type: ignore[attr-defined]
+    assert len(rtts) > 20
+    # Generous (noisy shared machines); before the fix: one stall of seconds.
+    assert max(rtts) < 1.5, (max(rtts), statistics.median(rtts))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_largest_message_of_phone_fragments_does_not_stall_other_sessions(big_server: LiveServer) -> None:
+    rtts, reply = _attack(big_server, "+1 234 " * 9362)  # 64 KiB
+    assert isinstance(reply.end, AnswerEnd), reply.events  # type: ignore[attr-defined]
+    assert len(rtts) > 5
+    assert max(rtts) < 1.5, (max(rtts), statistics.median(rtts))
