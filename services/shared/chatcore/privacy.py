@@ -307,6 +307,8 @@ def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
     return spans
 
 
+# Local-part and domain characters (and "@") up to the end of an ASCII text.
+_ASCII_CHAIN = re.compile(r"[A-Za-z0-9._%+@-]*\Z")
 # A possibly unfinished obfuscation at the very end of a text.
 _PARTIAL_TAIL = re.compile(
     r"(?:[ \t]{1,3}(?:[\[({<][ \t]{0,2})?(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"
@@ -327,10 +329,14 @@ def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
         end = tail.start()
     if spans and spans[-1][1] >= end:
         return spans[-1][0]  # its domain may go on
-    s = end
     lo = max(0, end - (_MAX_LOCAL + 1 + _MAX_DOMAIN), spans[-1][1] if spans else 0)
-    while s > lo and (_is_domain_char(text[s - 1]) or text[s - 1] in "@_%+"):
-        s -= 1
+    if text.isascii():
+        chain = _ASCII_CHAIN.search(text, lo, end)
+        s = chain.start() if chain is not None else end
+    else:
+        s = end
+        while s > lo and (_is_domain_char(text[s - 1]) or text[s - 1] in "@_%+"):
+            s -= 1
     chain = text[s:end]
     at = chain.rfind("@")
     if at == -1:
@@ -350,6 +356,14 @@ _RUN = re.compile(
     + _SEP_CHARS + r"]{0,3})[0-9]+)*"
 )
 _GROUP = re.compile(r"[0-9]+")
+# Quick tests for the common case: no e-mail form at all, and too few digits
+# for a phone number.
+_MAYBE_EMAIL = re.compile(r"[@&%]|(?<![^\s\[({<])(?:at|dot)(?![^\s\])}>])", re.IGNORECASE)
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+# A run (or its lead) that reaches the end of the text.
+_TRAILING_RUN = re.compile(r"(?:(?:\(?\+|\()?[0-9][\r\n0-9" + _SEP_CHARS + r"]*|\(?\+|\()\Z")
+
+
 def _has_space(text: str, a: int, b: int) -> bool:
     return any(c.isspace() for c in text[a:b])
 
@@ -491,6 +505,8 @@ class PersonalDataDetector:
             glued_single = rs > 0 and text[rs - 1].isalpha() and (rs < 2 or not text[rs - 2].isalpha())
             digits = [text[s:e] for s, e in groups]
             k = len(groups)
+            if not run_open and sum(map(len, digits)) < _MIN_PHONE_DIGITS:
+                continue  # too few digits for any number, and no more will come
             # Numbers start and end at whole words of the run: "2-4" is one
             # word, so no number ends between its 2 and its 4.
             word_start = [g == 0 or _has_space(text, groups[g - 1][1], groups[g][0]) for g in range(k)]
@@ -545,11 +561,23 @@ class PersonalDataDetector:
     def _scan(self, text: str, final: bool, *, first_only: bool = False) -> Scan:
         if not text:
             return Scan([], 0)
-        folded = _fold(text)
         n = len(text)
+        if text.isascii() and _MAYBE_EMAIL.search(text) is None \
+                and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_PHONE_DIGITS:
+            # The common case (plain prose): nothing here can be a finding yet,
+            # only the end may still grow into one.
+            if final:
+                return Scan([], n)
+            m = _Mapped(text, [], [])
+            open_start = _email_open_start(m, [])
+            run = _TRAILING_RUN.search(text, max(0, n - 64))
+            if run is not None:
+                open_start = min(open_start, run.start())
+            return Scan([], open_start)
+        folded = _fold(text)
         found: list[tuple[int, int, Kind]] = []
-        emails = _email_copy(folded)
-        email_spans = _find_emails(emails)
+        emails = _email_copy(folded) if _MAYBE_EMAIL.search(folded.text) is not None else folded
+        email_spans = _find_emails(emails) if emails is not folded or "@" in folded.text else []
         for s, e in email_spans:
             found.append((*emails.original_span(s, e), "email"))
         email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)

@@ -40,8 +40,8 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .lexicon import common_words
 from .normalize import Folded, canonical, fold, prepare_fold, runs
@@ -49,6 +49,7 @@ from .normalize import Folded, canonical, fold, prepare_fold, runs
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
 _TOKEN = re.compile(r"(?:[^\W_]|[@$!|])+")
+_SPACE = re.compile(r"\s")
 _SPACES_HYPHENS = re.compile(r"[\s\-]+")
 _TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|]")
 _EDGE_PUNCT = "!|"
@@ -57,8 +58,7 @@ _EDGE_PUNCT = "!|"
 _MAX_JOIN_RUN = 4
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     start: int  # in the folded text
     end: int
     canon: str
@@ -69,6 +69,8 @@ class _Token:
 
 
 def _eligible(text: str) -> bool:
+    if text.isalpha():
+        return True
     letters = digits = 0
     for ch in text:
         if ch.isalpha():
@@ -91,13 +93,13 @@ def _tokenize(folded: str) -> list[_Token]:
         e = s + len(stripped)
         sep = folded[prev_end:s]
         tokens.append(_Token(
-            start=s,
-            end=e,
-            canon=canonical(stripped),
-            eligible=_eligible(stripped),
-            single=len(stripped) == 1 and stripped.isalpha(),
-            tight=bool(tokens) and not any(c.isspace() for c in sep),
-            hard="\n" in sep,
+            s,
+            e,
+            canonical(stripped),
+            _eligible(stripped),
+            len(stripped) == 1 and stripped.isalpha(),
+            bool(tokens) and (not sep or _SPACE.search(sep) is None),
+            "\n" in sep,
         ))
         prev_end = e
     return tokens

@@ -156,6 +156,7 @@ def canonical(token: str) -> str:
     return token.translate(_LEET_TABLE)
 
 
+@functools.lru_cache(maxsize=8192)
 def runs(word: str) -> tuple[str, tuple[int, ...]]:
     """Run-length split: ``"abccxyyz"`` -> ``("abcxyz", (1, 1, 2, 1, 2, 1))``.
 
