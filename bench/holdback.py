@@ -29,6 +29,7 @@ table on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import re
@@ -141,10 +142,8 @@ def load_revision(rev: str) -> Callable[..., Any]:
 
     base = "services/server/chat_server/moderation/"
     load("privacy", show("services/shared/chatcore/privacy.py"))
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):  # older revisions have none
         load("lexicon", show(base + "lexicon.py"))
-    except subprocess.CalledProcessError:
-        pass
     load("normalize", show(base + "normalize.py"))
     banned = load("banned_words", show(base + "banned_words.py"))
     filt = load("answer_filter", show(base + "answer_filter.py"))
