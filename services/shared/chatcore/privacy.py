@@ -331,8 +331,8 @@ def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
         return spans[-1][0]  # its domain may go on
     lo = max(0, end - (_MAX_LOCAL + 1 + _MAX_DOMAIN), spans[-1][1] if spans else 0)
     if text.isascii():
-        chain = _ASCII_CHAIN.search(text, lo, end)
-        s = chain.start() if chain is not None else end
+        found = _ASCII_CHAIN.search(text, lo, end)
+        s = found.start() if found is not None else end
     else:
         s = end
         while s > lo and (_is_domain_char(text[s - 1]) or text[s - 1] in "@_%+"):
