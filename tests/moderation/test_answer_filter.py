@@ -269,3 +269,26 @@ def test_every_two_way_split_of_tricky_text_matches_the_whole(text):
     for i in range(len(text) + 1):
         assert stream([text[:i], text[i:]])[0] == whole, i
     assert stream(list(text))[0] == whole
+
+
+# Issue 10 §3: what is masked is what the client receives.
+V1_ATTACKS = [
+    "mail john.smith@example\u3002com now",
+    "call \u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff now",
+    "you \ua730\u1d1c\u1d04\u1d0b now",
+]
+
+
+@pytest.mark.parametrize("text", V1_ATTACKS)
+def test_masking_before_transliteration_attack_is_masked_in_the_v1_form(text):
+    from chatcore.protocol import to_v1_text
+
+    words = BannedWords(["fuck"])
+    sent = mask_answer(text, words, transform=to_v1_text)
+    assert sent.isascii()
+    assert detector_for().find(sent) == [] and not words.contains(sent), sent
+    assert sent != to_v1_text(text)
+    # Streaming in any two pieces gives the same.
+    for i in range(len(text) + 1):
+        f = AnswerFilter(words, transform=to_v1_text)
+        assert f.feed(text[:i]) + f.feed(text[i:]) + f.finish() == sent
