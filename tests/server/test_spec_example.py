@@ -10,6 +10,7 @@ fresh recording when the server changes on purpose.
 What may differ between two runs, and is normalised here (the spec names
 exactly these fields, §11):
 
+* ``AUTH_RESULT``: ``token`` (a fresh random session token every login);
 * ``END``: ``prompt_tokens``, ``answer_tokens``, ``first_token_ms``, ``total_ms``;
 * ``PING``/``PONG``: ``nonce`` (the server picks it);
 * how the answer is cut into ``DELTA`` frames (it follows the model's tokens
@@ -48,7 +49,8 @@ QUESTION = "Wie spät ist es?"
 #: The server of the example: defaults, except one generation at a time (so
 #: the message waits behind another user's) and a short keepalive interval.
 SERVER_ENV = {"CHAT_MAX_PARALLEL": "1", "CHAT_PING_INTERVAL": "2"}
-VARYING = {"END": ("prompt_tokens", "answer_tokens", "first_token_ms", "total_ms"),
+VARYING = {"AUTH_RESULT": ("token",),
+           "END": ("prompt_tokens", "answer_tokens", "first_token_ms", "total_ms"),
            "PING": ("nonce",), "PONG": ("nonce",)}
 
 
@@ -279,6 +281,11 @@ def test_the_spec_example_checker_catches_drift() -> None:
     hello = Frame("S→C", raw_v2_frame("AUTH_RESULT", {"ok": True, "user": "a", "message": "welcome"}))
     other = Frame("S→C", raw_v2_frame("AUTH_RESULT", {"ok": True, "user": "a", "message": "hi"}))
     assert _normalised([hello]) != _normalised([other])
+    t1, t2 = ({"ok": True, "user": "a", "message": "welcome", "token": t} for t in ("x" * 43, "y" * 43))
+    assert _normalised([Frame("S→C", raw_v2_frame("AUTH_RESULT", t1))]) == _normalised(
+        [Frame("S→C", raw_v2_frame("AUTH_RESULT", t2))])  # a token varies ...
+    assert _normalised([Frame("S→C", raw_v2_frame("AUTH_RESULT", t1))]) != _normalised(
+        [hello])  # ... but must be there
     end = Frame("S→C", raw_v2_frame("END", {"id": 1, "reason": "stop", "total_ms": 5}))
     end_later = Frame("S→C", raw_v2_frame("END", {"id": 1, "reason": "stop", "total_ms": 9}))
     end_other = Frame("S→C", raw_v2_frame("END", {"id": 1, "reason": "length", "total_ms": 5}))

@@ -57,7 +57,8 @@ class ChatService:
         self.settings = settings
         self.store = store
         self.hasher = settings.argon2_hasher()
-        self.auth = Authenticator(self.store, self.hasher)
+        self.auth = Authenticator(self.store, self.hasher,
+                                  session_token_ttl=settings.session_token_ttl)
         self.pool = BackendPool.from_settings(settings)
         self.scheduler = self.pool.scheduler
         self.rate = RateLimiter(settings.rate_limit)

@@ -20,6 +20,14 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
   so a flood against one account costs almost nothing. A throttled attempt fails
   like a wrong password. Successes reset the user's counter. The tables are
   capped, oldest entries evicted first.
+
+Session tokens (docs/PROTOCOL.md §15): every successful v2 login is given a
+fresh random token (:meth:`Authenticator.issue_token`, stored hashed by the
+store, valid for ``CHAT_SESSION_TOKEN_TTL``), which a reconnecting client
+sends instead of its password (:meth:`Authenticator.verify_token`). A token
+login goes through the same throttling, fails with the same generic answer and
+is logged the same way (the token itself never). The store ends a user's
+tokens when the password changes or the user is disabled or removed.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -177,10 +186,15 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         user_policy: ThrottlePolicy = DEFAULT_USER_POLICY,
         address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
+        session_token_ttl: float = 0.0,
     ) -> None:
         if max_concurrent_hashes < 1:
             raise ValueError("max_concurrent_hashes must be >= 1")
+        if session_token_ttl < 0:
+            raise ValueError("session_token_ttl must be >= 0")
         self.store = store
+        #: Seconds a session token lives; 0: none are issued.
+        self.session_token_ttl = session_token_ttl
         self.hasher = hasher
         self._slots = asyncio.Semaphore(max_concurrent_hashes)
         self._users = FailureThrottle(user_policy, clock)
@@ -280,6 +294,53 @@ class Authenticator:
             log.warning("could not record the login: %s", exc, extra=fields)
         log.info("login ok", extra=fields)
         return True
+
+    # -- session tokens ------------------------------------------------------
+
+    async def verify_token(self, user: str, token: str, address: Address = None) -> bool:
+        """``True`` if ``token`` is a live session token of ``user`` (not
+        expired, not revoked, the user not disabled) and the attempt is not
+        throttled. A failure counts like a wrong password. Raises
+        :exc:`~chat_server.store.StoreError` only if the store cannot be read."""
+        fields: dict[str, Any] = {
+            **login_name_fields(user, exists=False),
+            "address": _address_key(address),
+            "event": "login",
+            "method": "token",
+        }
+        if (wait := self.is_throttled(user, address)) > 0:
+            log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
+            return False
+        owner = await self.store.verify_session_token(token)
+        if owner is None or owner != user:
+            self._record_failure(user, address)
+            log.info("login failed", extra=fields)
+            log.debug("login failed: %s", "token unknown, expired or revoked" if owner is None
+                      else "token of another user", extra=fields)
+            return False
+        fields = {**login_name_fields(user, exists=True), **fields}
+        fields.pop("user_hash", None)
+        self._users.reset(user)
+        try:
+            await self.store.record_login(user)
+        except StoreError as exc:
+            log.warning("could not record the login: %s", exc, extra=fields)
+        log.info("login ok", extra=fields)
+        return True
+
+    async def issue_token(self, user: str) -> str | None:
+        """A fresh session token for ``user`` (just logged in), or ``None`` when
+        tokens are off or the store failed (logged; the login still stands)."""
+        if self.session_token_ttl <= 0:
+            return None
+        try:
+            issued = await self.store.create_session_token(
+                user, timedelta(seconds=self.session_token_ttl))
+        except StoreError as exc:
+            log.warning("could not issue a session token: %s", exc,
+                        extra={"user": user, "event": "session_token"})
+            return None
+        return issued.token
 
     def _check(self, stored: str | None, password: str) -> tuple[bool, str, str | None]:
         """Runs in a worker thread: (ok, reason, upgraded hash or None)."""

@@ -273,9 +273,11 @@ class Session:
                 ErrorCode.AUTH_THROTTLED, f"too many failed attempts; try again in {wait:.0f} s"
             )
             return False
-        # Session tokens are not issued yet: a token login fails like a wrong password.
-        ok = auth.password is not None and await services.auth.verify(
-            auth.user, auth.password, self.address)
+        if auth.token is not None:  # v2 only: the v1 codec cannot carry one
+            ok = await services.auth.verify_token(auth.user, auth.token, self.address)
+        else:
+            assert auth.password is not None
+            ok = await services.auth.verify(auth.user, auth.password, self.address)
         if not ok:
             self.log.warning("authentication failed", event="auth_failed",
                              user_hash=name_hash(auth.user))
@@ -284,8 +286,12 @@ class Session:
             return False
         self.user = auth.user
         self.log = self.log.bind(user=auth.user)
-        await self.send(AuthResult(ok=True, user=auth.user, message="welcome"))
-        self.log.info("authenticated", event="auth_ok")
+        # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1
+        # has no way to carry one.
+        token = await services.auth.issue_token(auth.user) if self.conn.version == 2 else None
+        await self.send(AuthResult(ok=True, user=auth.user, message="welcome", token=token))
+        self.log.info("authenticated", event="auth_ok",
+                      method="token" if auth.token is not None else "password")
         return True
 
     def _peer_error(self, event: Error) -> None:

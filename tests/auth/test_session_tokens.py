@@ -1,0 +1,186 @@
+"""Session tokens against a live server (docs/PROTOCOL.md §15): issued at every v2
+login, accepted instead of the password, ending with expiry, ``users passwd``,
+``users disable``; stored hashed; throttled and refused like a wrong password;
+never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from chatcore.protocol import Authenticate, AuthResult, Error, ErrorCode
+
+from tests.faults.test_storage import database_env
+from tests.fixtures.server import PASSWORD, USER, LiveServer
+from tests.server.clients import V2Client
+
+OTHER, OTHER_PASSWORD = "bob", "bob's own passphrase"
+
+
+def password_login(server: LiveServer, user: str = USER, password: str = PASSWORD) -> AuthResult:
+    client = V2Client(server.port)
+    try:
+        result = client.login(user, password)
+    finally:
+        client.close()
+    assert isinstance(result, AuthResult) and result.ok, result
+    assert result.token is not None
+    return result
+
+
+def token_login(server: LiveServer, token: str, user: str = USER) -> AuthResult | Error:
+    client = V2Client(server.port)
+    try:
+        client.send(Authenticate(user, token=token))
+        event = client.next_event()
+    finally:
+        client.close()
+    assert isinstance(event, (AuthResult, Error)), event
+    return event
+
+
+def refused(result: AuthResult | Error) -> bool:
+    return isinstance(result, AuthResult) and not result.ok
+
+
+@pytest.fixture
+def server(server_factory) -> LiveServer:
+    return server_factory(users={USER: PASSWORD, OTHER: OTHER_PASSWORD})
+
+
+def test_a_token_logs_in_instead_of_the_password_and_brings_a_fresh_one(server):
+    first = password_login(server)
+    assert first.token is not None and len(first.token) >= 43  # 256 random bits, base64url
+    client = V2Client(server.port)
+    client.send(Authenticate(USER, token=first.token))
+    result = client.next_event()
+    assert isinstance(result, AuthResult) and result.ok and result.user == USER, result
+    assert result.token is not None and result.token != first.token
+    # A logged-in session like any other: it chats.
+    assert client.chat("after a token login").end is not None
+    client.close()
+    # The earlier token stays good until it expires (the client may not have
+    # received the fresh one when its connection broke).
+    assert token_login(server, first.token).ok  # type: ignore[union-attr]
+    assert token_login(server, result.token).ok  # type: ignore[union-attr]
+
+
+def test_tokens_are_random_and_distinct(server):
+    tokens = {password_login(server).token for _ in range(5)}
+    assert len(tokens) == 5
+
+
+def test_a_bad_token_fails_exactly_like_a_wrong_password(server):
+    wrong_password = V2Client(server.port)
+    by_password = wrong_password.login(USER, "not the password")
+    wrong_password.close()
+    forged = token_login(server, "A" * 43)
+    assert refused(by_password) and refused(forged)
+    assert forged == by_password  # same fields, same generic message
+
+
+def test_a_token_logs_in_only_its_own_user(server):
+    alices = password_login(server).token
+    assert alices is not None
+    assert refused(token_login(server, alices, user=OTHER))
+    assert refused(token_login(server, alices, user="no-such-user"))
+
+
+def test_an_expired_token_is_refused(server_factory):
+    server = server_factory(CHAT_SESSION_TOKEN_TTL="1")
+    token = password_login(server).token
+    assert token is not None
+    time.sleep(1.5)  # not a timing assertion: waiting out the token's lifetime
+    assert refused(token_login(server, token))
+    # The password still works, and brings a new token.
+    assert password_login(server).token != token
+
+
+def test_users_passwd_ends_every_token_of_the_user(server):
+    tokens = [password_login(server).token for _ in range(3)]
+    bobs = password_login(server, OTHER, OTHER_PASSWORD).token
+    r = server.cli("users", "passwd", USER, "--password-stdin", stdin="a brand new password\n")
+    assert r.returncode == 0, r.stderr
+    assert all(refused(token_login(server, t)) for t in tokens if t)
+    assert bobs is not None and token_login(server, bobs, user=OTHER).ok  # type: ignore[union-attr]
+
+
+def test_users_disable_ends_every_token_and_enable_does_not_revive_them(server):
+    token = password_login(server).token
+    assert token is not None
+    assert server.cli("users", "disable", USER).returncode == 0
+    assert refused(token_login(server, token))
+    assert server.cli("users", "enable", USER).returncode == 0
+    assert refused(token_login(server, token))
+    assert password_login(server).ok
+
+
+def test_users_remove_ends_the_tokens(server):
+    token = password_login(server, OTHER, OTHER_PASSWORD).token
+    assert token is not None
+    r = server.cli("users", "remove", OTHER)
+    assert r.returncode == 0, r.stderr
+    assert refused(token_login(server, token, user=OTHER))
+
+
+def test_failed_token_logins_count_towards_throttling(server):
+    for _ in range(3):
+        assert refused(token_login(server, "B" * 43))
+    # Three failures in a row: the next attempt, even with the password, waits.
+    client = V2Client(server.port)
+    result = client.login(USER, PASSWORD)
+    client.close()
+    assert isinstance(result, Error) and result.code is ErrorCode.AUTH_THROTTLED, result
+
+
+def test_no_tokens_when_the_lifetime_is_zero(server_factory):
+    server = server_factory(CHAT_SESSION_TOKEN_TTL="0")
+    client = V2Client(server.port)
+    result = client.login(USER, PASSWORD)
+    client.close()
+    assert isinstance(result, AuthResult) and result.ok and result.token is None
+
+
+def test_tokens_never_reach_the_log(server_factory):
+    server = server_factory(CHAT_LOG_LEVEL="debug")
+    good = password_login(server).token
+    assert good is not None
+    fresh = token_login(server, good)
+    assert isinstance(fresh, AuthResult) and fresh.ok and fresh.token
+    forged = "C" * 43
+    assert refused(token_login(server, forged))
+    server.stop()
+    log = server.log_text()
+    assert "method" in log and "login ok" in log  # the logins were logged ...
+    for secret in (good, fresh.token, forged):
+        assert secret not in log  # ... but not the tokens
+
+
+def _sqlite_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_database_keeps_only_a_hash_of_each_token(server_factory, engine, request):
+    env = database_env(engine, request)
+    server = server_factory(**env)
+    tokens = [password_login(server).token for _ in range(3)]
+    assert all(tokens)
+    digests = {hashlib.sha256(t.encode()).hexdigest() for t in tokens if t}
+    if engine == "sqlite":
+        db = Path(server.env["CHAT_DB"])
+        raw = _sqlite_bytes(db)  # the file and its WAL, as a thief would copy them
+        assert not any(t.encode() in raw for t in tokens if t)
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT * FROM session_tokens").fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(env["CHAT_DB"], password=env["CHAT_DB_PASSWORD"]) as conn:
+            rows = conn.execute("SELECT * FROM session_tokens").fetchall()
+    values = {str(v) for row in rows for v in row}
+    assert digests <= values
+    assert not any(t in v for t in tokens if t for v in values)
