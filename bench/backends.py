@@ -145,11 +145,13 @@ class Answer:
     total: float  # seconds from sending to the end
     tokens: int  # the model's count
     ok: bool = True
+    last: float = 0.0  # seconds from sending to the last text
+    model_first: float | None = None  # the server's END.first_token_ms (its model's first token)
 
     @property
     def rate(self) -> float:
-        """Tokens per second of generation (after the first token)."""
-        span = self.total - self.first
+        """Tokens per second while the answer streams (first to last text)."""
+        span = self.last - self.first
         return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else float("nan")
 
 
@@ -193,13 +195,17 @@ class V2:
         self.writer.write(self.conn.send(ChatMessage(text, message_id=self.mid,
                                                      conversation=conversation)))
         first = None
+        last = 0.0
         while True:
             ev = await self.event()
-            if isinstance(ev, AnswerDelta) and first is None:
-                first = time.perf_counter() - t0
+            if isinstance(ev, AnswerDelta):
+                last = time.perf_counter() - t0
+                if first is None:
+                    first = last
             elif isinstance(ev, AnswerEnd):
                 now = time.perf_counter() - t0
-                return Answer(first if first is not None else now, now, ev.answer_tokens)
+                return Answer(first if first is not None else now, now, ev.answer_tokens,
+                              last=last, model_first=ev.first_token_ms / 1000)
             elif not isinstance(ev, AnswerDelta) and type(ev).__name__ in ("Error",
                                                                            "ConnectionClosed"):
                 now = time.perf_counter() - t0
@@ -218,18 +224,21 @@ PROMPT = "List the numbers from one to forty in words, separated by commas."
 async def direct(client: Any, model: str, system: str) -> Answer:
     t0 = time.perf_counter()
     first = None
+    last = 0.0
     tokens = 0
     stream = await client.chat.completions.create(
         model=model, stream=True, stream_options={"include_usage": True},
         messages=[{"role": "system", "content": system}, {"role": "user", "content": PROMPT}])
     async with stream:
         async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content and first is None:
-                first = time.perf_counter() - t0
+            if chunk.choices and chunk.choices[0].delta.content:
+                last = time.perf_counter() - t0
+                if first is None:
+                    first = last
             if chunk.usage is not None:
                 tokens = chunk.usage.completion_tokens
     now = time.perf_counter() - t0
-    return Answer(first if first is not None else now, now, tokens)
+    return Answer(first if first is not None else now, now, tokens, last=last)
 
 
 async def case_real(rounds: int, root: Path) -> dict[str, Any]:
@@ -242,8 +251,9 @@ async def case_real(rounds: int, root: Path) -> dict[str, Any]:
                         extra_args=["--temp", "0", "-n", "96"]).start()
     server = None
     try:
-        server = Server(root / "real", 1, CHAT_BACKENDS=f"cpu=openai:{llama.base_url}",
-                        CHAT_MODEL=llama.model, CHAT_BACKEND_CPU_PARALLEL="1")
+        server = await asyncio.to_thread(
+            lambda: Server(root / "real", 1, CHAT_BACKENDS=f"cpu=openai:{llama.base_url}",
+                           CHAT_MODEL=llama.model, CHAT_BACKEND_CPU_PARALLEL="1"))
         client = openai.AsyncOpenAI(base_url=llama.base_url, api_key="no-key", max_retries=0)
         v2 = await V2.open(server.port, server.users[0])
         via, straight = [], []
@@ -259,6 +269,7 @@ async def case_real(rounds: int, root: Path) -> dict[str, Any]:
         if server is not None:
             server.stop()
         llama.remove()
+    model_first = statistics.median(a.model_first or 0.0 for a in via) * 1000
     ttft_server = statistics.median(a.first for a in via) * 1000
     ttft_direct = statistics.median(a.first for a in straight) * 1000
     rate_server = statistics.median(a.rate for a in via)
@@ -272,10 +283,19 @@ async def case_real(rounds: int, root: Path) -> dict[str, Any]:
         "ttft_ms_server_p90": pct([a.first * 1000 for a in via], 90),
         "ttft_ms_direct_p90": pct([a.first * 1000 for a in straight], 90),
         "ttft_delta_ms": ttft_server - ttft_direct,
+        # When the server had the model's first token (END.first_token_ms): the
+        # difference to the first DELTA is what the answer filter held back.
+        "model_first_token_ms_server_p50": model_first,
+        "model_first_token_delta_ms": model_first - ttft_direct,
         "tokens_per_s_server": rate_server, "tokens_per_s_direct": rate_direct,
         "rate_ratio": rate_server / rate_direct,
+        # Each server answer against the direct one right after it (same load
+        # on the machine), then the median: steadier on a shared machine.
+        "rate_ratio_paired_median": statistics.median(
+            v.rate / d.rate for v, d in zip(via, straight, strict=True)),
         "targets": {"ttft_within_5ms": ttft_server - ttft_direct <= 5.0,
-                    "rate_at_least_0.97": rate_server / rate_direct >= 0.97},
+                    "rate_at_least_0.97": statistics.median(
+                        v.rate / d.rate for v, d in zip(via, straight, strict=True)) >= 0.97},
     }
 
 
@@ -288,7 +308,8 @@ async def scaling_run(backends: int, clients_per_slot: int, messages: int, token
     clients_n = backends * 2 * clients_per_slot
     server = None
     try:
-        server = Server(root / f"scale{backends}", clients_n, **env)
+        server = await asyncio.to_thread(lambda: Server(root / f"scale{backends}", clients_n,
+                                                        **env))
         clients = await asyncio.gather(*(V2.open(server.port, u) for u in server.users))
         answers: list[Answer] = []
 
@@ -358,8 +379,12 @@ def markdown(results: dict[str, Any]) -> str:
                   "difference / ratio | target |", "| --- | --- | --- | --- | --- |",
                   f"| time to first token p50 (ms) | {r['ttft_ms_server_p50']:.1f} | "
                   f"{r['ttft_ms_direct_p50']:.1f} | {r['ttft_delta_ms']:+.1f} ms | <= +5 ms |",
+                  f"| model's first token at the server p50 (ms) | "
+                  f"{r['model_first_token_ms_server_p50']:.1f} | {r['ttft_ms_direct_p50']:.1f} | "
+                  f"{r['model_first_token_delta_ms']:+.1f} ms | (overhead before the filter) |",
                   f"| tokens/s (median) | {r['tokens_per_s_server']:.1f} | "
-                  f"{r['tokens_per_s_direct']:.1f} | {r['rate_ratio']:.3f} | >= 0.97 |", ""]
+                  f"{r['tokens_per_s_direct']:.1f} | {r['rate_ratio']:.3f} (paired median "
+                  f"{r['rate_ratio_paired_median']:.3f}) | >= 0.97 |", ""]
     if "scaling" in results:
         lines += ["| backends | clients | messages | msg/s | vs backends x one | errors |",
                   "| --- | --- | --- | --- | --- | --- |"]
