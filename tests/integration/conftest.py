@@ -144,7 +144,7 @@ class Stack:
         )
 
     def client_host(self, message: str, *, user: str | None = None,
-                    password: str | None = None,
+                    password: str | None = None, extra: tuple[str, ...] = (),
                     timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """The chat-client of this virtualenv against the published port (v2)."""
         exe = Path(sys.executable).with_name("chat-client")
@@ -154,7 +154,8 @@ class Stack:
             "CHAT_SERVER_HOST": self.host,
             "CHAT_SERVER_PORT": str(self.port),
         }
-        return _run([*cmd, "--user", user or self.user, "--password-stdin", "--message", message],
+        return _run([*cmd, "--user", user or self.user, "--password-stdin", *extra,
+                     "--message", message],
                     input=(password or self.password) + "\n", env=env, timeout=timeout)
 
     def history(self, user: str) -> list[dict[str, object]]:
