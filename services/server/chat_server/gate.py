@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from chatcore.protocol import Connection, Error, ErrorCode, RemoteProtocolError, Role
 
+from . import metrics
 from .config import Settings
 from .peer import (
     PROXY_HEADER_SECONDS,
@@ -220,6 +221,7 @@ class Gate:
             if self.settings.require_tls:
                 log.info("plaintext v2 connection refused (CHAT_REQUIRE_TLS=true)",
                          extra={"event": "tls_required", "peer": peer})
+                metrics.connection_rejected(metrics.RejectReason.TLS_REQUIRED)
                 await _refuse(reader, writer, _v2_error(ErrorCode.TLS_REQUIRED, TLS_REQUIRED_MESSAGE))
                 return None
             return Opened(Kind.V2)
@@ -261,6 +263,7 @@ class Gate:
             reason = _handshake_failure(exc)
             log.info("TLS handshake failed: %s", reason,
                      extra={"event": "tls_handshake_failed", "peer": peer})
+            metrics.connection_rejected(metrics.RejectReason.HANDSHAKE)
             _abort(writer)
             return None
         ssl_object = writer.get_extra_info("ssl_object")
