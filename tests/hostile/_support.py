@@ -42,8 +42,23 @@ RSS_TOLERANCE = 6 * 2**20
 
 
 # ---------------------------------------------------------------------------- raw sockets
-def raw(port: int, timeout: float = 10.0) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+#: A second client address: Linux routes all of 127.0.0.0/8 to the loopback
+#: interface, so a socket bound to it reaches the server on 127.0.0.1 as another client.
+OTHER_ADDRESS = "127.0.0.2"
+
+
+def raw(port: int, timeout: float = 10.0, *, rcvbuf: int | None = None,
+        source: str | None = None) -> socket.socket:
+    """A TCP connection to the server on 127.0.0.1. ``rcvbuf`` sets SO_RCVBUF
+    before connecting (a small one keeps the kernel from soaking up what a stuck
+    reader is sent); ``source`` is the client address to connect from."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -116,9 +131,10 @@ def v1_error_text(data: bytes) -> str:
     return body.decode("ascii", "replace").strip()
 
 
-def v2_login(port: int, user: str, password: str) -> socket.socket:
+def v2_login(port: int, user: str, password: str, *, rcvbuf: int | None = None,
+             source: str | None = None) -> socket.socket:
     """A raw v2 connection, logged in, with nothing unread."""
-    sock = raw(port)
+    sock = raw(port, rcvbuf=rcvbuf, source=source)
     sock.sendall(v2_frame("HELLO", {"versions": [2], "agent": "hostile/1"}))
     sock.sendall(v2_frame("AUTH", {"user": user, "password": password}))
     data = b""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
-from chat_server.coalesce import coalesce
+from chat_server.coalesce import BufferStats, ConsumerTooSlow, coalesce
 
 
 async def _from_queue(q: asyncio.Queue, closed: list[bool]):
@@ -80,3 +80,95 @@ def test_closing_early_closes_the_source():
         return closed
 
     assert run(main()) == [True]
+
+
+# -- the bound (backpressure) and the pause budget ------------------------------------
+
+
+async def _counting(produced: list[int], closed: list[bool], n: int = 1_000_000):
+    """An instant source (like a very fast model): counts what was read from it."""
+    try:
+        for i in range(n):
+            produced.append(i)
+            yield "x" * 10
+            await asyncio.sleep(0)
+    finally:
+        closed.append(True)
+
+
+def test_a_consumer_that_stops_taking_pauses_the_source_at_the_limit():
+    async def main():
+        produced: list[int] = []
+        closed: list[bool] = []
+        stats = BufferStats()
+        batches = coalesce(_counting(produced, closed), limit=1000, weight=len, stats=stats)
+        first = await anext(batches)
+        # The consumer is now "stuck" (a client that never reads): the pump may
+        # fill the buffer up to the limit, then must stop reading the source.
+        for _ in range(500):
+            await asyncio.sleep(0)
+        read_while_stuck = len(produced)
+        for _ in range(500):
+            await asyncio.sleep(0)
+        assert len(produced) == read_while_stuck  # paused, not reading on
+        assert stats.peak <= 1000 + 10  # at most one item beyond the limit
+        assert not closed  # no budget: paused for as long as it takes
+        # Taking the buffer lets the source go on.
+        second = await anext(batches)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(produced) > read_while_stuck
+        await batches.aclose()
+        return first, second, closed
+
+    first, second, closed = run(main())
+    assert first == ["x" * 10]
+    assert 90 <= len(second) <= 101
+    assert closed == [True]
+
+
+def test_without_a_limit_nothing_pauses():
+    async def main():
+        produced: list[int] = []
+        batches = coalesce(_counting(produced, [], n=5000), weight=len)
+        await anext(batches)
+        for _ in range(6000):
+            await asyncio.sleep(0)
+        got = sum([len(b) async for b in batches])
+        return len(produced), got
+
+    assert run(main()) == (5000, 4999)
+
+
+def test_a_source_paused_beyond_the_budget_is_closed_and_the_consumer_told():
+    async def main():
+        produced: list[int] = []
+        closed: list[bool] = []
+        stats = BufferStats()
+        batches = coalesce(_counting(produced, closed), limit=100, weight=len,
+                           pause_budget=0.2, stats=stats)
+        got = [await anext(batches)]
+        await asyncio.sleep(0.5)  # stuck past the budget
+        assert closed == [True]  # the source (the model request, its slot) is released
+        with pytest.raises(ConsumerTooSlow):
+            async for batch in batches:
+                got.append(batch)  # what was buffered is still delivered first
+        return got, stats, len(produced)
+
+    got, stats, produced = run(main())
+    assert sum(len(b) for b in got) == produced
+    assert stats.paused >= 0.2
+    assert stats.peak <= 110
+
+
+def test_a_consumer_that_keeps_up_never_spends_the_budget():
+    async def main():
+        closed: list[bool] = []
+        stats = BufferStats()
+        total = 0
+        async for batch in coalesce(_counting([], closed, n=3000), limit=50, weight=len,
+                                    pause_budget=0.5, stats=stats):
+            total += len(batch)
+        return total, closed
+
+    assert run(main()) == (3000, [True])

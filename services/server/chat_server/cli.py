@@ -226,6 +226,10 @@ def _serve(settings: Settings) -> int:
     from .logs import setup_logging
 
     setup_logging(settings.log_format, settings.log_level)
+    # Before any thread exists: the allocator's arenas are per thread.
+    from .memory import apply_allocation_policy
+
+    apply_allocation_policy()
     # Imported lazily: the server pulls in asyncio, ollama, httpx...
     from .app import run
 

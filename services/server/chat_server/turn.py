@@ -55,9 +55,10 @@ from chatcore.protocol import (
 )
 
 from .backends import ModelChunk, ModelError, ModelUnavailable
-from .coalesce import coalesce
+from .coalesce import ANSWER_BUFFER_LIMIT, PAUSE_BUDGET, BufferStats, ConsumerTooSlow, coalesce
 from .context import trim_history
 from .logs import SessionLogger
+from .memory import give_back
 from .moderation.answer_filter import AnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
 from .store import TurnRecord as StoredTurn
@@ -81,6 +82,11 @@ RESTARTING = "the server is restarting; try again shortly"
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
 Send = Callable[[Event], Awaitable[None]]
+#: What a client too slow to read its answer is told as the answer stops.
+SLOW_READER_NOTICE = (
+    "the answer was stopped early: this connection read it more slowly than the model "
+    "wrote it, and the model is shared"
+)
 
 
 class StopReason(enum.Enum):
@@ -94,6 +100,9 @@ class StopReason(enum.Enum):
     CLIENT_BYE = "client said bye"
     #: The server is stopping and the grace period ran out.
     SHUTDOWN = "server shutdown"
+    #: The client read the answer more slowly than the model wrote it for too
+    #: long (chat_server/coalesce.py): the generation was stopped to free the model.
+    SLOW_READER = "the client reads too slowly"
 
     @property
     def status(self) -> str:
@@ -179,6 +188,10 @@ class TurnContext:
 UNKNOWN_MODEL = "that model is not offered here; HELLO lists the models"
 
 
+def _chunk_chars(chunk: ModelChunk) -> int:
+    return len(chunk.text)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -208,6 +221,8 @@ class ChatTurn:
         self.stop_reason: StopReason | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False  # the answer task has begun running
+        #: The most model output that waited for this client (characters).
+        self.buffer = BufferStats()
 
     # ------------------------------------------------------------------ control
     def stop(self, reason: StopReason) -> None:
@@ -317,11 +332,16 @@ class ChatTurn:
                     ))
 
                 # 5 and 6: a fair slot, then stream the answer. The slot is held
-                # by the generation, not by the writes to the client: a client
-                # that reads slowly holds up only itself.
+                # by the generation, not by the writes to the client; the buffer
+                # between them is bounded: a client that reads slowly pauses its
+                # own generation, and one that keeps it paused too long loses the
+                # rest of the answer (the slot goes on; chat_server/coalesce.py).
                 done_reason: str | None = None
                 stream = services.generate(ctx.user, self.model, messages, for_slot)
-                async with contextlib.aclosing(coalesce(stream)) as batches:
+                async with contextlib.aclosing(coalesce(
+                    stream, limit=ANSWER_BUFFER_LIMIT, weight=_chunk_chars,
+                    pause_budget=PAUSE_BUDGET, stats=self.buffer,
+                )) as batches:
                     async for batch in batches:
                         self.backend = batch[0].backend or self.backend
                         for chunk in batch:
@@ -374,6 +394,19 @@ class ChatTurn:
                     first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
                     model=self.model, backend=self.backend or "",
                 )
+        except ConsumerTooSlow:
+            status = StopReason.SLOW_READER.status
+            ctx.log.warning("answer stopped: %s", StopReason.SLOW_READER.value,
+                            event="slow_reader", message_id=self.id,
+                            buffered_peak=self.buffer.peak)
+            with contextlib.suppress(PeerGone, LocalProtocolError):
+                await self._emit(filt.finish())
+                await self._send(Notice(NoticeKind.INFO, SLOW_READER_NOTICE, self.id))
+            final = AnswerEnd(
+                self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
+                first_token_ms=self.first_token_ms, total_ms=self._elapsed_ms(),
+                model=self.model, backend=self.backend or "",
+            )
         except SchedulerClosed:
             status = StopReason.SHUTDOWN.status
             final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
@@ -397,7 +430,7 @@ class ChatTurn:
         ctx.log.info("turn finished: %s", status, event="turn_end", message_id=self.id,
                      model=self.model, backend=self.backend or "", prompt_tokens=prompt_tokens,
                      answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
-                     total_ms=self._elapsed_ms())
+                     total_ms=self._elapsed_ms(), buffered_peak=self.buffer.peak)
 
     async def _emit(self, text: str) -> None:
         if not text:
@@ -410,6 +443,7 @@ class ChatTurn:
 
     async def _store(self, status: str, prompt_tokens: int) -> None:
         services = self.ctx.services
+        answer = "".join(self.answer)
         turn = StoredTurn(
             user=self.ctx.user,
             conversation=self.conversation,
@@ -418,12 +452,15 @@ class ChatTurn:
             model=self.model,
             backend=self.backend,
             user_text=self.message.text,
-            answer_text="".join(self.answer),
+            answer_text=answer,
             prompt_tokens=prompt_tokens,
             answer_tokens=self.answer_tokens,
             status=TurnStatus(status),
         )
-        if not await services.save(turn):
+        saved = await services.save(turn)
+        # A long answer leaves its frames and filter windows behind in the heap.
+        give_back(max(len(answer), self.buffer.total))
+        if not saved:
             await self._say(Notice(
                 NoticeKind.INFO,
                 "this turn could not be saved to the history (storage error); "
