@@ -19,9 +19,11 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from chatcore.privacy import detector_for
-from chatcore.protocol import Connection, Error, ErrorCode, NoticeKind, Role
+from chatcore.protocol import ErrorCode, NoticeKind
 
 from . import readiness
+from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
+from .admission import Refusal as Turnaway
 from .auth import Authenticator, ensure_bootstrap_user
 from .backends import BackendPool, ModelChunk, ModelState
 from .config import Settings
@@ -30,6 +32,7 @@ from .gate import start_server as start_gated_server
 from .history_cache import ConversationCache
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
+from .peer import client_address
 from .ratelimit import RateLimiter
 from .scheduler import PositionCallback, UserLine
 from .session import Session
@@ -39,8 +42,6 @@ from .turn import Message, Refusal, StopReason
 
 log = logging.getLogger("chat_server")
 
-#: How long an over-the-limit connection may take to show which protocol it speaks.
-REJECT_SNIFF_SECONDS = 1.0
 #: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
 MODERATE_INLINE_CHARS = 2048
 #: What a v2 client is told when its message has a banned word (the NOTICE and
@@ -65,10 +66,11 @@ class ChatService:
         self.banned = WatchedBannedWords(settings.cuss_words_file)
         self.tls = load_material(settings)
         self.gate = Gate(settings, create_context(self.tls))
-        #: Connections accepted but not yet past the gate (peek, TLS handshake).
-        self.opening = 0
         self.privacy = detector_for(settings.phone_regions)
         self.sessions: set[Session] = set()
+        #: Connection limits (server, per address); connections at the gate count.
+        self.admission = Admission(settings.max_connections, settings.max_connections_per_address,
+                                   settings.max_unauthenticated_per_address)
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.user_line = UserLine()
@@ -161,57 +163,53 @@ class ChatService:
 
     # ------------------------------------------------------------------ connections
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        rejecting = (self.shutting_down
-                     or len(self.sessions) + self.opening >= self.settings.max_connections)
-        # First byte: TLS (upgraded here), v1 or v2; refusals by policy happen here too.
-        self.opening += 1
-        try:
-            opened = await self.gate.open(
-                reader, writer, timeout=REJECT_SNIFF_SECONDS if rejecting else None)
-        finally:
-            self.opening -= 1
-        if opened is None:
+        configure_socket(writer)
+        address = client_address(writer)  # the TCP peer, until a PROXY header names the client
+        # A trusted balancer's connections count per address once its header named the client.
+        behind_proxy = address in self.settings.trusted_proxies
+        admitted: Ticket | Turnaway = (
+            Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", "shutdown")
+            if self.shutting_down else self.admission.admit(address, per_address=not behind_proxy))
+        if isinstance(admitted, Turnaway):
+            await self._refuse(reader, writer, admitted, address)
             return
-        if rejecting:
-            await self._reject(reader, writer)
-            return
-        session = Session(self, reader, writer, tls=opened.tls)
-        self.sessions.add(session)
         try:
-            await session.run()
+            # PROXY header (from a trusted balancer), then the first byte: TLS
+            # (upgraded here), v1 or v2; refusals by policy happen here too.
+            opened = await self.gate.open(reader, writer)
+            if opened is None:
+                return
+            if behind_proxy and (refusal := self.admission.move(
+                    admitted, client_address(writer))) is not None:
+                await turn_away(reader, writer, refusal.code, refusal.message)
+                log.warning("connection refused: %s", refusal.code.value,
+                            extra={"event": "reject", "limit": refusal.limit,
+                                   "peer": client_address(writer)})
+                return
+            session = Session(self, reader, writer, tls=opened.tls)
+            admitted.attach(session)
+            self.sessions.add(session)
+            try:
+                await session.run()
+            finally:
+                self.sessions.discard(session)
+                if session.user is not None:
+                    # The store has the conversations; memory is for live sessions.
+                    self.conversations.release(session.user)
         finally:
-            self.sessions.discard(session)
-            if session.user is not None:
-                # The store has the conversations; memory is for live sessions.
-                self.conversations.release(session.user)
+            admitted.release()
 
-    async def _reject(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Over the connection limit: answer in the peer's protocol, then close."""
-        conn = Connection(Role.SERVER)
-        code = ErrorCode.SHUTTING_DOWN if self.shutting_down else ErrorCode.TOO_MANY_CONNECTIONS
-        message = "the server is restarting" if self.shutting_down else "the server is at its connection limit; try again later"
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REJECT_SNIFF_SECONDS):
-                    while conn.version is None:
-                        data = await reader.read(64)
-                        conn.receive_data(data)
-                        if not data:
-                            break
-                        with contextlib.suppress(Exception):
-                            conn.next_event()
-            with contextlib.suppress(Exception):
-                writer.write(conn.send(Error(code, message)))
-                async with asyncio.timeout(2):
-                    await writer.drain()
-        except Exception:  # the peer is being turned away; nothing else to do
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await writer.wait_closed()
-        log.warning("connection refused: %s", code.value, extra={"event": "reject"})
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      refusal: Turnaway, address: str) -> None:
+        """Over a limit: answer in the peer's protocol (what it speaks is known
+        within a second, or it is closed), then close."""
+        with self.admission.refusing() as reply:
+            if not reply:  # a flood: no time spent on it
+                writer.close()
+            elif await self.gate.open(reader, writer, timeout=SNIFF_SECONDS) is not None:
+                await turn_away(reader, writer, refusal.code, refusal.message)
+        log.warning("connection refused: %s", refusal.code.value,
+                    extra={"event": "reject", "limit": refusal.limit, "peer": address})
 
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> int:
