@@ -185,9 +185,14 @@ class ServerProc:
             "CHAT_CUSS_WORDS_FILE": str(words), "OLLAMA_HOST": standin_url,
             "OLLAMA_MODEL": MODEL, "CHAT_LOG_FORMAT": "text", "CHAT_LOG_LEVEL": "info",
             "CHAT_SHUTDOWN_GRACE": "5",
-            # As in Dockerfile.server: big argon2 buffers go back to the OS.
-            "MALLOC_MMAP_THRESHOLD_": "1048576",
+            # Every load client connects from 127.0.0.1: lift the per-address limits.
+            "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+            "CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000000",
+            # No allocator variables: the server applies its own policy
+            # (chat_server/memory.py), as it must when run natively.
         })
+        for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_"):
+            self.env.pop(var, None)
         self.env.update(overrides)
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -205,9 +210,14 @@ class ServerProc:
             if rc != 0:
                 raise RuntimeError(f"users add {name}: {err.getvalue().strip()}")
 
+    def command(self) -> list[str]:
+        """Natively, as a user runs it after ``pip install``: the console script."""
+        script = Path(sys.executable).with_name("chat-server")
+        return [str(script)] if script.exists() else [sys.executable, "-m", "chat_server"]
+
     def start(self, timeout: float = 60) -> None:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "chat_server"], env=self.env,
+            self.proc = subprocess.Popen(self.command(), env=self.env,
                                          cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         m = self._wait(re.compile(r"listening on (\S+):(\d+)"), timeout)
@@ -251,6 +261,84 @@ class ServerProc:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+IMAGE = "chat-bench/server:local"
+BASE_IMAGE = "chat-local/python:3.11-bookworm"
+
+
+def build_image(base: str) -> str:
+    """Build the server image from Dockerfile.server on ``base`` (a local image;
+    ``.ci/build-base-image.sh`` makes one where no registry is reachable)."""
+    print(f"  building {IMAGE} on {base} (docker compose build) ...", flush=True)
+    # Through compose: the Dockerfile needs BuildKit, which compose brings along.
+    env = {**os.environ, "PYTHON_IMAGE": base, "CHAT_IMAGE_PREFIX": IMAGE.split("/")[0],
+           "CHAT_IMAGE_TAG": IMAGE.rsplit(":", 1)[1], "CHAT_BOOTSTRAP_PASSWORD": "unused"}
+    subprocess.run(["docker", "compose", "-p", "chat-bench-build", "build", "server"],
+                   cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    return IMAGE
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class ImageServerProc(ServerProc):
+    """The server image in a container on the host's network namespace, so it
+    listens on 127.0.0.1 like the native one and reaches the stand-in there. The
+    database is created on the host (the same CLI) in a directory mounted at /data."""
+
+    def __init__(self, workdir: Path, standin_url: str, image: str, **overrides: str) -> None:
+        super().__init__(workdir, standin_url, **overrides)
+        self.image = image
+        self.name = f"chat-bench-{os.getpid()}-{workdir.name}"
+        self.env["CHAT_PORT"] = str(free_port())
+        self._logs: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        os.chmod(self.dir, 0o777)
+        for f in self.dir.glob("chat.db*"):
+            os.chown(f, 10001, 10001)
+        env = {k: v for k, v in self.env.items()
+               if k.startswith(("CHAT_", "OLLAMA_", "MALLOC_"))}
+        env.update({"CHAT_DB": "/data/chat.db", "CHAT_CUSS_WORDS_FILE": "/app/cuss_words.txt"})
+        # The container may not raise its file limit above ours.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        nofile = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        args = ["docker", "run", "-d", "--name", self.name, "--network", "host",
+                "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{self.dir}:/data"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        subprocess.run([*args, self.image], check=True, stdout=subprocess.DEVNULL)
+        log = self.log_path.open("ab")
+        self._logs = subprocess.Popen(["docker", "logs", "-f", self.name], stdout=log,
+                                      stderr=subprocess.STDOUT)
+        log.close()
+        self.proc = self._logs  # for _wait's liveness check
+        m = self._wait(re.compile(r"listening on (\S+):(\d+)"), timeout)
+        self.port = int(m.group(2))
+        self._wait(re.compile("model ready"), timeout)
+
+    @property
+    def pid(self) -> int:
+        out = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.name],
+                             check=True, capture_output=True, text=True).stdout
+        return int(out.strip())
+
+    def stop(self) -> int | None:
+        subprocess.run(["docker", "stop", "-t", "30", self.name], capture_output=True)
+        code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", self.name],
+                              capture_output=True, text=True).stdout.strip()
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        if self._logs is not None:
+            self._logs.terminate()
+            self._logs.wait(10)
+        self.proc = None
+        return int(code) if code.isdigit() else None
 
 
 class RssSampler:
@@ -618,14 +706,27 @@ class Bench:
 
     # -- idle --------------------------------------------------------------------------
     async def case_idle(self) -> None:
+        for mode in self.args.idle_modes:
+            await self.idle(mode)
+
+    async def idle(self, mode: str) -> None:
+        """``mode``: "native" (the console script from this virtualenv, no allocator
+        variables) or "image" (the server image, built from Dockerfile.server)."""
         a = self.args
         k = a.idle_connections
-        print(f"\n== idle: {k} authenticated connections (cheap argon2)", flush=True)
+        print(f"\n== idle ({mode}): {k} authenticated connections (cheap argon2)", flush=True)
         raise_fd_limit(2 * k + 1000)
         standin = StandInProc(a.tokens, 0)
         users = self.users(50, "idle")
-        srv = self.server("idle", standin, users, CHAT_MAX_CONNECTIONS=str(k + 1000),
-                          CHAT_RATE_LIMIT="0", **CHEAP_ARGON2)
+        env = {"CHAT_MAX_CONNECTIONS": str(k + 1000), "CHAT_RATE_LIMIT": "0", **CHEAP_ARGON2}
+        srv: ServerProc
+        if mode == "image":
+            srv = ImageServerProc(self.root / "idle-image", standin.url,
+                                  build_image(a.base_image), **env)
+            srv.add_users(users)
+            srv.start()
+        else:
+            srv = self.server(f"idle-{mode}", standin, users, **env)
         pairs = list(users.items())
         conns: list[V2Client] = []
         try:
@@ -654,7 +755,7 @@ class Bench:
             sample = await newcomer.chat("am I still served?")
             await newcomer.close()
             first_total = connect_s + (sample.first or float("inf"))
-            r = Result("idle", "v2", k, 0, login_s, [sample], before, after, {
+            r = Result("idle", mode, k, 0, login_s, [sample], before, after, {
                 "rss_per_connection_kib": per_conn / 1024, "login_all_s": login_s,
                 "newcomer_login_s": connect_s, "newcomer_first_chunk_s": sample.first,
                 "newcomer_login_plus_first_s": first_total,
@@ -662,14 +763,86 @@ class Bench:
             self.results.append(r)
             print(f"  {k} logins in {login_s:.1f} s; RSS {before / 2**20:.1f} -> "
                   f"{after / 2**20:.1f} MiB", flush=True)
-            self.check(f"RSS per idle connection ({k})", "<= 10 KiB",
-                       f"{per_conn / 1024:.1f} KiB", per_conn <= 10 * 1024)
-            self.check("newcomer first answer chunk", "within 1 s",
+            self.check(f"RSS per idle connection ({k}, {mode})", "<= 8 KiB",
+                       f"{per_conn / 1024:.1f} KiB", per_conn <= 8 * 1024)
+            self.check(f"newcomer first answer chunk ({mode})", "within 1 s",
                        f"{(sample.first or float('nan')) * 1000:.1f} ms after sending "
                        f"({first_total * 1000:.0f} ms including connect and login)",
                        sample.ok and (sample.first or 9) < 1.0)
         finally:
             await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+            srv.stop()
+            standin.stop()
+
+    # -- a client that never reads ----------------------------------------------------
+    async def case_never_reads(self) -> None:
+        a = self.args
+        tokens = a.never_reads_tokens
+        print(f"\n== never reads: one client asks for {tokens} tokens at full speed and reads "
+              "nothing", flush=True)
+        standin = StandInProc(a.tokens, 0)
+        users = self.users(1, "stuck")
+        srv = self.server("never-reads", standin, users, CHAT_RATE_LIMIT="0",
+                          CHAT_MAX_PARALLEL="1")
+        (user, password), = users.items()
+        try:
+            warm = await V2Client.open(srv.port, user, password)
+            for i in range(3):
+                await warm.chat(f"warm up {i}")
+            await warm.close()
+            await asyncio.sleep(1.0)
+            before = srv.rss()
+            import socket
+
+            from chatcore.protocol import ChatMessage
+
+            # A small receive buffer, as a client that stopped reading long ago
+            # would have left: the kernel soaks up little on this side.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (HOST, srv.port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            stuck = V2Client(reader, writer)
+            from chatcore.protocol import Authenticate, ClientHello
+
+            stuck._send(ClientHello((2,), agent="bench-stuck/1"))
+            await stuck.next_event()
+            stuck._send(Authenticate(user, password))
+            await stuck.next_event()
+            marker = f"never-reads-{os.getpid()}"
+            t0 = time.perf_counter()
+            stuck._send(ChatMessage(f"{marker} [standin:tokens={tokens}]", message_id=1))
+            sampler = RssSampler(srv.pid)
+            rx = re.compile(r"turn finished: interrupted .*total_ms=(\d+) buffered_peak=(\d+)")
+            m = None
+            while m is None and time.perf_counter() - t0 < 120:
+                await asyncio.sleep(0.25)
+                m = rx.search(srv.log_path.read_text("utf-8", "replace"))
+            _, peak = sampler.stop()
+            writer.close()
+            await asyncio.sleep(1.0)
+            after = srv.rss()
+            with _OPENER.open(standin.url + "/_standin/requests", timeout=5) as resp:
+                recs = [r for r in json.loads(resp.read()) if marker in json.dumps(r["body"])]
+            sent = recs[-1]["tokens_sent"] if recs else -1
+            if m is None:
+                self.check("never reads: the turn ends", "within 120 s", "it did not", False)
+                return
+            held_s, buffered = int(m.group(1)) / 1000, int(m.group(2))
+            grew = (peak - before) / 2**20
+            self.results.append(Result("never-reads", "v2", 1, 1, held_s, [], before, peak, {
+                "buffered_peak_chars": buffered, "slot_held_s": held_s,
+                "tokens_asked": tokens, "tokens_generated": sent,
+                "rss_growth_mib": grew, "rss_after_mib": after / 2**20,
+            }))
+            print(f"  model stopped after {sent} of {tokens} tokens; slot held {held_s:.1f} s; "
+                  f"at most {buffered} characters waited in the server; RSS "
+                  f"{before / 2**20:.1f} -> peak {peak / 2**20:.1f} -> {after / 2**20:.1f} MiB "
+                  "after", flush=True)
+            self.check("never reads: server RSS growth", "bounded (<= 16 MiB)",
+                       f"{grew:.1f} MiB (buffer peak {buffered} chars)", grew <= 16)
+        finally:
             srv.stop()
             standin.stop()
 
@@ -815,7 +988,7 @@ def markdown(results: list[Result], checks: list[dict[str, Any]]) -> str:
     ceilings = {(r.case, r.clients): r.summary()["msgs_per_s"] for r in results
                 if r.target == "ceiling"}
     for r in results:
-        if r.case in ("idle", "fairness"):
+        if r.case in ("idle", "fairness", "never-reads"):
             continue
         s = r.summary()
         c = ceilings.get((r.case, r.clients))
@@ -879,7 +1052,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     def ints(s: str) -> list[int]:
         return [int(x) for x in s.split(",") if x]
 
-    p.add_argument("--cases", default="throughput,first-byte,idle,fairness,sweep",
+    p.add_argument("--cases", default="throughput,first-byte,idle,fairness,sweep,never-reads",
                    help="comma-separated cases to run (default: all)")
     p.add_argument("--clients", type=int, default=50, help="throughput: concurrent clients")
     p.add_argument("--messages", type=int, default=20, help="throughput: messages per client")
@@ -888,9 +1061,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3,
                    help="throughput: runs per target, the best one is reported (noisy machines)")
     p.add_argument("--first-byte-messages", type=int, default=300)
-    p.add_argument("--idle-connections", type=int, default=5000)
+    p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--idle-modes", default="native",
+                   help="idle: how to run the server: native (the console script) and/or "
+                        "image (the server image, built on --base-image; needs Docker)")
+    p.add_argument("--base-image", default=BASE_IMAGE,
+                   help="base image of the server image for --idle-modes image")
     p.add_argument("--fairness-delay-ms", type=float, default=5.0,
                    help="fairness: stand-in delay per token, so answers overlap")
+    p.add_argument("--never-reads-tokens", type=int, default=2_000_000,
+                   help="never-reads: tokens the stuck client asks for")
     p.add_argument("--sweep", type=ints, default=[1, 10, 25, 50], help="sweep: client counts")
     p.add_argument("--sweep-messages", type=int, default=10)
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "latest.json")
@@ -903,7 +1083,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     a.protocols = [x.strip() for x in a.protocols.split(",") if x.strip()]
-    unknown = set(a.cases) - {"throughput", "first-byte", "idle", "fairness", "sweep"}
+    a.idle_modes = [x.strip() for x in a.idle_modes.split(",") if x.strip()]
+    if set(a.idle_modes) - {"native", "image"}:
+        p.error("--idle-modes: native and/or image")
+    unknown = set(a.cases) - {"throughput", "first-byte", "idle", "fairness", "sweep",
+                              "never-reads"}
     if unknown:
         p.error(f"unknown cases: {', '.join(sorted(unknown))}")
     return a
@@ -914,6 +1098,7 @@ async def amain(a: argparse.Namespace, root: Path) -> Bench:
     cases: dict[str, Callable[[], Awaitable[None]]] = {
         "throughput": bench.case_throughput, "first-byte": bench.case_first_byte,
         "idle": bench.case_idle, "fairness": bench.case_fairness, "sweep": bench.case_sweep,
+        "never-reads": bench.case_never_reads,
     }
     for name in a.cases:
         await cases[name]()
