@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from argon2 import PasswordHasher, Type
-from chat_server.auth import Authenticator, ThrottlePolicy, ensure_bootstrap_user
+from chat_server.auth import AccountPolicy, Authenticator, ThrottlePolicy, ensure_bootstrap_user
 from chat_server.config import Settings
 from chat_server.store import Store, open_store
 
@@ -193,34 +193,128 @@ def test_corrupt_stored_hash_is_a_failed_login(store: Store, hasher: CountingHas
 # -- throttling ----------------------------------------------------------------
 
 
-def test_user_throttle_backoff_and_reset(store: Store, hasher: CountingHasher) -> None:
+def test_guesses_from_one_address_throttle_that_account_at_that_address(
+        store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "pw")
     auth, clock = make_auth(store, hasher)
     for _ in range(2):
         assert run(auth.verify("alice", "bad", "10.0.0.1")) is False
     assert auth.is_throttled("alice", "10.0.0.1") == 0.0
     run(auth.verify("alice", "bad", "10.0.0.1"))  # third failure: backoff starts
-    assert auth.is_throttled("alice", "10.0.0.2") == pytest.approx(1.0)
-    assert auth.is_throttled("bob", "10.0.0.2") == 0.0
+    assert auth.is_throttled("alice", "10.0.0.1") == pytest.approx(1.0)
+    # Only there: the account from elsewhere, and others from there, are not slowed.
+    assert auth.is_throttled("alice", "10.0.0.2") == 0.0
+    assert auth.is_throttled("bob", "10.0.0.1") == 0.0
 
     # While throttled even the right password fails, and nothing is hashed.
     calls = len(hasher.verified)
-    assert run(auth.verify("alice", "pw", "10.0.0.2")) is False
+    assert run(auth.verify("alice", "pw", "10.0.0.1")) is False
     assert len(hasher.verified) == calls
 
     clock.now += 1.01
-    assert auth.is_throttled("alice", None) == 0.0
-    run(auth.verify("alice", "bad", None))  # 4th failure: 2 s
-    assert auth.is_throttled("alice", None) == pytest.approx(2.0)
+    assert auth.is_throttled("alice", "10.0.0.1") == 0.0
+    run(auth.verify("alice", "bad", "10.0.0.1"))  # 4th failure: 2 s
+    assert auth.is_throttled("alice", "10.0.0.1") == pytest.approx(2.0)
     clock.now += 2.01
-    run(auth.verify("alice", "bad", None))  # 5th: 4 s
-    assert auth.is_throttled("alice", None) == pytest.approx(4.0)
+    run(auth.verify("alice", "bad", "10.0.0.1"))  # 5th: 4 s
+    assert auth.is_throttled("alice", "10.0.0.1") == pytest.approx(4.0)
 
     clock.now += 4.01
-    assert run(auth.verify("alice", "pw", None)) is True  # success resets the user
-    assert auth.is_throttled("alice", None) == 0.0
-    run(auth.verify("alice", "bad", None))
-    assert auth.is_throttled("alice", None) == 0.0
+    assert run(auth.verify("alice", "pw", "10.0.0.1")) is True  # success resets it
+    assert auth.is_throttled("alice", "10.0.0.1") == 0.0
+    run(auth.verify("alice", "bad", "10.0.0.1"))
+    assert auth.is_throttled("alice", "10.0.0.1") == 0.0
+
+
+def test_lockout_as_a_weapon_guesses_from_one_address_never_lock_out_the_owner(
+        store: Store, hasher: CountingHasher) -> None:
+    # Issue 10.9: three wrong passwords from anywhere used to lock the account
+    # for every address; one guess a minute kept its owner out. Now an attacker
+    # at one address, at any rate and for hours, only throttles that address.
+    add_user(store, "alice", "pw")
+    auth, clock = make_auth(store, hasher)
+    attacker, owner = "198.51.100.66", "192.0.2.10"  # the owner never logged in before
+    throttled = 0
+    for step in range(2000):
+        clock.now += (0.01, 0.5, 7, 61)[step % 4]  # bursts and pauses, over hours
+        if auth.is_throttled("alice", attacker) > 0:
+            throttled += 1
+        run(auth.verify("alice", f"guess{step}", attacker))
+        assert auth.is_throttled("alice", owner) == 0.0
+        if step % 97 == 0:
+            assert run(auth.verify("alice", "pw", owner)) is True
+    assert throttled > 500  # the attacker was slowed down all along
+    assert auth.is_throttled("alice", attacker) > 0
+
+
+def test_distributed_guessing_on_one_account_is_slowed_for_the_account(
+        store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+
+    def hashed_guesses(account_policy: AccountPolicy) -> int:
+        auth, clock = make_auth(store, CountingHasher(), account_policy=account_policy)
+        hashed = 0
+        # 200 addresses, each guessing as fast as it is let through, for 10 minutes.
+        addresses = [f"203.0.113.{i}" for i in range(200)]
+        for _ in range(600):
+            clock.now += 1
+            for address in addresses:
+                if auth.is_throttled("alice", address) == 0:
+                    hashed += 1
+                    run(auth.verify("alice", "guess", address))
+        return hashed
+
+    loose = hashed_guesses(AccountPolicy())
+    off = hashed_guesses(AccountPolicy(threshold=10**9))  # no per-account counter
+    # Without it every address gets its own strict allowance: hundreds of guesses.
+    assert off > 1000
+    # With it the account as a whole is slowed: the addresses add nothing.
+    assert loose < 60
+
+
+def test_a_distributed_attack_does_not_lock_the_owner_out_of_a_known_address(
+        store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    auth, clock = make_auth(store, hasher)
+    home, new_place = "192.0.2.10", "192.0.2.99"
+    assert run(auth.verify("alice", "pw", home)) is True  # a known address from now on
+    for i in range(20):  # five addresses, four guesses each
+        run(auth.verify("alice", "guess", f"198.51.100.{i % 5}"))
+    assert auth.is_throttled("alice", "198.51.100.200") > 0  # a fresh attacker address
+    assert auth.is_throttled("alice", new_place) > 0  # the trade-off: new places wait too
+    assert auth.is_throttled("alice", home) == 0.0
+    assert run(auth.verify("alice", "pw", home)) is True
+    # The owner's success does not end the attack's slowdown.
+    assert auth.is_throttled("alice", "198.51.100.200") > 0
+    # A known address is trusted for 30 days.
+    clock.now += 31 * 24 * 3600
+    for i in range(20):
+        run(auth.verify("alice", "guess", f"198.51.100.{i % 5}"))
+    assert auth.is_throttled("alice", home) > 0
+
+
+def test_two_addresses_alone_never_trigger_the_account_counter(
+        store: Store, hasher: CountingHasher) -> None:
+    auth, clock = make_auth(store, hasher)
+    for i in range(200):
+        clock.now += 61
+        run(auth.verify("alice", "guess", ("198.51.100.1", "198.51.100.2")[i % 2]))
+    assert auth.is_throttled("alice", "192.0.2.10") == 0.0
+
+
+def test_throttling_is_the_same_for_existing_and_unknown_accounts(
+        store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "pw")
+    waits: dict[str, list[float]] = {}
+    for name in ("alice", "alicf"):
+        auth, clock = make_auth(store, hasher)
+        waits[name] = []
+        for i in range(40):
+            clock.now += (0.2, 3)[i % 2]
+            run(auth.verify(name, "guess", f"198.51.100.{i % 6}"))
+            waits[name].append(auth.is_throttled(name, "192.0.2.10"))
+            waits[name].append(auth.is_throttled(name, "198.51.100.1"))
+    assert waits["alice"] == waits["alicf"]
 
 
 def test_backoff_is_capped(store: Store, hasher: CountingHasher) -> None:
@@ -243,6 +337,7 @@ def test_failures_expire_after_the_window(store: Store, hasher: CountingHasher) 
 
 
 def test_address_throttle_across_user_names(store: Store, hasher: CountingHasher) -> None:
+    # Password spraying: one address, many accounts.
     add_user(store, "victim", "pw")
     auth, _ = make_auth(store, hasher)
     # One address guessing many names (each name stays below its own threshold).
@@ -264,22 +359,32 @@ def test_ipv6_clients_are_throttled_per_64(store: Store, hasher: CountingHasher)
         run(auth.verify(f"u{i}", "guess", (f"2001:db8:1:2::{i + 1}", 1, 0, 0)))
     assert auth.is_throttled("x", "2001:db8:1:2:ffff::1") > 0
     assert auth.is_throttled("x", "2001:db8:1:3::1") == 0.0
+    # One account guessed from one /64 is throttled there as one address.
+    for i in range(3):
+        run(auth.verify("alice", "guess", f"2001:db8:9:9::{i + 1}"))
+    assert auth.is_throttled("alice", "2001:db8:9:9::ffff") > 0
+    assert auth.is_throttled("alice", "2001:db8:9:a::1") == 0.0
 
 
 def test_custom_policies(store: Store, hasher: CountingHasher) -> None:
-    auth, _ = make_auth(store, hasher, user_policy=ThrottlePolicy(threshold=1, base_delay=5),
+    auth, _ = make_auth(store, hasher, pair_policy=ThrottlePolicy(threshold=1, base_delay=5),
                         address_policy=ThrottlePolicy(threshold=100))
     run(auth.verify("alice", "bad", "10.1.1.1"))
-    assert auth.is_throttled("alice", "10.9.9.9") == pytest.approx(5.0)
+    assert auth.is_throttled("alice", "10.1.1.1") == pytest.approx(5.0)
+    assert auth.is_throttled("alice", "10.9.9.9") == 0.0
 
 
 def test_throttle_tables_are_bounded(store: Store, hasher: CountingHasher) -> None:
     policy = ThrottlePolicy(max_entries=50)
-    auth, _ = make_auth(store, hasher, user_policy=policy, address_policy=policy)
+    auth, _ = make_auth(store, hasher, pair_policy=policy, address_policy=policy,
+                        account_policy=AccountPolicy(max_entries=50))
     for i in range(200):
         run(auth.verify(f"user{i}", "bad", f"10.0.{i // 250}.{i % 250}"))
-    assert len(auth._users) <= 50
-    assert len(auth._addresses) <= 50
+        add_user(store, f"ok{i}", "pw")
+        run(auth.verify(f"ok{i}", "pw", f"10.1.{i // 250}.{i % 250}"))
+    t = auth.throttle
+    assert max(len(t.pairs), len(t.addresses), len(t.accounts)) <= 50
+    assert len(t._trusted) <= 50
 
 
 def test_disabled_user_fails_like_a_wrong_password(store: Store, hasher: CountingHasher) -> None:
@@ -360,7 +465,7 @@ def test_concurrent_hashes_are_capped(store: Store, hasher: CountingHasher, cap:
     add_user(store, "alice", "pw")
     hasher.gate = threading.Event()
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=cap,
-                        user_policy=ThrottlePolicy(threshold=1000),
+                        pair_policy=ThrottlePolicy(threshold=1000),
                         address_policy=ThrottlePolicy(threshold=1000))
 
     async def scenario() -> list[bool]:

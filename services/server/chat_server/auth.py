@@ -14,12 +14,13 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
   at most ``max_concurrent_hashes`` run at once, in worker threads (the event
   loop keeps serving). The slot is held until the thread really finishes, even
   if the waiting login is cancelled (auth timeout, disconnect).
-* **Throttling of failures**, per user name and per client address: after a few
-  failures inside a window each further attempt must wait an exponentially
-  growing delay (1 s, 2 s, 4 s ... up to 60 s). The check runs *before* hashing,
-  so a flood against one account costs almost nothing. A throttled attempt fails
-  like a wrong password. Successes reset the user's counter. The tables are
-  capped, oldest entries evicted first.
+* **Throttling of failures** (:mod:`chat_server.throttle`; docs/SECURITY.md
+  §6): strictly per account *and* address, per address across accounts, and
+  loosely per account across addresses, so that a stranger's guesses never lock
+  the owner out of their own address. Each further attempt must wait an
+  exponentially growing delay (1 s, 2 s, 4 s ... up to 60 s). The check runs
+  *before* hashing, so a flood against one account costs almost nothing. A
+  throttled attempt fails like a wrong password.
 
 Session tokens (docs/PROTOCOL.md §15): every successful v2 login is given a
 fresh random token (:meth:`Authenticator.issue_token`, stored hashed by the
@@ -34,26 +35,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from .admission import client_key
 from .config import MAX_PASSWORD_LENGTH
 from .logs import login_name_fields
 from .store import Store, StoreError, UserExists
+from .throttle import (
+    DEFAULT_ACCOUNT_POLICY,
+    DEFAULT_ADDRESS_POLICY,
+    DEFAULT_PAIR_POLICY,
+    AccountPolicy,
+    FailureThrottle,
+    LoginThrottle,
+    ThrottlePolicy,
+)
 
 if TYPE_CHECKING:
     from .config import Settings
 
 __all__ = [
+    "AccountPolicy",
     "Authenticator",
     "FailureThrottle",
     "PasswordHasherLike",
@@ -75,105 +84,6 @@ class PasswordHasherLike(Protocol):
     def check_needs_rehash(self, hash: str) -> bool: ...
 
 
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    """``threshold`` failures within ``window`` seconds start the backoff; the
-    n-th failure beyond that waits ``base_delay * 2**n`` (capped at
-    ``max_delay``) before another attempt is heard. ``max_entries`` bounds memory."""
-
-    threshold: int = 3
-    window: float = 15 * 60
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    max_entries: int = 100_000
-
-
-# Many users can share one address (NAT, a company proxy), so the address policy
-# tolerates more failures before it slows everybody behind it down.
-DEFAULT_USER_POLICY = ThrottlePolicy()
-DEFAULT_ADDRESS_POLICY = ThrottlePolicy(threshold=10)
-
-
-@dataclass
-class _Failures:
-    count: int
-    last: float
-
-
-class FailureThrottle:
-    """Failure counters keyed by anything hashable, with exponential backoff."""
-
-    def __init__(self, policy: ThrottlePolicy, clock: Callable[[], float]) -> None:
-        self.policy = policy
-        self._clock = clock
-        self._entries: OrderedDict[Hashable, _Failures] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _delay(self, count: int) -> float:
-        p = self.policy
-        if count < p.threshold:
-            return 0.0
-        # Exponent capped so huge counts cannot overflow a float.
-        return min(p.max_delay, p.base_delay * 2 ** min(count - p.threshold, 64))
-
-    def remaining(self, key: Hashable) -> float:
-        """Seconds until ``key`` may try again (0.0: not throttled)."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return 0.0
-        now = self._clock()
-        if now - entry.last > self.policy.window:
-            del self._entries[key]
-            return 0.0
-        return max(0.0, entry.last + self._delay(entry.count) - now)
-
-    def record_failure(self, key: Hashable) -> None:
-        now = self._clock()
-        entry = self._entries.pop(key, None)
-        if entry is None or now - entry.last > self.policy.window:
-            entry = _Failures(0, now)
-        entry.count += 1
-        entry.last = now
-        self._entries[key] = entry  # re-inserted: most recently used at the end
-        self._prune(now)
-
-    def reset(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
-
-    def _prune(self, now: float) -> None:
-        # Entries are ordered by last failure, so expired ones sit at the front.
-        while self._entries:
-            oldest_key, oldest = next(iter(self._entries.items()))
-            if now - oldest.last > self.policy.window:
-                del self._entries[oldest_key]
-            else:
-                break
-        # A flood of distinct keys: forget the oldest. (An attacker could evict a
-        # victim's counter this way, but only by failing from many addresses,
-        # each of which is then throttled on its own.)
-        while len(self._entries) > self.policy.max_entries:
-            self._entries.popitem(last=False)
-
-
-def _address_key(address: Address) -> str | None:
-    """Throttle by host, not (host, port); one IPv6 client usually owns a whole /64."""
-    if address is None:
-        return None
-    host = address[0] if isinstance(address, tuple) else address
-    host = str(host)
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
 class Authenticator:
     """Checks passwords against the store. See the module docstring."""
 
@@ -184,8 +94,9 @@ class Authenticator:
         *,
         max_concurrent_hashes: int = 2,
         clock: Callable[[], float] = time.monotonic,
-        user_policy: ThrottlePolicy = DEFAULT_USER_POLICY,
+        pair_policy: ThrottlePolicy = DEFAULT_PAIR_POLICY,
         address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
+        account_policy: AccountPolicy = DEFAULT_ACCOUNT_POLICY,
         session_token_ttl: float = 0.0,
     ) -> None:
         if max_concurrent_hashes < 1:
@@ -197,8 +108,9 @@ class Authenticator:
         self.session_token_ttl = session_token_ttl
         self.hasher = hasher
         self._slots = asyncio.Semaphore(max_concurrent_hashes)
-        self._users = FailureThrottle(user_policy, clock)
-        self._addresses = FailureThrottle(address_policy, clock)
+        self.throttle = LoginThrottle(clock, pair_policy=pair_policy,
+                                      address_policy=address_policy,
+                                      account_policy=account_policy)
         # Made once, with the live parameters, from a secret nobody knows: it
         # can never verify, and costs exactly what a real verification costs.
         self._dummy_hash = hasher.hash(secrets.token_urlsafe(32))
@@ -207,17 +119,10 @@ class Authenticator:
 
     def is_throttled(self, user: str, address: Address = None) -> float:
         """Seconds before ``user`` from ``address`` may try again (0.0: now)."""
-        wait = self._users.remaining(user)
-        key = _address_key(address)
-        if key is not None:
-            wait = max(wait, self._addresses.remaining(key))
-        return wait
+        return self.throttle.wait(user, address)
 
     def _record_failure(self, user: str, address: Address) -> None:
-        self._users.record_failure(user)
-        key = _address_key(address)
-        if key is not None:
-            self._addresses.record_failure(key)
+        self.throttle.failed(user, address)
 
     # -- verification ------------------------------------------------------
 
@@ -229,7 +134,7 @@ class Authenticator:
         # a keyed hash: it may be a password typed into the wrong field.
         fields: dict[str, Any] = {
             **login_name_fields(user, exists=False),
-            "address": _address_key(address),
+            "address": client_key(address),
             "event": "login",
         }
         if (wait := self.is_throttled(user, address)) > 0:
@@ -270,7 +175,7 @@ class Authenticator:
                 work.add_done_callback(self._release_slot)
                 raise
             if ok:
-                self._users.reset(user)
+                self.throttle.succeeded(user, address)
             else:
                 self._record_failure(user, address)
         finally:
@@ -304,7 +209,7 @@ class Authenticator:
         :exc:`~chat_server.store.StoreError` only if the store cannot be read."""
         fields: dict[str, Any] = {
             **login_name_fields(user, exists=False),
-            "address": _address_key(address),
+            "address": client_key(address),
             "event": "login",
             "method": "token",
         }
@@ -320,7 +225,7 @@ class Authenticator:
             return False
         fields = {**login_name_fields(user, exists=True), **fields}
         fields.pop("user_hash", None)
-        self._users.reset(user)
+        self.throttle.succeeded(user, address)
         try:
             await self.store.record_login(user)
         except StoreError as exc:
