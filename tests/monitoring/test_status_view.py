@@ -40,7 +40,8 @@ def test_view_shows_uptime_connections_users_queue_and_model():
     assert "3 open (v1 1, v2 2) · 2 logged in · limit 10000" in text
     assert "4 waiting · 2/2 generating" in text
     assert "default (llama3.2): unavailable - The model service is not reachable" in text
-    assert "10 answered" in text and "1 failed" in text and "logins 5 ok, 3 failed, 1 throttled" in text
+    assert "10 answered" in text and "1 failed" in text
+    assert "5 ok · 3 failed · 1 throttled" in text
     alice = next(line for line in text.splitlines() if "alice" in line)
     assert "v2" in alice and "2025-01-02 03:10:00Z" in alice and "1m 05s" in alice and "12" in alice
 
@@ -70,3 +71,14 @@ def test_without_a_server_status_exits_1_with_one_line(tmp_path):
     code = run(tmp_path / "admin.sock", once=True, as_json=False, interval=1, out=out, err=err)
     assert code == 1 and out.getvalue() == ""
     assert err.getvalue().count("\n") == 1 and "no chat-server is running" in err.getvalue()
+
+
+def test_each_backend_shows_its_state_and_load():
+    snap = dict(SNAPSHOT, backends=[
+        {"name": "gpu1", "state": "ready", "model": "llama3.2", "detail": "", "in_flight": 1,
+         "max_parallel": 2},
+        {"name": "cpu", "state": "pulling", "model": "", "detail": "Downloading (40%).",
+         "in_flight": 0, "max_parallel": 1},
+    ])
+    text = text_of(snap)
+    assert "gpu1 (llama3.2): ready 1/2 generating · cpu: pulling 0/1 generating - Downloading (40%)." in text

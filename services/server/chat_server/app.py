@@ -21,11 +21,11 @@ from contextlib import AbstractAsyncContextManager
 from chatcore.privacy import detector_for
 from chatcore.protocol import ErrorCode, NoticeKind
 
-from . import readiness
+from . import __version__, admin, metrics, readiness
 from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
 from .admission import Refusal as Turnaway
 from .auth import Authenticator, ensure_bootstrap_user
-from .backends import BackendPool, ModelChunk, ModelState
+from .backends import BackendPool, BackendState, ModelChunk, ModelState
 from .config import Settings
 from .gate import Gate
 from .gate import start_server as start_gated_server
@@ -155,7 +155,8 @@ class ChatService:
     async def save_turn(self, turn: TurnRecord) -> bool:
         """Store a turn durably (before its END goes out); False if the store failed."""
         try:
-            await self.store.save_turn(turn)
+            with metrics.store_write():
+                await self.store.save_turn(turn)
         except StoreError as exc:
             log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
             return False
@@ -171,6 +172,7 @@ class ChatService:
             Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", "shutdown")
             if self.shutting_down else self.admission.admit(address, per_address=not behind_proxy))
         if isinstance(admitted, Turnaway):
+            metrics.connection_rejected(metrics.RejectReason.of_limit(admitted.limit))
             await self._refuse(reader, writer, admitted, address)
             return
         try:
@@ -181,6 +183,7 @@ class ChatService:
                 return
             if behind_proxy and (refusal := self.admission.move(
                     admitted, client_address(writer))) is not None:
+                metrics.connection_rejected(metrics.RejectReason.of_limit(refusal.limit))
                 await turn_away(reader, writer, refusal.code, refusal.message)
                 log.warning("connection refused: %s", refusal.code.value,
                             extra={"event": "reject", "limit": refusal.limit,
@@ -221,6 +224,18 @@ class ChatService:
         if (warning := expiry_warning(self.tls)) is not None:
             log.warning("%s", warning, extra={"event": "tls_expiry"})
         await self._bootstrap()
+        metrics.server_started(__version__, s.model)
+        metrics.watch_backends(self._backend_views)
+        try:
+            metrics_server = None if s.metrics_port is None else metrics.serve_http(s.metrics_host, s.metrics_port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%s: %s", s.metrics_host, s.metrics_port, exc.strerror or exc)
+            await self.store.close()
+            return 1
+        if metrics_server is not None:
+            log.info("metrics on %s", metrics_server.url, extra={"event": "metrics_listening"})
+        admin_endpoint = await admin.start(s.admin_socket_path, admin.Limits(
+            s.max_connections, sum(b.max_parallel for b in self.pool.status()), s.model))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -254,6 +269,7 @@ class ChatService:
             log.info("shutting down: no new connections; answers in flight get %.0f s", s.shutdown_grace,
                      extra={"event": "shutdown"})
             self.shutting_down = True
+            metrics.server_stopping()
             server.close()
             self.gate.abort_all()
             await self._drain(s.shutdown_grace)
@@ -264,6 +280,10 @@ class ChatService:
             await self.store.close()
             if health is not None:  # answers 503 "draining" up to here
                 await health.close()
+            if admin_endpoint is not None:
+                await admin_endpoint.close()
+            if metrics_server is not None:
+                metrics_server.close()
             log.info("stopped", extra={"event": "stopped"})
         return 0
 
@@ -302,6 +322,24 @@ class ChatService:
                 for session in list(self.sessions):
                     session.abort()
                 await asyncio.wait(pending, timeout=5)
+
+    def _backend_views(self) -> list[metrics.BackendView]:
+        """The backends' states, for metrics and status (run on the event loop)."""
+        views = []
+        loading = self.pool.availability(self.pool.default_model).state is ModelState.LOADING
+        for b in self.pool.status():
+            if b.state is BackendState.STARTING:
+                state = metrics.BackendState.STARTING
+            elif b.state is BackendState.UP and b.models:
+                state = metrics.BackendState.READY
+            elif b.state is BackendState.UP and loading:
+                state = metrics.BackendState.PULLING
+            else:  # down, or up without any of the models it should serve
+                state = metrics.BackendState.UNAVAILABLE
+            detail = "" if b.state is BackendState.UP else f"backend {b.state.value}"
+            views.append(metrics.BackendView(b.name, state, ", ".join(b.models), detail,
+                                             b.in_flight, b.max_parallel))
+        return views
 
     async def _bootstrap(self) -> None:
         await ensure_bootstrap_user(self.store, self.settings, self.hasher)

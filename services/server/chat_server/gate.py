@@ -55,6 +55,7 @@ from chatcore.protocol import Connection, Error, ErrorCode, RemoteProtocolError,
 
 from . import metrics
 from .config import Settings
+from .metrics import RejectReason
 from .peer import (
     PROXY_HEADER_SECONDS,
     NoProxyHeader,
@@ -199,6 +200,7 @@ class Gate:
             # PROXY header from someone not entitled to send one.
             if (first in (ord("P"), 0x0D) and not self._trusted(writer)
                     and looks_like_header(raw.peek(16) or b"")):
+                metrics.connection_rejected(RejectReason.PROXY_UNTRUSTED)
                 log.warning("PROXY protocol header from an address not in "
                             "CHAT_TRUSTED_PROXIES: protocol error",
                             extra={"event": "proxy_untrusted", "peer": peer})
@@ -212,6 +214,7 @@ class Gate:
         transport.resume_reading()  # type: ignore[attr-defined]
         if 0x30 <= first <= 0x39:
             if not self.settings.allow_v1:
+                metrics.connection_rejected(RejectReason.V1_DISABLED)
                 log.info("v1 connection refused (CHAT_ALLOW_V1=false)",
                          extra={"event": "v1_refused", "peer": peer})
                 await _refuse(reader, writer, _v1_refusal())
@@ -219,6 +222,7 @@ class Gate:
             return Opened(Kind.V1)
         if 0x41 <= first <= 0x5A:
             if self.settings.require_tls:
+                metrics.connection_rejected(RejectReason.TLS_REQUIRED)
                 log.info("plaintext v2 connection refused (CHAT_REQUIRE_TLS=true)",
                          extra={"event": "tls_required", "peer": peer})
                 metrics.connection_rejected(metrics.RejectReason.TLS_REQUIRED)
@@ -261,6 +265,7 @@ class Gate:
                 await writer.start_tls(self.context, ssl_handshake_timeout=self.handshake_timeout)
         except (OSError, ssl.SSLError, EOFError, TimeoutError) as exc:
             reason = _handshake_failure(exc)
+            metrics.connection_rejected(RejectReason.HANDSHAKE)
             log.info("TLS handshake failed: %s", reason,
                      extra={"event": "tls_handshake_failed", "peer": peer})
             metrics.connection_rejected(metrics.RejectReason.HANDSHAKE)

@@ -34,16 +34,17 @@ user reached in that window (who it is: ``chat-server status`` or the logs).
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -54,6 +55,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -92,12 +94,23 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
+# The *_created series (when each counter was created) double the number of series
+# and tell nothing a scrape's own timestamps don't.
+disable_created_metrics()
+
 # ---------------------------------------------------------------------- label values
 class Protocol(StrEnum):
     """The wire protocol a connection speaks (detected from its first byte)."""
 
     V1 = "v1"
     V2 = "v2"
+
+    @classmethod
+    def of(cls, version: int | None) -> Protocol:
+        """The protocol of a codec version (1: the original format, else v2)."""
+        return cls.V1 if version == 1 else cls.V2
 
 
 class Transport(StrEnum):
@@ -111,8 +124,18 @@ class RejectReason(StrEnum):
     CONNECTION_LIMIT = "connection_limit"
     ADDRESS_LIMIT = "address_limit"
     SHUTTING_DOWN = "shutting_down"
-    TLS_REQUIRED = "tls_required"
-    HANDSHAKE = "handshake"
+    TLS_REQUIRED = "tls_required"  # plaintext v2 while CHAT_REQUIRE_TLS=true
+    V1_DISABLED = "v1_disabled"  # v1 while CHAT_ALLOW_V1=false
+    HANDSHAKE = "handshake"  # the TLS handshake failed or timed out
+    PROXY_UNTRUSTED = "proxy_untrusted"  # a PROXY header from outside CHAT_TRUSTED_PROXIES
+
+    @classmethod
+    def of_limit(cls, limit: str) -> RejectReason:
+        """The reason for an admission refusal, from the limit that refused it
+        ("server", "address", "address_unauthenticated", "shutdown")."""
+        if limit == "shutdown":
+            return cls.SHUTTING_DOWN
+        return cls.ADDRESS_LIMIT if limit.startswith("address") else cls.CONNECTION_LIMIT
 
 
 class LoginFailure(StrEnum):
@@ -127,6 +150,7 @@ class Outcome(StrEnum):
     REFUSED = "refused"  # by moderation; the reason says which rule
     RATE_LIMITED = "rate_limited"
     BUSY = "busy"  # v2: another answer of the session is in progress
+    REJECTED = "rejected"  # not a valid request (a model that is not offered)
     CANCELLED = "cancelled"  # by the user
     INTERRUPTED = "interrupted"  # the connection closed or the server shut down mid-answer
     FAILED = "failed"  # the model (or the server) could not answer
@@ -135,24 +159,35 @@ class Outcome(StrEnum):
 class Reason(StrEnum):
     NONE = "none"
     BANNED_WORD = "banned_word"
-    EMAIL_ADDRESS = "email_address"
-    PHONE_NUMBER = "phone_number"
+    PERSONAL_DATA = "personal_data"
+    OTHER = "other"
     USER = "user"
     DISCONNECT = "disconnect"
     SHUTDOWN = "shutdown"
+    UNKNOWN_MODEL = "unknown_model"
     MODEL_LOADING = "model_loading"
     MODEL_UNAVAILABLE = "model_unavailable"
     MODEL_ERROR = "model_error"
     INTERNAL = "internal"
+
+    @classmethod
+    def of_rule(cls, rule: str) -> Reason:
+        """The reason of a moderation refusal, from the rule that refused it
+        (a rule this list does not know yet counts as ``other``)."""
+        for reason in OUTCOME_REASONS[Outcome.REFUSED]:
+            if reason.value == rule:
+                return reason
+        return cls.OTHER
 
 
 #: The (outcome, reason) pairs the server records; all start at 0 so that
 #: ``rate()`` and the alert rules see them from the first scrape.
 OUTCOME_REASONS: Final[dict[Outcome, tuple[Reason, ...]]] = {
     Outcome.ANSWERED: (Reason.NONE,),
-    Outcome.REFUSED: (Reason.BANNED_WORD, Reason.EMAIL_ADDRESS, Reason.PHONE_NUMBER),
+    Outcome.REFUSED: (Reason.BANNED_WORD, Reason.PERSONAL_DATA, Reason.OTHER),
     Outcome.RATE_LIMITED: (Reason.NONE,),
     Outcome.BUSY: (Reason.NONE,),
+    Outcome.REJECTED: (Reason.UNKNOWN_MODEL,),
     Outcome.CANCELLED: (Reason.USER,),
     Outcome.INTERRUPTED: (Reason.DISCONNECT, Reason.SHUTDOWN),
     Outcome.FAILED: (Reason.MODEL_LOADING, Reason.MODEL_UNAVAILABLE, Reason.MODEL_ERROR,
@@ -178,6 +213,17 @@ class BackendState(StrEnum):
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: More distinct backend names than this are folded into one "other" label.
 MAX_BACKEND_LABELS = 64
+
+
+#: How long a scrape waits for the event loop to report the backends' states.
+SAMPLE_TIMEOUT = 1.0
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _label(value: Enum) -> str:
@@ -216,7 +262,7 @@ METRICS: Final[tuple[MetricDoc, ...]] = (
     MetricDoc("chat_moderation_refusals_max_per_user", "gauge", (), "The most moderation refusals any single user got in the last 5 minutes."),
     MetricDoc("chat_prompt_tokens_total", "counter", (), "Prompt tokens the model read (as it reports them)."),
     MetricDoc("chat_answer_tokens_total", "counter", (), "Answer tokens the model generated (as it reports them)."),
-    MetricDoc("chat_first_token_seconds", "histogram", (), "From receiving a message to sending the first piece of its answer."),
+    MetricDoc("chat_first_token_seconds", "histogram", (), "From receiving a message to the model's first token of its answer."),
     MetricDoc("chat_answer_duration_seconds", "histogram", (), "From receiving a message to the end of its complete answer."),
     MetricDoc("chat_queue_length", "gauge", (), "Generations waiting for a model slot."),
     MetricDoc("chat_queue_wait_seconds", "histogram", (), "Time a generation waited for a model slot."),
@@ -378,7 +424,7 @@ class Metrics:
                                       registry=r)
         self._first_token = Histogram(
             "chat_first_token_seconds",
-            "From receiving a message to sending the first piece of its answer.",
+            "From receiving a message to the model's first token of its answer.",
             buckets=_FIRST_TOKEN_BUCKETS, registry=r)
         self._answer = Histogram(
             "chat_answer_duration_seconds",
@@ -398,22 +444,23 @@ class Metrics:
         self.refusals = RefusalWindow()
         r.register(_LiveCollector(self))
 
-        # Every label combination exists from the start (at 0).
+        # Every label combination exists from the start (at 0), and its child is
+        # kept: a recording call is a dict lookup, not a label resolution.
+        self._conn_children: dict[tuple[Protocol, Transport], tuple[Any, Any]] = {}
         for protocol in Protocol:
             for transport in Transport:
                 if protocol is Protocol.V1 and transport is Transport.TLS:
                     continue  # the original client has no TLS
-                self._open.labels(_label(protocol), _label(transport))
-                self._opened.labels(_label(protocol), _label(transport))
+                self._conn_children[protocol, transport] = (
+                    self._open.labels(_label(protocol), _label(transport)),
+                    self._opened.labels(_label(protocol), _label(transport)))
         for reject in RejectReason:
             self._rejected.labels(_label(reject))
-        for result in _LoginResult:
-            self._logins.labels(_label(result))
-        for outcome, reasons in OUTCOME_REASONS.items():
-            for reason in reasons:
-                self._messages.labels(_label(outcome), _label(reason))
-        for store_result in StoreResult:
-            self._store_writes.labels(_label(store_result))
+        self._login_children = {result: self._logins.labels(_label(result)) for result in _LoginResult}
+        self._message_children = {
+            (outcome, reason): self._messages.labels(_label(outcome), _label(reason))
+            for outcome, reasons in OUTCOME_REASONS.items() for reason in reasons}
+        self._store_children = {r: self._store_writes.labels(_label(r)) for r in StoreResult}
 
         # Live state (event loop only, except where noted).
         self.started_at = time.time()
@@ -425,6 +472,8 @@ class Metrics:
         self.queue_length = 0
         self.in_flight = 0
         self._backends: Callable[[], Iterable[BackendView]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_backends: list[BackendView] = []
         self._backend_names: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -445,9 +494,12 @@ class Metrics:
         """A connection showed which protocol it speaks (its first frame arrived)."""
         if session in self.sessions:
             return
-        labels = (_label(protocol), _label(transport))
-        self._open.labels(*labels).inc()
-        self._opened.labels(*labels).inc()
+        children = self._conn_children.get((protocol, transport))
+        if children is None:
+            children = (self._open.labels(_label(protocol), _label(transport)),
+                        self._opened.labels(_label(protocol), _label(transport)))
+        children[0].inc()
+        children[1].inc()
         self.sessions[session] = SessionView(session, protocol, transport, time.time())
 
     def connection_closed(self, session: str) -> None:
@@ -455,7 +507,7 @@ class Metrics:
         view = self.sessions.pop(session, None)
         if view is None:
             return
-        self._open.labels(_label(view.protocol), _label(view.transport)).dec()
+        self._open.labels(view.protocol.value, view.transport.value).dec()
         if view.user is not None:
             self._logout(view.user)
 
@@ -464,7 +516,7 @@ class Metrics:
 
     # -- logins ----------------------------------------------------------------------
     def login_succeeded(self, session: str, user: str) -> None:
-        self._logins.labels(_label(_LoginResult.SUCCESS)).inc()
+        self._login_children[_LoginResult.SUCCESS].inc()
         view = self.sessions.get(session)
         if view is None or view.user is not None:
             return
@@ -473,7 +525,8 @@ class Metrics:
         self._users.set(len(self._logged_in))
 
     def login_failed(self, reason: LoginFailure) -> None:
-        self._logins.labels(_label(reason)).inc()
+        _label(reason)
+        self._login_children[_LoginResult(reason.value)].inc()
 
     def _logout(self, user: str) -> None:
         left = self._logged_in.get(user, 0) - 1
@@ -493,7 +546,10 @@ class Metrics:
                         session: str | None = None) -> None:
         """How a message ended. ``session`` attributes a refusal to its user (in
         memory only: see :class:`RefusalWindow`)."""
-        self._messages.labels(_label(outcome), _label(reason)).inc()
+        child = self._message_children.get((outcome, reason))
+        if child is None:  # a pair outside OUTCOME_REASONS: still enum members only
+            child = self._messages.labels(_label(outcome), _label(reason))
+        child.inc()
         if outcome is Outcome.REFUSED and session is not None:
             view = self.sessions.get(session)
             if view is not None:
@@ -508,72 +564,63 @@ class Metrics:
             self._answer_tokens.inc(answer)
 
     def answer_timing(self, first_token: float | None, total: float | None) -> None:
-        """Seconds from the message to its first answer text (None: no text was
-        sent) and to the end of a complete answer (None: it did not complete)."""
+        """Seconds from the message to the model's first token (None: there was
+        none) and to the end of a complete answer (None: it did not complete)."""
         if first_token is not None:
             self._first_token.observe(max(first_token, 0.0))
         if total is not None:
             self._answer.observe(max(total, 0.0))
 
     # -- the model queue -------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def generation_slot(self, slot: AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:
+    def generation_slot(self, slot: AbstractAsyncContextManager[T]) -> AbstractAsyncContextManager[T]:
         """Wrap a scheduler slot: counts the wait (queue length, wait time) and
-        the holding (generations in flight)::
+        the holding (generations in flight); ``as`` gives what the slot gives::
 
-            async with metrics.generation_slot(scheduler.slot(user, on_position=...)):
+            async with metrics.generation_slot(scheduler.slot(user, ...)) as grant:
         """
-        self.queue_length += 1
-        self._queue.inc()
-        started = time.monotonic()
-        try:
-            await slot.__aenter__()
-        finally:
-            self.queue_length -= 1
-            self._queue.dec()
-        self._queue_wait.observe(time.monotonic() - started)
-        self.in_flight += 1
-        self._in_flight.inc()
-        try:
-            yield
-        except BaseException as exc:
-            self.in_flight -= 1
-            self._in_flight.dec()
-            if not await slot.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            self.in_flight -= 1
-            self._in_flight.dec()
-            await slot.__aexit__(None, None, None)
+        return _TrackedSlot(self, slot)
 
     # -- storage ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def store_write(self) -> Iterator[None]:
+    def store_write(self) -> AbstractContextManager[None]:
         """Time one durable write (a turn): ``with metrics.store_write(): await ...``.
         An exception counts as an error and passes on."""
-        started = time.perf_counter()
-        try:
-            yield
-        except BaseException:
-            self._store_writes.labels(_label(StoreResult.ERROR)).inc()
-            raise
-        finally:
-            self._store_seconds.observe(time.perf_counter() - started)
-        self._store_writes.labels(_label(StoreResult.OK)).inc()
+        return _TimedWrite(self)
 
     # -- model backends --------------------------------------------------------------
     def watch_backends(self, source: Callable[[], Iterable[BackendView]]) -> None:
-        """Where backend states come from: called at each scrape (in the metrics
-        thread: it must only read plain attributes) and for each admin snapshot."""
+        """Where backend states come from. Called from the event loop, ``source``
+        always runs on that loop: a scrape (in the metrics thread) asks the loop
+        for it and waits at most :data:`SAMPLE_TIMEOUT` seconds, else shows the
+        last states it saw (a stalled loop never stalls a scrape)."""
         self._backends = source
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    def _sample(self) -> list[BackendView]:
+        assert self._backends is not None
+        source, loop = self._backends, self._loop
+        if loop is None or loop.is_closed() or _running_loop() is loop:
+            return list(source())
+        result: concurrent.futures.Future[list[BackendView]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                result.set_result(list(source()))
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return result.result(timeout=SAMPLE_TIMEOUT)
 
     def backends(self) -> list[BackendView]:
         if self._backends is None:
             return []
         try:
-            views = list(self._backends())
-        except Exception:  # a scrape must never fail because of one source
-            return []
+            views = self._last_backends = self._sample()
+        except Exception:  # a scrape never fails because of a source: the last known states
+            views = self._last_backends
         out = []
         for view in views:
             name = view.name if _BACKEND_NAME.match(view.name) else "invalid"
@@ -600,6 +647,55 @@ class Metrics:
                 if s.name == "chat_logins_total":
                     logins[s.labels["result"]] += int(s.value)
         return {"messages": messages, "logins": logins}
+
+
+class _TrackedSlot(Generic[T]):
+    """See :meth:`Metrics.generation_slot`."""
+
+    __slots__ = ("_held", "_m", "_slot")
+
+    def __init__(self, m: Metrics, slot: AbstractAsyncContextManager[T]) -> None:
+        self._m, self._slot, self._held = m, slot, False
+
+    async def __aenter__(self) -> T:
+        m = self._m
+        m.queue_length += 1
+        m._queue.inc()
+        started = time.monotonic()
+        try:
+            granted = await self._slot.__aenter__()
+        finally:
+            m.queue_length -= 1
+            m._queue.dec()
+        m._queue_wait.observe(time.monotonic() - started)
+        m.in_flight += 1
+        m._in_flight.inc()
+        self._held = True
+        return granted
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        if self._held:
+            self._held = False
+            self._m.in_flight -= 1
+            self._m._in_flight.dec()
+        return await self._slot.__aexit__(exc_type, exc, tb)
+
+
+class _TimedWrite:
+    """See :meth:`Metrics.store_write`."""
+
+    __slots__ = ("_m", "_started")
+
+    def __init__(self, m: Metrics) -> None:
+        self._m, self._started = m, 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        m = self._m
+        m._store_seconds.observe(time.perf_counter() - self._started)
+        m._store_children[StoreResult.OK if exc_type is None else StoreResult.ERROR].inc()
 
 
 class MetricsServer:

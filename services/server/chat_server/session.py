@@ -55,11 +55,12 @@ from chatcore.protocol import (
     to_v1_text,
 )
 
-from . import __version__
+from . import __version__, metrics
 from .auth import Authenticator
 from .config import Settings
 from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
+from .metrics import LoginFailure, Outcome, Reason
 from .peer import client_address
 from .ratelimit import RateLimiter
 from .turn import ChatTurn, StopReason, TurnContext, TurnServices
@@ -164,6 +165,7 @@ class Session:
         finally:
             await self._stop_worker(StopReason.DISCONNECTED)
             await self.wire.close()
+            metrics.connection_closed(self.id)
             self.log.info("connection closed: %s", reason, event="disconnect")
 
     async def _reply_bytes(self, data: bytes) -> None:
@@ -213,6 +215,8 @@ class Session:
                     if not opened:
                         # Logged once the first frame shows who is calling.
                         opened = True
+                        metrics.connection_opened(self.id, metrics.Protocol.of(self.conn.version),
+                                                  metrics.Transport.TLS if self.tls else metrics.Transport.PLAIN)
                         self.log.info("connection opened (protocol v%s%s)", self.conn.version,
                                       " over TLS" if self.tls else "", event="connect", tls=self.tls)
                     if isinstance(event, ClientHello):
@@ -264,6 +268,7 @@ class Session:
         services = self.services
         wait = services.auth.is_throttled(auth.user, self.address)
         if wait > 0:
+            metrics.login_failed(LoginFailure.THROTTLED)
             # The name only as a keyed hash: it may be a password typed into
             # the user-name field (the authenticator logs more once it knows
             # whether the account exists).
@@ -279,12 +284,14 @@ class Session:
             assert auth.password is not None
             ok = await services.auth.verify(auth.user, auth.password, self.address)
         if not ok:
+            metrics.login_failed(LoginFailure.INVALID)
             self.log.warning("authentication failed", event="auth_failed",
                              user_hash=name_hash(auth.user))
             with contextlib.suppress(PeerGone):
                 await self.send(AuthResult(ok=False, message=AUTH_FAILED))
             return False
         self.user = auth.user
+        metrics.login_succeeded(self.id, auth.user)
         self.log = self.log.bind(user=auth.user)
         # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1
         # has no way to carry one.
@@ -375,12 +382,15 @@ class Session:
     async def _on_message(self, message: ChatMessage) -> None:
         services = self.services
         assert self.user is not None
+        metrics.message_received(self.id)
         if services.shutting_down:
+            metrics.message_outcome(Outcome.INTERRUPTED, Reason.SHUTDOWN, session=self.id)
             await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
                                    message.message_id)
             raise SessionEnded("shutting down")
         wait = services.rate.check(self.user)
         if wait > 0:
+            metrics.message_outcome(Outcome.RATE_LIMITED, session=self.id)
             self.log.info("rate limited", event="rate_limited")
             await self._send_error(
                 ErrorCode.RATE_LIMITED,
@@ -394,6 +404,7 @@ class Session:
         # client waits for each answer, so its queue only fills if a client
         # pipelines, and the messages are answered in order.
         if self.conn.version != 1 and self.answering:
+            metrics.message_outcome(Outcome.BUSY, session=self.id)
             await self._send_error(
                 ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
                 message.message_id,

@@ -15,6 +15,7 @@ Exit status: 0, or 1 when no server answers (one line on stderr).
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ _OUTCOME_WORDS = (
     ("refused", "refused"),
     ("rate_limited", "rate-limited"),
     ("busy", "busy"),
+    ("rejected", "rejected"),
     ("cancelled", "cancelled"),
     ("interrupted", "interrupted"),
     ("failed", "failed"),
@@ -111,16 +113,22 @@ def render(snap: Snapshot, *, max_rows: int | None = None) -> RenderableType:
             parts.append(": ")
             state = str(b.get("state", "?"))
             parts.append(state, style=_STATE_STYLE.get(state, ""))
+            if b.get("max_parallel") is not None:
+                parts.append(f" {b.get('in_flight') or 0}/{b['max_parallel']} generating")
             if state != "ready" and b.get("detail"):
                 parts.append(f" - {b['detail']}")
         summary.add_row("Model", parts)
     messages = totals.get("messages", {})
     logins = totals.get("logins", {})
     summary.add_row(
-        "Since start",
+        "Messages",
         " · ".join(f"{messages.get(key, 0)} {word}" for key, word in _OUTCOME_WORDS)
-        + f" · logins {logins.get('success', 0)} ok, {logins.get('failure', 0)} failed,"
-        f" {logins.get('throttled', 0)} throttled",
+        + " (since start)",
+    )
+    summary.add_row(
+        "Logins",
+        f"{logins.get('success', 0)} ok · {logins.get('failure', 0)} failed · "
+        f"{logins.get('throttled', 0)} throttled (since start)",
     )
 
     if not users:
@@ -161,9 +169,12 @@ def run(socket_path: Path, *, once: bool, as_json: bool, interval: float,
             return 1
         if as_json:
             out.write(json.dumps(snap, ensure_ascii=False, indent=2) + "\n")
-        else:
-            Console(file=out, width=None if tty else 160, soft_wrap=False,
-                    highlight=False).print(render(snap))
+        elif tty:
+            Console(file=out, highlight=False).print(render(snap))
+        else:  # plain text for pipes and files: no colours, no trailing blanks
+            buffer = io.StringIO()
+            Console(file=buffer, width=160, highlight=False, no_color=True).print(render(snap))
+            out.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
         out.flush()
         return 0
 

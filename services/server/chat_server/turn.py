@@ -54,11 +54,13 @@ from chatcore.protocol import (
     NoticeKind,
 )
 
+from . import metrics
 from .backends import ModelChunk, ModelError, ModelUnavailable
 from .coalesce import ANSWER_BUFFER_LIMIT, PAUSE_BUDGET, BufferStats, ConsumerTooSlow, coalesce
 from .context import trim_history
 from .logs import SessionLogger
 from .memory import give_back
+from .metrics import Outcome, Reason
 from .moderation.answer_filter import AnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
 from .store import TurnRecord as StoredTurn
@@ -227,8 +229,11 @@ class ChatTurn:
     # ------------------------------------------------------------------ control
     def stop(self, reason: StopReason) -> None:
         """Stop the turn wherever it is (the first reason given wins)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
+        if self.stop_reason is not None:
+            # Stopping already: a second cancel would land in the cleanup and
+            # cut short the storing of what was said (a CANCEL, then the close).
+            return
+        self.stop_reason = reason
         # A task that has not run its first step would be cancelled before its
         # try block; it checks stop_reason as it starts instead.
         if self._task is not None and self._started and not self._task.done():
@@ -251,6 +256,7 @@ class ChatTurn:
         # is neither answered nor stored, whatever else happened to it.
         refusal = await services.moderate(self.message.text)
         if refusal is not None:
+            metrics.message_outcome(Outcome.REFUSED, Reason.of_rule(refusal.rule), session=ctx.log.session)
             ctx.log.warning("message refused: %s", refusal.rule.replace("_", " "),
                             event="moderation", message_id=self.id, rule=refusal.rule)
             # Always both, in this order, with the same text (docs/PROTOCOL.md
@@ -265,6 +271,7 @@ class ChatTurn:
         if self.message.model:
             chosen = services.resolve_model(self.message.model)
             if chosen is None:
+                metrics.message_outcome(Outcome.REJECTED, Reason.UNKNOWN_MODEL, session=ctx.log.session)
                 ctx.log.info("unknown model requested", event="unknown_model",
                              message_id=self.id)
                 await self._say(Error(ErrorCode.UNKNOWN_MODEL, UNKNOWN_MODEL, self.id))
@@ -273,6 +280,7 @@ class ChatTurn:
         else:
             self.model = await services.conversation_model(ctx.user, self.conversation)
         if self.stop_reason is None and (loading := services.model_loading(self.model)) is not None:
+            metrics.message_outcome(Outcome.FAILED, Reason.MODEL_LOADING, session=ctx.log.session)
             await self._say(Notice(NoticeKind.MODEL_LOADING, f"{loading}.", self.id))
             await self._say(Error(ErrorCode.MODEL_LOADING, f"{loading}; try again in a moment.",
                                   self.id))
@@ -425,12 +433,35 @@ class ChatTurn:
             status = StopReason.DISCONNECTED.status
         # 7. store, then acknowledge
         await self._store(status, prompt_tokens)
+        self._record(status, final, prompt_tokens)
         if final is not None:
             await self._say(final)
         ctx.log.info("turn finished: %s", status, event="turn_end", message_id=self.id,
                      model=self.model, backend=self.backend or "", prompt_tokens=prompt_tokens,
                      answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
                      total_ms=self._elapsed_ms(), buffered_peak=self.buffer.peak)
+
+    def _record(self, status: str, final: Event | None, prompt_tokens: int) -> None:
+        """The turn's outcome, tokens and timings, for the metrics."""
+        code = final.code if isinstance(final, Error) else None
+        if status == "complete":
+            outcome, reason = Outcome.ANSWERED, Reason.NONE
+        elif code is ErrorCode.MODEL_UNAVAILABLE:
+            outcome, reason = Outcome.FAILED, Reason.MODEL_UNAVAILABLE
+        elif code is ErrorCode.MODEL_ERROR:
+            outcome, reason = Outcome.FAILED, Reason.MODEL_ERROR
+        elif status == "cancelled":
+            outcome, reason = Outcome.CANCELLED, Reason.USER
+        elif code is ErrorCode.SHUTTING_DOWN or self.stop_reason is StopReason.SHUTDOWN:
+            outcome, reason = Outcome.INTERRUPTED, Reason.SHUTDOWN
+        elif code is not None:
+            outcome, reason = Outcome.FAILED, Reason.INTERNAL
+        else:
+            outcome, reason = Outcome.INTERRUPTED, Reason.DISCONNECT
+        metrics.message_outcome(outcome, reason, session=self.ctx.log.session)
+        metrics.tokens(prompt_tokens, self.answer_tokens)
+        metrics.answer_timing(self.first_token_ms / 1000 if self.first_token_ms else None,
+                              self._elapsed_ms() / 1000 if outcome is Outcome.ANSWERED else None)
 
     async def _emit(self, text: str) -> None:
         if not text:

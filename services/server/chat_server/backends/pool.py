@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
+from .. import metrics
 from ..config import BackendKind, BackendSpec, Settings, model_key
 from ..scheduler import FairScheduler, NoCapacity, PositionCallback
 from .base import Backend, Message, ModelChunk
@@ -210,8 +211,8 @@ class BackendPool:
         probed = False
         while True:
             try:
-                async with self.scheduler.slot(user, on_position, model=model, exclude=tried,
-                                               urgent=bool(tried)) as grant:
+                async with metrics.generation_slot(self.scheduler.slot(
+                        user, on_position, model=model, exclude=tried, urgent=bool(tried))) as grant:
                     member = self._members[grant.resource]
                     sent = False
                     try:
