@@ -262,3 +262,34 @@ def test_counts_sum_outcomes_and_logins():
     counts = m.counts()
     assert counts["messages"]["failed"] == 2 and counts["messages"]["answered"] == 1
     assert counts["logins"] == {"success": 0, "failure": 1, "throttled": 0}
+
+
+def test_backend_states_are_read_on_the_event_loop_and_a_stalled_loop_never_stalls_a_scrape():
+    import threading
+
+    m = Metrics(process_metrics=False)
+    threads: list[int] = []
+    stall = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    def source() -> list[BackendView]:
+        threads.append(threading.get_ident())
+        return [BackendView("gpu1", BackendState.READY)]
+
+    async def watch() -> None:
+        m.watch_backends(source)
+
+    loop.run_until_complete(watch())
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        assert value(m, "chat_backend_up", backend="gpu1") == 1
+        assert threads == [runner.ident]  # the source ran on the loop, not in the scrape
+        loop.call_soon_threadsafe(stall.wait, 60)  # the loop is busy (blocked)
+        assert value(m, "chat_backend_up", backend="gpu1") == 1  # the last known state...
+        assert not stall.is_set() and len(threads) == 1  # ...given while the loop still stalls
+    finally:
+        stall.set()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
