@@ -222,7 +222,6 @@ class Gate:
             return Opened(Kind.V1)
         if 0x41 <= first <= 0x5A:
             if self.settings.require_tls:
-                metrics.connection_rejected(RejectReason.TLS_REQUIRED)
                 log.info("plaintext v2 connection refused (CHAT_REQUIRE_TLS=true)",
                          extra={"event": "tls_required", "peer": peer})
                 metrics.connection_rejected(metrics.RejectReason.TLS_REQUIRED)
@@ -265,7 +264,6 @@ class Gate:
                 await writer.start_tls(self.context, ssl_handshake_timeout=self.handshake_timeout)
         except (OSError, ssl.SSLError, EOFError, TimeoutError) as exc:
             reason = _handshake_failure(exc)
-            metrics.connection_rejected(RejectReason.HANDSHAKE)
             log.info("TLS handshake failed: %s", reason,
                      extra={"event": "tls_handshake_failed", "peer": peer})
             metrics.connection_rejected(metrics.RejectReason.HANDSHAKE)
