@@ -476,3 +476,17 @@ def test_a_junk_tls_handshake_is_counted(monitored: Monitored):
     before = monitored.scrape().value("chat_connections_rejected_total", reason="handshake")
     junk()
     monitored.wait_value("chat_connections_rejected_total", before + 1, reason="handshake")
+
+
+def test_connections_over_the_per_address_cap_are_counted(monitored_factory):
+    monitored = monitored_factory(CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS="1")
+    waiting = V2Client(monitored.server.port)  # connected, not logged in: fills the cap
+
+    def over_the_cap() -> None:
+        with socket.create_connection(("127.0.0.1", monitored.server.port), timeout=10) as s:
+            s.sendall(b"HELLO")
+            s.recv(4096)
+
+    assert monitored.delta(over_the_cap, "chat_connections_rejected_total",
+                           reason="address_limit") == 1
+    waiting.close()
