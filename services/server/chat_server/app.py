@@ -164,32 +164,20 @@ class ChatService:
 
     # ------------------------------------------------------------------ connections
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        configure_socket(writer)
-        address = client_address(writer)  # the TCP peer, until a PROXY header names the client
-        # A trusted balancer's connections count per address once its header named the client.
-        behind_proxy = address in self.settings.trusted_proxies
-        admitted: Ticket | Turnaway = (
-            Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", "shutdown")
-            if self.shutting_down else self.admission.admit(address, per_address=not behind_proxy))
-        if isinstance(admitted, Turnaway):
-            metrics.connection_rejected(metrics.RejectReason.of_limit(admitted.limit))
-            await self._refuse(reader, writer, admitted, address)
-            return
+        """One connection, from accept to close: the listener's callback. Its task
+        is in ``self.tasks`` meanwhile (without a wrapper coroutine or a
+        done-callback, and with the opening steps in a coroutine that has
+        returned: each frame kept alive costs a few hundred bytes on every
+        idle connection)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        admitted: Ticket | None = None
         try:
-            # PROXY header (from a trusted balancer), then the first byte: TLS
-            # (upgraded here), v1 or v2; refusals by policy happen here too.
-            opened = await self.gate.open(reader, writer)
-            if opened is None:
+            admitted, tls = await self._open(reader, writer)
+            if admitted is None:
                 return
-            if behind_proxy and (refusal := self.admission.move(
-                    admitted, client_address(writer))) is not None:
-                metrics.connection_rejected(metrics.RejectReason.of_limit(refusal.limit))
-                await turn_away(reader, writer, refusal.code, refusal.message)
-                log.warning("connection refused: %s", refusal.code.value,
-                            extra={"event": "reject", "limit": refusal.limit,
-                                   "peer": client_address(writer)})
-                return
-            session = Session(self, reader, writer, tls=opened.tls)
+            session = Session(self, reader, writer, tls=tls)
             admitted.attach(session)
             self.sessions.add(session)
             try:
@@ -200,7 +188,45 @@ class ChatService:
                     # The store has the conversations; memory is for live sessions.
                     self.conversations.release(session.user)
         finally:
-            admitted.release()
+            if admitted is not None:
+                admitted.release()
+            self.tasks.discard(task)
+
+    async def _open(self, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> tuple[Ticket | None, bool]:
+        """Admission, then the gate (PROXY header from a trusted balancer, first
+        byte, TLS). Returns the connection's ticket and whether it is TLS, or
+        ``(None, False)`` when it was refused or closed (nothing left counted)."""
+        configure_socket(writer)
+        address = client_address(writer)  # the TCP peer, until a PROXY header names the client
+        # A trusted balancer's connections count per address once its header named the client.
+        behind_proxy = address in self.settings.trusted_proxies
+        admitted: Ticket | Turnaway = (
+            Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", "shutdown")
+            if self.shutting_down else self.admission.admit(address, per_address=not behind_proxy))
+        if isinstance(admitted, Turnaway):
+            metrics.connection_rejected(metrics.RejectReason.of_limit(admitted.limit))
+            await self._refuse(reader, writer, admitted, address)
+            return None, False
+        keep = False
+        try:
+            # Refusals by policy (TLS required, v1 off) happen in the gate.
+            opened = await self.gate.open(reader, writer)
+            if opened is None:
+                return None, False
+            if behind_proxy and (refusal := self.admission.move(
+                    admitted, client_address(writer))) is not None:
+                metrics.connection_rejected(metrics.RejectReason.of_limit(refusal.limit))
+                await turn_away(reader, writer, refusal.code, refusal.message)
+                log.warning("connection refused: %s", refusal.code.value,
+                            extra={"event": "reject", "limit": refusal.limit,
+                                   "peer": client_address(writer)})
+                return None, False
+            keep = True
+            return admitted, opened.tls
+        finally:
+            if not keep:
+                admitted.release()
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       refusal: Turnaway, address: str) -> None:
@@ -242,17 +268,7 @@ class ChatService:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
 
-        def track(task: asyncio.Task[None]) -> None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                track(task)
-            await self.handle(reader, writer)
-
-        server = await start_gated_server(on_connect, s.host, s.port, backlog=1024)
+        server = await start_gated_server(self.handle, s.host, s.port, backlog=1024)
         sockname = server.sockets[0].getsockname()
         log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.model,
                  extra={"event": "listening"})
