@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -41,6 +42,7 @@ import platform
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,12 +205,17 @@ class ServerProc:
         start-up per user, same code path as ``chat-server users add``)."""
         from chat_server.cli import main as cli_main
 
-        for name, password in users.items():
-            out, err = io.StringIO(), io.StringIO()
-            rc = cli_main(["users", "add", name, "--password-stdin"], environ=self.env,
-                          stdin=io.StringIO(password + "\n"), stdout=out, stderr=err)
-            if rc != 0:
-                raise RuntimeError(f"users add {name}: {err.getvalue().strip()}")
+        def add_all() -> None:
+            for name, password in users.items():
+                out, err = io.StringIO(), io.StringIO()
+                rc = cli_main(["users", "add", name, "--password-stdin"], environ=self.env,
+                              stdin=io.StringIO(password + "\n"), stdout=out, stderr=err)
+                if rc != 0:
+                    raise RuntimeError(f"users add {name}: {err.getvalue().strip()}")
+
+        # The CLI runs its own event loop: in a thread of its own, not inside ours.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(add_all).result()
 
     def command(self) -> list[str]:
         """Natively, as a user runs it after ``pip install``: the console script."""
@@ -615,9 +622,12 @@ class Bench:
 
     # -- throughput ---------------------------------------------------------------------
     async def case_throughput(self) -> None:
+        """Rounds of (server, then the ceiling), per protocol, alternating; the
+        figure is the median of the rounds' ratios (each round against the
+        ceiling measured right after it, so drifting machine load cancels)."""
         a = self.args
-        print(f"\n== throughput: {a.clients} clients x {a.messages} messages of {a.tokens} tokens",
-              flush=True)
+        print(f"\n== throughput: {a.clients} clients x {a.messages} messages of {a.tokens} tokens, "
+              f"{a.repeat} interleaved rounds", flush=True)
         standin = StandInProc(a.tokens, 0)
         users = self.users(a.clients)
         srv = self.server("throughput", standin, users, CHAT_MAX_PARALLEL=str(a.clients),
@@ -626,34 +636,42 @@ class Bench:
             pairs = list(users.items())
             await self.load("throughput", "v2", srv, standin, 1, 3, pairs)  # warm-up
             self.results.pop()
-            best: dict[str, Result] = {}
-            for _ in range(a.repeat):
-                for target in ("ceiling", *a.protocols):
-                    # Profile the chat traffic only, not the logins before it.
+            rounds: dict[str, list[tuple[float, Result, Result]]] = {p: [] for p in a.protocols}
+            for n in range(a.repeat):
+                for proto in a.protocols:
+                    # Profile the chat traffic only (not the logins), in the first round.
                     profiles: list[subprocess.Popen[bytes] | None] = []
                     hook = None
-                    if a.profile and target != "ceiling" and target not in best:
-                        out = self.root / f"profile-{target}.txt"
+                    if a.profile and n == 0:
+                        out = self.root / f"profile-{proto}.txt"
 
                         def hook(out: Path = out, started: list[Any] = profiles) -> None:
                             started.append(start_profile(srv.pid, out))
-                    r = await self.load("throughput", target, srv if target != "ceiling" else None,
-                                        standin, a.clients, a.messages, pairs, after_login=hook)
+                    case = f"throughput-{proto}"
+                    mine = await self.load(case, proto, srv, standin, a.clients, a.messages,
+                                           pairs, after_login=hook)
                     for proc in profiles:
                         if proc is not None:
-                            stop_profile(proc, self.root / f"profile-{target}.txt")
-                    if target not in best or r.summary()["msgs_per_s"] > best[target].summary()["msgs_per_s"]:
-                        best[target] = r
-            ceiling = best["ceiling"].summary()["msgs_per_s"]
-            for proto in a.protocols:
-                s = best[proto].summary()
-                ratio = s["msgs_per_s"] / ceiling
-                best[proto].extra["ratio_to_ceiling"] = ratio
-                self.check(f"throughput {proto} {a.clients}x{a.messages}", ">= 60% of ceiling msg/s, 0 errors",
-                           f"{ratio:.0%} ({s['msgs_per_s']:.0f} vs {ceiling:.0f} msg/s), "
-                           f"{s['errors']} errors", ratio >= 0.6 and s["errors"] == 0)
-            # Keep only the best run per target in the report.
-            self.results = [r for r in self.results if r.case != "throughput"] + list(best.values())
+                            stop_profile(proc, self.root / f"profile-{proto}.txt")
+                    ceiling = await self.load(case, "ceiling", None, standin, a.clients,
+                                              a.messages, pairs)
+                    ratio = mine.summary()["msgs_per_s"] / ceiling.summary()["msgs_per_s"]
+                    print(f"  round {n + 1} {proto}: {ratio:.0%} of the ceiling", flush=True)
+                    rounds[proto].append((ratio, mine, ceiling))
+            # The report keeps the median round per protocol (server and its ceiling).
+            self.results = [r for r in self.results if not r.case.startswith("throughput")]
+            for proto, got in rounds.items():
+                ratios = [r for r, _, _ in got]
+                median = statistics.median(ratios)
+                _, mine, ceiling = sorted(got, key=lambda t: t[0])[len(got) // 2]
+                errors = sum(m.summary()["errors"] for _, m, _ in got)
+                mine.extra.update(ratio_to_ceiling=median, round_ratios=ratios)
+                self.results += [mine, ceiling]
+                self.check(f"throughput {proto} {a.clients}x{a.messages}",
+                           f">= {a.throughput_target:.0%} of the ceiling (median of {len(got)} "
+                           "interleaved rounds), 0 errors",
+                           f"median {median:.0%} (rounds: {', '.join(f'{r:.0%}' for r in ratios)}), "
+                           f"{errors} errors", median >= a.throughput_target and errors == 0)
             self.check("no traceback in the server log", "0", str(srv.tracebacks()),
                        srv.tracebacks() == 0)
         finally:
@@ -731,10 +749,14 @@ class Bench:
         conns: list[V2Client] = []
         try:
             # Warm the server (imports, first turn, first login) before the baseline.
+            # The last warm-up answer is long: after it the server gives its free
+            # heap pages back (chat_server.memory.give_back), so the baseline does
+            # not hold start-up leftovers the connections would then fill unseen.
             warm = await V2Client.open(srv.port, *pairs[0])
             await warm.chat("warm up")
+            await warm.chat("warm up, long [standin:tokens=100000]")
             await warm.close()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.5)
             before = srv.rss()
             sem = asyncio.Semaphore(100)
             t0 = time.perf_counter()
@@ -743,11 +765,20 @@ class Bench:
                 async with sem:
                     return await V2Client.open(srv.port, *pairs[i % len(pairs)])
 
-            conns = list(await asyncio.gather(*(one(i) for i in range(k))))
+            # In two halves: the second half's growth is the marginal cost of a
+            # connection, immune to free heap space the baseline happened to hold
+            # (which the first connections fill without growing the process).
+            half = k // 2
+            conns = list(await asyncio.gather(*(one(i) for i in range(half))))
+            await asyncio.sleep(1.0)
+            middle = srv.rss()
+            conns += await asyncio.gather(*(one(i) for i in range(half, k)))
             login_s = time.perf_counter() - t0
             await asyncio.sleep(1.0)
             after = srv.rss()
-            per_conn = (after - before) / k
+            average = (after - before) / k
+            marginal = (after - middle) / (k - half)
+            per_conn = max(average, marginal)
             # A newcomer while all of them stay connected.
             t1 = time.perf_counter()
             newcomer = await V2Client.open(srv.port, *pairs[1])
@@ -756,15 +787,20 @@ class Bench:
             await newcomer.close()
             first_total = connect_s + (sample.first or float("inf"))
             r = Result("idle", mode, k, 0, login_s, [sample], before, after, {
-                "rss_per_connection_kib": per_conn / 1024, "login_all_s": login_s,
+                "rss_per_connection_kib": per_conn / 1024,
+                "rss_average_kib": average / 1024, "rss_marginal_kib": marginal / 1024,
+                "rss_middle_mib": middle / 2**20, "login_all_s": login_s,
                 "newcomer_login_s": connect_s, "newcomer_first_chunk_s": sample.first,
                 "newcomer_login_plus_first_s": first_total,
             })
             self.results.append(r)
             print(f"  {k} logins in {login_s:.1f} s; RSS {before / 2**20:.1f} -> "
-                  f"{after / 2**20:.1f} MiB", flush=True)
-            self.check(f"RSS per idle connection ({k}, {mode})", "<= 8 KiB",
-                       f"{per_conn / 1024:.1f} KiB", per_conn <= 8 * 1024)
+                  f"{middle / 2**20:.1f} ({half}) -> {after / 2**20:.1f} MiB", flush=True)
+            self.check(f"RSS per idle connection ({k}, {mode})",
+                       "<= 8 KiB (the larger of: average from the baseline, marginal over "
+                       "the second half)",
+                       f"{per_conn / 1024:.1f} KiB (average {average / 1024:.1f}, marginal "
+                       f"{marginal / 1024:.1f})", per_conn <= 8 * 1024)
             self.check(f"newcomer first answer chunk ({mode})", "within 1 s",
                        f"{(sample.first or float('nan')) * 1000:.1f} ms after sending "
                        f"({first_total * 1000:.0f} ms including connect and login)",
@@ -1059,7 +1095,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=20, help="tokens per answer (stand-in)")
     p.add_argument("--protocols", default="v1,v2", help="throughput: protocols to drive")
     p.add_argument("--repeat", type=int, default=3,
-                   help="throughput: runs per target, the best one is reported (noisy machines)")
+                   help="throughput: interleaved rounds (server, then the ceiling); the "
+                        "median ratio is reported")
+    p.add_argument("--throughput-target", type=float, default=0.70,
+                   help="throughput: the median ratio to the ceiling to reach")
     p.add_argument("--first-byte-messages", type=int, default=300)
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--idle-modes", default="native",
