@@ -28,6 +28,7 @@ from .connection import DEFAULT_HANDSHAKE_TIMEOUT, ChatConnection
 from .errors import EXIT_CODES_HELP, ClientError, ExitCode, UsageError
 from .interactive import InteractiveSession, new_conversation
 from .oneshot import check_privacy, run_oneshot
+from .reconnect import DEFAULT_ATTEMPTS, Backoff, Reconnector
 from .render import PlainUI, RichUI
 from .tls import TLSOptions, UntrustedCertificate
 from .trust import KnownHosts, default_known_hosts_path, host_key, parse_fingerprint
@@ -42,12 +43,26 @@ environment:
   CHAT_SERVER_HOST, CHAT_SERVER_PORT, CHAT_USER   defaults for --host, --port, --user
   CHAT_PASSWORD   the password, for scripts (else --password-stdin or a hidden prompt)
   CHAT_TIMEOUT    default for --timeout
+  CHAT_RECONNECT_ATTEMPTS   default for --reconnect-attempts
   CHAT_TLS=1      default for --tls (CHAT_TLS=0: --no-tls)
   CHAT_TLS_CAFILE, CHAT_TLS_FINGERPRINT, CHAT_KNOWN_HOSTS   defaults for --cafile,
                   --fingerprint, --known-hosts
   CHAT_TLS_ACCEPT_NEW=1   default for --tls-accept-new
   XDG_STATE_HOME  the input history is kept in $XDG_STATE_HOME/chat-client/history
                   (default ~/.local/state/chat-client/history)
+
+reconnecting (interactive, v2):
+  When the connection drops (a server restart, a replica going away behind a
+  balancer, the network), the client reconnects by itself: up to
+  --reconnect-attempts tries (default 10, about a minute and a half), waiting
+  longer each time (exponential backoff with jitter), with a notice per try. It
+  logs in again with the session token the server issued at login, never with a
+  kept password; if the server no longer accepts the token (expired, password
+  changed, user disabled), it asks for the password on a terminal (exit 3
+  without one). The conversation goes on: the server keeps its history. An
+  answer that was cut off is marked so and is not sent again by itself; /retry
+  sends your last message again. One-shot mode never reconnects (exit 6), so a
+  message is never sent twice.
 
 interactive keys:
   Enter sends; Alt-Enter (or Esc then Enter) inserts a new line; Ctrl-C stops the
@@ -86,6 +101,7 @@ class Options:
     model: str
     timeout: float
     connect_timeout: float
+    reconnect_attempts: int
     plain: bool
     verbose: bool
     env: Mapping[str, str] = field(default_factory=dict)
@@ -129,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(env CHAT_TIMEOUT, default 300)")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="TCP connect timeout (default 10)")
+    p.add_argument("--reconnect-attempts", metavar="N",
+                   help="interactive: reconnect this many times when the connection is "
+                        f"lost, 0 never (env CHAT_RECONNECT_ATTEMPTS, default {DEFAULT_ATTEMPTS})")
     p.add_argument("--plain", action="store_true",
                    help="plain text output even on a terminal (no colours, no Markdown)")
     p.add_argument("--verbose", "-v", action="store_true",
@@ -216,6 +235,24 @@ def _tls_options(args: argparse.Namespace, env: Mapping[str, str],
     )
 
 
+def _reconnect_attempts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.reconnect_attempts is not None:
+        if args.message is not None:
+            raise UsageError("--reconnect-attempts only applies interactively "
+                             "(one-shot mode never reconnects)")
+        raw, source = args.reconnect_attempts, "--reconnect-attempts"
+    else:
+        raw, source = env.get("CHAT_RECONNECT_ATTEMPTS") or str(DEFAULT_ATTEMPTS), \
+            "CHAT_RECONNECT_ATTEMPTS"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{source} must be a whole number, not {raw!r}") from None
+    if not 0 <= value <= 1000:
+        raise UsageError(f"{source} must be between 0 and 1000, not {value}")
+    return value
+
+
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
     """Options from the command line, then the environment, then defaults."""
     if args.port is not None:
@@ -233,6 +270,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
             raise UsageError("CHAT_TIMEOUT must be a number of seconds") from None
     if timeout <= 0 or args.connect_timeout <= 0:
         raise UsageError("timeouts must be positive")
+    reconnect_attempts = _reconnect_attempts(args, env)
     if args.conversation is not None and args.message is None:
         raise UsageError("--conversation only applies with --message")
     if args.model is not None and args.message is None:
@@ -256,6 +294,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         model=(args.model or "").strip(),
         timeout=timeout,
         connect_timeout=args.connect_timeout,
+        reconnect_attempts=reconnect_attempts,
         plain=args.plain,
         verbose=args.verbose,
         env=env,
@@ -389,8 +428,23 @@ def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
 
     tty = stdin_tty and sys.stdout.isatty() and not opts.plain
     ui: RichUI | PlainUI = RichUI() if tty else PlainUI()
-    session = InteractiveSession(conn, ui, tty=tty, timeout=opts.timeout)
+    reconnector = None
+    if opts.protocol == 2:
+        # v1 has no tokens and no conversations to resume: a lost v1 connection ends.
+        reconnector = Reconnector(
+            lambda: _connect(opts, stdin, can_confirm=False), conn.user, conn.session_token,
+            backoff=Backoff(attempts=opts.reconnect_attempts),
+            notify=lambda text: ui.notice(text, label="connection"),
+            ask_password=_ask_password if can_prompt else None,
+        )
+    session = InteractiveSession(conn, ui, tty=tty, timeout=opts.timeout,
+                                 reconnector=reconnector)
     return session.run()
+
+
+def _ask_password(user: str) -> str:
+    """The password again, when a reconnect's session token was refused."""
+    return getpass.getpass(f"Password for {user} (to log in again): ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

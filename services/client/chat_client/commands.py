@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "help": "show this help",
     "new": "start a fresh conversation (the model forgets this one)",
     "history": "show this conversation so far",
+    "retry": "send your last message again (after an answer was cut off, or for another answer)",
     "models": "list the models the server offers (* marks this conversation's)",
     "model": "/model NAME: answer with NAME for the rest of this conversation",
     "quit": "leave (same as Ctrl-D)",

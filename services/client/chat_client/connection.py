@@ -39,16 +39,18 @@ from chatcore.protocol import (
     Error,
     ErrorCode,
     Event,
+    LocalProtocolError,
     Notice,
     Ping,
     Pong,
     RemoteProtocolError,
     Role,
     ServerHello,
+    State,
 )
 
 from . import __version__
-from .errors import AuthFailed, ConnectionLost, ServerError
+from .errors import AuthFailed, ConnectionLost, ServerError, TokenRefused
 from .tls import TLSOptions, TLSSocket, open_tls
 
 __all__ = ["AGENT", "ChatConnection", "server_error"]
@@ -76,6 +78,9 @@ class ChatConnection:
         self.address = address
         self.hello: ServerHello | None = None
         self.user = ""
+        #: The session token of the last login (v2; ``None``: the server issued none).
+        #: A secret: never printed or logged.
+        self.session_token: str | None = None
         self._sock = sock
         self._conn = Connection(Role.CLIENT, version=version)
         self._lock = threading.Lock()
@@ -132,13 +137,35 @@ class ChatConnection:
 
     def login(self, user: str, password: str, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
               on_notice: Callable[[Notice], None] | None = None) -> None:
-        """Authenticate; raises :class:`AuthFailed` on bad credentials."""
-        self.send(Authenticate(user=user, password=password))
+        """Authenticate; raises :class:`AuthFailed` on bad credentials. A v2
+        server's session token, if it issued one, is kept in :attr:`session_token`."""
+        self._login(Authenticate(user=user, password=password), timeout, on_notice)
+
+    def login_with_token(self, user: str, token: str,
+                         timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
+        """Authenticate with a session token from an earlier login (v2,
+        docs/PROTOCOL.md §15); raises :class:`TokenRefused` when the server
+        no longer accepts it."""
+        try:
+            self._login(Authenticate(user=user, token=token), timeout, None)
+        except TokenRefused:
+            raise
+        except AuthFailed as exc:  # refused, or throttled: either way the token is no use
+            raise TokenRefused(f"the server refused the session token ({exc})") from None
+
+    def _login(self, auth: Authenticate, timeout: float,
+               on_notice: Callable[[Notice], None] | None) -> None:
+        self.send(auth)
         event = self._next_significant(timeout, "the login reply", on_notice)
         if isinstance(event, AuthResult):
             if event.ok:
-                self.user = event.user or user
+                self.user = event.user or auth.user
+                self.session_token = event.token
                 return
+            if auth.token is not None:
+                raise TokenRefused("the server no longer accepts this session's token: it "
+                                   "expired, or the password was changed, or the user was "
+                                   "disabled")
             # The same sentence whatever was wrong: the server does not say
             # whether the user exists, and neither do we.
             raise AuthFailed("authentication failed: wrong user name or password")
@@ -222,7 +249,15 @@ class ChatConnection:
     def send(self, event: Event) -> None:
         """Encode and write ``event``. Raises :class:`ConnectionLost` on a dead socket."""
         with self._lock:
-            data = self._conn.send(event)
+            try:
+                data = self._conn.send(event)
+            except LocalProtocolError:
+                if self._conn.state in (State.CLOSED, State.ERROR) or self._eof.is_set():
+                    # The server said its last word (or broke off) before we
+                    # noticed: nothing was written.
+                    raise ConnectionLost(
+                        f"the server closed the connection ({self.address})") from None
+                raise
             try:
                 if data:
                     self._sock.sendall(data)

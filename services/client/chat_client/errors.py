@@ -21,6 +21,7 @@ __all__ = [
     "PrivacyRefused",
     "Refused",
     "ServerError",
+    "TokenRefused",
     "TrustError",
     "UsageError",
 ]
@@ -42,11 +43,14 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  success (one-shot: the whole answer was printed; interactive: /quit or Ctrl-D)
   2  usage or configuration error (bad option, missing user or password without a TTY)
-  3  authentication failed (bad user name or password, or too many attempts)
+  3  authentication failed (bad user name or password, or too many attempts; also
+     when a reconnect's session token is refused and there is no terminal to ask
+     for the password)
   4  refused: the message contains personal data (checked before sending) or the
      server's moderation refused it
   5  server or model error (the answer could not be produced)
-  6  connection failed or lost (server unreachable, closed or killed mid-answer)
+  6  connection failed or lost (server unreachable, closed or killed mid-answer);
+     the interactive client first tries to reconnect (--reconnect-attempts)
   7  the server's TLS certificate is not trusted (unknown, changed since it was
      remembered, or not the one --fingerprint names); nothing was sent to it
   130 interrupted (Ctrl-C outside an answer, e.g. at the password prompt)"""
@@ -76,6 +80,11 @@ class UsageError(ClientError):
 
 class AuthFailed(ClientError):
     exit_code = ExitCode.AUTH
+
+
+class TokenRefused(AuthFailed):
+    """A reconnect's session token was refused (expired, or the password was
+    changed, or the user disabled): only the password logs in again."""
 
 
 class Refused(ClientError):

@@ -13,6 +13,13 @@ Ctrl-C while an answer streams: v2 sends ``CANCEL`` and keeps the partial
 answer; the server ends it with ``END`` reason ``cancelled``. v1 cannot
 cancel, so the client says so and keeps reading; a second Ctrl-C during the
 same answer disconnects (exit 130). Ctrl-C at the prompt only clears the line.
+
+A lost connection (v2) is got back by :class:`~chat_client.reconnect.Reconnector`
+(backoff, a notice per attempt, the session token instead of the password) and
+the conversation goes on: the server keeps its history. An answer that was cut
+is marked as such (on screen and in ``/history``) and never sent again by
+itself; ``/retry`` sends the last message again. A connection the server closed
+for being idle is reconnected only when the user sends the next message.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
-from .commands import Command, Message, help_text, parse
+from .commands import Command, help_text, parse
 from .connection import ChatConnection, server_error
 from .errors import ClientError, ConnectionLost, ExitCode
+from .reconnect import Reconnector
 from .render import PlainUI, RichUI
-from .turn import run_turn
+from .turn import TurnOutcome, run_turn
 
 __all__ = ["InteractiveSession", "history_path", "new_conversation"]
 
@@ -103,6 +111,19 @@ class _Disconnected(Exception):
     """Raised out of the prompt when the server goes away while the user types."""
 
 
+class _Lost(Exception):
+    """The connection is gone; ``idle``: the server closed it for being idle."""
+
+    def __init__(self, reason: str, *, idle: bool = False) -> None:
+        super().__init__(reason)
+        self.idle = idle
+
+
+#: The ``/history`` note of an answer that did not arrive whole.
+CUT_NOTE = "cut off: the connection was lost"
+STOPPED_NOTE = "stopped by the server"
+
+
 def _key_bindings() -> KeyBindings:
     kb = KeyBindings()
 
@@ -139,14 +160,22 @@ class InteractiveSession:
     """Runs until /quit, Ctrl-D, end of input, or a lost connection."""
 
     def __init__(self, conn: ChatConnection, ui: RichUI | PlainUI, *, tty: bool,
-                 timeout: float = 300.0, history_file: Path | None = None) -> None:
+                 timeout: float = 300.0, history_file: Path | None = None,
+                 reconnector: Reconnector | None = None) -> None:
         self.conn = conn
         self.ui = ui
         self.tty = tty
         self.timeout = timeout
+        #: Gets a lost connection back; None: a lost connection ends the session.
+        self.reconnector = reconnector
         self.conversation = new_conversation()
         self.model = ""  # chosen with /model for this conversation; "" = the server's default
-        self.turns: list[tuple[str, str]] = []
+        #: (question, answer, note) for /history; note says why an answer is not whole.
+        self.turns: list[tuple[str, str, str]] = []
+        #: What /retry sends again.
+        self.last_message: str | None = None
+        #: Why we are disconnected while waiting to reconnect lazily (idle close).
+        self._offline: str | None = None
         self._prompt: PromptSession[str] | None = None
         if tty:
             self._prompt = make_prompt_session(history_file or history_path())
@@ -159,7 +188,11 @@ class InteractiveSession:
                         model=self.conn.model, version=self.conn.version)
         try:
             while True:
-                self._drain()
+                try:
+                    self._drain()
+                except _Lost as lost:
+                    self._on_lost(str(lost), idle=lost.idle)
+                    continue
                 try:
                     line = self._read_line()
                 except KeyboardInterrupt:
@@ -174,11 +207,11 @@ class InteractiveSession:
                 if isinstance(item, Command):
                     if item.name == "quit":
                         return self._quit()
-                    self._command(item)
-                elif isinstance(item, Message):
+                    code = self._command(item)
+                else:
                     code = self._chat(item.text)
-                    if code is not None:
-                        return code
+                if code is not None:
+                    return code
         except ClientError as exc:
             self.ui.error(str(exc))
             self.conn.close(bye=False)
@@ -213,27 +246,66 @@ class InteractiveSession:
                 loop.call_soon_threadsafe(_exit)
 
     def _drain(self) -> None:
-        """Show what the server said while we waited for input; raise if it left."""
-        while True:
-            event = self.conn.poll(0)
-            if event is None:
-                if self.conn.eof:
-                    # The reader stopped without an event: the queue says why.
-                    event = self.conn.poll(0.5)
-                    if event is None:
-                        raise ConnectionLost(f"connection to {self.conn.address} lost")
-                else:
-                    return
-            if isinstance(event, Notice):
-                self.ui.server_notice(event)
-            elif isinstance(event, Error):
-                if event.fatal:
-                    raise ConnectionLost(
-                        f"the server closed the connection: {event.message or event.code.value}"
-                    )
-                self.ui.error(str(server_error(event)))
-            elif isinstance(event, Bye | ConnectionClosed):
-                raise ConnectionLost(f"the server closed the connection ({self.conn.address})")
+        """Show what the server said while we waited for input; :class:`_Lost`
+        if it left."""
+        if self._offline is not None:
+            return  # nothing to read until the next message reconnects
+        try:
+            while True:
+                event = self.conn.poll(0)
+                if event is None:
+                    if self.conn.eof:
+                        # The reader stopped without an event: the queue says why.
+                        event = self.conn.poll(0.5)
+                        if event is None:
+                            raise _Lost(f"connection to {self.conn.address} lost")
+                    else:
+                        return
+                if isinstance(event, Notice):
+                    self.ui.server_notice(event)
+                elif isinstance(event, Error):
+                    if event.fatal:
+                        raise _Lost(
+                            f"the server closed the connection: "
+                            f"{event.message or event.code.value}",
+                            idle=event.code is ErrorCode.IDLE_TIMEOUT)
+                    self.ui.error(str(server_error(event)))
+                elif isinstance(event, Bye | ConnectionClosed):
+                    raise _Lost(f"the server closed the connection ({self.conn.address})")
+        except ConnectionLost as exc:
+            raise _Lost(str(exc)) from None
+
+    # -- losing and getting back the connection ------------------------------------
+    @property
+    def _can_reconnect(self) -> bool:
+        return self.reconnector is not None and self.reconnector.enabled
+
+    def _on_lost(self, reason: str, *, idle: bool = False) -> None:
+        """The connection is gone: reconnect (now, or for an idle close when the
+        next message is sent), or end the session with ``reason`` (exit 6)."""
+        self.conn.close(bye=False)
+        if not self._can_reconnect:
+            raise ConnectionLost(reason)
+        if idle:
+            self._offline = reason
+            self.ui.notice("the server closed this connection for being idle; your next "
+                           "message reconnects", label="connection")
+            return
+        self._reconnect(reason)
+
+    def _reconnect(self, reason: str) -> None:
+        assert self.reconnector is not None
+        conn = self.reconnector.reconnect(reason)  # raises ClientError when it gives up
+        self.conn = conn
+        self._offline = None
+        if self._prompt is not None:
+            conn.on_closed = self._wake_prompt
+        self.ui.notice(f"reconnected to {conn.address} as {conn.user}; the conversation "
+                       "goes on", label="connection")
+
+    def _ensure_connected(self) -> None:
+        if self._offline is not None:
+            self._reconnect(self._offline)
 
     def _quit(self) -> int:
         self.conn.close(bye=True)
@@ -241,13 +313,21 @@ class InteractiveSession:
         return ExitCode.OK
 
     # -- commands --------------------------------------------------------------
-    def _command(self, cmd: Command) -> None:
+    def _command(self, cmd: Command) -> int | None:
+        """Run a slash command; an exit code when the session must end."""
+        if cmd.name == "retry":
+            if self.last_message is None:
+                self.ui.notice("nothing to retry yet: /retry sends your last message again",
+                               label="retry")
+                return None
+            return self._chat(self.last_message)
         if cmd.name == "help":
             self.ui.info(help_text())
         elif cmd.name == "new":
             self.conversation = new_conversation()
             self.model = ""  # a new conversation starts with the default model
             self.turns.clear()
+            self.last_message = None
             self.ui.notice("started a new conversation", label="new")
         elif cmd.name == "models":
             self._list_models()
@@ -258,6 +338,7 @@ class InteractiveSession:
         else:
             self.ui.notice(f"unknown command /{cmd.name}; /help lists the commands",
                            label="help")
+        return None
 
     def _current_model(self) -> str:
         return self.model or self.conn.model
@@ -297,26 +378,23 @@ class InteractiveSession:
             # The original client's behaviour and wording: nothing is sent.
             self.ui.notice(notice, label="privacy")
             return None
-        view = self.ui.answer()
-
-        def on_interrupt(cancelled: bool) -> None:
-            if cancelled:
-                self.ui.notice("stopping the answer…", label="cancel")
-            else:
-                self.ui.notice("protocol v1 cannot stop an answer; waiting for its end "
-                               "(press Ctrl-C again to disconnect)", label="cancel")
-
-        with self._catch_sigint(), _no_echo(self.tty):
-            try:
-                outcome = run_turn(
-                    self.conn, text, conversation=self.conversation, model=self.model,
-                    timeout=self.timeout,
-                    on_delta=view.append, on_notice=self.ui.server_notice, on_tick=view.tick,
-                    interrupted=lambda: self._interrupts > 0, on_interrupt=on_interrupt,
-                )
-            finally:
-                view.finish()
-        if outcome.reason == "cancelled":
+        self._ensure_connected()
+        self.last_message = text
+        outcome = self._turn(text)
+        if outcome.failure is not None and not outcome.sent and self._can_reconnect:
+            # The connection was gone before the message left (the server closed
+            # it just now): the server never saw it, so it goes out once more,
+            # on the new connection.
+            self._on_lost(str(outcome.failure))
+            self._ensure_connected()
+            outcome = self._turn(text)
+        note = ""
+        if outcome.reason == "cancelled" and self._interrupts == 0:
+            # Not the user's Ctrl-C: the server stopped it (shutting down).
+            note = STOPPED_NOTE
+            self.ui.notice("the server stopped this answer"
+                           + ("; /retry asks again" if self._can_reconnect else ""), label="cut")
+        elif outcome.reason == "cancelled":
             self.ui.notice("answer stopped", label="cancel")
         elif outcome.end is not None and outcome.error is None:
             self.ui.answer_stats(outcome.end)
@@ -333,11 +411,41 @@ class InteractiveSession:
                 self.ui.error("the server closed the connection after refusing the message")
                 self.conn.close(bye=False)
                 return ExitCode.REFUSED
-            raise outcome.failure
+            # Cut: what arrived stays on screen and in /history, marked; the
+            # message is never sent again by itself (/retry is the user's call).
+            self.turns.append((text, outcome.text, CUT_NOTE))
+            what = ("the answer was cut off" if outcome.text
+                    else "the answer did not arrive")
+            self.ui.notice(what + ("; /retry asks again" if self._can_reconnect else "")
+                           + f" ({outcome.failure})", label="cut")
+            self._on_lost(str(outcome.failure))
+            return None
         if outcome.refusal is None and (err is None or outcome.text):
             # Kept for /history: answers, stopped answers and partial ones.
-            self.turns.append((text, outcome.text))
+            self.turns.append((text, outcome.text, note))
         return None
+
+    def _turn(self, text: str) -> TurnOutcome:
+        """Send ``text`` and show its answer as it streams."""
+        view = self.ui.answer()
+
+        def on_interrupt(cancelled: bool) -> None:
+            if cancelled:
+                self.ui.notice("stopping the answer…", label="cancel")
+            else:
+                self.ui.notice("protocol v1 cannot stop an answer; waiting for its end "
+                               "(press Ctrl-C again to disconnect)", label="cancel")
+
+        with self._catch_sigint(), _no_echo(self.tty):
+            try:
+                return run_turn(
+                    self.conn, text, conversation=self.conversation, model=self.model,
+                    timeout=self.timeout,
+                    on_delta=view.append, on_notice=self.ui.server_notice, on_tick=view.tick,
+                    interrupted=lambda: self._interrupts > 0, on_interrupt=on_interrupt,
+                )
+            finally:
+                view.finish()
 
     @contextlib.contextmanager
     def _catch_sigint(self) -> Iterator[None]:

@@ -248,7 +248,9 @@ class UI(Protocol):
     def server_notice(self, notice: Notice) -> None: ...
     def error(self, text: str) -> None: ...
     def info(self, text: str) -> None: ...
-    def history(self, turns: Sequence[tuple[str, str]]) -> None: ...
+    def history(self, turns: Sequence[tuple[str, str, str]]) -> None:
+        """(question, answer, note): a note says why an answer is not whole."""
+
     def answer_stats(self, end: AnswerEnd) -> None: ...
 
 
@@ -304,16 +306,18 @@ class RichUI:
     def server_notice(self, notice: Notice) -> None:
         self.notice(notice_text(notice), label=_NOTICE_LABEL.get(notice.kind, "notice"))
 
-    def history(self, turns: Sequence[tuple[str, str]]) -> None:
+    def history(self, turns: Sequence[tuple[str, str, str]]) -> None:
         if not turns:
             self.info("Nothing in this conversation yet.")
             return
         items: list[object] = []
-        for question, answer in turns:
+        for question, answer, note in turns:
             items.append(Rule("you", align="left", style="green"))
             items.append(Text(question))
             items.append(Rule("assistant", align="left", style="cyan"))
             items.append(Markdown(answer) if answer else Text("(no answer)", style="dim"))
+            if note:
+                items.append(Text(f"[{note}]", style="yellow"))
         items.append(Rule(style="dim"))
         self.console.print(Group(*items))  # type: ignore[arg-type]
 
@@ -359,7 +363,9 @@ class PlainUI:
     def answer_stats(self, end: AnswerEnd) -> None:
         """Plain output stays the answer text only."""
 
-    def history(self, turns: Sequence[tuple[str, str]]) -> None:
-        for question, answer in turns:
+    def history(self, turns: Sequence[tuple[str, str, str]]) -> None:
+        for question, answer, note in turns:
             self.out.write(f"you: {question}\nassistant: {answer}\n")
+            if note:
+                self.out.write(f"[{note}]\n")
         self.out.flush()

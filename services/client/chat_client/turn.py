@@ -53,6 +53,9 @@ class TurnOutcome:
     #: Set when the connection is gone after this turn (lost, or closed by the
     #: server after a v1 moderation warning).
     failure: ClientError | None = None
+    #: False when the message could not even be written (the connection was
+    #: known to be gone): the server never saw it, so sending it again is safe.
+    sent: bool = True
 
     @property
     def ok(self) -> bool:
@@ -96,7 +99,10 @@ def run_turn(
     v2 ``CANCEL`` is sent (``on_interrupt(True)``); on v1, which cannot cancel,
     ``on_interrupt(False)`` tells the UI so and we keep reading.
     """
-    message_id = conn.send_message(text, conversation, model)
+    try:
+        message_id = conn.send_message(text, conversation, model)
+    except ConnectionLost as exc:
+        return TurnOutcome(message_id=0, reason="lost", failure=exc, sent=False)
     out = TurnOutcome(message_id=message_id)
     parts: list[str] = []
     asked_to_cancel = False
