@@ -197,7 +197,8 @@ def test_server_notice_is_shown(live_server, spawn):
 
 
 def test_lost_connection_says_so_and_exits_6(live_server, spawn):
-    c = spawn(_server(live_server))
+    # Reconnecting off (tests/client/test_reconnect.py covers it being on).
+    c = spawn(_server(live_server), CHAT_RECONNECT_ATTEMPTS="0")
     c.login(PASSWORD)
     c.expect(PROMPT)
     live_server.stop(signal.SIGKILL)

@@ -21,6 +21,7 @@ from chat_client.reconnect import Backoff
 
 from tests.client.conftest import CHAT_CLIENT, REPO, client_env
 from tests.client.test_interactive import PROMPT, Client
+from tests.faults.test_storage import database_env
 from tests.fixtures.relay import Relay
 from tests.fixtures.server import PASSWORD, USER, LiveServer
 from tests.server.clients import wait_until
@@ -146,6 +147,32 @@ def test_a_dropped_network_marks_the_answer_and_the_server_stores_it_interrupted
     assert [m["content"] for m in retried if m["role"] == "user"] == [
         "the first question", f"the second question {LONG}"]
     assert turns[1]["answer"] not in [m["content"] for m in retried]
+
+
+@pytest.mark.postgres
+def test_the_conversation_moves_to_another_replica_with_the_token(server_factory, spawn, request):
+    # Two replicas on one PostgreSQL database behind a relay that, like a
+    # balancer, sends each new connection to the first replica that takes it.
+    env = database_env("postgresql", request)
+    first = server_factory(**env)
+    second = server_factory(users={}, **env)
+    standin = first.standin
+    relay = Relay(first.port, second.port)
+    try:
+        c = _logged_in(spawn, relay.port)
+        c.run("remember the word pineapple", "Echo: remember the word pineapple")
+        first.stop(signal.SIGKILL)
+        c.expect("reconnected to", timeout=60)
+        c.expect(PROMPT)
+        c.run("which word was it?", "Echo: which word was it?")
+    finally:
+        relay.close()
+    # The other replica accepted the token issued by the dead one, and loaded
+    # the conversation from the shared database.
+    assert "method=token" in second.log_text() or '"method": "token"' in second.log_text()
+    context = _messages(standin.wait_for_requests(2)[-1])
+    assert any("pineapple" in m["content"] for m in context[:-1]), context
+    assert c.transcript.getvalue().count("Password") == 1
 
 
 def test_reconnecting_gives_up_after_the_limit_with_a_clear_message(live_server, spawn):
