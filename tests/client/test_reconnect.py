@@ -250,7 +250,7 @@ def test_a_message_that_never_left_goes_out_once_on_the_new_connection(live_serv
         proc.stdin.write("again\n")
         proc.stdin.flush()
         assert proc.stdout.readline().startswith("Echo: again")
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
