@@ -73,13 +73,16 @@ def test_the_client_survives_a_server_restart_and_the_conversation_goes_on(live_
     c = _logged_in(spawn, live_server.port)
     c.run("remember the word pineapple", "Echo: remember the word pineapple")
 
+    c.child.send("which word")  # typing, not sent yet, when the server goes
+    time.sleep(0.3)  # not a timing assertion: the keys reach the prompt first
     live_server.stop()  # SIGTERM: the server says it is shutting down and goes away
     c.expect("reconnecting (attempt 1/")
     live_server.start()
     c.expect("reconnected to", timeout=90)
     c.expect(PROMPT)
 
-    c.run("which word was it?", "Echo: which word was it?")
+    # What was being typed is still there; the line is finished and sent.
+    c.run(" was it?", "Echo: which word was it?")
     # The restarted server loaded the conversation from its database: the model
     # saw the turn from before the restart.
     requests = standin.wait_for_requests(2)

@@ -177,6 +177,8 @@ class InteractiveSession:
         #: Why we are disconnected while waiting to reconnect lazily (idle close).
         self._offline: str | None = None
         self._prompt: PromptSession[str] | None = None
+        #: A line being typed when the connection dropped, offered again.
+        self._pending_input = ""
         if tty:
             self._prompt = make_prompt_session(history_file or history_path())
             conn.on_closed = self._wake_prompt
@@ -228,7 +230,9 @@ class InteractiveSession:
             if not line:
                 raise EOFError
             return line.rstrip("\n")
-        return self._prompt.prompt([("class:prompt", "you> ")])
+        # What the user was typing when the connection dropped comes back.
+        pending, self._pending_input = self._pending_input, ""
+        return self._prompt.prompt([("class:prompt", "you> ")], default=pending)
 
     def _wake_prompt(self) -> None:
         # Called from the reader thread: the connection is gone. If the user is
@@ -241,6 +245,7 @@ class InteractiveSession:
         if app.is_running and loop is not None:
             def _exit() -> None:
                 if app.is_running and not app.future.done():  # type: ignore[union-attr]
+                    self._pending_input = app.current_buffer.text
                     app.exit(exception=_Disconnected())
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_exit)
