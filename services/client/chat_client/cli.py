@@ -54,7 +54,7 @@ environment:
 reconnecting (interactive, v2):
   When the connection drops (a server restart, a replica going away behind a
   balancer, the network), the client reconnects by itself: up to
-  --reconnect-attempts tries (default 10, about a minute and a half), waiting
+  --reconnect-attempts tries (default 10: 76 to 152 s in all), waiting
   longer each time (exponential backoff with jitter), with a notice per try. It
   logs in again with the session token the server issued at login, never with a
   kept password; if the server no longer accepts the token (expired, password

@@ -43,7 +43,7 @@ DEFAULT_ATTEMPTS = 10
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with jitter; with the defaults, 10 attempts span
-    about a minute and a half."""
+    76 to 152 seconds in all."""
 
     attempts: int = DEFAULT_ATTEMPTS
     base: float = 0.5
