@@ -16,6 +16,11 @@ filter   Microseconds per ``feed()`` for a typical answer (20-token answers of
          the benchmark's shape and a long mixed answer). ``--compare REV`` also
          loads the filter of git revision REV (with the detectors of that
          revision) and reports the ratio, in the same run.
+phones   The share of numbers that are not phone numbers which the detector
+         reads as one (default regions): random digit strings of 7-13 digits
+         (with and without a leading 0: what a bare number costs), hex tokens,
+         UUIDs, dates and times, IPv4 addresses, decimals, order numbers;
+         ``--compare REV`` adds that revision's figures.
 stall    A live chat-server and stand-in on 127.0.0.1: a second session pings
          back to back while one session (a) receives a 1 MB answer without any
          place to cut (``--huge-mb`` to change it), (b) sends a 64 KiB message
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import re
@@ -118,9 +124,11 @@ def case_held() -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- filter cost
-def load_revision(rev: str) -> Callable[..., Any]:
-    """The AnswerFilter class of git revision ``rev``, with that revision's
-    detectors (loaded as separate modules, so both versions run in one process)."""
+@functools.cache
+def load_revision(rev: str) -> types.SimpleNamespace:
+    """The moderation modules of git revision ``rev`` (``privacy``,
+    ``answer_filter``, ``make_filter()``), loaded as separate modules, so both
+    versions run in one process."""
     def show(path: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{path}"],
                               check=True, capture_output=True, text=True).stdout
@@ -148,7 +156,8 @@ def load_revision(rev: str) -> Callable[..., Any]:
     banned = load("banned_words", show(base + "banned_words.py"))
     filt = load("answer_filter", show(base + "answer_filter.py"))
     words = banned.BannedWords.from_file(REPO / "cuss_words.txt")
-    return lambda: filt.AnswerFilter(words)
+    return types.SimpleNamespace(privacy=sys.modules[f"{pkg}.privacy"], answer_filter=filt,
+                                 make_filter=lambda: filt.AnswerFilter(words))
 
 
 def time_feeds(make: Callable[[], Any], answers: list[list[str]], rounds: int) -> float:
@@ -180,7 +189,7 @@ def case_filter(compare: str | None, rounds: int) -> list[dict[str, Any]]:
     }
     makers: dict[str, Callable[[], Any]] = {"this tree": lambda: AnswerFilter(BANNED)}
     if compare:
-        makers[compare] = load_revision(compare)
+        makers[compare] = load_revision(compare).make_filter
     rows = []
     for load_name, answers in loads.items():
         row: dict[str, Any] = {"load": load_name, "feeds": sum(len(a) for a in answers)}
@@ -188,6 +197,55 @@ def case_filter(compare: str | None, rounds: int) -> list[dict[str, Any]]:
             row[f"us_per_feed[{who}]"] = round(time_feeds(make, answers, rounds), 2)
         if compare:
             row["ratio"] = round(row["us_per_feed[this tree]"] / row[f"us_per_feed[{compare}]"], 3)
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- phone false positives
+def phone_samples(seed: int = 7, per: int = 2000) -> dict[str, list[str]]:
+    """Numbers that are not phone numbers, or that nobody could tell from one."""
+    import datetime
+    import hashlib
+    import ipaddress
+    import random
+    import uuid
+
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {}
+    for n in range(7, 14):
+        out[f"{n} random digits"] = ["".join(rng.choice("0123456789") for _ in range(n)) for _ in range(per)]
+        out[f"0 + {n - 1} random digits"] = [
+            "0" + "".join(rng.choice("0123456789") for _ in range(n - 1)) for _ in range(per)]
+    out["hex tokens (git SHAs, 7-16)"] = [
+        hashlib.sha256(str(i).encode()).hexdigest()[: rng.randint(7, 16)] for i in range(per)]
+    out["UUIDs"] = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(per)]
+    day = datetime.datetime(1950, 1, 1)
+    stamps = [day + datetime.timedelta(seconds=rng.randrange(150 * 365 * 86400)) for _ in range(per)]
+    out["date + time (4 formats)"] = [
+        t.strftime(rng.choice(["%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M", "%Y%m%d %H%M", "%d.%m.%Y"]))
+        for t in stamps]
+    out["IPv4 (with port or prefix)"] = [
+        str(ipaddress.IPv4Address(rng.getrandbits(32))) + rng.choice(["", f":{rng.randrange(1, 65536)}",
+                                                                     f"/{rng.randrange(33)}"])
+        for _ in range(per)]
+    out["decimals (10 places)"] = [f"{rng.uniform(-100, 100):.10f}" for _ in range(per)]
+    out["order numbers (INV-…, #…)"] = [
+        rng.choice(["INV-", "ORD", "#", "order #"]) + str(rng.randrange(10**9, 10**10)) for _ in range(per)]
+    return out
+
+
+def case_phones(compare: str | None) -> list[dict[str, Any]]:
+    from chatcore import privacy
+
+    finders: dict[str, Callable[[str], list[Any]]] = {"this tree": privacy.find_personal_data}
+    if compare:
+        finders[compare] = load_revision(compare).privacy.find_personal_data
+    rows = []
+    for name, samples in phone_samples().items():
+        row: dict[str, Any] = {"numbers": name, "samples": len(samples)}
+        for who, find in finders.items():
+            flagged = sum(any(p.kind == "phone" for p in find(f"see {s} here")) for s in samples)
+            row[f"phone[{who}] %"] = round(100 * flagged / len(samples), 1)
         rows.append(row)
     return rows
 
@@ -277,7 +335,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--cases", default="held,filter,stall")
+    ap.add_argument("--cases", default="held,filter,phones,stall")
     ap.add_argument("--compare", metavar="REV", help="also time the filter of this git revision")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--huge-mb", type=float, default=1.0)
@@ -291,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "filter" in cases:
         results["filter"] = case_filter(args.compare, args.rounds)
         print("## filter cost\n\n" + table(results["filter"]) + "\n")
+    if "phones" in cases:
+        results["phones"] = case_phones(args.compare)
+        print("## numbers read as phone numbers (default regions)\n\n" + table(results["phones"]) + "\n")
     if "stall" in cases:
         results["stall"] = case_stall(args.huge_mb)
         print("## other sessions' PING while one is attacked\n\n" + table(results["stall"]) + "\n")

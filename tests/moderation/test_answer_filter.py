@@ -190,6 +190,9 @@ PIECES = [
     "dot", "com", "98765", "43210", "9876543210", "+91", "(+91)", "+44 20 7946 0958",
     "ext", "123", "2024", "3", "me9876543210", "\u0455hit", "abc\u200bxyz", "\uff41",
     "xx", "\u0669\u0668", "x-", "caf\u00e9", "\u0430ss",
+    # what is not a phone number (identifiers, times, dates, amounts) next to what is
+    "0535096e", "0535096", "e4b1", "12:30", ":", "2026-12-01", "0.8414709848", "INV-", "#",
+    "$", "\u20b9", "%", "_", "Tel:", "a716", "192.168.1.1", "/", "=", "030.12345678", "arr[3][4]",
 ]
 SEPARATORS = ["", " ", " ", "  ", "\n", ", ", ". ", "-", "!", "?", " (", ") ", "\u00a0", "\t", ":"]
 
@@ -197,7 +200,7 @@ texts = st.lists(
     st.tuples(st.sampled_from(PIECES), st.sampled_from(SEPARATORS)), max_size=30
 ).map(lambda items: "".join(w + s for w, s in items))
 raw_texts = st.text(
-    alphabet=st.sampled_from(list("abcxyzsoniht 0123456789\n+-.()[]@!$|xX,'_* \u200b\u00a0\u0430\u0455\uff58")),
+    alphabet=st.sampled_from(list("abcxyzsoniht 0123456789\n+-.()[]@!$|xX,'_* \u200b\u00a0\u0430\u0455\uff58:#%=/\u20b9")),
     max_size=80,
 )
 

@@ -46,6 +46,8 @@ def test_notices_are_the_original_clients_strings():
         "+1 (415) 555-2671",
         "0044 20 7946 0958",
         "011-2345 6789",  # a Delhi landline, written with its trunk prefix
+        "810 12 34 56",  # a Spanish landline (Spain has no trunk prefix)
+        "030 123456",  # a short Berlin number, grouped as Germany writes it
     ],
 )
 def test_phone_formats_are_found_whole(number):
@@ -58,16 +60,43 @@ def test_phone_formats_are_found_whole(number):
 @pytest.mark.parametrize(
     ("text", "found"),
     [
-        ("call me9876543210", "9876543210"),
-        ("9876543210abc", "9876543210"),
-        ("me+919876543210", "+919876543210"),
+        ("me+919876543210", "+919876543210"),  # a "+" starts a number wherever it is
+        ("Tel:+91-98765-43210", "+91-98765-43210"),
+        ("Mob: 9876543210", "9876543210"),  # a label, then punctuation
+        ("Ph.9876543210", "9876543210"),
+        ("\u092b\u094b\u0928:9876543210", "9876543210"),  # Devanagari label
+        ("\u7535\u8bdd9876543210", "9876543210"),  # Chinese writes no space between words
         ("\uff19\uff18\uff17\uff16\uff15\uff14\uff13\uff12\uff11\uff10", None),  # fullwidth
         ("\u0669\u0668\u0667\u0666\u0665\u0664\u0663\u0662\u0661\u0660", None),  # Arabic-Indic
         ("98765\u200b43210", None),  # zero-width space inside
     ],
 )
-def test_phone_numbers_glued_to_words_or_in_other_digits_are_found(text, found):
+def test_phone_numbers_after_labels_or_in_other_digits_are_found(text, found):
     assert kinds(text) == [("phone", found or text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token 0535096e here",  # a hex token (it broke an integration test)
+        "sha 0535096e4b1a77c2",
+        "call me9876543210",  # libphonenumber's rule: digits glued to Latin letters are a word
+        "9876543210abc",
+        "x9876543210",
+        "caf\u00e99876543210",
+        "id_9876543210",
+        "a3f98765432101bc",
+        "id 550e8400-e29b-41d4-a716-919876543210",  # a UUID's last group
+        "https://example.com/orders/9876543210",
+        "?user=9876543210&x=1",
+        "#9876543210",  # a reference number
+        "INV-9876543210, ORD9876543210, order #9876543210",  # order and invoice numbers
+        "$9876543210 or 9876543210% or \u20b99876543210",  # money, a percentage
+    ],
+)
+def test_digits_inside_identifiers_or_glued_to_signs_are_not_phones(text):
+    assert find_personal_data(text) == []
+    assert refusal_notice(text) is None
 
 
 @pytest.mark.parametrize(
@@ -83,7 +112,15 @@ def test_phone_numbers_glued_to_words_or_in_other_digits_are_found(text, found):
         "ping 192.168.1.100",
         "the population was 1400000000",
         "a3f98765432101bc",  # a hash: one letter before the digits stays glued
-        "1800 123 4567",  # toll-free, national form
+        "1800 123 4567",  # toll-free (a business's number), national form
+        "0535096",  # a German number only if written +49 535096: too short nationally
+        "05350966 and 053509661",
+        "on 2026-12-01 12 people came",  # a date, then a number
+        "at 2026-12-01 12:30:45 and 01/12/2026 10:30",
+        "sin(1) = 0.8414709848",  # a decimal number
+        "1.234.567 and 623.456.789",  # dots between thousands
+        "1,234,5678901",  # a comma between digits
+        "Windows 10.0.19041.1234, ISBN 978-3-16-148410-0",  # versions, part numbers
         "years 2019 2020 2021 2022 2023 2024 2025",
         "scores 3-1 2-0 4-2 1-1 0-0",
         "versions v3.2 w12 x1.2.3 4.5.6.7",
@@ -252,6 +289,35 @@ def test_phone_regions_are_configurable():
     assert [p.kind for p in india_only.find("call 98765 43210")] == ["phone"]
     assert [p.kind for p in india_only.find("call +1 212 736 5000")] == ["phone"]  # international form
     assert [p.text for p in PersonalDataDetector(("US",)).find("call (212) 736-5000")] == ["(212) 736-5000"]
+
+
+@pytest.mark.parametrize(
+    ("region", "without", "written"),
+    [
+        ("FR", "612345678", "06 12 34 56 78"),
+        ("GB", "7400 123456", "07400 123456"),
+        ("DE", "151 23456789", "0151 23456789"),
+        ("AU", "412 345 678", "0412 345 678"),
+    ],
+)
+def test_a_national_number_counts_only_written_as_its_region_writes_it(region, without, written):
+    # libphonenumber's formatting rules: these regions write a mobile number
+    # with its trunk prefix, so the bare digits are just a number.
+    detector = PersonalDataDetector((region,))
+    assert detector.find(f"n {without} x") == []
+    assert [p.text for p in detector.find(f"n {written} x")] == [written]
+
+
+def test_a_national_number_needs_as_many_digits_as_the_regions_shortest_mobile_number():
+    germany = PersonalDataDetector(("DE",))
+    # Valid German landlines by libphonenumber, but as short as any number in text.
+    assert germany.find("0535096, 053511234 or 0221123456") == []
+    assert [p.text for p in germany.find("030 12345678")] == ["030 12345678"]
+    # Grouped exactly as Germany writes them, they count.
+    assert [p.text for p in germany.find("0535096, 05351 1234 or 0221 123456")] == [
+        "05351 1234", "0221 123456"]
+    # Written internationally, the same short numbers count.
+    assert [p.text for p in germany.find("+49 221 123456")] == ["+49 221 123456"]
 
 
 def test_phone_regions_parse_and_reject_unknown_codes():

@@ -18,25 +18,52 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   concatenation is the concatenation of the folds.
 * **Phones** are found by a linear scan for *runs*: digit groups joined by at
   most four separator characters (space, ``- . / ( ) [ ]``, and at most one
-  line break), optionally led by ``+`` or ``(``. Inside a run, numbers are
-  chosen greedily from the left: at each group, the longest window of whole
-  groups with at most :data:`MAX_PHONE_DIGITS` digits that libphonenumber
-  (``phonenumbers``) calls valid, and reportable:
+  line break), optionally led by ``+`` or ``(``. A *run-word* is a stretch of
+  a run without a space; numbers start and end at whole run-words. Inside a
+  run, numbers are chosen greedily from the left: at each run-word, the
+  longest window of whole run-words with at most :data:`MAX_PHONE_DIGITS`
+  digits that libphonenumber (``phonenumbers``) calls valid, and reportable:
 
   - written internationally (``+44 …``, ``0044 …``, ``011 44 …``): valid for its country;
   - written nationally for one of the configured regions (``CHAT_PHONE_REGIONS``,
-    default :data:`DEFAULT_REGIONS`) *with* the trunk prefix (``020 7946 0958``,
-    ``011-2345 6789``), or *without* it when the number is a mobile number
-    (``98765 43210``) or one that may be either (all of North America:
-    ``(212) 736-5000``).
+    default :data:`DEFAULT_REGIONS`), valid for that region, with at least as
+    many significant digits as the region's shortest mobile number (10 in
+    India, 9 in Spain; so ``0535096``, a valid but short German number, is
+    just a number) and written the way the region writes it: with the trunk
+    prefix (``020 7946 0958``, ``011-2345 6789``), or without it for a mobile
+    number where the region's format does not require the prefix
+    (libphonenumber's formatting rules, as its matcher's *VALID* leniency
+    checks them: India's ``98765 43210`` and all of North America's
+    ``(212) 736-5000`` count, France's ``612345678`` does not). Shorter
+    numbers with their prefix, and landlines of regions without a prefix,
+    count when the text groups the digits exactly as the region's national
+    format does (``030 123456``, Spain's ``810 12 34 56``).
 
-  A fixed-line number written without its trunk prefix (``1234567890``,
-  ``192.168.1.100``) is not reported: it is indistinguishable from ids and
-  addresses. A group glued to a single letter (``a3f98…``, ``w12``) does not
-  start a number; a word of two or more letters glued to digits
-  (``call me9876543210``) does not protect them.
+  A fixed-line number written without its trunk prefix (``1234567890``) is not
+  reported: it is indistinguishable from ids. Digits that belong to something
+  else are never a phone number:
+
+  - an *identifier*: a code word (letters, digits and ``_-./:+#=~&%``) with a
+    letter glued to a digit, directly or by ``-``/``_`` (``0535096e``, UUIDs,
+    hashes, ``v1.2``, ``INV-2041``, ``call me9876543210``), or letters with
+    ``/ = _ # & ~`` (URLs, ``id=…``);
+  - digits glued to a Latin letter, ``_``, ``%``, ``#`` or a currency sign
+    (libphonenumber's rule for ``abc8005001234``), or after a currency sign or
+    code and one space (``Rs. 3242000000``); hours and minutes (``12:30``);
+    digits after a comma between digits (``1,234``);
+  - a run-word shaped like a date (``2026-12-01``, ``01.12.2026``,
+    ``20261201``), an IPv4 address or network, a decimal number
+    (``0.8414709848``), or a version or part number whose later groups include
+    a single digit (``10.0.19041``, ``978-3-16-148410-0``); groups joined by
+    dots alone count only when grouped exactly as a national format
+    (``212.736.5000``, ``06.12.34.56.78``);
+  - brackets that do not pair up (``arr[3632][10]``).
+
+  tests/privacy/test_phone_false_positives.py states these as properties
+  over generated UUIDs, tokens, dates, addresses, versions and amounts.
   Because each decision looks at most :data:`MAX_PHONE_DIGITS` digits ahead,
-  a streaming caller can settle everything but the last few groups of a long
+  and what follows a run only matters up to the end of its code word, a
+  streaming caller can settle everything but the last few groups of a long
   run (see :meth:`PersonalDataDetector.scan`).
 * **E-mails** are found by scanning outward from each ``@`` (local part at most
   64 characters, domain at most 253, a dot and a final label of two or more
@@ -53,6 +80,7 @@ number of libphonenumber checks per digit group (memoised).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import html
 import itertools
@@ -400,6 +428,43 @@ class _Region:
     prefix: str  # national (trunk) prefix, "" if none
     bare: re.Pattern[str]  # a mobile (or fixed-or-mobile) national number
     general: re.Pattern[str]  # any national significant number
+    #: The fewest significant digits a number written nationally must have:
+    #: the region's shortest mobile number (see the module docstring).
+    min_significant: int
+    #: (leading digits, pattern, whether a number of that format is written
+    #: with its trunk prefix): the region's national formats, in metadata order.
+    formats: tuple[tuple[re.Pattern[str] | None, re.Pattern[str], bool], ...]
+
+    def prefix_required(self, nsn: str) -> bool:
+        """Does the region write this number nationally with its trunk prefix?
+        libphonenumber's rule (``PhoneNumberMatcher``'s *VALID* leniency): the
+        first national format whose leading digits and pattern fit decides; its
+        prefix formatting rule requires the prefix unless it is optional or
+        only brackets the first group."""
+        for leading, pattern, required in self.formats:
+            if (leading is None or leading.match(nsn)) and pattern.fullmatch(nsn):
+                return required
+        return False
+
+    def groupings(self, number: phonenumbers.PhoneNumber) -> frozenset[tuple[int, ...]]:
+        """How the region writes ``number`` nationally, as digits per group:
+        its national format, without the trunk prefix, and with the prefix as
+        a group of its own ("1 800 555 1234", "0 20 7946 0958")."""
+        groups = tuple(len(g) for g in _GROUP.findall(
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)))
+        out = {groups}
+        p = len(self.prefix)
+        if p and groups:
+            if sum(groups) > len(phonenumbers.national_significant_number(number)):
+                if groups[0] > p:  # the format writes the prefix: "020 …"
+                    out.add((groups[0] - p, *groups[1:]))
+                    out.add((p, groups[0] - p, *groups[1:]))
+            else:
+                out.add((p, *groups))
+        return frozenset(out)
+
+
+_FIRST_GROUP_ONLY = re.compile(r"\(?\\1\)?")
 
 
 def _region(code: str) -> _Region:
@@ -407,13 +472,110 @@ def _region(code: str) -> _Region:
     assert meta is not None, code
     mobile = meta.mobile.national_number_pattern if meta.mobile is not None else None
     general = (meta.general_desc.national_number_pattern if meta.general_desc is not None else None) or r"\d+"
+    lengths = [n for n in (meta.mobile.possible_length if meta.mobile is not None else ()) if n > 0] \
+        or [n for n in (meta.general_desc.possible_length if meta.general_desc is not None else ()) if n > 0] \
+        or [_MIN_PHONE_DIGITS]
+    formats: list[tuple[re.Pattern[str] | None, re.Pattern[str], bool]] = []
+    for f in meta.number_format:
+        rule = f.national_prefix_formatting_rule or ""
+        required = bool(rule) and not f.national_prefix_optional_when_formatting \
+            and _FIRST_GROUP_ONLY.fullmatch(rule) is None
+        leading = re.compile(f.leading_digits_pattern[-1]) if f.leading_digits_pattern else None
+        formats.append((leading, re.compile(f.pattern or r"(?!)"), required))
     return _Region(
         code=code,
         cc=str(meta.country_code),
         prefix=meta.national_prefix or "",
         bare=re.compile(f"(?:{mobile or '(?!)'})"),
         general=re.compile(f"(?:{general})"),
+        min_significant=min(lengths),
+        formats=tuple(formats),
     )
+
+
+# --------------------------------------------------------------------------- phone context
+# A *code word*: ASCII letters and digits with the characters that glue
+# identifiers, paths, URLs and key=value pairs together. Digits inside a code
+# word that is an identifier are part of it, never a phone number.
+_CODE_CHARS = r"A-Za-z0-9_\-./:+#=~&%"
+_CODE_SET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:+#=~&%")
+_CODE_TAIL = re.compile(r"[" + _CODE_CHARS + r"]*")
+# A letter glued to a digit, directly or by a hyphen or an underscore.
+_MIXED = re.compile(r"[A-Za-z][-_]?[0-9]|[0-9][-_]?[A-Za-z]")
+_CODE_GLUE = re.compile(r"[/=_#&~]")  # a path, a query, snake_case, #anchor
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+_LATIN = regex.compile(r"[\p{Script=Latin}\p{Mn}]")
+# Dates as one run-word: 2026-12-01, 01.12.2026, 12/01/26.
+_DATE_YMD = re.compile(r"([0-9]{4})([-./])([0-9]{1,2})\2([0-9]{1,2})")
+_DATE_DMY = re.compile(r"([0-9]{1,2})([-./])([0-9]{1,2})\2([0-9]{2}|[0-9]{4})")
+_IPV4 = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3})(?:/([0-9]{1,2}))?")
+_DIGIT_SET = frozenset("0123456789")
+# An amount: a currency sign or code right before the digits (one space at most).
+_CURRENCY_BEFORE = regex.compile(r"(?:\p{Sc}|(?<![A-Za-z])(?:Rs\.?|INR|USD|EUR|GBP|AUD|CAD)) ?\Z")
+
+
+def _is_identifier(word: str) -> bool:
+    """A code word with a letter glued to a digit (``0535096e``, ``a716``,
+    ``v1.2``, ``INV-2041``), or letters with path, query or snake-case glue
+    (``/orders/``, ``id=``, ``item_``)."""
+    return _MIXED.search(word) is not None or (
+        _CODE_GLUE.search(word) is not None and _ASCII_LETTER.search(word) is not None
+    )
+
+
+def _is_glue(ch: str) -> bool:
+    """A character that, right next to a digit group, makes it part of
+    something that is not a phone number: a Latin letter (libphonenumber's rule
+    for ``abc8005001234``), ``_``, ``%``, ``#`` or a currency sign."""
+    if ch in "_%#":
+        return True
+    if ch.isalpha():
+        return ch.isascii() or _LATIN.match(ch) is not None
+    return unicodedata.category(ch) == "Sc"
+
+
+def _other_shape(word: str) -> bool:
+    """A run-word (digit groups joined without a space) that is something
+    else: a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
+    address or network (``10.0.0.0/8``), a decimal number (``0.8414709848``;
+    ``030.1234567`` is not one), or a version or part number whose later
+    groups include a single digit (``2.0.1``, ``978-3-16-148410-0``)."""
+    m = _DATE_YMD.fullmatch(word)
+    if m is not None and 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
+        return True
+    m = _DATE_DMY.fullmatch(word)
+    if m is not None:
+        a, b = int(m.group(1)), int(m.group(3))
+        if 1 <= a <= 31 and 1 <= b <= 31 and min(a, b) <= 12:
+            return True
+    if len(word) == 8 and word.isdigit():
+        return 1800 <= int(word[:4]) < 2200 and 1 <= int(word[4:6]) <= 12 and 1 <= int(word[6:]) <= 31
+    m = _IPV4.fullmatch(word)
+    if m is not None and all(int(p) <= 255 for p in m.group(1).split(".")) \
+            and (m.group(2) is None or int(m.group(2)) <= 32):
+        return True
+    groups = _GROUP.findall(word)
+    seps = set(word) - _DIGIT_SET
+    if seps == {"."} and len(groups) == 2 and (groups[0] == "0" or groups[0][0] != "0"):
+        return True  # a decimal number
+    return len(seps) == 1 and seps <= {".", "-"} and len(groups) >= 3 \
+        and any(len(g) == 1 for g in groups[1:])
+
+
+def _brackets_ok(text: str, s: int, e: int) -> bool:
+    """Brackets in a candidate pair up, one level deep (libphonenumber's
+    rule: ``arr[3632][10]`` and ``f(1)(2`` are code, ``(212) 736-5000`` is not)."""
+    open_ch = ""
+    for ch in text[s:e]:
+        if ch in "([":
+            if open_ch:
+                return False
+            open_ch = ch
+        elif ch in ")]":
+            if open_ch != ("(" if ch == ")" else "["):
+                return False
+            open_ch = ""
+    return True
 
 
 @dataclass
@@ -443,7 +605,10 @@ class PersonalDataDetector:
         self._phone_ok = functools.lru_cache(maxsize=16384)(self._phone_ok_uncached)
 
     # ------------------------------------------------------------------ phones
-    def _phone_ok_uncached(self, plus: bool, digits: str) -> bool:
+    def _phone_ok_uncached(self, plus: bool, digits: str, grouping: tuple[int, ...], exact: bool) -> bool:
+        """Is ``digits`` (written with ``plus`` before it, in groups of
+        ``grouping`` digits) a phone number? ``exact``: only if grouped
+        exactly as a region writes it. See the module docstring."""
         n = len(digits)
         if n < _MIN_PHONE_DIGITS or n > MAX_PHONE_DIGITS:
             return False
@@ -463,13 +628,15 @@ class PersonalDataDetector:
                 return True
             if plus:
                 return False
+        grouped = len(grouping) > 1
         for r in self._regions:
             # With the trunk prefix (0…), or the country code without "+" (91…).
             with_prefix = any(
                 p and digits.startswith(p) and r.general.fullmatch(digits, len(p)) is not None
                 for p in (r.prefix, r.cc)
             )
-            if not with_prefix and r.bare.fullmatch(digits) is None:
+            if not with_prefix and r.bare.fullmatch(digits) is None \
+                    and not (grouped and r.general.fullmatch(digits) is not None):
                 continue
             try:
                 number = phonenumbers.parse(digits, r.code)
@@ -478,9 +645,16 @@ class PersonalDataDetector:
             if not phonenumbers.is_valid_number_for_region(number, r.code):
                 continue
             nsn = phonenumbers.national_significant_number(number)
-            if len(nsn) < len(digits) and with_prefix:
+            prefixed = with_prefix and len(nsn) < n
+            if not prefixed and r.prefix_required(nsn):
+                continue  # the region writes this number with its prefix
+            if not exact and len(nsn) >= r.min_significant and (
+                    prefixed or phonenumbers.number_type(number) in _MOBILE_TYPES):
                 return True
-            if phonenumbers.number_type(number) in _MOBILE_TYPES:
+            # Shorter numbers with their prefix, and landlines of regions that
+            # have no prefix, count when the text groups the digits exactly as
+            # the region writes them ("030 123456", Spain's "810 12 34 56").
+            if grouped and (prefixed or not r.prefix or exact) and grouping in r.groupings(number):
                 return True
         return False
 
@@ -492,59 +666,80 @@ class PersonalDataDetector:
         blocked: list[tuple[int, int]] = []
         open_start = n
         if not final:
-            lead = _OPEN_LEAD.search(text, max(0, n - 2))
-            if lead is not None and lead.start() < n:
-                open_start = lead.start()
+            open_lead = _OPEN_LEAD.search(text, max(0, n - 2))
+            if open_lead is not None and open_lead.start() < n:
+                open_start = open_lead.start()
+        has_letters = _ASCII_LETTER.search(text) is not None
         for run in _RUN.finditer(text):
             rs, run_end = run.span()
             groups = [(g.start() + rs, g.end() + rs) for g in _GROUP.finditer(run.group())]
-            plus = "+" in text[rs : groups[0][0]]
-            # Still open at the end of the text: more digits or groups may come.
-            run_open = not final and _SEP_PREFIX.fullmatch(text, run_end, n) is not None
-            # Left context: a group glued to exactly one letter starts nothing.
-            glued_single = rs > 0 and text[rs - 1].isalpha() and (rs < 2 or not text[rs - 2].isalpha())
+            lead = text[rs : groups[0][0]]
+            plus = "+" in lead
             digits = [text[s:e] for s, e in groups]
             k = len(groups)
-            if not run_open and sum(map(len, digits)) < _MIN_PHONE_DIGITS:
+            # Still open at the end of the text: more digits or groups may come
+            # (grow), or what follows the last group may still make it part of
+            # something else (a code word or glue that reaches the end).
+            grow = not final and _SEP_PREFIX.fullmatch(text, run_end, n) is not None
+            if not grow and sum(map(len, digits)) < _MIN_PHONE_DIGITS:
                 continue  # too few digits for any number, and no more will come
+            run_open = grow or (not final and (_CODE_TAIL.fullmatch(text, run_end, n) is not None
+                                               or text[run_end:n] == ","))
             # Numbers start and end at whole words of the run: "2-4" is one
             # word, so no number ends between its 2 and its 4.
             word_start = [g == 0 or _has_space(text, groups[g - 1][1], groups[g][0]) for g in range(k)]
             word_end = [*word_start[1:], True]
+            last_word = max(g for g in range(k) if word_start[g])
+            barred = self._barred(text, groups, word_start, lead, rs, run_end)
+            if has_letters:
+                self._bar_identifiers(text, groups, word_start, barred)
             points = [rs]  # where the scan starts afresh: cuts may fall there only
             i = 0
             while i < k:
-                total = 0
-                j = i
-                while j < k and total + len(digits[j]) <= MAX_PHONE_DIGITS:
-                    total += len(digits[j])
-                    j += 1
-                if run_open and j == k:
-                    # The window may still grow, or its last group get longer.
-                    open_start = min(open_start, points[-1])
-                    break
-                last_ok = -1
-                if not (i == 0 and glued_single):
+                if barred[i]:
+                    if run_open and i >= last_word:
+                        open_start = min(open_start, points[-1])  # the last word may change
+                        break
+                    i += 1
+                else:
+                    total = 0
+                    j = i
+                    while j < k and not barred[j] and total + len(digits[j]) <= MAX_PHONE_DIGITS:
+                        total += len(digits[j])
+                        j += 1
+                    if run_open and (j == k or (barred[j] and j >= last_word)):
+                        # The window may still grow, its last group get longer,
+                        # or the last word turn out to be part of something else.
+                        open_start = min(open_start, points[-1])
+                        break
+                    found = None
+                    s = rs if i == 0 else groups[i][0]
+                    if i > 0 and text[s - 1] == "(":
+                        s -= 1
                     acc = "".join(digits[i:j])
                     cut = len(acc)
                     for jj in range(j - 1, i - 1, -1):
                         if cut < _MIN_PHONE_DIGITS:
                             break
-                        if word_end[jj] and self._phone_ok(plus and i == 0, acc[:cut]):
-                            last_ok = jj
-                            break
+                        if word_end[jj]:
+                            e = groups[jj][1]
+                            if e < n and text[e] == ")" and text.count("(", s, e) > text.count(")", s, e):
+                                e += 1
+                            # Dots alone between three or more groups: only
+                            # the exact grouping of a national format counts
+                            # (versions and addresses are written that way).
+                            dotted = jj - i >= 2 and all(
+                                text[groups[g][1] : groups[g + 1][0]] == "." for g in range(i, jj))
+                            if _brackets_ok(text, s, e) and self._phone_ok(
+                                    plus and i == 0, acc[:cut], tuple(map(len, digits[i : jj + 1])), dotted):
+                                found = (jj, e)
+                                break
                         cut -= len(digits[jj])
-                if last_ok >= 0:
-                    s = rs if i == 0 else groups[i][0]
-                    if i > 0 and text[s - 1] == "(":
-                        s -= 1
-                    e = groups[last_ok][1]
-                    if e < n and text[e] == ")" and text.count("(", s, e) > text.count(")", s, e):
-                        e += 1
-                    spans.append((s, e))
-                    i = last_ok + 1
-                else:
-                    i += 1
+                    if found is not None:
+                        spans.append((s, found[1]))
+                        i = found[0] + 1
+                    else:
+                        i += 1
                 while i < k and not word_start[i]:
                     i += 1
                 if i < k:
@@ -556,6 +751,66 @@ class PersonalDataDetector:
                 if a < b:
                     blocked.append((a, b))
         return spans, blocked, open_start
+
+    @staticmethod
+    def _barred(text: str, groups: list[tuple[int, int]], word_start: list[bool], lead: str,
+                rs: int, run_end: int) -> list[bool]:
+        """Per group: is it part of something that is not a phone number? A
+        whole run-word is barred when it is glued to a letter or a sign at the
+        run's ends, is an hour or minute (``12:30``), a thousands group
+        (``1,234``), or has the shape of a date, an IPv4 address or a decimal."""
+        k = len(groups)
+        barred = [False] * k
+        words: list[tuple[int, int]] = []  # group index ranges
+        for g in range(k):
+            if word_start[g]:
+                words.append((g, g + 1))
+            else:
+                words[-1] = (words[-1][0], g + 1)
+        first_s, last_e = groups[0][0], groups[-1][1]
+        left_glued = not lead and rs > 0 and (
+            _is_glue(text[rs - 1]) or (text[rs - 1] in ":," and rs > 1 and text[rs - 2].isdigit())
+            or _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs) is not None)
+        right_glued = run_end < len(text) and (
+            _is_glue(text[run_end]) or (text[run_end] in ":," and run_end + 1 < len(text)
+                                        and text[run_end + 1].isdigit()))
+        for a, b in words:
+            s, e = groups[a][0], groups[b - 1][1]
+            bad = (left_glued and s == first_s) or (right_glued and e == last_e)
+            if not bad and not (a == 0 and "+" in lead):
+                bad = _other_shape(text[s:e])
+            if bad:
+                for g in range(a, b):
+                    barred[g] = True
+        return barred
+
+    @staticmethod
+    def _bar_identifiers(text: str, groups: list[tuple[int, int]], word_start: list[bool],
+                         barred: list[bool]) -> None:
+        """Bar every run-word with a group inside an identifier code word.
+        Each code word is read once (groups inside one share it)."""
+        k = len(groups)
+        n = len(text)
+        cw_end = -1
+        ident = False
+        for g, (s, _) in enumerate(groups):
+            if s >= cw_end:  # a code word not read yet: expand around the group
+                a = s
+                while a > 0 and text[a - 1] in _CODE_SET:
+                    a -= 1
+                cw_end = groups[g][1]
+                while cw_end < n and text[cw_end] in _CODE_SET:
+                    cw_end += 1
+                ident = _is_identifier(text[a:cw_end])
+            if ident and not barred[g]:
+                a = g
+                while a > 0 and not word_start[a]:
+                    a -= 1
+                b = g + 1
+                while b < k and not word_start[b]:
+                    b += 1
+                for h in range(a, b):
+                    barred[h] = True
 
     # ------------------------------------------------------------------ API
     def _scan(self, text: str, final: bool, *, first_only: bool = False) -> Scan:
