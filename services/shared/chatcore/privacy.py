@@ -80,7 +80,6 @@ number of libphonenumber checks per digit group (memoised).
 
 from __future__ import annotations
 
-import bisect
 import functools
 import html
 import itertools
