@@ -14,7 +14,7 @@ COMPOSE ?= docker compose
 # Extra arguments, e.g. make test-unit ARGS="-x -k codec", make bench ARGS="--clients 50"
 ARGS    ?=
 
-.PHONY: help venv up down logs chat user test test-unit test-integration lint bench
+.PHONY: help venv up down logs initial-password chat user test test-unit test-integration lint bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,15 +37,18 @@ venv: $(VENV)/.stamp-all ## Create .venv with the project and all extras (test, 
 
 # ---- the stack --------------------------------------------------------------------
 up: ## Build and start the stack in the background (first start pulls the model)
-	@test -f .env || echo "note: no .env - copy .env.example to .env and set CHAT_BOOTSTRAP_PASSWORD" >&2
 	$(COMPOSE) up -d --build
 	@echo "Model pull and start-up progress: make logs   Chat: make chat"
+	@echo "First start? Log in as admin with the password from: make initial-password"
 
 down: ## Stop the stack (volumes are kept; `docker compose down -v` deletes them)
 	$(COMPOSE) down
 
 logs: ## Follow the stack's logs
 	$(COMPOSE) logs -f --tail=100
+
+initial-password: ## Print admin's password generated at the first start (until it is changed)
+	$(COMPOSE) exec server chat-server initial-password
 
 chat: ## Open the terminal client against the running stack
 	$(COMPOSE) run --rm client

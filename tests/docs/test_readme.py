@@ -20,7 +20,8 @@ def test_readme_configuration_table_matches_the_server_settings():
 def test_every_variable_is_in_env_example():
     example = (REPO / ".env.example").read_text()
     fixed_by_compose = {"CHAT_HOST", "CHAT_DB", "OLLAMA_HOST", "CHAT_CUSS_WORDS_FILE",
-                        "CHAT_METRICS_PORT", "CHAT_METRICS_HOST", "CHAT_ADMIN_SOCKET"}
+                        "CHAT_METRICS_PORT", "CHAT_METRICS_HOST", "CHAT_ADMIN_SOCKET",
+                        "CHAT_DATA_DIR"}
     for var in VARIABLES:
         if var.name not in fixed_by_compose:
             # CHAT_BACKEND_<NAME>_PARALLEL is shown for a concrete backend name.

@@ -8,6 +8,11 @@ project name of its own and a free host port, so it never collides with a
 developer's ``make up`` or a leftover from an earlier run. It is torn down with
 its volumes at the end.
 
+Like a new user's, the stack starts with no settings at all beyond those two
+(no password anywhere): the tests log in as ``admin`` with the password the
+server generated at its first start, read the way the README says
+(``docker compose exec server chat-server initial-password``).
+
 Without a Docker engine (or the compose plugin) the tests are skipped, except
 under ``CI=true`` where that is a failure: CI provisions the engine itself
 (.ci/run), so a missing engine there is a bug, not an environment quirk.
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -36,6 +40,8 @@ COMPOSE_FILES = ["docker-compose.yml", "docker-compose.test.yml"]
 # The base image .ci/build-base-image.sh makes where no registry is reachable.
 LOCAL_BASE_IMAGE = "chat-local/python:3.11-bookworm"
 MODEL = "llama3.2"
+#: The user the server creates at its first start (CHAT_BOOTSTRAP_USER's default).
+FIRST_USER = "admin"
 
 # Upper bounds against hangs only, never timing assertions.
 COMMAND_TIMEOUT = 120
@@ -158,20 +164,26 @@ class Stack:
                      "--message", message],
                     input=(password or self.password) + "\n", env=env, timeout=timeout)
 
+    def initial_password(self) -> str:
+        """What a new user runs: ``docker compose exec server chat-server initial-password``."""
+        r = self.exec("server", "chat-server", "initial-password")
+        assert r.returncode == 0, f"initial-password exited {r.returncode}: {r.stderr}"
+        password = r.stdout.strip()
+        assert password and "\n" not in password, r.stdout
+        return password
+
     def history(self, user: str) -> list[dict[str, object]]:
         r = self.exec("server", "chat-server", "history", "export", user)
         assert r.returncode == 0, r.stderr
         return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-def _stack_environment(project: str, port: int, user: str, password: str) -> dict[str, str]:
+def _stack_environment(project: str, port: int) -> dict[str, str]:
     env = {
         "COMPOSE_PROJECT_NAME": project,
         "CHAT_PORT": str(port),
         # Publish on loopback only: tests talk to 127.0.0.1 and nothing else.
         "CHAT_BIND_ADDRESS": "127.0.0.1",
-        "CHAT_BOOTSTRAP_USER": user,
-        "CHAT_BOOTSTRAP_PASSWORD": password,
         "OLLAMA_MODEL": MODEL,
     }
     base = os.environ.get("PYTHON_IMAGE")
@@ -194,8 +206,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     from testcontainers.compose import DockerCompose
 
     project = f"chatit-{uuid.uuid4().hex[:10]}"
-    user, password = "it-admin", secrets.token_urlsafe(18)
-    values = _stack_environment(project, free_port(), user, password)
+    values = _stack_environment(project, free_port())
 
     # An env file of our own replaces the repository's .env (a developer's
     # settings must not leak into the test stack); the same values also go into
@@ -213,7 +224,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             build=True,
             wait=True,
         )
-        st = Stack(project=project, port=int(values["CHAT_PORT"]), user=user, password=password,
+        # The password is known once the server has made it (after `up`).
+        st = Stack(project=project, port=int(values["CHAT_PORT"]), user=FIRST_USER, password="",
                    base_cmd=[*compose.compose_command_property])
         try:
             # The client service sits in a profile, so `up` would not build it;
@@ -228,6 +240,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
                     f"--- logs\n{st.logs(tail=80)}",
                     pytrace=False,
                 )
+            st.password = st.initial_password()
             yield st
         finally:
             if request.session.testsfailed:

@@ -35,7 +35,8 @@ def test_empty_environment_gives_documented_defaults() -> None:
     assert s.system_prompt == DEFAULT_SYSTEM_PROMPT
     assert s.db == "./data/chat.db" and s.db_password is None
     assert s.cuss_words_file == Path("cuss_words.txt")
-    assert s.bootstrap_user is None and s.bootstrap_password is None
+    assert s.bootstrap_user == "admin" and s.bootstrap_password is None
+    assert s.data_dir_setting is None and s.data_dir == Path("./data")
     assert s.max_connections == 10000
     assert s.max_frame_bytes == 65536
     assert s.auth_timeout == 10.0
@@ -128,6 +129,8 @@ VALID = [
     ("CHAT_HEALTH_PORT", "8081", "health_port", 8081),
     ("CHAT_HEALTH_PORT", "", "health_port", None),
     ("CHAT_HEALTH_HOST", "0.0.0.0", "health_host", "0.0.0.0"),
+    ("CHAT_DATA_DIR", "/data", "data_dir_setting", Path("/data")),
+    ("CHAT_DATA_DIR", "", "data_dir_setting", None),
     ("CHAT_ADMIN_SOCKET", "/run/chat/admin.sock", "admin_socket", Path("/run/chat/admin.sock")),
     ("CHAT_ADMIN_SOCKET", "", "admin_socket", None),
     ("CHAT_REQUIRE_TLS", "true", "require_tls", True),
@@ -207,6 +210,7 @@ INVALID = [
     ("CHAT_ARGON2_MEMORY_KIB", "7", "integer 8-"),
     ("CHAT_ARGON2_PARALLELISM", "0", "integer 1-255"),
     ("CHAT_BOOTSTRAP_USER", "has space", "spaces"),
+    ("CHAT_BOOTSTRAP_USER", " ", "non-empty"),
     ("CHAT_METRICS_PORT", "65536", "integer 0-65535"),
     ("CHAT_METRICS_PORT", "metrics", "integer 0-65535"),
     ("CHAT_METRICS_HOST", " ", "non-empty"),
@@ -222,15 +226,13 @@ INVALID = [
                          ids=[f"{v[0]}={v[1]!r}" for v in INVALID])
 def test_invalid_values_give_one_clear_line(name: str, value: str, expected: str) -> None:
     env = {name: value}
-    if name == "CHAT_BOOTSTRAP_USER":
-        env["CHAT_BOOTSTRAP_PASSWORD"] = "secret-pw"
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{name}: ")
     assert expected in message
-    if name != "CHAT_BOOTSTRAP_USER":
+    if name != "CHAT_BOOTSTRAP_USER" or not value.strip():
         assert f"got {value!r}" in message
 
 
@@ -260,17 +262,22 @@ def test_bootstrap_user_and_password_together() -> None:
     assert s.bootstrap_password == " pw with spaces "  # passwords are not stripped
 
 
-@pytest.mark.parametrize(
-    "env",
-    [{"CHAT_BOOTSTRAP_USER": "admin"}, {"CHAT_BOOTSTRAP_PASSWORD": "hunter2-secret"}],
-)
-def test_bootstrap_needs_both(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError) as info:
-        Settings.from_env(env)
-    message = str(info.value)
-    assert "CHAT_BOOTSTRAP_USER and CHAT_BOOTSTRAP_PASSWORD" in message
-    assert "both or neither" in message
-    assert "hunter2-secret" not in message
+def test_bootstrap_user_defaults_to_admin_and_the_password_is_optional() -> None:
+    # Unset (or empty, as in an older .env.example): generated at the first start.
+    for env in ({}, {"CHAT_BOOTSTRAP_PASSWORD": ""}, {"CHAT_BOOTSTRAP_USER": "root"}):
+        s = Settings.from_env(env)
+        assert s.bootstrap_password is None
+        assert s.bootstrap_user == env.get("CHAT_BOOTSTRAP_USER", "admin")
+    s = Settings.from_env({"CHAT_BOOTSTRAP_PASSWORD": "hunter2-secret"})
+    assert (s.bootstrap_user, s.bootstrap_password) == ("admin", "hunter2-secret")
+
+
+def test_data_dir_is_configurable_and_defaults_beside_the_database() -> None:
+    assert Settings.from_env({"CHAT_DB": "/var/lib/chat/chat.db"}).data_dir == Path("/var/lib/chat")
+    assert Settings.from_env({"CHAT_DB": "postgresql://chat@db/chat"}).data_dir == Path("data")
+    s = Settings.from_env({"CHAT_DB": "postgresql://chat@db/chat", "CHAT_DATA_DIR": "/data"})
+    assert s.data_dir == Path("/data") and s.admin_socket_path == Path("/data/admin.sock")
+    assert s.log_summary()["data_dir"] == "/data"
 
 
 def test_password_never_in_repr_error_or_summary() -> None:

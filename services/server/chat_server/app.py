@@ -24,8 +24,9 @@ from chatcore.protocol import ErrorCode, NoticeKind
 from . import __version__, admin, metrics, readiness
 from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
 from .admission import Refusal as Turnaway
-from .auth import Authenticator, ensure_bootstrap_user
+from .auth import Authenticator
 from .backends import BackendPool, BackendState, ModelChunk, ModelState
+from .bootstrap import InitialPasswordCheck, ensure_first_user, initial_password_path
 from .config import Settings
 from .gate import Gate
 from .gate import start_server as start_gated_server
@@ -75,6 +76,8 @@ class ChatService:
         self.shutting_down = False
         self.user_line = UserLine()
         self.conversations = ConversationCache(store, settings.history_cache_bytes)
+        #: Deletes the first start's password file once that password is changed.
+        self.initial_password = InitialPasswordCheck(initial_password_path(settings), self.hasher)
 
     # ------------------------------------------------------------------ TurnServices
 
@@ -249,7 +252,12 @@ class ChatService:
         log.info("%s", describe(self.tls), extra={"event": "tls_certificate"})
         if (warning := expiry_warning(self.tls)) is not None:
             log.warning("%s", warning, extra={"event": "tls_expiry"})
-        await self._bootstrap()
+        try:
+            await self._bootstrap()
+        except OSError as exc:
+            log.error("cannot start: data directory %s: %s", s.data_dir, exc.strerror or exc)
+            await self.store.close()
+            return 1
         metrics.server_started(__version__, s.model)
         metrics.watch_backends(self._backend_views)
         try:
@@ -358,7 +366,9 @@ class ChatService:
         return views
 
     async def _bootstrap(self) -> None:
-        await ensure_bootstrap_user(self.store, self.settings, self.hasher)
+        """The first user (chat_server.bootstrap), then the initial password's state."""
+        created = await ensure_first_user(self.store, self.settings, self.hasher)
+        await self.initial_password.check(self.store, remind=not created)
 
 
 async def _main(settings: Settings) -> int:

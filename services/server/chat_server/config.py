@@ -134,8 +134,8 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_DB_PASSWORD_FILE", None, "File holding the PostgreSQL password (a Docker secret, for instance); the alternative to CHAT_DB_PASSWORD."),
     Variable("CHAT_CUSS_WORDS_FILE", "cuss_words.txt", "Banned-words list, one word per line; reloaded when it changes."),
     Variable("CHAT_PHONE_REGIONS", ",".join(DEFAULT_REGIONS), "Countries (ISO codes, comma-separated) whose national phone formats count as phone numbers; international (+…) numbers always do."),
-    Variable("CHAT_BOOTSTRAP_USER", None, "User created at start if absent (set together with CHAT_BOOTSTRAP_PASSWORD)."),
-    Variable("CHAT_BOOTSTRAP_PASSWORD", None, "Password of CHAT_BOOTSTRAP_USER; never logged; an existing user's password is not changed."),
+    Variable("CHAT_BOOTSTRAP_USER", "admin", "The first user. With CHAT_BOOTSTRAP_PASSWORD: created at start if absent. Without it: created only when the database has no users at all, with a generated password that `chat-server initial-password` prints (kept in CHAT_DATA_DIR until the password is changed)."),
+    Variable("CHAT_BOOTSTRAP_PASSWORD", None, "Password of CHAT_BOOTSTRAP_USER (no password file then); never logged; an existing user's password is not changed. Unset: generated at the first start."),
     Variable("CHAT_MAX_CONNECTIONS", "10000", "Concurrent connections; further clients are refused with a busy error."),
     Variable("CHAT_MAX_CONNECTIONS_PER_ADDRESS", "256", "Concurrent connections from one client address (an IPv6 client by its /64); further ones are refused."),
     Variable("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", "32", "Connections from one client address that have not logged in yet; further ones are refused until some log in or time out."),
@@ -164,8 +164,9 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_METRICS_HOST", "127.0.0.1", "Address the metrics endpoint listens on (the compose stack: 0.0.0.0 inside its network, not published)."),
     Variable("CHAT_HEALTH_PORT", None, "Port of the HTTP readiness endpoint for load balancers (GET /ready: 200, or 503 while draining or the model is not ready; GET /live); unset turns it off."),
     Variable("CHAT_HEALTH_HOST", "127.0.0.1", "Address the readiness endpoint listens on (docker-compose.ha.yml: 0.0.0.0 inside its network, not published)."),
-    Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock beside a SQLite CHAT_DB (./data/admin.sock with PostgreSQL)."),
-    Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder beside a SQLite CHAT_DB (./data/tls with PostgreSQL)."),
+    Variable("CHAT_DATA_DIR", None, "The server's own directory, private to it (0700): the generated TLS certificate, the initial password, the admin socket; unset: the directory of a SQLite CHAT_DB (./data with PostgreSQL)."),
+    Variable("CHAT_ADMIN_SOCKET", None, "Unix socket (mode 0600) of the local admin endpoint `chat-server status` reads; unset: admin.sock in CHAT_DATA_DIR."),
+    Variable("CHAT_TLS_CERT", None, "PEM certificate (chain) for TLS; unset (with CHAT_TLS_KEY) uses a self-signed one generated in the tls/ folder of CHAT_DATA_DIR."),
     Variable("CHAT_TLS_KEY", None, "PEM private key of CHAT_TLS_CERT (unencrypted); set both or neither."),
     Variable("CHAT_REQUIRE_TLS", "false", "Refuse plaintext v2 connections (they get an ERROR telling them to use TLS); v1 is governed by CHAT_ALLOW_V1."),
     Variable("CHAT_TRUSTED_PROXIES", "", "Comma-separated CIDR blocks (or addresses) of load balancers that must open each connection with a PROXY protocol v1/v2 header naming the real client; empty: none (a PROXY header from anyone is a protocol error)."),
@@ -193,7 +194,7 @@ class Settings:
     db_password: str | None = field(default=None, repr=False)
     cuss_words_file: Path = Path("cuss_words.txt")
     phone_regions: tuple[str, ...] = DEFAULT_REGIONS
-    bootstrap_user: str | None = None
+    bootstrap_user: str = "admin"
     bootstrap_password: str | None = field(default=None, repr=False)
     max_connections: int = 10000
     max_connections_per_address: int = 256
@@ -223,7 +224,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     health_port: int | None = None  # None: no readiness endpoint
     health_host: str = "127.0.0.1"
-    admin_socket: Path | None = None  # None: admin.sock beside the database
+    data_dir_setting: Path | None = None  # None: see data_dir
+    admin_socket: Path | None = None  # None: admin.sock in data_dir
     tls_cert: Path | None = None
     tls_key: Path | None = None
     require_tls: bool = False
@@ -236,20 +238,15 @@ class Settings:
         :exc:`ConfigError` on the first bad variable."""
         env = os.environ if environ is None else environ
         r = _Reader(env)
-        bootstrap_user = r.optional_str("CHAT_BOOTSTRAP_USER")
+        bootstrap_user = r.nonempty("CHAT_BOOTSTRAP_USER")
+        # An empty value (the line of an older .env.example) means unset: generated.
         bootstrap_password = r.optional_str("CHAT_BOOTSTRAP_PASSWORD", strip=False)
-        if (bootstrap_user is None) != (bootstrap_password is None):
-            raise ConfigError(
-                "CHAT_BOOTSTRAP_USER and CHAT_BOOTSTRAP_PASSWORD: expected both or neither, "
-                f"got only {'CHAT_BOOTSTRAP_USER' if bootstrap_user else 'CHAT_BOOTSTRAP_PASSWORD'}"
-            )
-        if bootstrap_user is not None:
-            from .store import validate_username  # local: store is heavier to import
+        from .store import validate_username  # local: store is heavier to import
 
-            try:
-                validate_username(bootstrap_user)
-            except ValueError as exc:
-                raise ConfigError(f"CHAT_BOOTSTRAP_USER: {exc}") from None
+        try:
+            validate_username(bootstrap_user)
+        except ValueError as exc:
+            raise ConfigError(f"CHAT_BOOTSTRAP_USER: {exc}") from None
         if bootstrap_password is not None and len(bootstrap_password) > MAX_PASSWORD_LENGTH:
             # Never echo the value of a password variable, not even in an error.
             raise ConfigError(
@@ -311,6 +308,7 @@ class Settings:
             metrics_host=r.nonempty("CHAT_METRICS_HOST"),
             health_port=r.optional_integer("CHAT_HEALTH_PORT", 0, 65535),
             health_host=r.nonempty("CHAT_HEALTH_HOST"),
+            data_dir_setting=_optional_path(r.optional_str("CHAT_DATA_DIR")),
             admin_socket=_optional_path(r.optional_str("CHAT_ADMIN_SOCKET")),
             tls_cert=None if tls_cert is None else Path(tls_cert),
             tls_key=None if tls_key is None else Path(tls_key),
@@ -322,10 +320,13 @@ class Settings:
 
     @property
     def data_dir(self) -> Path:
-        """The server's own directory: the SQLite database's; with PostgreSQL
-        (no database directory of ours) the default one, ``./data``."""
+        """The server's own directory (``CHAT_DATA_DIR``); unset: the SQLite
+        database's, or with PostgreSQL (no database directory of ours) the
+        default one, ``./data``."""
         from .store import is_database_url
 
+        if self.data_dir_setting is not None:
+            return self.data_dir_setting
         if is_database_url(self.db):
             return Path(_DEFAULTS["CHAT_DB"] or "./data/chat.db").parent
         return Path(self.db).parent
@@ -366,6 +367,9 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in ("bootstrap_password", "db_password"):
                 value = None if value is None else "[set]"
+            elif f.name == "data_dir_setting":
+                out["data_dir"] = str(self.data_dir)  # the effective one
+                continue
             elif f.name == "system_prompt" and value is not None:
                 value = f"[{len(value)} chars]"
             elif isinstance(value, Path | TrustedProxies):
@@ -756,6 +760,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_METRICS_HOST": "metrics_host",
     "CHAT_HEALTH_PORT": "health_port",
     "CHAT_HEALTH_HOST": "health_host",
+    "CHAT_DATA_DIR": "data_dir_setting",
     "CHAT_ADMIN_SOCKET": "admin_socket",
     "CHAT_TLS_CERT": "tls_cert",
     "CHAT_TLS_KEY": "tls_key",

@@ -193,6 +193,10 @@ class Store(ABC):
         """Every user, sorted by name."""
 
     @abstractmethod
+    async def has_users(self) -> bool:
+        """Whether any user exists (cheap, unlike :meth:`list_users`)."""
+
+    @abstractmethod
     async def remove_user(self, name: str) -> bool:
         """Delete a user and everything of theirs; ``False`` if there was no such user."""
 

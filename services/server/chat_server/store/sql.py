@@ -181,6 +181,9 @@ class SQLStore(Store):
         )
         return [self._user(r, int(r[5])) for r in rows]
 
+    async def has_users(self) -> bool:
+        return bool(await self._query("SELECT 1 FROM users LIMIT 1"))
+
     async def remove_user(self, name: str) -> bool:
         # ON DELETE CASCADE removes the user's turns in the same statement, hence
         # the same transaction: the right to be forgotten outweighs orphaned history.
