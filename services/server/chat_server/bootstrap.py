@@ -300,7 +300,7 @@ class InitialPasswordCheck:
     :meth:`check` is cheap while nothing changes: one small file read and one
     user lookup, comparing the stored hash with the one that verified last
     time; only a changed hash is verified again (argon2, in a thread). The
-    server calls it at start and then periodically."""
+    server calls it at start."""
 
     def __init__(self, path: Path, hasher: PasswordHasherLike) -> None:
         self.path = path
