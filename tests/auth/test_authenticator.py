@@ -123,10 +123,11 @@ def test_unknown_user_does_the_same_hashing_work(store: Store, hasher: CountingH
     assert hasher.verified == [alice_hash]
 
     run(auth.verify("nobody", "wrong", None))
-    run(auth.verify("x" * 500, "wrong", None))  # not even a valid user name
+    run(auth.verify("nobody2", "wrong", None))
     assert len(hasher.verified) == 3
     # The unknown-user path verified a real argon2id hash with the same
-    # parameters as the live hasher, not a shortcut.
+    # parameters as the live hasher, not a shortcut. (Only a name no account
+    # can have fails without one: test_impossible_user_name_fails_at_once.)
     dummy_hash = hasher.verified[1]
     assert dummy_hash == hasher.verified[2]
     assert dummy_hash != alice_hash
@@ -182,6 +183,59 @@ def test_overlong_password_fails_without_hashing(store: Store, hasher: CountingH
     assert run(auth.verify("alice", long_pw, None)) is False
     assert hasher.verified == []
     assert run(auth.verify("alice", "p" * 1024, None)) is True
+
+
+class CountingStore:
+    """Counts the store calls a login makes (a thin wrapper: the real store answers)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if callable(attr):
+            def counted(*args: Any, **kw: Any) -> Any:
+                self.calls.append(name)
+                return attr(*args, **kw)
+            return counted
+        return attr
+
+
+@pytest.mark.parametrize("name", ["a" * 65, "x" * 4000, "two words", "tab\there", "nul\x00",
+                                  "zero\u200bwidth", ""],
+                         ids=["65-chars", "4000-chars", "space", "tab", "nul", "format", "empty"])
+def test_impossible_user_name_fails_at_once(store: Store, hasher: CountingHasher,
+                                            name: str) -> None:
+    # A name no account can have (store.validate_username) is neither looked up
+    # nor hashed, with a password or a token, and leaves no per-name entry.
+    counting = CountingStore(store)
+    auth = Authenticator(counting, hasher, clock=FakeClock())  # type: ignore[arg-type]
+    assert run(auth.verify(name, "pw", "10.0.0.9")) is False
+    assert run(auth.verify_token(name, "t" * 43, "10.0.0.9")) is False
+    assert hasher.verified == []
+    assert counting.calls == []
+    assert len(auth.throttle.pairs) == 0 and len(auth.throttle.accounts) == 0
+    assert len(auth.throttle.addresses) == 1  # the address still pays for it
+
+
+def test_impossible_user_names_count_against_the_address(store: Store,
+                                                        hasher: CountingHasher) -> None:
+    add_user(store, "victim", "pw")
+    auth, _ = make_auth(store, hasher)
+    for i in range(10):
+        run(auth.verify("junk " * (i + 1), "guess", "192.0.2.9"))
+    assert auth.is_throttled("victim", "192.0.2.9") > 0
+    assert auth.is_throttled("victim", "192.0.2.10") == 0.0
+
+
+def test_longest_possible_user_name_is_checked_normally(store: Store,
+                                                       hasher: CountingHasher) -> None:
+    name = "n" * 64
+    add_user(store, name, "pw")
+    auth, _ = make_auth(store, hasher)
+    assert run(auth.verify(name, "pw", None)) is True
+    assert run(auth.verify(name, "bad", None)) is False
 
 
 def test_corrupt_stored_hash_is_a_failed_login(store: Store, hasher: CountingHasher) -> None:

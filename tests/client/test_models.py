@@ -47,6 +47,11 @@ def test_oneshot_unknown_model_is_a_server_error(two_model_server):
 @pytest.mark.parametrize(("args", "problem"), [
     (["--model", "x"], "--model only applies with --message"),
     (["--model", "x", "--protocol", "v1", "--message", "hi"], "--model needs protocol v2"),
+    # Names the protocol refuses (docs/PROTOCOL.md §4) never reach the server.
+    (["--model", "m" * 257, "--message", "hi"], "--model is longer than 256 characters"),
+    (["--conversation", "c" * 257, "--message", "hi"],
+     "--conversation is longer than 256 characters"),
+    (["--conversation", "a\x1bb", "--message", "hi"], "--conversation contains a control"),
 ])
 def test_model_flag_usage_errors(args, problem):
     r = run_client(["--user", USER, *args])

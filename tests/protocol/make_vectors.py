@@ -775,6 +775,7 @@ def v2_cases() -> list[dict[str, Any]]:
         ),
         *settled_cases(),
         *model_cases(),
+        *name_cases(),
     ]
 
 
@@ -856,6 +857,59 @@ def model_cases() -> list[dict[str, Any]]:
                 step("server", f2("HELLO", '{"version":2,"model":"m","models":["m",""]}'),
                      error="protocol_error"),
             ],
+        ),
+    ]
+
+
+def name_cases() -> list[dict[str, Any]]:
+    """Names (conversation ids, model and backend names, agents): at most 256
+    characters, no control characters (docs/PROTOCOL.md §4)."""
+    longest, too_long = "c" * 256, "c" * 257
+    # 256 characters of three bytes each: the bound counts characters.
+    wide = "\u4f1a" * 256
+    return [
+        case(
+            "names: a conversation id of 256 characters is accepted",
+            2,
+            [
+                *v2_login(),
+                step("client", f2("CHAT", '{"id":1,"conversation":"' + longest + '","text":"hi"}'),
+                     [ev("ChatMessage", text="hi", conversation=longest, message_id=1)]),
+                step("client", f2("CHAT", '{"id":2,"conversation":"' + wide + '","text":"hi"}'),
+                     [ev("ChatMessage", text="hi", conversation=wide, message_id=2)]),
+            ],
+            note="characters, not bytes: the second id is 768 bytes of UTF-8",
+        ),
+        v2_raw_error(
+            "names: a conversation id of 257 characters",
+            f2("CHAT", '{"id":1,"conversation":"' + too_long + '","text":"hi"}'),
+            "protocol_error",
+            login=True,
+            note="refused as the frame arrives, before anything is done with the message",
+        ),
+        v2_raw_error(
+            "names: a control character in a conversation id",
+            f2("CHAT", '{"id":1,"conversation":"a\\u0000b","text":"hi"}'),
+            "protocol_error",
+            login=True,
+        ),
+        v2_raw_error(
+            "names: a model name of 257 characters",
+            f2("CHAT", '{"id":1,"model":"' + too_long + '","text":"hi"}'),
+            "protocol_error",
+            login=True,
+        ),
+        v2_raw_error(
+            "names: a newline in a model name",
+            f2("CHAT", '{"id":1,"model":"llama3.2\\n","text":"hi"}'),
+            "protocol_error",
+            login=True,
+        ),
+        case(
+            "names: a HELLO agent of 257 characters",
+            2,
+            [step("client", f2("HELLO", '{"versions":[2],"agent":"' + too_long + '"}'),
+                  error="protocol_error")],
         ),
     ]
 

@@ -24,19 +24,21 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from .helpers import ConnectionPair, drain
 
 texts = st.text(max_size=20)
+#: Names (agent, model, conversation) have no control characters (docs/PROTOCOL.md §4).
+names = st.text(st.characters(exclude_categories=["Cc"]), max_size=20)
 ids = st.integers(min_value=0, max_value=5)
 
 CLIENT_EVENTS = st.one_of(
-    st.builds(p.ClientHello, agent=texts),
+    st.builds(p.ClientHello, agent=names),
     st.builds(p.Authenticate, user=texts, password=texts),
-    st.builds(p.ChatMessage, text=texts, conversation=texts, message_id=ids),
+    st.builds(p.ChatMessage, text=texts, conversation=names, message_id=ids),
     st.builds(p.Cancel, message_id=ids),
     st.builds(p.Ping, nonce=texts),
     st.builds(p.Pong, nonce=texts),
     st.builds(p.Bye, reason=texts),
 )
 SERVER_EVENTS = st.one_of(
-    st.builds(p.ServerHello, agent=texts, model=texts),
+    st.builds(p.ServerHello, agent=names, model=names),
     st.builds(p.AuthResult, ok=st.booleans(), user=texts, message=texts),
     st.builds(p.AnswerDelta, text=texts, message_id=ids),
     st.builds(p.AnswerEnd, message_id=ids),

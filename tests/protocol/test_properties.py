@@ -27,6 +27,8 @@ FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 
 # Text without lone surrogates (they can't travel as UTF-8 at all).
 text = st.text(st.characters(exclude_categories=["Cs"]), max_size=80)
+#: Names (agent, model, conversation) have no control characters (docs/PROTOCOL.md §4).
+name = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=80)
 ascii_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 ids = st.integers(min_value=0, max_value=2**53 - 1)
 small = st.integers(min_value=0, max_value=10**9)
@@ -36,13 +38,13 @@ small = st.integers(min_value=0, max_value=10**9)
 client_hello = st.builds(
     p.ClientHello,
     versions=st.lists(st.integers(1, 9), min_size=1, max_size=3).map(lambda v: tuple([2, *v])),
-    agent=text,
+    agent=name,
 )
 server_hello = st.builds(
     p.ServerHello,
     version=st.just(2),
-    agent=text,
-    model=text,
+    agent=name,
+    model=name,
     limits=st.dictionaries(
         st.text(min_size=1, max_size=10).filter(lambda s: s.isprintable()), small, max_size=3
     ),
@@ -54,7 +56,7 @@ authenticate = st.builds(p.Authenticate, user=text, password=text) | st.builds(
 auth_result = st.builds(p.AuthResult, ok=st.booleans(), user=text, message=text) | st.builds(
     p.AuthResult, ok=st.just(True), user=text, message=text, token=tokens
 )
-chat = st.builds(p.ChatMessage, text=text, conversation=text, message_id=ids)
+chat = st.builds(p.ChatMessage, text=text, conversation=name, message_id=ids)
 delta = st.builds(p.AnswerDelta, text=text, message_id=ids)
 end = st.builds(
     p.AnswerEnd,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from chatcore.protocol import (
+    MAX_NAME_LENGTH,
     AnswerDelta,
     AnswerEnd,
     AuthResult,
@@ -177,6 +178,40 @@ def test_a_body_with_a_duplicate_key_is_a_protocol_error(live_server):
     error = client.next_event(timeout=10)
     assert isinstance(error, Error) and error.code is ErrorCode.PROTOCOL_ERROR
     assert "duplicate" in error.message
+
+
+def test_an_over_long_conversation_id_is_refused_before_anything_is_done(live_server):
+    # Not answered, then refused by the store ("not saved"): refused as the
+    # frame arrives, before the model or the store see anything.
+    client = logged_in(live_server.port, USER, PASSWORD)
+    too_long = "c" * (MAX_NAME_LENGTH + 1)
+    client.sock.sendall(_frame("CHAT", f'{{"id":1,"conversation":"{too_long}","text":"hi"}}'))
+    error = client.next_event(timeout=10)
+    assert isinstance(error, Error) and error.code is ErrorCode.PROTOCOL_ERROR
+    assert error.message == (
+        f"invalid CHAT frame: conversation is longer than {MAX_NAME_LENGTH} characters")
+    assert isinstance(client.next_event(timeout=10), ConnectionClosed)
+    assert live_server.standin.requests() == []
+    assert live_server.history(USER) == []
+
+
+def test_a_conversation_id_of_the_longest_length_is_answered_and_stored(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    longest = "c" * MAX_NAME_LENGTH
+    reply = client.chat("hi", conversation=longest)
+    assert reply.end is not None, reply.events
+    wait_until(lambda: live_server.history(USER))
+    assert [t["conversation"] for t in live_server.history(USER)] == [longest]
+    client.close()
+
+
+def test_a_control_character_in_a_conversation_id_is_refused(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    client.sock.sendall(_frame("CHAT", '{"id":1,"conversation":"a\\u0000b","text":"hi"}'))
+    error = client.next_event(timeout=10)
+    assert isinstance(error, Error) and error.code is ErrorCode.PROTOCOL_ERROR
+    assert "control character" in error.message
+    assert live_server.history(USER) == []
 
 
 # -- BYE ------------------------------------------------------------------------------------

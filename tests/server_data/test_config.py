@@ -180,6 +180,8 @@ INVALID = [
     ("OLLAMA_MODEL", "llama 3", "without spaces"),
     ("OLLAMA_MODEL", "", "non-empty"),
     ("CHAT_MODEL", "a,b", "without spaces or commas"),
+    # The protocol's bound on names (HELLO would carry it): docs/PROTOCOL.md §4.
+    ("CHAT_MODEL", "m" * 257, "model name of at most 256 characters"),
     ("CHAT_PROBE_INTERVAL", "0", "seconds > 0"),
     ("CHAT_DB", "", "non-empty"),
     ("CHAT_CUSS_WORDS_FILE", " ", "non-empty"),
@@ -232,8 +234,13 @@ def test_invalid_values_give_one_clear_line(name: str, value: str, expected: str
     assert "\n" not in message
     assert message.startswith(f"{name}: ")
     assert expected in message
-    if name != "CHAT_BOOTSTRAP_USER" or not value.strip():
+    # CHAT_BOOTSTRAP_USER's message is the user-name rule's own (an empty one is
+    # the generic "got ''"); a long value is shown shortened.
+    shown = name != "CHAT_BOOTSTRAP_USER" or not value.strip()
+    if shown and len(value) <= 80:
         assert f"got {value!r}" in message
+    elif shown:
+        assert f"got {value[:70]!r}"[:-1] in message
 
 
 def test_memory_minimum_scales_with_parallelism() -> None:

@@ -123,6 +123,14 @@ def test_an_empty_backend_list_is_a_mistake() -> None:
         "CHAT_BACKENDS: expected at least one NAME=KIND:URL, got ' , '"]
 
 
+def test_a_model_name_longer_than_the_protocol_allows_is_a_mistake() -> None:
+    # HELLO lists the models; a name over docs/PROTOCOL.md §4's bound could not be sent.
+    long_name = "m" * 257
+    assert problems({"CHAT_MODELS": f"llama3.2,{long_name},{'m' * 256}"}) == [
+        f"CHAT_MODELS: expected a model name of at most 256 characters, got"
+        f" {long_name[:77] + '...'!r} (257 characters)"]
+
+
 def test_chat_model_wins_over_ollama_model() -> None:
     s = Settings.from_env({"CHAT_MODEL": "smollm2", "OLLAMA_MODEL": "llama3.2"})
     assert s.model == "smollm2"

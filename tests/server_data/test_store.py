@@ -208,6 +208,14 @@ async def test_overlong_conversation_id_is_a_clear_store_error(store: Store) -> 
     assert "\n" not in str(info.value)
 
 
+def test_every_conversation_id_the_protocol_lets_through_can_be_stored() -> None:
+    # The codec refuses longer ids as they arrive (docs/PROTOCOL.md §4), so the
+    # store's own refusal, after the answer, is never reached from the wire.
+    from chatcore.protocol import MAX_NAME_LENGTH
+
+    assert MAX_NAME_LENGTH <= MAX_CONVERSATION_LENGTH
+
+
 def test_naive_and_epoch_timestamps_are_normalised_to_utc() -> None:
     naive = make_turn(created_at=datetime(2025, 1, 1, 8, 0), completed_at=1735718400.0)
     assert naive.created_at == datetime(2025, 1, 1, 8, 0, tzinfo=UTC)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from chatcore.protocol import name_problem
+
 from . import __version__
 from .connection import DEFAULT_HANDSHAKE_TIMEOUT, ChatConnection
 from .errors import EXIT_CODES_HELP, ClientError, ExitCode, UsageError
@@ -279,6 +281,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         raise UsageError("--model needs protocol v2 (v1 cannot name a model)")
     if args.model is not None and not args.model.strip():
         raise UsageError("--model needs a model name")
+    # The protocol's rule for names (docs/PROTOCOL.md §4); the server would
+    # close the connection over a CHAT that breaks it.
+    for option, value in (("--conversation", args.conversation), ("--model", args.model)):
+        if value is not None and (problem := name_problem(value.strip())) is not None:
+            raise UsageError(f"{option} {problem}")
     protocol = 1 if args.protocol == "v1" else 2
     tls = _tls_options(args, env, protocol)
     if args.forget_host and tls is None:

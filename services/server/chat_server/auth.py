@@ -10,6 +10,10 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
   hash made once with the same parameters, so response time does not tell
   whether an account exists. The caller gets only ``True``/``False``; the reason
   of a failure goes to the DEBUG log.
+* **Impossible names fail at once.** A name no account can have (longer than
+  64 characters, spaces, control characters: ``store.validate_username``) gets
+  the same generic failure without a lookup or a hash, and counts against the
+  client's address only. Those rules are public, so this tells nothing.
 * **Bounded hashing.** Each Argon2 call takes ~19 MiB and tens of ms of CPU, so
   at most ``max_concurrent_hashes`` run at once, in worker threads (the event
   loop keeps serving). The slot is held until the thread really finishes, even
@@ -47,7 +51,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from .admission import client_key
 from .config import MAX_PASSWORD_LENGTH
 from .logs import login_name_fields
-from .store import Store, StoreError, UserExists
+from .store import Store, StoreError, UserExists, validate_username
 from .throttle import (
     DEFAULT_ACCOUNT_POLICY,
     DEFAULT_ADDRESS_POLICY,
@@ -82,6 +86,18 @@ class PasswordHasherLike(Protocol):
     def hash(self, password: str) -> str: ...
     def verify(self, hash: str, password: str) -> bool: ...
     def check_needs_rehash(self, hash: str) -> bool: ...
+
+
+def _possible_user_name(name: str) -> bool:
+    """Whether an account could have this name (store.validate_username: 1-64
+    printable characters, no spaces). A login with any other name fails at
+    once, with the same generic answer: no lookup, no hash. The name's length
+    and form are public rules, so the shortcut tells an attacker nothing."""
+    try:
+        validate_username(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Authenticator:
@@ -139,6 +155,11 @@ class Authenticator:
         }
         if (wait := self.is_throttled(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
+            return False
+        if not _possible_user_name(user):
+            self.throttle.failed_no_account(address)
+            log.info("login failed", extra=fields)
+            log.debug("login failed: not a possible user name", extra=fields)
             return False
         if len(password) > MAX_PASSWORD_LENGTH:
             # Nobody's password is this long (the CLI refuses to set one), so no
@@ -215,6 +236,11 @@ class Authenticator:
         }
         if (wait := self.is_throttled(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
+            return False
+        if not _possible_user_name(user):
+            self.throttle.failed_no_account(address)
+            log.info("login failed", extra=fields)
+            log.debug("login failed: not a possible user name", extra=fields)
             return False
         owner = await self.store.verify_session_token(token)
         if owner is None or owner != user:

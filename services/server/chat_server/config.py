@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher, Type
 from chatcore.privacy import DEFAULT_REGIONS, parse_regions
+from chatcore.protocol import MAX_NAME_LENGTH, name_problem
 
 from .proxy_protocol import TrustedProxies
 
@@ -474,6 +475,10 @@ def _model_side(env: Mapping[str, str], r: _Reader,
         if not value or any(c.isspace() or not c.isprintable() or c == "," for c in value):
             problems.append(f"{name}: expected a non-empty model name without spaces or commas,"
                             f" got {_shown(raw)}")
+            return None
+        if name_problem(value) is not None:  # the protocol's bound on names
+            problems.append(f"{name}: expected a model name of at most {MAX_NAME_LENGTH}"
+                            f" characters, got {_shown(raw)} ({len(value)} characters)")
             return None
         return value
 

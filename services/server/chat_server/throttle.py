@@ -204,6 +204,13 @@ class LoginThrottle:
             self.addresses.record_failure(key)
         self.accounts.record_failure(user, source=key)
 
+    def failed_no_account(self, address: Address) -> None:
+        """A failure under a name no account can have: it counts against the
+        address only, so junk names take no places in the other tables."""
+        key = client_key(address)
+        if key is not None:
+            self.addresses.record_failure(key)
+
     def succeeded(self, user: str, address: Address) -> None:
         """A successful login: this account and address start afresh, and the
         address becomes trusted for the account. (The other counters stay: an

@@ -16,6 +16,7 @@ from ._connection import (
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     FATAL_CODES,
+    MAX_NAME_LENGTH,
     AnswerDelta,
     AnswerEnd,
     Authenticate,
@@ -34,6 +35,7 @@ from ._events import (
     Ping,
     Pong,
     ServerHello,
+    name_problem,
 )
 from ._header import HEADER_SIZE, encode_v1_frame
 from ._state import Role, State
@@ -54,6 +56,7 @@ __all__ = (
     "DEFAULT_MAX_UNAUTH_FRAME_SIZE",
     "FATAL_CODES",
     "HEADER_SIZE",
+    "MAX_NAME_LENGTH",
     "NEED_DATA",
     "V1_CUSS_WARNING",
     "V1_DISCONNECTED",
@@ -88,5 +91,6 @@ __all__ = (
     "ServerHello",
     "State",
     "encode_v1_frame",
+    "name_problem",
     "to_v1_text",
 )

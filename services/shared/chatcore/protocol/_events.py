@@ -14,12 +14,14 @@ raises :exc:`LocalProtocolError`.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 from ._errors import LocalProtocolError
 
 # Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
 __all__ = [
+    "MAX_NAME_LENGTH",
     "AnswerDelta",
     "AnswerEnd",
     "AuthResult",
@@ -38,6 +40,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ServerHello",
+    "name_problem",
 ]
 
 
@@ -150,6 +153,32 @@ def _check_str(name: str, value: object, *, allow_empty: bool = True) -> None:
         raise LocalProtocolError(f"{name} must not be empty")
 
 
+#: The longest name on the wire, in characters (Unicode code points): conversation
+#: ids, model and backend names, agent strings (docs/PROTOCOL.md §4). A server
+#: keys its storage by some of them, so they are checked as frames arrive,
+#: before anything is done with the message.
+MAX_NAME_LENGTH = 256
+#: C0 controls, DEL and C1 controls: no name may contain one.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` can't be a name on the wire (a conversation id, a model or
+    backend name, an agent string), or ``None`` when it can."""
+    if len(value) > MAX_NAME_LENGTH:
+        return f"is longer than {MAX_NAME_LENGTH} characters"
+    if _CONTROL.search(value):
+        return "contains a control character"
+    return None
+
+
+def _check_name(name: str, value: object, *, allow_empty: bool = True) -> None:
+    _check_str(name, value, allow_empty=allow_empty)
+    problem = name_problem(value)  # type: ignore[arg-type]  # checked to be a str
+    if problem is not None:
+        raise LocalProtocolError(f"{name} {problem}")
+
+
 def _check_int(name: str, value: object, *, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise LocalProtocolError(f"{name} must be int, not {type(value).__name__}")
@@ -170,7 +199,7 @@ class ClientHello(Event):
             raise LocalProtocolError("versions must be a non-empty tuple of ints")
         for v in self.versions:
             _check_int("version", v, minimum=1)
-        _check_str("agent", self.agent)
+        _check_name("agent", self.agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +217,12 @@ class ServerHello(Event):
 
     def __post_init__(self) -> None:
         _check_int("version", self.version, minimum=1)
-        _check_str("agent", self.agent)
-        _check_str("model", self.model)
+        _check_name("agent", self.agent)
+        _check_name("model", self.model)
         if not isinstance(self.models, tuple):
             raise LocalProtocolError("models must be a tuple")
         for name in self.models:
-            _check_str("model name", name, allow_empty=False)
+            _check_name("model name", name, allow_empty=False)
         if not isinstance(self.limits, dict):
             raise LocalProtocolError("limits must be a dict")
         for k, v in self.limits.items():
@@ -268,9 +297,9 @@ class ChatMessage(Event):
 
     def __post_init__(self) -> None:
         _check_str("text", self.text)
-        _check_str("conversation", self.conversation)
+        _check_name("conversation", self.conversation)
         _check_int("message_id", self.message_id)
-        _check_str("model", self.model)
+        _check_name("model", self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +337,8 @@ class AnswerEnd(Event):
     def __post_init__(self) -> None:
         _check_int("message_id", self.message_id)
         _check_str("reason", self.reason, allow_empty=False)
-        _check_str("model", self.model)
-        _check_str("backend", self.backend)
+        _check_name("model", self.model)
+        _check_name("backend", self.backend)
         for name in ("prompt_tokens", "answer_tokens", "first_token_ms", "total_ms"):
             _check_int(name, getattr(self, name))
 
