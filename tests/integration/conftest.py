@@ -20,6 +20,7 @@ under ``CI=true`` where that is a failure: CI provisions the engine itself
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -255,3 +256,57 @@ def _report(request: pytest.FixtureRequest, title: str, text: str) -> None:
     capman = request.config.pluginmanager.getplugin("capturemanager")
     with capman.global_and_fixture_disabled():
         print(f"\n===== {title} =====\n{text}", file=sys.stderr)
+
+
+def local_base_image() -> dict[str, str]:
+    """``PYTHON_IMAGE`` for the builds: the caller's, else the local base image
+    when it exists (no registry on this machine), else none (compose's default)."""
+    base = os.environ.get("PYTHON_IMAGE")
+    if not base and _image_exists(LOCAL_BASE_IMAGE):
+        base = LOCAL_BASE_IMAGE
+    return {"PYTHON_IMAGE": base} if base else {}
+
+
+@contextlib.contextmanager
+def compose_stack(request: pytest.FixtureRequest, *, files: list[str], values: dict[str, str],
+                  user: str, password: str, build_client: bool = True) -> Iterator[Stack]:
+    """Build and start a stack from ``files`` with ``values`` as its only
+    settings (``COMPOSE_PROJECT_NAME`` and ``CHAT_PORT`` among them), wait
+    until every service is healthy, yield it, and remove it with its volumes.
+
+    The values go into an env file of our own, which replaces the repository's
+    .env (a developer's settings must not leak in), and into os.environ, which
+    wins over any env file in compose's interpolation."""
+    from testcontainers.compose import DockerCompose
+
+    project = values["COMPOSE_PROJECT_NAME"]
+    with tempfile.TemporaryDirectory(prefix="chatit-") as tmp, pytest.MonkeyPatch.context() as mp:
+        env_file = Path(tmp) / "stack.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        for key, value in values.items():
+            mp.setenv(key, value)
+        compose = DockerCompose(context=str(REPO), compose_file_name=files,
+                                env_file=str(env_file), build=True, wait=True)
+        st = Stack(project=project, port=int(values["CHAT_PORT"]), user=user, password=password,
+                   base_cmd=[*compose.compose_command_property])
+        try:
+            if build_client:
+                # The client service sits in a profile, so `up` would not build
+                # it; build every image first, so no test runs a stale client image.
+                st.compose("--profile", "client", "build", timeout=BUILD_TIMEOUT)
+            try:
+                compose.start()
+            except subprocess.CalledProcessError as exc:
+                pytest.fail(
+                    "the stack did not come up healthy:\n"
+                    f"{(exc.stderr or b'').decode(errors='replace')[-3000:]}\n"
+                    f"--- logs\n{st.logs(tail=80)}",
+                    pytrace=False,
+                )
+            yield st
+        finally:
+            if request.session.testsfailed:
+                _report(request, f"compose logs of {project} (tests failed)", st.logs(tail=150))
+            # Everything, volumes included, also one-off client containers.
+            st.compose("--profile", "client", "down", "--volumes", "--remove-orphans",
+                       "--timeout", "5", check=False, timeout=180)
