@@ -68,7 +68,7 @@ test: test-unit test-integration ## Run the unit suite, then the integration sui
 test-unit: $(VENV)/.stamp-test ## Unit tests (no Docker needed)
 	$(PYTEST) -m "not integration" $(ARGS)
 
-test-integration: $(VENV)/.stamp-test ## Integration tests: the compose stack with the Ollama stand-in (needs Docker)
+test-integration: $(VENV)/.stamp-test ## Integration tests: the compose stack with the Ollama stand-in, and with llama.cpp and a tiny real model (needs Docker)
 	$(PYTEST) -m integration tests/integration $(ARGS)
 
 lint: $(VENV)/.stamp-all ## ruff and mypy

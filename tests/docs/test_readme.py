@@ -29,6 +29,15 @@ def test_every_variable_is_in_env_example():
             assert re.search(rf"^#?{name}=", example, re.M), var.name
 
 
+def test_every_llamacpp_overlay_variable_is_in_env_example():
+    example = (REPO / ".env.example").read_text()
+    overlay = (REPO / "docker-compose.llamacpp.yml").read_text()
+    names = set(re.findall(r"\$\{(LLAMACPP_[A-Z_]+|OLLAMA_REPLICAS)", overlay))
+    assert "LLAMACPP_MODEL_FILE" in names
+    for name in sorted(names):
+        assert re.search(rf"^#?{name}=", example, re.M), name
+
+
 def test_make_targets_named_in_the_readme_exist():
     makefile = (REPO / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))

@@ -73,6 +73,11 @@ def test_overlay_adds_llamacpp_as_an_openai_backend_beside_ollama() -> None:
     assert llama["environment"]["LLAMA_ARG_N_PARALLEL"] == "2"
     assert "ports" not in llama  # only the chat server talks to it
     assert llama["healthcheck"]["test"][-1] == "http://localhost:8080/health"
+    assert llama["healthcheck"]["interval"] == "10s"
+    # llama.cpp's own defaults for answer length and sampling; its metrics on.
+    assert llama["environment"]["LLAMA_ARG_N_PREDICT"] == "-1"
+    assert llama["environment"]["LLAMA_ARG_TEMPERATURE"] == "0.8"
+    assert llama["environment"]["LLAMA_ARG_ENDPOINT_METRICS"] == "1"
     assert cfg["services"]["ollama"]["deploy"]["replicas"] == 1
 
 
@@ -87,13 +92,18 @@ def test_overlay_runs_llamacpp_instead_of_ollama_when_told() -> None:
 
 def test_overlay_image_model_and_size_are_configurable() -> None:
     cfg = _config(OVERLAY, LLAMACPP_IMAGE="example/llama:1", LLAMACPP_MODELS_DIR="/srv/gguf",
-                  LLAMACPP_CTX_SIZE="16384", LLAMACPP_PARALLEL="4", LLAMACPP_THREADS="6")
+                  LLAMACPP_CTX_SIZE="16384", LLAMACPP_PARALLEL="4", LLAMACPP_THREADS="6",
+                  LLAMACPP_N_PREDICT="512", LLAMACPP_TEMPERATURE="0",
+                  LLAMACPP_HEALTH_INTERVAL="2s")
     llama = cfg["services"]["llamacpp"]
     assert llama["image"] == "example/llama:1"
     assert any(v["source"] == "/srv/gguf" and v["target"] == "/models" and v["read_only"]
                for v in llama["volumes"])
     assert llama["environment"]["LLAMA_ARG_CTX_SIZE"] == "16384"
     assert llama["environment"]["LLAMA_ARG_THREADS"] == "6"
+    assert llama["environment"]["LLAMA_ARG_N_PREDICT"] == "512"
+    assert llama["environment"]["LLAMA_ARG_TEMPERATURE"] == "0"
+    assert llama["healthcheck"]["interval"] == "2s"
     assert cfg["services"]["server"]["environment"]["CHAT_BACKEND_LLAMACPP_PARALLEL"] == "4"
 
 
