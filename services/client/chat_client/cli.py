@@ -283,8 +283,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Options:
         raise UsageError("--model needs a model name")
     # The protocol's rule for names (docs/PROTOCOL.md §4); the server would
     # close the connection over a CHAT that breaks it.
-    for option, value in (("--conversation", args.conversation), ("--model", args.model)):
-        if value is not None and (problem := name_problem(value.strip())) is not None:
+    for option, value in (("--conversation", args.conversation),
+                          ("--model", None if args.model is None else args.model.strip())):
+        if value is not None and (problem := name_problem(value)) is not None:
             raise UsageError(f"{option} {problem}")
     protocol = 1 if args.protocol == "v1" else 2
     tls = _tls_options(args, env, protocol)
