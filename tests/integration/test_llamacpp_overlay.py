@@ -26,10 +26,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BASE = ["-f", "docker-compose.yml"]
 OVERLAY = [*BASE, "-f", "docker-compose.llamacpp.yml"]
-#: What compose needs to render the stack at all, plus the overlay's two
-#: required settings; no .env of the developer's may leak in.
+#: The overlay's two required settings (the stack itself needs none); no .env
+#: of the developer's may leak in.
 _MINIMAL_ENV = {
-    "CHAT_BOOTSTRAP_PASSWORD": "not-used-here",
     "LLAMACPP_MODEL_FILE": "model.gguf",
     "LLAMACPP_MODEL": "my-gguf",
 }
