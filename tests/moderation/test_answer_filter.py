@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from chat_server.moderation import AnswerFilter, BannedWords, mask_answer
@@ -149,6 +150,61 @@ def test_the_first_token_of_a_digit_word_answer_goes_out_at_once():
     assert filt.feed(" w2") == "w1 "
 
 
+# The first-token delay (docs/BENCHMARKS.md "Model backends"): a word goes out
+# as soon as what follows it shows that no finding can include it, without
+# waiting for the next word.
+def test_a_word_goes_out_as_soon_as_punctuation_ends_it():
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("One") == ""  # it may still become "One@example.com"
+    assert filt.feed(",") == "One,"
+    assert filt.feed(" two") == " "
+    assert filt.feed(",") == "two,"
+    assert filt.feed(" Hello!") == " Hello!"
+    assert filt.feed(" Sure") == " "
+    assert filt.feed("ly?") == "Surely?"
+    assert filt.finish() == ""
+
+
+def test_a_partial_word_that_may_still_become_a_banned_word_or_phrase_is_held():
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("x abcx,") == "x "  # "abcx,yz" joins into the banned word
+    assert filt.feed("yz") + filt.finish() == "*******"
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("x abd,") == "x abd,"  # no banned word begins with "abd"
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("well son,") == "well "  # "son, of a bitch" is the phrase
+    assert filt.feed(" of a bitch!") + filt.finish() == "*" * len("son, of a bitch") + "!"
+
+
+def test_a_partial_word_that_may_still_become_an_email_or_phone_is_held():
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("mail raj.") == "mail "  # raj.kumar@example.com
+    assert filt.feed("kumar@example.com, ok") + filt.finish() == "[email removed], ok"
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("call 98765-") == "call "
+    assert filt.feed("43210.") + filt.finish() == "[phone removed]."
+    filt = AnswerFilter(BANNED)
+    assert filt.feed("it is 42,") == "it is 42,"  # a comma ends a run of 2 digits for good
+
+
+def test_a_cut_never_parts_a_number_from_the_amount_sign_before_it():
+    # The phone detector reads "$ " before a number (an amount is no phone
+    # number); a window that began at the number would mask it.
+    for text in ["pay \u20ac 030.12345678", "USD 98765 43210 ok", "Rs. 9876543210"]:
+        whole = mask_direct(text)
+        assert "[phone removed]" not in whole
+        assert stream([text])[0] == whole
+        assert all(stream([text[:i], text[i:]])[0] == whole for i in range(len(text) + 1))
+
+
+def test_held_back_text_is_what_is_pending():
+    filt = AnswerFilter(BANNED)
+    filt.feed("Hello there")
+    assert filt.pending == len("there")
+    filt.feed(",")
+    assert filt.pending == 0
+
+
 def test_a_long_digit_run_is_released_past_the_longest_phone_number():
     text = " ".join(["1"] * 5000)
     most, _, joined = max_pending(re.findall(r"\s*\S+", text))
@@ -192,7 +248,7 @@ PIECES = [
     "xx", "\u0669\u0668", "x-", "caf\u00e9", "\u0430ss",
     # what is not a phone number (identifiers, times, dates, amounts) next to what is
     "0535096e", "0535096", "e4b1", "12:30", ":", "2026-12-01", "0.8414709848", "INV-", "#",
-    "$", "\u20b9", "%", "_", "Tel:", "a716", "192.168.1.1", "/", "=", "030.12345678", "arr[3][4]",
+    "$", "\u20b9", "%", "_", "Tel:", "USD", "Rs.", "a716", "192.168.1.1", "/", "=", "030.12345678", "arr[3][4]",
 ]
 SEPARATORS = ["", " ", " ", "  ", "\n", ", ", ". ", "-", "!", "?", " (", ") ", "\u00a0", "\t", ":"]
 
@@ -210,16 +266,36 @@ def split(text: str, cuts: list[int]) -> list[str]:
     return [text[i:j] for i, j in zip([0, *points], [*points, len(text)], strict=True)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(text=texts, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=20))
 def test_streaming_equals_whole_text_mask_for_any_split(text, cuts):
     assert stream(split(text, cuts))[0] == mask_answer(text, BANNED) == mask_direct(text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(text=raw_texts, cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=20))
 def test_streaming_equals_whole_text_mask_on_raw_characters(text, cuts):
     assert stream(split(text, cuts))[0] == mask_answer(text, BANNED) == mask_direct(text)
+
+
+SHIPPED = BannedWords.from_file(Path(__file__).resolve().parents[2] / "cuss_words.txt")
+SHIPPED_PIECES = [
+    *SHIPPED.entries, *(e[: len(e) // 2] for e in SHIPPED.entries), *(e + "s" for e in SHIPPED.entries),
+    "One", "two", "assess", "Shiite", "who", "re", "class", "bass", "hello", "the", "a", "I",
+    "9876543210", "raj@gmail.com", "raj", "at", "gmail", "dot", "com", "(212)", "736-5000", "0535096e",
+]
+shipped_texts = st.lists(
+    st.tuples(st.sampled_from(SHIPPED_PIECES), st.sampled_from(SEPARATORS)), max_size=25
+).map(lambda items: "".join(w + s for w, s in items))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=shipped_texts, cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=20))
+def test_streaming_equals_whole_text_mask_with_the_shipped_word_list(text, cuts):
+    parts = split(text, cuts)
+    whole = _apply(text, detector_for().find(text), SHIPPED.find(text))
+    assert stream(parts, SHIPPED)[0] == mask_answer(text, SHIPPED) == whole
+    assert stream(list(text), SHIPPED)[0] == whole
 
 
 @settings(max_examples=150, deadline=None)
@@ -262,6 +338,9 @@ TRICKY = [
     "write raj&#64;gmail.com or raj%40gmail.com",
     "dial \u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff now",
     "v1.2.3 v2.0 x=12 y=3.14159 2024-01-15",
+    # an amount's sign a space before the digits: the cut may not part them
+    "pay $ 9876543210 or USD 98765 43210 now",
+    "\u20ac 030.12345678",
 ]
 
 

@@ -690,6 +690,12 @@ class PersonalDataDetector:
             word_end = [*word_start[1:], True]
             last_word = max(g for g in range(k) if word_start[g])
             barred = self._barred(text, groups, word_start, lead, rs, run_end)
+            if not lead and rs > 1 and text[rs - 1] == " ":
+                # The run's judgement reads the word before it ("$ 120",
+                # "USD 98765 43210"): no cut may part them.
+                amount = _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs)
+                if amount is not None:
+                    blocked.append((amount.start(), rs + 1))
             if has_letters:
                 self._bar_identifiers(text, groups, word_start, barred)
             points = [rs]  # where the scan starts afresh: cuts may fall there only
@@ -826,7 +832,11 @@ class PersonalDataDetector:
             open_start = _email_open_start(m, [])
             run = _TRAILING_RUN.search(text, max(0, n - 64))
             if run is not None:
-                open_start = min(open_start, run.start())
+                rs = run.start()
+                amount = _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs) \
+                    if rs > 1 and text[rs - 1] == " " else None
+                # The run's judgement will read an amount's sign a space before it.
+                open_start = min(open_start, rs if amount is None else amount.start())
             return Scan([], open_start)
         folded = _fold(text)
         found: list[tuple[int, int, Kind]] = []

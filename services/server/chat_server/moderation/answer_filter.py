@@ -17,15 +17,20 @@ something may still turn into a finding once more text arrives (the last word,
 a join of single letters that still spells the beginning of a banned word,
 words that begin a phrase, an e-mail address in progress, the last
 :data:`~chatcore.privacy.MAX_PHONE_DIGITS` digits of a run of digit groups),
-and the spans no cut may split. It then sends everything up to the last
-**cut** at or before the open start: the start of a word (after whitespace)
-that no finding and no digit run straddles. Both detectors restart cleanly
-there, so masking the pieces equals masking the whole.
+and the spans no cut may split. It sends everything up to the open start
+(even part of a word: ``One,`` goes out with its comma), but never into a
+finding or a digit run. It keeps a **window** from the last **cut** at or
+before what it sent: the start of a word (after whitespace) that no finding,
+no digit run and no context a detector reads (the sign of an amount before a
+number) straddles. Both detectors restart cleanly there, so masking the
+pieces equals masking the whole; the text sent since the cut stays in the
+window as the context the detectors need.
 
 So ordinary prose streams word by word, and so do words that end in digits
 (``w12``, ``2019,``, ``v3.2``): what is held back is the candidate in
 progress plus at most one word. The work per delta is a scan of the new text
-plus what is held back.
+plus the window; a window that is a single word is scanned on each delta only
+while it is at most :data:`PARTIAL_WORD` characters long.
 
 A word longer than :data:`MAX_WORD` characters (no whitespace in it) is cut
 into pieces of that size, each masked on its own: nothing real is that long,
@@ -57,6 +62,9 @@ __all__ = ["MAX_WORD", "AnswerFilter", "mask_answer"]
 
 #: Longest run of non-whitespace characters masked as one piece.
 MAX_WORD = 1024
+#: A window that is one word is scanned on every delta only up to this length
+#: (what an ordinary word with its punctuation needs to go out before it ends).
+PARTIAL_WORD = 64
 
 
 def _detector(privacy: bool | PersonalDataDetector | None) -> PersonalDataDetector | None:
@@ -135,22 +143,37 @@ class AnswerFilter:
         self._banned = banned.snapshot()
         self._privacy = _detector(privacy)
         self._transform = transform
+        # The window: the text since the last clean cut. Its first ``_sent``
+        # characters went out already (the context the detectors need to
+        # judge the rest); the others are held.
         self._buf = ""
-        self._run = 0  # length of the word at the end of the buffer
+        self._sent = 0
+        self._run = 0  # length of the word at the end of the window
         self.masked = False
         #: Characters the detectors have looked at so far (the filter's work).
         self.scanned = 0
 
     # ------------------------------------------------------------------ internals
-    def _emit(self, text: str, pii: list[PersonalData], words: list[tuple[int, int]]) -> str:
-        if pii or words:
+    def _emit(self, text: str, start: int, end: int, pii: list[PersonalData],
+              words: list[tuple[int, int]]) -> str:
+        """``text[start:end]`` masked with the findings that lie inside it."""
+        inside_pii = [PersonalData(p.kind, p.start - start, p.end - start, p.text)
+                      for p in pii if start <= p.start and p.end <= end]
+        inside_words = [(s - start, e - start) for s, e in words if start <= s and e <= end]
+        if inside_pii or inside_words:
             self.masked = True
-        return _apply(text, pii, words)
+        return _apply(text[start:end], inside_pii, inside_words)
 
-    def _final(self, text: str) -> str:
-        self.scanned += len(text)
-        pii = self._privacy.find(text) if self._privacy is not None else []
-        return self._emit(text, pii, self._banned.find(text))
+    def _final(self, end: int) -> str:
+        """Mask the window up to ``end`` as a whole text (nothing follows it),
+        send what was not sent, and start a fresh window there."""
+        head = self._buf[:end]
+        self.scanned += len(head)
+        pii = self._privacy.find(head) if self._privacy is not None else []
+        out = self._emit(head, self._sent, end, pii, self._banned.find(head))
+        self._buf = self._buf[end:]
+        self._sent = 0
+        return out
 
     def _partial(self) -> str:
         """Send what no later text can change; keep the rest."""
@@ -164,13 +187,24 @@ class AnswerFilter:
             open_start = min(open_start, scan.open_start)
             pii = scan.findings
             blocked.extend(scan.blocked)
-        cut = self._last_cut(buf, open_start, blocked)
-        if cut <= 0:
-            return ""
-        self._buf = buf[cut:]
-        return self._emit(
-            buf[:cut], [p for p in pii if p.end <= cut], [(s, e) for s, e in words if e <= cut]
-        )
+        # Release up to the open start, but never into a finding or a
+        # stretch of a digit run (one that reaches past the open start may
+        # still change).
+        release = open_start
+        for s, e in sorted(blocked, reverse=True):
+            if s < release < e:
+                release = s
+        out = ""
+        if release > self._sent:
+            out = self._emit(buf, self._sent, release, pii, words)
+            self._sent = release
+        # Drop what was sent up to the last clean cut: both detectors restart
+        # there, so the window needs no text before it.
+        cut = self._last_cut(buf, self._sent, blocked)
+        if cut > 0:
+            self._buf = buf[cut:]
+            self._sent -= cut
+        return out
 
     @staticmethod
     def _last_cut(buf: str, limit: int, blocked: list[tuple[int, int]]) -> int:
@@ -207,25 +241,27 @@ class AnswerFilter:
         # Words longer than MAX_WORD are masked in pieces (see the module docstring).
         while (m := _WORD.search(self._buf, pos)) is not None:
             if m.end() - m.start() > MAX_WORD:
-                cut = m.start() + MAX_WORD
-                head, self._buf = self._buf[:cut], self._buf[cut:]
-                out.append(self._final(head))
+                out.append(self._final(m.start() + MAX_WORD))
                 pos = 0
             else:
                 pos = m.end()
         buf = self._buf
         last = _LAST_WORD.search(buf, max(0, len(buf) - MAX_WORD - 1))
         self._run = last.end() - last.start() if last is not None else 0
-        if _WORD_START.search(buf) is not None:  # else there is no place to cut yet
+        # A window without a word start is one word: it is scanned while it is
+        # short enough to be an ordinary word (which may go out before it
+        # ends), else only when it ends or reaches MAX_WORD.
+        if len(buf) > self._sent and (len(buf) <= PARTIAL_WORD or _WORD_START.search(buf) is not None):
             out.append(self._partial())
         return "".join(out)
 
     def finish(self) -> str:
         """The rest of the answer, masked. The filter is empty afterwards."""
-        head, self._buf = self._buf, ""
-        return self._final(head) if head else ""
+        out = self._final(len(self._buf)) if len(self._buf) > self._sent else ""
+        self._buf, self._sent, self._run = "", 0, 0
+        return out
 
     @property
     def pending(self) -> int:
         """Characters received (after the transform) but not yet sent."""
-        return len(self._buf)
+        return len(self._buf) - self._sent

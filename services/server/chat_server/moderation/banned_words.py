@@ -133,6 +133,7 @@ class BannedWords:
     def __init__(self, words: Iterable[str]) -> None:
         self._words: dict[str, list[tuple[int, ...]]] = {}  # collapsed letters -> run lengths
         self._prefixes: set[str] = set()
+        self._phrase_prefixes: set[str] = set()  # beginnings of a phrase's first word
         self._phrases: dict[str, list[tuple[tuple[str, tuple[int, ...]], ...]]] = {}
         self._max_phrase = 0
         self._max_letters = 0
@@ -148,6 +149,8 @@ class BannedWords:
             if len(canons) > 1:
                 phrase = tuple(runs(c) for c in canons)
                 self._phrases.setdefault(phrase[0][0], []).append(phrase)
+                first = phrase[0][0]
+                self._phrase_prefixes.update(first[:i] for i in range(1, len(first) + 1))
                 self._max_phrase = max(self._max_phrase, len(phrase))
             self._add_word("".join(canons))
 
@@ -321,11 +324,13 @@ class BannedWords:
         open_f = n
         last_open = bool(ftext) and _TOKEN_CHAR.match(ftext, n - 1) is not None
         if last_open:
-            # The token touching the end may still grow: from its raw start.
+            # The token touching the end may still grow: from its raw start,
+            # unless no banned word or phrase can begin with it however it grows.
             j = n - 1
             while j > 0 and _TOKEN_CHAR.match(ftext, j - 1) is not None:
                 j -= 1
-            open_f = j
+            if self._may_grow_into_hit(ftext[j:]):
+                open_f = j
         if tokens:
             last = tokens[-1]
             tail_sep = ftext[last.end :]
@@ -350,6 +355,29 @@ class BannedWords:
                         open_f = min(open_f, start)
         open_start = folded.starts[open_f] if open_f < n else len(text)
         return spans, open_start
+
+    def _may_grow_into_hit(self, raw: str) -> bool:
+        """May the unfinished token ``raw`` (folded, at the end of the text)
+        still become a banned word, or the first word of a phrase, as more
+        characters are appended? Only if the letters of one of the forms it
+        is compared in (whole, without ``!|`` at its edges, and with the
+        non-letters before its first letter trimmed) still begin one. A
+        token without a letter yet may become anything."""
+        t = raw.lstrip(_EDGE_PUNCT)
+        a = 0
+        while a < len(t) and not t[a].isalpha():
+            a += 1
+        if a == len(t):
+            return True
+        core = t[a:]
+        b = len(core)
+        while not core[b - 1].isalpha():
+            b -= 1
+        for form in (t, t.rstrip(_EDGE_PUNCT), core, core[:b]):
+            letters = runs(canonical(form))[0]
+            if letters in self._prefixes or letters in self._phrase_prefixes:
+                return True
+        return False
 
     def _join_alive(self, tokens: list[_Token], i: int) -> bool:
         """Does the join starting at token ``i`` reach the last token with its
