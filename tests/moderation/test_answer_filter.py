@@ -236,6 +236,55 @@ def test_work_per_delta_is_bounded_by_new_text_and_what_is_held(text):
     assert filt.scanned <= 160 * len(text)
 
 
+# Issue 10 §5: one answer must not hold the event loop. The turn feeds a huge
+# batch in slices with the loop free between them; each feed's work must then
+# be bounded by its slice plus a window of bounded size, whatever the answer,
+# and the filter must never hold an unbounded part of it.
+STALL_ATTACKS = [
+    "9" * 20_000,  # one word, no place to cut
+    "s h i t " * 2500,  # banned hits that overlap one another without end
+    "x" * 1000 + " " * 20_000,  # a word, then nothing but whitespace
+    "x" * 1000 + "\n" * 20_000,
+    ("x" * 1000 + " ") * 20,
+    "1 " * 6000,  # one digit run of single digits
+    "(1) " * 3000,
+    "+1 234 " * 2500,
+    "raj at gmail dot " * 1200,
+    "a@b.co " * 3000,
+    "son of a " * 2000,
+    "\u277e" * 20_000,  # enclosed digits
+]
+
+
+@pytest.mark.parametrize("text", STALL_ATTACKS, ids=lambda t: repr(t[:12]))
+@pytest.mark.parametrize("v1", [False, True], ids=["v2", "v1"])
+def test_the_work_of_each_feed_is_bounded_by_its_slice_whatever_the_answer(text, v1):
+    from chatcore.protocol import to_v1_text
+
+    filt = AnswerFilter(SHIPPED, transform=to_v1_text if v1 else None)
+    out, most_scanned, most_held = [], 0, 0
+    for part in pieces(text, 256):
+        before = filt.scanned
+        out.append(filt.feed(part))
+        most_scanned = max(most_scanned, filt.scanned - before - len(part))
+        most_held = max(most_held, filt.pending)
+    before = filt.scanned
+    out.append(filt.finish())
+    assert "".join(out) == mask_answer(text, SHIPPED, transform=to_v1_text if v1 else None)
+    # Beyond its slice a feed looks at the window: what is held plus the
+    # context since the last cut, never more than about one longest word.
+    assert most_scanned <= 2 * MAX_WORD
+    assert most_held <= MAX_WORD + 256
+    assert filt.scanned - before <= 2 * MAX_WORD
+
+
+def test_overlapping_banned_hits_go_out_masked_as_they_settle():
+    filt = AnswerFilter(SHIPPED)
+    early = "".join(filt.feed("s h i t ") for _ in range(100))
+    assert len(early) >= 100 * 8 - 16 and set(early) <= {"*", " "}
+    assert early + filt.finish() == mask_answer("s h i t " * 100, SHIPPED)
+
+
 # --------------------------------------------------------------------------- the invariant
 PIECES = [
     "w12", "2019", "2019,", "v3.2", "x[i]", "$1,299.99", "3-1", "(212)", "736-5000", "0044",
@@ -341,6 +390,10 @@ TRICKY = [
     # an amount's sign a space before the digits: the cut may not part them
     "pay $ 9876543210 or USD 98765 43210 now",
     "\u20ac 030.12345678",
+    # an address in progress behind a glued dot form, and a domain that goes on
+    # after a spelled-out dot: nothing of either may go out early
+    "mail w12[.]raj@gmail.com now",
+    "mail raj@gmail.com dot abcxyz now",
 ]
 
 

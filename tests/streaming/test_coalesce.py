@@ -172,3 +172,35 @@ def test_a_consumer_that_keeps_up_never_spends_the_budget():
         return total, closed
 
     assert run(main()) == (3000, [True])
+
+
+def test_a_source_that_never_waits_does_not_keep_the_event_loop():
+    # A model stream read from a full socket buffer hands over item after item
+    # without waiting; other sessions must still get the loop in between.
+    from itertools import pairwise
+
+    from chat_server.coalesce import PUMP_STEP
+
+    async def main():
+        taken = [0]
+
+        async def eager(n: int):
+            for i in range(n):
+                taken[0] += 1
+                yield i
+
+        seen: list[int] = []  # items taken so far, each time another task ran
+
+        async def other() -> None:
+            while True:
+                seen.append(taken[0])
+                await asyncio.sleep(0)
+
+        probe = asyncio.create_task(other())
+        got = sum([len(b) async for b in coalesce(eager(10_000))])
+        probe.cancel()
+        return got, max(b - a for a, b in pairwise(seen))
+
+    got, most_between = run(main())
+    assert got == 10_000
+    assert most_between <= PUMP_STEP

@@ -26,6 +26,11 @@ paused for ``pause_budget`` seconds in total, the pump closes it and the
 consumer, after the items already buffered, gets :exc:`ConsumerTooSlow`. A
 consumer that keeps up never pauses the source.
 
+A source that never has to wait (a model stream read from a socket buffer
+that is already full: hundreds of NDJSON lines per read, each parsed in turn)
+would keep the event loop for as long as it has items; the pump lets the other
+tasks run after every :data:`PUMP_STEP` items it takes.
+
 Closing the coalesced generator cancels the pump, which closes the source (for
 the model stream: aborts the HTTP request).
 """
@@ -50,10 +55,14 @@ ANSWER_BUFFER_LIMIT = 64 * 1024
 #: reads more slowly than the model writes (the same as the server's write deadline:
 #: a client that stops reading altogether is cut off by that deadline first).
 PAUSE_BUDGET = 15.0
+#: Items the pump takes before it lets the other tasks on the event loop run
+#: (a model's line costs tens of microseconds to read and parse).
+PUMP_STEP = 64
 
 __all__ = [
     "ANSWER_BUFFER_LIMIT",
     "PAUSE_BUDGET",
+    "PUMP_STEP",
     "BufferStats",
     "ConsumerTooSlow",
     "coalesce",
@@ -131,7 +140,12 @@ async def coalesce(
     async def pump() -> None:
         try:
             async with contextlib.aclosing(source) as items:
+                taken = 0
                 async for item in items:
+                    taken += 1
+                    if taken == PUMP_STEP:
+                        taken = 0
+                        await asyncio.sleep(0)  # the others' turn (see the module docstring)
                     buf.items.append(item)
                     w = weight(item)
                     buf.weight += w

@@ -339,6 +339,7 @@ _ASCII_CHAIN = re.compile(r"[A-Za-z0-9._%+@-]*\Z")
 # A possibly unfinished obfuscation at the very end of a text.
 _PARTIAL_TAIL = re.compile(
     r"(?:[ \t]{1,3}(?:[\[({<][ \t]{0,2})?(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"
+    r"|[\[({<][ \t]{0,2}(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"  # glued: raj[at]
     r"|&#?[0-9a-zA-Z]{0,8}|%[0-9a-fA-F]?)\Z",
     re.IGNORECASE,
 )
@@ -356,6 +357,16 @@ def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
         end = tail.start()
     if spans and spans[-1][1] >= end:
         return spans[-1][0]  # its domain may go on
+    if spans:
+        # Domain characters from the last address to the end: its domain may
+        # still go on ("raj@gmail.com dot a" may become ".abcxyz").
+        s0, e0 = spans[-1]
+        at = text.rfind("@", s0, e0)
+        k = e0
+        while k < end and k - at <= _MAX_DOMAIN and _is_domain_char(text[k]):
+            k += 1
+        if k == end and end - at <= _MAX_DOMAIN:
+            return s0
     lo = max(0, end - (_MAX_LOCAL + 1 + _MAX_DOMAIN), spans[-1][1] if spans else 0)
     if text.isascii():
         found = _ASCII_CHAIN.search(text, lo, end)
@@ -561,9 +572,14 @@ def _other_shape(word: str) -> bool:
         and any(len(g) == 1 for g in groups[1:])
 
 
+_BRACKET = re.compile(r"[()\[\]]")
+
+
 def _brackets_ok(text: str, s: int, e: int) -> bool:
     """Brackets in a candidate pair up, one level deep (libphonenumber's
     rule: ``arr[3632][10]`` and ``f(1)(2`` are code, ``(212) 736-5000`` is not)."""
+    if _BRACKET.search(text, s, e) is None:
+        return True
     open_ch = ""
     for ch in text[s:e]:
         if ch in "([":
@@ -698,6 +714,11 @@ class PersonalDataDetector:
                     blocked.append((amount.start(), rs + 1))
             if has_letters:
                 self._bar_identifiers(text, groups, word_start, barred)
+            lengths = [e - s for s, e in groups]
+            # Separators other than a single ".", counted up to each group.
+            not_dot = [0]
+            for g in range(k - 1):
+                not_dot.append(not_dot[-1] + (text[groups[g][1] : groups[g + 1][0]] != "."))
             points = [rs]  # where the scan starts afresh: cuts may fall there only
             i = 0
             while i < k:
@@ -733,10 +754,9 @@ class PersonalDataDetector:
                             # Dots alone between three or more groups: only
                             # the exact grouping of a national format counts
                             # (versions and addresses are written that way).
-                            dotted = jj - i >= 2 and all(
-                                text[groups[g][1] : groups[g + 1][0]] == "." for g in range(i, jj))
+                            dotted = jj - i >= 2 and not_dot[jj] == not_dot[i]
                             if _brackets_ok(text, s, e) and self._phone_ok(
-                                    plus and i == 0, acc[:cut], tuple(map(len, digits[i : jj + 1])), dotted):
+                                    plus and i == 0, acc[:cut], tuple(lengths[i : jj + 1]), dotted):
                                 found = (jj, e)
                                 break
                         cut -= len(digits[jj])
@@ -822,7 +842,7 @@ class PersonalDataDetector:
         if not text:
             return Scan([], 0)
         n = len(text)
-        if text.isascii() and _MAYBE_EMAIL.search(text) is None \
+        if text.isascii() and _MAYBE_EMAIL.search(text) is None and _DOT_FORMS.search(text) is None \
                 and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_PHONE_DIGITS:
             # The common case (plain prose): nothing here can be a finding yet,
             # only the end may still grow into one.
@@ -840,7 +860,10 @@ class PersonalDataDetector:
             return Scan([], open_start)
         folded = _fold(text)
         found: list[tuple[int, int, Kind]] = []
-        emails = _email_copy(folded) if _MAYBE_EMAIL.search(folded.text) is not None else folded
+        # The obfuscations are read back where an address may be in progress:
+        # a dot form alone ("w12[.]r") may still become its local part.
+        emails = _email_copy(folded) if _MAYBE_EMAIL.search(folded.text) is not None \
+            or _DOT_FORMS.search(folded.text) is not None else folded
         email_spans = _find_emails(emails) if emails is not folded or "@" in folded.text else []
         for s, e in email_spans:
             found.append((*emails.original_span(s, e), "email"))

@@ -121,9 +121,24 @@ def _apply(text: str, pii: list[PersonalData], words: list[tuple[int, int]]) -> 
     return "".join(parts)
 
 
+def _with_head(words: list[tuple[int, int]], head: int) -> list[tuple[int, int]]:
+    """Sorted, merged banned spans with ``(0, head)`` added."""
+    if head <= 0:
+        return words
+    out = [(0, head)]
+    for s, e in words:
+        if s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
 _WORD = re.compile(r"\S+")
-_WORD_START = re.compile(r"\s\S")
-_LAST_WORD = re.compile(r"\S+\Z")
+_SPACE = re.compile(r"\s")
+# The word at the end of the text; tried only at word starts (a plain "\S+\Z"
+# backtracks through every word before a trailing space: quadratic).
+_LAST_WORD = re.compile(r"(?<!\S)\S+\Z")
 
 
 class AnswerFilter:
@@ -148,6 +163,9 @@ class AnswerFilter:
         # judge the rest); the others are held.
         self._buf = ""
         self._sent = 0
+        # The window's first characters that are masked for good: the rest of
+        # a banned span the last cut went through (its start is gone).
+        self._head = 0
         self._run = 0  # length of the word at the end of the window
         self.masked = False
         #: Characters the detectors have looked at so far (the filter's work).
@@ -156,10 +174,13 @@ class AnswerFilter:
     # ------------------------------------------------------------------ internals
     def _emit(self, text: str, start: int, end: int, pii: list[PersonalData],
               words: list[tuple[int, int]]) -> str:
-        """``text[start:end]`` masked with the findings that lie inside it."""
+        """``text[start:end]`` masked with the personal data that lies inside
+        it and the banned spans that reach into it (what they cover there is
+        masked for good)."""
         inside_pii = [PersonalData(p.kind, p.start - start, p.end - start, p.text)
                       for p in pii if start <= p.start and p.end <= end]
-        inside_words = [(s - start, e - start) for s, e in words if start <= s and e <= end]
+        inside_words = [(max(s, start) - start, min(e, end) - start)
+                        for s, e in words if s < end and e > start]
         if inside_pii or inside_words:
             self.masked = True
         return _apply(text[start:end], inside_pii, inside_words)
@@ -170,26 +191,31 @@ class AnswerFilter:
         head = self._buf[:end]
         self.scanned += len(head)
         pii = self._privacy.find(head) if self._privacy is not None else []
-        out = self._emit(head, self._sent, end, pii, self._banned.find(head))
+        words = _with_head(self._banned.find(head), min(self._head, end))
+        out = self._emit(head, self._sent, end, pii, words)
         self._buf = self._buf[end:]
         self._sent = 0
+        self._head = max(0, self._head - end)
         return out
 
     def _partial(self) -> str:
         """Send what no later text can change; keep the rest."""
         buf = self._buf
         self.scanned += len(buf)
-        words, open_start = self._banned.scan(buf)
-        blocked = list(words)
+        words, banned_open = self._banned.scan(buf)
+        words = _with_head(words, self._head)
+        open_start = banned_open
+        blocked: list[tuple[int, int]] = []
         pii: list[PersonalData] = []
         if self._privacy is not None:
             scan = self._privacy.scan(buf)
             open_start = min(open_start, scan.open_start)
             pii = scan.findings
             blocked.extend(scan.blocked)
-        # Release up to the open start, but never into a finding or a
+        # Release up to the open start, but never into personal data or a
         # stretch of a digit run (one that reaches past the open start may
-        # still change).
+        # still change). Banned spans may be split: what they cover before
+        # the open start is masked for good.
         release = open_start
         for s, e in sorted(blocked, reverse=True):
             if s < release < e:
@@ -199,17 +225,26 @@ class AnswerFilter:
             out = self._emit(buf, self._sent, release, pii, words)
             self._sent = release
         # Drop what was sent up to the last clean cut: both detectors restart
-        # there, so the window needs no text before it.
+        # there, so the window needs no text before it. A banned span the cut
+        # goes through is masked up to the banned open start (that part is
+        # settled); the new window keeps that as its masked head, since the
+        # detectors no longer see where the span began.
         cut = self._last_cut(buf, self._sent, blocked)
         if cut > 0:
+            head = self._head - cut
+            for s, e in words:
+                if s < cut < e:
+                    head = max(head, min(e, banned_open) - cut)
+                    break
+            self._head = max(0, head)
             self._buf = buf[cut:]
             self._sent -= cut
         return out
 
     @staticmethod
     def _last_cut(buf: str, limit: int, blocked: list[tuple[int, int]]) -> int:
-        """The last start of a word at or before ``limit`` that no blocked
-        span straddles; 0 if there is none."""
+        """The last place after whitespace at or before ``limit`` that no
+        blocked span straddles; 0 if there is none."""
         blocked.sort()
         starts = [s for s, _ in blocked]
         # Running maximum of the ends, to ask "does any span with start < c end after c?".
@@ -220,7 +255,7 @@ class AnswerFilter:
             reach.append(top)
         c = min(limit, len(buf) - 1)
         while c > 0:
-            if buf[c - 1].isspace() and not buf[c].isspace():
+            if buf[c - 1].isspace():
                 k = bisect.bisect_left(starts, c)
                 if k == 0 or reach[k - 1] <= c:
                     return c
@@ -248,17 +283,17 @@ class AnswerFilter:
         buf = self._buf
         last = _LAST_WORD.search(buf, max(0, len(buf) - MAX_WORD - 1))
         self._run = last.end() - last.start() if last is not None else 0
-        # A window without a word start is one word: it is scanned while it is
+        # A window without whitespace is one word: it is scanned while it is
         # short enough to be an ordinary word (which may go out before it
         # ends), else only when it ends or reaches MAX_WORD.
-        if len(buf) > self._sent and (len(buf) <= PARTIAL_WORD or _WORD_START.search(buf) is not None):
+        if len(buf) > self._sent and (len(buf) <= PARTIAL_WORD or _SPACE.search(buf) is not None):
             out.append(self._partial())
         return "".join(out)
 
     def finish(self) -> str:
         """The rest of the answer, masked. The filter is empty afterwards."""
         out = self._final(len(self._buf)) if len(self._buf) > self._sent else ""
-        self._buf, self._sent, self._run = "", 0, 0
+        self._buf, self._sent, self._run, self._head = "", 0, 0, 0
         return out
 
     @property

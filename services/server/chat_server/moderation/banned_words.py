@@ -122,6 +122,20 @@ def parse_word_list(text: str) -> list[str]:
     return out
 
 
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted spans with those that overlap merged."""
+    if not spans:
+        return []
+    merged = [spans[0]]
+    for s, e in spans[1:]:
+        ls, le = merged[-1]
+        if s < le:
+            merged[-1] = (ls, max(le, e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
 def _stretches(word: str, target: tuple[str, tuple[int, ...]]) -> bool:
     letters, counts = runs(word)
     return letters == target[0] and all(a >= b for a, b in zip(counts, target[1], strict=True))
@@ -250,14 +264,15 @@ class BannedWords:
         if not text or not self._words:
             return []
         folded = fold(text)
-        return self._find_in(text, folded, _tokenize(folded.text))
+        return _merge(self._hits(text, folded, _tokenize(folded.text)))
 
     def _excused(self, word: str) -> bool:
         """A hit that is a common word of a supported language, and not
         literally a listed entry (``assess``, ``Shiite``, ``who're``, ``aß``)."""
         return _literal(word) not in self._literal and self._lexicon.is_common(word)
 
-    def _find_in(self, text: str, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
+    def _hits(self, text: str, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
+        """Every hit that is not excused, in the original text, sorted."""
         hits: list[tuple[int, int]] = []
         for i, t in enumerate(tokens):
             span = self._token_hits(folded.text, t)
@@ -275,17 +290,7 @@ class BannedWords:
         if not hits:
             return []
         spans = sorted(folded.original_span(s, e) for s, e in hits)
-        spans = [(s, e) for s, e in spans if not self._excused(text[s:e])]
-        if not spans:
-            return []
-        merged = [spans[0]]
-        for s, e in spans[1:]:
-            ls, le = merged[-1]
-            if s < le:
-                merged[-1] = (ls, max(le, e))
-            else:
-                merged.append((s, e))
-        return merged
+        return [(s, e) for s, e in spans if not self._excused(text[s:e])]
 
     def contains(self, text: str) -> bool:
         return bool(self.find(text))
@@ -309,8 +314,8 @@ class BannedWords:
     def scan(self, text: str) -> tuple[list[tuple[int, int]], int]:
         """For a text that may go on (a streaming answer): ``(spans, open_start)``.
 
-        ``spans`` are :meth:`find`'s; those that end at or before
-        ``open_start`` are settled, whatever text comes next. From
+        ``spans`` are :meth:`find`'s; what they cover before ``open_start``
+        is masked for good, whatever text comes next. From
         ``open_start`` on, a banned word may still be in progress: the last
         token (it may grow), a join of tokens whose letters still begin a
         banned word, or words that still begin a phrase."""
@@ -319,7 +324,7 @@ class BannedWords:
         folded = fold(text)
         ftext = folded.text
         tokens = _tokenize(ftext)
-        spans = self._find_in(text, folded, tokens)
+        hits = self._hits(text, folded, tokens)
         n = len(ftext)
         open_f = n
         last_open = bool(ftext) and _TOKEN_CHAR.match(ftext, n - 1) is not None
@@ -354,7 +359,14 @@ class BannedWords:
                     if start is not None:
                         open_f = min(open_f, start)
         open_start = folded.starts[open_f] if open_f < n else len(text)
-        return spans, open_start
+        # A hit that reaches past the open start may still change (a phrase
+        # whose last word grows out of it): open from its start. So every
+        # character before the open start that a span covers is masked for
+        # good, whatever follows (also inside a span that goes on past it).
+        for s, e in hits:
+            if e > open_start:
+                open_start = min(open_start, s)
+        return _merge(hits), open_start
 
     def _may_grow_into_hit(self, raw: str) -> bool:
         """May the unfinished token ``raw`` (folded, at the end of the text)
