@@ -23,8 +23,10 @@ phones   The share of numbers that are not phone numbers which the detector
          ``--compare REV`` adds that revision's figures.
 stall    A live chat-server and stand-in on 127.0.0.1: a second session pings
          back to back while one session (a) receives a 1 MB answer without any
-         place to cut (``--huge-mb`` to change it), (b) sends a 64 KiB message
-         of ``+1 234 `` repeated. Reports the other session's PING round trip
+         place to cut (``--huge-mb`` to change it), one of banned hits that
+         overlap without end (``s h i t s h i t …``) and one of single digits
+         (``1 1 1 …``, the phone detector's most costly text), (b) sends a
+         64 KiB message of ``+1 234 `` repeated. Reports the other session's PING round trip
          p50/p99/max next to the same figures with no attack (the baseline).
 
 Results go to ``--json`` (default bench/results/holdback.json) and a Markdown
@@ -316,6 +318,8 @@ def case_stall(huge_mb: float) -> list[dict[str, Any]]:
         measure("baseline (no attack)", None)
         n = int(huge_mb * 1_000_000)
         measure(f"{huge_mb:g} MB answer, no place to cut", chat(say("9" * n)))
+        measure(f"{huge_mb:g} MB answer of overlapping banned hits", chat(say("s h i t " * (n // 8))))
+        measure(f"{huge_mb:g} MB answer of single digits", chat(say("1 " * (n // 2))))
         measure("64 KiB message of '+1 234 '", chat("+1 234 " * 9362))
     finally:
         server.stop()
