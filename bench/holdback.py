@@ -305,11 +305,14 @@ def case_stall(huge_mb: float) -> list[dict[str, Any]]:
                          "rtt_p50_ms": round(pct(rtts, 50), 2), "rtt_p99_ms": round(pct(rtts, 99), 2),
                          "rtt_max_ms": round(max(rtts), 2), "detail": detail})
 
+        attacks = iter(range(1000))
+
         def chat(text: str) -> Callable[[], str]:
             def run() -> str:
                 c = V2Client(server.port, timeout=300)
                 c.login(user, password)
-                reply = c.chat(text)
+                # A fresh conversation each: no attack carries the others' history.
+                reply = c.chat(text, conversation=f"attack-{next(attacks)}")
                 c.close()
                 end = reply.end
                 return f"{len(reply.text)} chars answered" if isinstance(end, AnswerEnd) else repr(reply.events[-1])

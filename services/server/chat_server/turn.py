@@ -78,7 +78,7 @@ __all__ = [
 
 #: A batch of the answer is filtered in slices of this many characters, with the
 #: event loop free between them: no single answer holds up the other sessions.
-FILTER_SLICE_CHARS = 256
+FILTER_SLICE_CHARS = 128
 #: What a message cut short by a shutdown before its answer began is told.
 RESTARTING = "the server is restarting; try again shortly"
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
