@@ -394,6 +394,7 @@ TRICKY = [
     # after a spelled-out dot: nothing of either may go out early
     "mail w12[.]raj@gmail.com now",
     "mail raj@gmail.com dot abcxyz now",
+    "you a[.]$s now",  # a join whose last token is not a word yet
 ]
 
 

@@ -350,7 +350,7 @@ class BannedWords:
                 for i in range(len(tokens) - 1, max(-1, len(tokens) - 1 - reach), -1):
                     if tokens[i].start >= open_f:
                         continue
-                    if self._join_alive(tokens, i):
+                    if self._join_alive(tokens, i, last_open):
                         open_f = min(open_f, tokens[i].start)
             if self._phrases:
                 complete = tokens[:-1] if last_open else tokens
@@ -391,9 +391,11 @@ class BannedWords:
                 return True
         return False
 
-    def _join_alive(self, tokens: list[_Token], i: int) -> bool:
+    def _join_alive(self, tokens: list[_Token], i: int, last_open: bool = False) -> bool:
         """Does the join starting at token ``i`` reach the last token with its
-        letters still the beginning of a banned word?"""
+        letters still the beginning of a banned word? ``last_open``: the last
+        token touches the end and may still grow, so it may still become
+        eligible (``$`` of ``a.$s``)."""
         t0 = tokens[i]
         if not t0.eligible:
             return False
@@ -401,9 +403,10 @@ class BannedWords:
         if letters not in self._prefixes:
             return False
         last_run = counts[-1]
+        last = len(tokens) - 1
         for j in range(i + 1, len(tokens)):
             t = tokens[j]
-            if not t.eligible or t.hard:
+            if (not t.eligible and not (last_open and j == last)) or t.hard:
                 return False
             if not t.tight and not (tokens[j - 1].single and t.single):
                 return False
