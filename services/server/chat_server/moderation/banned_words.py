@@ -56,6 +56,10 @@ _EDGE_PUNCT = "!|"
 #: Joined candidates (across punctuation or spaced letters) stop after a letter
 #: repeats this often: bounds the work on "a a a a a …".
 _MAX_JOIN_RUN = 4
+#: The streaming scan remembers whether a last token may still become a banned
+#: word for this many tokens of at most _GROW_CACHE_KEY characters.
+_GROW_CACHE_SIZE = 4096
+_GROW_CACHE_KEY = 32
 
 
 class _Token(NamedTuple):
@@ -148,6 +152,7 @@ class BannedWords:
         self._words: dict[str, list[tuple[int, ...]]] = {}  # collapsed letters -> run lengths
         self._prefixes: set[str] = set()
         self._phrase_prefixes: set[str] = set()  # beginnings of a phrase's first word
+        self._grows: dict[str, bool] = {}  # _may_grow_into_hit's answers for short tokens
         self._phrases: dict[str, list[tuple[tuple[str, tuple[int, ...]], ...]]] = {}
         self._max_phrase = 0
         self._max_letters = 0
@@ -369,6 +374,18 @@ class BannedWords:
         return _merge(hits), open_start
 
     def _may_grow_into_hit(self, raw: str) -> bool:
+        """:meth:`_grows_into_hit`, remembered for short tokens (the last word
+        of a window is asked about on every delta, and words repeat)."""
+        known = self._grows.get(raw)
+        if known is None:
+            known = self._grows_into_hit(raw)
+            if len(raw) <= _GROW_CACHE_KEY:
+                if len(self._grows) >= _GROW_CACHE_SIZE:
+                    self._grows.clear()
+                self._grows[raw] = known
+        return known
+
+    def _grows_into_hit(self, raw: str) -> bool:
         """May the unfinished token ``raw`` (folded, at the end of the text)
         still become a banned word, or the first word of a phrase, as more
         characters are appended? Only if the letters of one of the forms it
@@ -385,7 +402,7 @@ class BannedWords:
         b = len(core)
         while not core[b - 1].isalpha():
             b -= 1
-        for form in (t, t.rstrip(_EDGE_PUNCT), core, core[:b]):
+        for form in dict.fromkeys((t, t.rstrip(_EDGE_PUNCT), core, core[:b])):
             letters = runs(canonical(form))[0]
             if letters in self._prefixes or letters in self._phrase_prefixes:
                 return True
