@@ -42,7 +42,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from .commands import Command, help_text, parse
 from .connection import ChatConnection, server_error
-from .errors import ClientError, ConnectionLost, ExitCode
+from .errors import AuthFailed, ClientError, ConnectionLost, ExitCode
 from .reconnect import Reconnector
 from .render import PlainUI, RichUI
 from .turn import TurnOutcome, run_turn
@@ -269,6 +269,10 @@ class InteractiveSession:
                 if isinstance(event, Notice):
                     self.ui.server_notice(event)
                 elif isinstance(event, Error):
+                    if event.code is ErrorCode.SESSION_REVOKED:
+                        # The account was disabled or removed: no reconnecting.
+                        raise AuthFailed("the server ended the session: "
+                                         f"{event.message or event.code.value}")
                     if event.fatal:
                         raise _Lost(
                             f"the server closed the connection: "
@@ -421,6 +425,8 @@ class InteractiveSession:
             self.turns.append((text, outcome.text, CUT_NOTE))
             what = ("the answer was cut off" if outcome.text
                     else "the answer did not arrive")
+            if isinstance(outcome.failure, AuthFailed):  # the session was revoked
+                raise outcome.failure
             self.ui.notice(what + ("; /retry asks again" if self._can_reconnect else "")
                            + f" ({outcome.failure})", label="cut")
             self._on_lost(str(outcome.failure))

@@ -28,7 +28,7 @@ from chatcore.protocol import (
 )
 
 from .connection import ChatConnection
-from .errors import ClientError, ConnectionLost, Refused, ServerError
+from .errors import AuthFailed, ClientError, ConnectionLost, Refused, ServerError
 
 __all__ = ["REFUSAL_NOTICES", "TurnOutcome", "run_turn"]
 
@@ -141,7 +141,11 @@ def run_turn(
                 if event.fatal or _matches(event.message_id, message_id):
                     out.error = event
                     out.reason = "refused" if event.code is ErrorCode.REFUSED else "error"
-                    if event.fatal:
+                    if event.code is ErrorCode.SESSION_REVOKED:
+                        # The account was disabled or removed: reconnecting won't help.
+                        out.failure = AuthFailed(
+                            f"the server ended the session: {event.message or event.code.value}")
+                    elif event.fatal:
                         out.failure = ConnectionLost(
                             f"the server closed the connection: {event.message or event.code.value}"
                         )

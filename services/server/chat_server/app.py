@@ -22,6 +22,7 @@ from chatcore.privacy import detector_for
 from chatcore.protocol import ErrorCode, NoticeKind
 
 from . import __version__, admin, metrics, readiness
+from .accounts import AccountWatch
 from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
 from .admission import Refusal as Turnaway
 from .auth import Authenticator
@@ -43,6 +44,8 @@ from .turn import Message, Refusal, StopReason
 
 log = logging.getLogger("chat_server")
 
+#: What the sessions of a disabled or removed user are told as they end.
+ACCOUNT_ENDED = "your session was ended: this account has been disabled or removed"
 #: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
 MODERATE_INLINE_CHARS = 2048
 #: What a v2 client is told when its message has a banned word (the NOTICE and
@@ -78,6 +81,9 @@ class ChatService:
         self.conversations = ConversationCache(store, settings.history_cache_bytes)
         #: Deletes the first start's password file once that password is changed.
         self.initial_password = InitialPasswordCheck(initial_password_path(settings), self.hasher)
+        self.accounts = AccountWatch(
+            store, settings.account_check_interval, logged_in=self.logged_in_users,
+            end=self.end_sessions_of, initial_password=self.initial_password)
 
     # ------------------------------------------------------------------ TurnServices
 
@@ -164,6 +170,18 @@ class ChatService:
             log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
             return False
         return True
+
+    # ------------------------------------------------------------------ accounts
+    def logged_in_users(self) -> list[str]:
+        """The users with a live session here (for chat_server.accounts)."""
+        return [user for session in self.sessions if (user := session.user) is not None]
+
+    async def end_sessions_of(self, users: set[str]) -> int:
+        """End every session of ``users`` (disabled or removed accounts)."""
+        ending = [session for session in self.sessions if session.user in users]
+        await asyncio.gather(*(session.revoke(ACCOUNT_ENDED) for session in ending),
+                             return_exceptions=True)
+        return len(ending)
 
     # ------------------------------------------------------------------ connections
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -287,12 +305,17 @@ class ChatService:
         # Backends are probed (and missing models pulled) in the background;
         # "model ready: M" is logged when M can first be served.
         self.pool.start()
+        # Accounts disabled or removed elsewhere end their sessions here.
+        watch = asyncio.create_task(self.accounts.run(), name="account-watch")
         try:
             await stop.wait()
         finally:
             log.info("shutting down: no new connections; answers in flight get %.0f s", s.shutdown_grace,
                      extra={"event": "shutdown"})
             self.shutting_down = True
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             metrics.server_stopping()
             server.close()
             self.gate.abort_all()

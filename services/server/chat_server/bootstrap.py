@@ -300,7 +300,8 @@ class InitialPasswordCheck:
     :meth:`check` is cheap while nothing changes: one small file read and one
     user lookup, comparing the stored hash with the one that verified last
     time; only a changed hash is verified again (argon2, in a thread). The
-    server calls it at start."""
+    server calls it at start and then every ``CHAT_ACCOUNT_CHECK_INTERVAL``
+    seconds (chat_server.accounts)."""
 
     def __init__(self, path: Path, hasher: PasswordHasherLike) -> None:
         self.path = path

@@ -143,6 +143,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_MAX_FRAME_BYTES", "65536", "Largest frame body accepted after login (1024 to 16 MiB)."),
     Variable("CHAT_AUTH_TIMEOUT", "10", "Seconds a new connection has to log in."),
     Variable("CHAT_SESSION_TOKEN_TTL", "86400", "Seconds a session token (issued to v2 clients at each login, to reconnect without the password) stays valid; 0 issues none."),
+    Variable("CHAT_ACCOUNT_CHECK_INTERVAL", "2", "Seconds between checks of the logged-in users' accounts: sessions of users disabled or removed since (users disable/remove, on any replica) are ended."),
     Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds without a message (PING/PONG don't count) after which a logged-in connection is closed."),
     Variable("CHAT_PING_INTERVAL", "30", "Seconds of silence either way after which the server PINGs a logged-in v2 client; 0 turns keepalive off."),
     Variable("CHAT_PING_TIMEOUT", "20", "Seconds a pinged v2 client has to send any frame before the connection is closed."),
@@ -203,6 +204,7 @@ class Settings:
     max_frame_bytes: int = 65536
     auth_timeout: float = 10.0
     session_token_ttl: float = 86400.0  # 0: no session tokens
+    account_check_interval: float = 2.0
     idle_timeout: float = 900.0
     ping_interval: float = 30.0  # 0 = no keepalive PINGs
     ping_timeout: float = 20.0
@@ -286,6 +288,7 @@ class Settings:
             max_frame_bytes=r.integer("CHAT_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024),
             auth_timeout=r.seconds("CHAT_AUTH_TIMEOUT"),
             session_token_ttl=r.seconds("CHAT_SESSION_TOKEN_TTL", allow_zero=True),
+            account_check_interval=r.seconds("CHAT_ACCOUNT_CHECK_INTERVAL"),
             idle_timeout=r.seconds("CHAT_IDLE_TIMEOUT"),
             ping_interval=r.seconds("CHAT_PING_INTERVAL", allow_zero=True),
             ping_timeout=r.seconds("CHAT_PING_TIMEOUT"),
@@ -744,6 +747,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_MAX_FRAME_BYTES": "max_frame_bytes",
     "CHAT_AUTH_TIMEOUT": "auth_timeout",
     "CHAT_SESSION_TOKEN_TTL": "session_token_ttl",
+    "CHAT_ACCOUNT_CHECK_INTERVAL": "account_check_interval",
     "CHAT_IDLE_TIMEOUT": "idle_timeout",
     "CHAT_PING_INTERVAL": "ping_interval",
     "CHAT_PING_TIMEOUT": "ping_timeout",

@@ -123,6 +123,8 @@ class Session:
         self._worker: asyncio.Task[None] | None = None
         #: When the user last did something (CHAT, CANCEL, an answer ending).
         self._last_activity = time.monotonic()
+        #: Why the server ended the session itself (revoke), for the log.
+        self._ended_by_server: str | None = None
         #: When our keepalive PING went out, while its answer is awaited.
         self._ping_sent: float | None = None
 
@@ -165,6 +167,7 @@ class Session:
         finally:
             await self._stop_worker(StopReason.DISCONNECTED)
             await self.wire.close()
+            reason = self._ended_by_server or reason
             metrics.connection_closed(self.id)
             self.log.info("connection closed: %s", reason, event="disconnect")
 
@@ -195,6 +198,15 @@ class Session:
     def abort(self) -> None:
         """Drop the connection now (last resort at shutdown): the session ends."""
         self.wire.abort()
+
+    async def revoke(self, message: str) -> None:
+        """The user's account was disabled or removed (chat_server.accounts):
+        stop the answers (each ends and stores what it has), send ERROR
+        session_revoked (fatal) and close; :meth:`run` then ends."""
+        self._ended_by_server = StopReason.ACCOUNT_ENDED.value
+        await self._stop_worker(StopReason.ACCOUNT_ENDED)
+        await self._send_error(ErrorCode.SESSION_REVOKED, message)
+        await self.wire.close()
 
     async def shutdown(self, message: str) -> None:
         """Server shutdown after answers in flight are done: tell the peer, close."""

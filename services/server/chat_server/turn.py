@@ -102,6 +102,8 @@ class StopReason(enum.Enum):
     CLIENT_BYE = "client said bye"
     #: The server is stopping and the grace period ran out.
     SHUTDOWN = "server shutdown"
+    #: The user's account was disabled or removed (chat_server.accounts).
+    ACCOUNT_ENDED = "account disabled or removed"
     #: The client read the answer more slowly than the model wrote it for too
     #: long (chat_server/coalesce.py): the generation was stopped to free the model.
     SLOW_READER = "the client reads too slowly"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Self
@@ -195,6 +196,12 @@ class Store(ABC):
     @abstractmethod
     async def has_users(self) -> bool:
         """Whether any user exists (cheap, unlike :meth:`list_users`)."""
+
+    @abstractmethod
+    async def inactive_users(self, names: Collection[str]) -> set[str]:
+        """The names among ``names`` that are disabled or do not exist (any
+        more): the live sessions of those must end. One indexed lookup per
+        name, in batches."""
 
     @abstractmethod
     async def remove_user(self, name: str) -> bool:

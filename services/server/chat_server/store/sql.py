@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -58,6 +58,8 @@ _TURN_COLUMNS = (
     "answer_text, prompt_tokens, answer_tokens, status, backend"
 )
 _USER_COLUMNS = "name, created_at, password_hash, disabled, last_login_at"
+#: Names per statement in inactive_users (SQLite allows 32766 parameters, PostgreSQL 65535).
+_LOOKUP_BATCH = 500
 #: Longer strings are not tokens we issued (ours are 43 characters).
 _MAX_TOKEN_LENGTH = 256
 
@@ -183,6 +185,20 @@ class SQLStore(Store):
 
     async def has_users(self) -> bool:
         return bool(await self._query("SELECT 1 FROM users LIMIT 1"))
+
+    async def inactive_users(self, names: Collection[str]) -> set[str]:
+        wanted = sorted(set(names))
+        active: set[str] = set()
+        # Each batch is one statement of its own (the engine is free for other
+        # callers in between), well under either engine's parameter limit.
+        for start in range(0, len(wanted), _LOOKUP_BATCH):
+            batch = wanted[start:start + _LOOKUP_BATCH]
+            rows = await self._query(
+                f"SELECT name FROM users WHERE disabled = ? AND name IN ({', '.join('?' * len(batch))})",
+                (False, *batch),
+            )
+            active.update(str(row[0]) for row in rows)
+        return set(wanted) - active
 
     async def remove_user(self, name: str) -> bool:
         # ON DELETE CASCADE removes the user's turns in the same statement, hence

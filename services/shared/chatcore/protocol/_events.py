@@ -70,6 +70,9 @@ class ErrorCode(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     #: The server accepts v2 only over TLS; reconnect with TLS (fatal).
     TLS_REQUIRED = "tls_required"
+    #: The server ended this logged-in session: the account was disabled or
+    #: removed (fatal). Logging in again fails like a wrong password while it stays so.
+    SESSION_REVOKED = "session_revoked"
     #: Messages per minute exceeded; the message was not processed.
     RATE_LIMITED = "rate_limited"
     #: An answer to an earlier message on this connection is in flight; this one was not processed.
@@ -103,6 +106,7 @@ FATAL_CODES = frozenset(
         ErrorCode.TOO_MANY_CONNECTIONS,
         ErrorCode.SHUTTING_DOWN,
         ErrorCode.TLS_REQUIRED,
+        ErrorCode.SESSION_REVOKED,
     }
 )
 
