@@ -35,10 +35,10 @@ def login_result(server: LiveServer, user: str, password: str) -> AuthResult | E
 
 
 def revoked(client: V2Client) -> Error:
-    """Read until the server's ERROR without a message id; it must be the end."""
+    """Read until the server's fatal ERROR (the end of the session)."""
     while True:
         event = client.next_event(timeout=WAIT)
-        if isinstance(event, Error) and event.message_id is None:
+        if isinstance(event, Error) and event.fatal:
             return event
 
 
@@ -92,11 +92,13 @@ def test_disable_stops_the_answer_in_flight_and_stores_what_was_said(server_fact
         first = client.next_event(timeout=WAIT)
     cli_ok(server, "users", "disable", USER)
     events = []
-    while not (events and isinstance(events[-1], Error) and events[-1].message_id is None):
+    while not (events and isinstance(events[-1], Error)):
         events.append(client.next_event(timeout=WAIT))
-    ends = [e for e in events if isinstance(e, AnswerEnd)]
-    assert len(ends) == 1 and ends[0].message_id == mid and ends[0].reason == "cancelled"
-    assert events[-1].code is ErrorCode.SESSION_REVOKED  # type: ignore[union-attr]
+    # One ERROR ends both the message (its id) and the session; no END before it.
+    end = events[-1]
+    assert isinstance(end, Error) and end.code is ErrorCode.SESSION_REVOKED and end.fatal
+    assert end.message_id == mid
+    assert not [e for e in events if isinstance(e, AnswerEnd)]
     assert closed(client)
     turns = wait_until(lambda: server.history(USER))
     assert turns[-1]["status"] == "interrupted" and turns[-1]["conversation"] == "long"

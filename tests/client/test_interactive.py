@@ -209,6 +209,23 @@ def test_lost_connection_says_so_and_exits_6(live_server, spawn):
     assert c.child.exitstatus == 6
 
 
+def test_disabled_account_ends_the_session_with_exit_3_and_no_reconnect(server_factory, spawn):
+    # Reconnecting stays on: a revoked session must not try it.
+    server = server_factory(CHAT_ACCOUNT_CHECK_INTERVAL="0.2")
+    c = spawn(_server(server))
+    c.login(PASSWORD)
+    c.expect(PROMPT)
+    assert server.cli("users", "disable", USER).returncode == 0
+    # No key pressed: the prompt notices by itself.
+    c.expect("the server ended the session")
+    c.child.expect(pexpect.EOF)
+    c.child.close()
+    assert c.child.exitstatus == 3
+    assert "disabled or removed" in c.transcript.getvalue()
+    assert "Password:" not in c.transcript.getvalue().split("the server ended the session")[1]
+    assert server.log_text().count("event=auth_ok") == 1
+
+
 def test_bad_password_on_the_terminal_exits_3(live_server, spawn):
     c = spawn(_server(live_server))
     c.login("not the password")

@@ -135,6 +135,30 @@ def test_server_killed_mid_answer_exits_6(live_server):
     assert "lost" in _one_line(stderr) or "closed" in _one_line(stderr)
 
 
+def test_account_disabled_mid_answer_exits_3_without_reconnecting(server_factory):
+    server = server_factory(CHAT_ACCOUNT_CHECK_INTERVAL="0.2")
+    proc = subprocess.Popen(
+        [CHAT_CLIENT, *server_args(server), "--user", USER,
+         "--message", "go slowly [standin:delay-ms=200] [standin:tokens=200]"],
+        env=client_env(CHAT_PASSWORD=PASSWORD), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(5) == "Echo:"
+        assert server.cli("users", "disable", USER).returncode == 0
+        proc.stdout.read()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=30) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    line = _one_line(stderr)
+    assert "ended the session" in line and "disabled or removed" in line
+    # It did not try to log in again (with its token or otherwise).
+    assert server.log_text().count("event=auth_ok") == 1
+
+
 def test_connection_refused_exits_6(live_server):
     port = live_server.port
     live_server.stop()

@@ -45,7 +45,8 @@ exit codes:
   2  usage or configuration error (bad option, missing user or password without a TTY)
   3  authentication failed (bad user name or password, or too many attempts; also
      when a reconnect's session token is refused and there is no terminal to ask
-     for the password)
+     for the password, and when the server ends the session because the account
+     was disabled or removed)
   4  refused: the message contains personal data (checked before sending) or the
      server's moderation refused it
   5  server or model error (the answer could not be produced)

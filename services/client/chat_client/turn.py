@@ -65,6 +65,8 @@ class TurnOutcome:
         """Turn a failed outcome into its :class:`ClientError` (one-shot mode)."""
         if self.refusal is not None:
             raise Refused(self.refusal)
+        if isinstance(self.failure, AuthFailed):  # the session was revoked
+            raise self.failure
         if self.error is not None:
             text = self.error.message or self.error.code.value.replace("_", " ")
             if self.error.code is ErrorCode.REFUSED:

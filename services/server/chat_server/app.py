@@ -40,12 +40,10 @@ from .scheduler import PositionCallback, UserLine
 from .session import Session
 from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
-from .turn import Message, Refusal, StopReason
+from .turn import SESSION_REVOKED, Message, Refusal, StopReason
 
 log = logging.getLogger("chat_server")
 
-#: What the sessions of a disabled or removed user are told as they end.
-ACCOUNT_ENDED = "your session was ended: this account has been disabled or removed"
 #: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
 MODERATE_INLINE_CHARS = 2048
 #: What a v2 client is told when its message has a banned word (the NOTICE and
@@ -179,7 +177,7 @@ class ChatService:
     async def end_sessions_of(self, users: set[str]) -> int:
         """End every session of ``users`` (disabled or removed accounts)."""
         ending = [session for session in self.sessions if session.user in users]
-        await asyncio.gather(*(session.revoke(ACCOUNT_ENDED) for session in ending),
+        await asyncio.gather(*(session.revoke(SESSION_REVOKED) for session in ending),
                              return_exceptions=True)
         return len(ending)
 

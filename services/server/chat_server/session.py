@@ -201,8 +201,10 @@ class Session:
 
     async def revoke(self, message: str) -> None:
         """The user's account was disabled or removed (chat_server.accounts):
-        stop the answers (each ends and stores what it has), send ERROR
-        session_revoked (fatal) and close; :meth:`run` then ends."""
+        stop the answers (each stores what it has; one in flight ends with
+        ERROR session_revoked carrying its id), send ERROR session_revoked
+        (fatal; unless the answer's already was the end) and close; :meth:`run`
+        then ends."""
         self._ended_by_server = StopReason.ACCOUNT_ENDED.value
         await self._stop_worker(StopReason.ACCOUNT_ENDED)
         await self._send_error(ErrorCode.SESSION_REVOKED, message)

@@ -81,6 +81,8 @@ __all__ = [
 FILTER_SLICE_CHARS = 128
 #: What a message cut short by a shutdown before its answer began is told.
 RESTARTING = "the server is restarting; try again shortly"
+#: A disabled or removed user's answer in flight, and session, end with this.
+SESSION_REVOKED = "your session was ended: this account has been disabled or removed"
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
 Send = Callable[[Event], Awaitable[None]]
@@ -398,6 +400,9 @@ class ChatTurn:
             if reason is StopReason.SHUTDOWN and not self.answer:
                 # Nothing was said yet: the user is told to ask again later.
                 final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
+            elif reason is StopReason.ACCOUNT_ENDED:
+                # Fatal, with this message's id: it ends the answer and the session.
+                final = Error(ErrorCode.SESSION_REVOKED, SESSION_REVOKED, self.id)
             else:
                 final = AnswerEnd(
                     self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
@@ -456,6 +461,8 @@ class ChatTurn:
             outcome, reason = Outcome.CANCELLED, Reason.USER
         elif code is ErrorCode.SHUTTING_DOWN or self.stop_reason is StopReason.SHUTDOWN:
             outcome, reason = Outcome.INTERRUPTED, Reason.SHUTDOWN
+        elif code is ErrorCode.SESSION_REVOKED:  # the server ended the session
+            outcome, reason = Outcome.INTERRUPTED, Reason.DISCONNECT
         elif code is not None:
             outcome, reason = Outcome.FAILED, Reason.INTERNAL
         else:
