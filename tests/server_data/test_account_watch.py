@@ -106,6 +106,30 @@ async def test_a_failing_store_is_logged_once_and_the_watch_goes_on(
     assert len(warnings) == 1
 
 
+async def test_an_unexpected_error_in_a_tick_is_logged_and_the_watch_goes_on(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    await store.add_user("alice", "h")
+    await store.set_disabled("alice", True)
+    attempts = 0
+
+    async def end(users: set[str]) -> int:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("a bug in ending sessions")
+
+    watch = AccountWatch(store, 0.01, logged_in=lambda: ["alice"], end=end)
+    with caplog.at_level(logging.ERROR, logger="chat_server.accounts"):
+        task = asyncio.create_task(watch.run())
+        while attempts < 3 and not task.done():
+            await asyncio.sleep(0.01)
+        assert not task.done(), "the watch ended on the error"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    errors = [r for r in caplog.records if r.getMessage() == "account check failed"]
+    assert errors and errors[0].exc_info is not None
+
+
 def test_interval_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         AccountWatch(None, 0, logged_in=list, end=None)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ tick deletes the first start's password file once that password no longer
 works (:class:`~chat_server.bootstrap.InitialPasswordCheck`).
 
 A store that fails is logged once per outage and tried again next tick; the
-sessions go on meanwhile (logins are checked by the store anyway).
+sessions go on meanwhile (logins are checked by the store anyway). Any other
+failure of a tick is logged with its traceback; the next tick runs all the same.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class AccountWatch:
                 self._failing = True
             except OSError as exc:  # the initial-password file
                 log.warning("account check: %s", exc, extra={"event": "account_check"})
+            except Exception:  # a bug must not end the watch (nor surface at shutdown)
+                log.exception("account check failed", extra={"event": "account_check"})
             else:
                 if self._failing:
                     log.info("account checks work again", extra={"event": "store_ok"})
