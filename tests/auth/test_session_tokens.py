@@ -1,6 +1,6 @@
 """Session tokens against a live server (docs/PROTOCOL.md §15): issued at every v2
 login, accepted instead of the password, ending with expiry, ``users passwd``,
-``users disable``; stored hashed; throttled and refused like a wrong password;
+``users disable``, and the client's BYE (logging out); stored hashed; throttled and refused like a wrong password;
 never logged."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chatcore.protocol import Authenticate, AuthResult, Error, ErrorCode
+from chatcore.protocol import Authenticate, AuthResult, Bye, Error, ErrorCode
 
 from tests.faults.test_storage import database_env
 from tests.fixtures.server import PASSWORD, USER, LiveServer
@@ -97,6 +97,22 @@ def test_an_expired_token_is_refused(server_factory):
     assert refused(token_login(server, token))
     # The password still works, and brings a new token.
     assert password_login(server).token != token
+
+
+def test_bye_logs_out_the_tokens_the_session_used_and_was_given(server):
+    first = password_login(server)  # closed without BYE: its token stays live
+    assert first.token is not None
+    other = password_login(server).token  # another session of the same user
+    client = V2Client(server.port)
+    client.send(Authenticate(USER, token=first.token))
+    result = client.next_event()
+    assert isinstance(result, AuthResult) and result.ok and result.token is not None, result
+    assert client.bye() == Bye("goodbye")
+    client.close()
+    assert refused(token_login(server, first.token))
+    assert refused(token_login(server, result.token))
+    # Only that session's: the other one's token still logs in.
+    assert other is not None and token_login(server, other).ok  # type: ignore[union-attr]
 
 
 def test_users_passwd_ends_every_token_of_the_user(server):

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -272,6 +272,17 @@ class Authenticator:
                         extra={"user": user, "event": "session_token"})
             return None
         return issued.token
+
+    async def log_out(self, user: str, tokens: Iterable[str]) -> None:
+        """The client ended its session with BYE: end the session tokens it
+        logged in with and was given, so none of them logs in again. A store
+        that fails is logged; the tokens then live until they expire."""
+        try:
+            for token in tokens:
+                await self.store.revoke_session_token(token)
+        except StoreError as exc:
+            log.warning("could not end the session tokens at logout: %s", exc,
+                        extra={"user": user, "event": "session_token"})
 
     def _check(self, stored: str | None, password: str) -> tuple[bool, str, str | None]:
         """Runs in a worker thread: (ok, reason, upgraded hash or None)."""

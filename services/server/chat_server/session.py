@@ -125,6 +125,8 @@ class Session:
         self._last_activity = time.monotonic()
         #: Why the server ended the session itself (revoke), for the log.
         self._ended_by_server: str | None = None
+        #: The session tokens this login used and was given (v2): a BYE ends them.
+        self._tokens: list[str] = []
         #: When our keepalive PING went out, while its answer is awaited.
         self._ping_sent: float | None = None
 
@@ -310,6 +312,7 @@ class Session:
         # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1
         # has no way to carry one.
         token = await services.auth.issue_token(auth.user) if self.conn.version == 2 else None
+        self._tokens = [t for t in (auth.token, token) if t is not None]
         await self.send(AuthResult(ok=True, user=auth.user, message="welcome", token=token))
         self.log.info("authenticated", event="auth_ok",
                       method="token" if auth.token is not None else "password")
@@ -379,6 +382,11 @@ class Session:
                 self._peer_error(event)
             elif isinstance(event, Bye):
                 await self._stop_worker(StopReason.CLIENT_BYE)
+                # A BYE logs out: the tokens end before the goodbye is sent
+                # (a lost connection keeps them, to resume with).
+                if self._tokens and self.user is not None:
+                    await self.services.auth.log_out(self.user, self._tokens)
+                    self._tokens.clear()
                 with contextlib.suppress(PeerGone, LocalProtocolError):
                     await self.send(Bye("goodbye"))
                 return
