@@ -47,6 +47,16 @@ def test_the_log_says_how_to_read_it_and_never_shows_it(stack: Stack) -> None:
     assert stack.password not in logs
 
 
+def test_the_first_start_warns_only_about_the_generated_password(stack: Stack) -> None:
+    # A fresh volume is already private (the image makes /data 0700), so the
+    # server has nothing to tighten; the one warning is the password's.
+    r = stack.compose("logs", "--no-color", "server")
+    logs = (r.stdout + r.stderr).split("chat-server listening on")[0]
+    loud = [line for line in logs.splitlines()
+            if re.search(r" (WARNING|ERROR|CRITICAL) ", line)]
+    assert len(loud) == 1 and "first start: created user 'admin'" in loud[0], loud
+
+
 def test_the_client_container_logs_in_with_the_initial_password(stack: Stack) -> None:
     result = stack.client_container("hello from the first start")
     assert result.returncode == 0, result.stderr
