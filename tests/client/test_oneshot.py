@@ -154,7 +154,7 @@ def test_account_disabled_mid_answer_exits_3_without_reconnecting(server_factory
         if proc.poll() is None:
             proc.kill()
     line = _one_line(stderr)
-    assert "ended the session" in line and "disabled or removed" in line
+    assert "session was ended" in line and "disabled or removed" in line
     # It did not try to log in again (with its token or otherwise).
     assert server.log_text().count("event=auth_ok") == 1
 

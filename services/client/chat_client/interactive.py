@@ -271,8 +271,7 @@ class InteractiveSession:
                 elif isinstance(event, Error):
                     if event.code is ErrorCode.SESSION_REVOKED:
                         # The account was disabled or removed: no reconnecting.
-                        raise AuthFailed("the server ended the session: "
-                                         f"{event.message or event.code.value}")
+                        raise AuthFailed(event.message or "the server ended the session")
                     if event.fatal:
                         raise _Lost(
                             f"the server closed the connection: "

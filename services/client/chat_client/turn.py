@@ -145,8 +145,8 @@ def run_turn(
                     out.reason = "refused" if event.code is ErrorCode.REFUSED else "error"
                     if event.code is ErrorCode.SESSION_REVOKED:
                         # The account was disabled or removed: reconnecting won't help.
-                        out.failure = AuthFailed(
-                            f"the server ended the session: {event.message or event.code.value}")
+                        # The server's message says so itself ("your session was ended: ...").
+                        out.failure = AuthFailed(event.message or "the server ended the session")
                     elif event.fatal:
                         out.failure = ConnectionLost(
                             f"the server closed the connection: {event.message or event.code.value}"
