@@ -41,7 +41,7 @@ up: ## Build and start the stack in the background (first start pulls the model)
 	@echo "Model pull and start-up progress: make logs   Chat: make chat"
 	@echo "First start? Log in as admin with the password from: make initial-password"
 
-down: ## Stop the stack (volumes are kept; `docker compose down -v` deletes them)
+down: ## Stop the stack (volumes are kept; `docker compose --profile '*' down -v` deletes them all)
 	$(COMPOSE) down
 
 logs: ## Follow the stack's logs

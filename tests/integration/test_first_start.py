@@ -5,11 +5,15 @@ password: every other integration test depends on it.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
 
 import pytest
+import yaml
 
-from .conftest import FIRST_USER, Stack
+from .conftest import FIRST_USER, REPO, Stack, docker_problem
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -63,3 +67,20 @@ def test_the_client_container_logs_in_with_the_initial_password(stack: Stack) ->
     assert "Echo: hello from the first start" in result.stdout
     wrong = stack.client_container("hello", password="not-" + stack.password)
     assert wrong.returncode == 3, wrong.stderr  # authentication failed
+
+
+def test_starting_from_scratch_deletes_every_volume_of_the_stack() -> None:
+    # README's "Start again from scratch" must reach every volume, the client's
+    # remembered certificate included: left behind, it made the client refuse
+    # the new server's certificate (exit 7) after a plain `down -v`.
+    if problem := docker_problem():
+        pytest.skip(problem)
+    readme = (REPO / "README.md").read_text()
+    found = re.search(r"\*\*Start again from scratch\*\*: `(docker compose[^`]*) down -v`", readme)
+    assert found, "README's troubleshooting lost its 'Start again from scratch' command"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    r = subprocess.run([*shlex.split(found.group(1)), "config", "--volumes"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    declared = set(yaml.safe_load((REPO / "docker-compose.yml").read_text())["volumes"])
+    assert set(r.stdout.split()) == declared
