@@ -18,22 +18,23 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 from chat_server.coordination import (
-    POSTGRES_SCHEMA,
     CoordinationError,
     LocalCoordination,
-    MemoryFailureCounters,
     PostgresCoordination,
     user_lock_key,
 )
+from chat_server.store import open_store
 
 pytestmark = pytest.mark.postgres
 
 
 def create_schema(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in POSTGRES_SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+    """The store's migrations, as a server's start runs them."""
+    async def migrate() -> None:
+        store = await open_store(url)
+        await store.close()
+
+    asyncio.run(migrate())
 
 
 def advisory_locks(url: str) -> int:
@@ -299,34 +300,98 @@ def test_rate_limit_zero_is_off(db: str) -> None:
 
 # ---------------------------------------------------------------------------- failed logins
 def test_failed_logins_add_up_across_replicas(db: str) -> None:
+    """The strict per-(account, address) policy: 3 failures, then 1 s, 2 s, ...
+    whichever replicas they were made on."""
     async def scenario() -> None:
         a, b = await replicas(db)
-        await a.failures.record(["user:kim", "address:192.0.2.7"], window=900)
-        await b.failures.record(["user:kim"], window=900)
-        got = await a.failures.get(["user:kim", "address:192.0.2.7", "user:lee"], window=900)
-        assert got["user:kim"].count == 2 and got["address:192.0.2.7"].count == 1
-        assert "user:lee" not in got
-        assert 0 <= got["user:kim"].age < 60
-        await b.failures.reset(["user:kim"])
-        assert "user:kim" not in await a.failures.get(["user:kim"], window=900)
-        # A long key (a password typed as the user name) is stored as a hash.
-        long_key = "user:" + "x" * 5000
-        await a.failures.record([long_key], window=900)
-        assert (await b.failures.get([long_key], window=900))[long_key].count == 1
+        ta, tb = a.login_throttle, b.login_throttle
+        await ta.failed("kim", "192.0.2.7")
+        await tb.failed("kim", "192.0.2.7")
+        assert await ta.wait("kim", "192.0.2.7") == 0.0
+        await ta.failed("kim", "192.0.2.7")
+        wait = await tb.wait("kim", "192.0.2.7")
+        assert 0 < wait <= 1.0
+        assert await tb.wait("kim", "192.0.2.8") == 0.0  # only from that address
+        await tb.failed("kim", "192.0.2.7")
+        assert 1.0 < await ta.wait("kim", "192.0.2.7") <= 2.0  # the backoff doubles
+        await ta.succeeded("kim", "192.0.2.7")  # on the other replica: starts afresh
+        assert await tb.wait("kim", "192.0.2.7") == 0.0
         await close_all([a, b])
 
     run(scenario())
 
 
-def test_failures_older_than_the_window_start_over(db: str) -> None:
+def test_spraying_from_one_address_is_throttled_on_every_replica(db: str) -> None:
     async def scenario() -> None:
         a, b = await replicas(db)
-        await a.failures.record(["user:mia"], window=0.3)
-        await asyncio.sleep(0.5)
-        assert await b.failures.get(["user:mia"], window=0.3) == {}
-        await b.failures.record(["user:mia"], window=0.3)
-        assert (await a.failures.get(["user:mia"], window=0.3))["user:mia"].count == 1
+        for i in range(10):  # ten accounts, one address, alternating replicas
+            await (a if i % 2 else b).login_throttle.failed(f"victim{i}", "198.51.100.9")
+        assert await a.login_throttle.wait("someone-else", "198.51.100.9") > 0
+        assert await b.login_throttle.wait("someone-else", "198.51.100.10") == 0.0
         await close_all([a, b])
+
+    run(scenario())
+
+
+def test_distributed_guessing_slows_the_account_but_not_its_owner(db: str) -> None:
+    """Per account across addresses: 10 failures from at least 3 addresses
+    throttle new addresses; the owner's trusted address stays open."""
+    async def scenario() -> None:
+        a, b = await replicas(db)
+        await a.login_throttle.succeeded("lee", "203.0.113.1")  # the owner, at home
+        for i in range(10):
+            await (a if i % 2 else b).login_throttle.failed("lee", f"198.51.100.{i}")
+        assert await b.login_throttle.wait("lee", "198.51.100.200") > 0
+        assert await b.login_throttle.wait("lee", "203.0.113.1") == 0.0
+        # Ten failures from one address alone never throttle the account as a whole.
+        await close_all([a, b])
+        c, d = await replicas(db)
+        for _ in range(10):
+            await c.login_throttle.failed("mo", "198.51.100.77")
+        assert await d.login_throttle.wait("mo", "203.0.113.5") == 0.0
+        await close_all([c, d])
+
+    run(scenario())
+
+
+def test_long_login_names_are_stored_as_a_hash(db: str) -> None:
+    async def scenario() -> None:
+        a, b = await replicas(db)
+        name = "x" * 5000  # a password typed into the name field, say
+        for _ in range(3):
+            await a.login_throttle.failed(name, "192.0.2.1")
+        assert await b.login_throttle.wait(name, "192.0.2.1") > 0
+        await close_all([a, b])
+        with psycopg.connect(db) as conn:
+            longest = conn.execute("SELECT max(length(key)) FROM login_failures").fetchone()
+        assert longest is not None and longest[0] <= 200
+
+    run(scenario())
+
+
+def test_authenticators_of_two_replicas_throttle_together(db: str) -> None:
+    """chat_server.auth with the shared throttle: a guess on either replica
+    counts, a throttled attempt fails even with the right password."""
+    from argon2 import PasswordHasher
+    from chat_server.auth import Authenticator
+
+    async def scenario() -> None:
+        store = await open_store(db)
+        hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+        await store.add_user("olga", hasher.hash("right"))
+        a, b = await replicas(db)
+        auth_a = Authenticator(store, hasher, shared_throttle=a.login_throttle)
+        auth_b = Authenticator(store, hasher, shared_throttle=b.login_throttle)
+        for auth in (auth_a, auth_b, auth_a):
+            assert not await auth.verify("olga", "wrong", "192.0.2.1")
+        wait = await auth_b.wait_for("olga", "192.0.2.1")
+        assert 0 < wait <= 1.0
+        assert not await auth_b.verify("olga", "right", "192.0.2.1")
+        await asyncio.sleep(wait + 0.05)
+        assert await auth_b.verify("olga", "right", "192.0.2.1")
+        assert await auth_a.wait_for("olga", "192.0.2.1") == 0.0
+        await close_all([a, b])
+        await store.close()
 
     run(scenario())
 
@@ -373,9 +438,7 @@ def test_local_coordination_is_the_in_memory_behaviour() -> None:
             await asyncio.sleep(0.05)
             assert positions == [1]
         await waiter
-        counters = MemoryFailureCounters(max_entries=3)
-        await counters.record(["a", "b", "c", "d"], window=60)
-        assert len(counters) == 3 and await counters.get(["a"], 60) == {}
+        assert local.login_throttle is None  # the authenticator keeps its own, in memory
         await local.aclose()
 
     run(scenario())
@@ -384,3 +447,4 @@ def test_local_coordination_is_the_in_memory_behaviour() -> None:
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+

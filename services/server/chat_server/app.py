@@ -29,14 +29,14 @@ from .auth import Authenticator
 from .backends import BackendPool, BackendState, ModelChunk, ModelState
 from .bootstrap import InitialPasswordCheck, ensure_first_user, initial_password_path
 from .config import Settings
+from .coordination import Coordination, CoordinationError, LocalCoordination, open_coordination
 from .gate import Gate
 from .gate import start_server as start_gated_server
 from .history_cache import ConversationCache
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
 from .peer import client_address
-from .ratelimit import RateLimiter
-from .scheduler import PositionCallback, UserLine
+from .scheduler import PositionCallback
 from .session import Session
 from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
@@ -56,15 +56,19 @@ class ChatService:
     a turn uses (``chat_server.turn``) and the ``SessionServices`` a session
     uses (``chat_server.session``)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store,
+                 coordination: Coordination | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: One answer per user, the rate limit, failed-login counters: in memory,
+        #: or across replicas through PostgreSQL (chat_server.coordination).
+        self.coordination = coordination or LocalCoordination(settings.rate_limit)
         self.hasher = settings.argon2_hasher()
         self.auth = Authenticator(self.store, self.hasher,
-                                  session_token_ttl=settings.session_token_ttl)
+                                  session_token_ttl=settings.session_token_ttl,
+                                  shared_throttle=self.coordination.login_throttle)
         self.pool = BackendPool.from_settings(settings)
         self.scheduler = self.pool.scheduler
-        self.rate = RateLimiter(settings.rate_limit)
         self.banned = WatchedBannedWords(settings.cuss_words_file)
         self.tls = load_material(settings)
         self.gate = Gate(settings, create_context(self.tls))
@@ -75,7 +79,6 @@ class ChatService:
                                    settings.max_unauthenticated_per_address)
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
-        self.user_line = UserLine()
         self.conversations = ConversationCache(store, settings.history_cache_bytes)
         #: Deletes the first start's password file once that password is changed.
         self.initial_password = InitialPasswordCheck(initial_password_path(settings), self.hasher)
@@ -130,7 +133,10 @@ class ChatService:
         return None
 
     def user_turn(self, user: str, on_position: PositionCallback) -> AbstractAsyncContextManager[None]:
-        return self.user_line.turn(user, on_position)
+        return self.coordination.user_turn(user, on_position)
+
+    async def check_rate(self, user: str) -> float:
+        return await self.coordination.check_rate(user)
 
     async def history(self, user: str, conversation: str) -> list[Message]:
         return await self.conversation(user, conversation)
@@ -322,6 +328,7 @@ class ChatService:
                 async with asyncio.timeout(5):
                     await server.wait_closed()
             await self.pool.aclose()
+            await self.coordination.aclose()
             await self.store.close()
             if health is not None:  # answers 503 "draining" up to here
                 await health.close()
@@ -399,8 +406,17 @@ async def _main(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return 1
     try:
-        service = ChatService(settings, store)
+        coordination = await open_coordination(store.engine, settings.db,
+                                               password=settings.db_password,
+                                               rate_limit=settings.rate_limit)
+    except CoordinationError as exc:
+        await store.close()
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        service = ChatService(settings, store, coordination)
     except (TLSError, FileNotFoundError, OSError) as exc:
+        await coordination.aclose()
         await store.close()
         log.error("cannot start: %s", exc)
         return 1

@@ -64,6 +64,7 @@ from .throttle import (
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .coordination import SharedThrottle
 
 __all__ = [
     "AccountPolicy",
@@ -114,6 +115,7 @@ class Authenticator:
         address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
         account_policy: AccountPolicy = DEFAULT_ACCOUNT_POLICY,
         session_token_ttl: float = 0.0,
+        shared_throttle: SharedThrottle | None = None,
     ) -> None:
         if max_concurrent_hashes < 1:
             raise ValueError("max_concurrent_hashes must be >= 1")
@@ -127,6 +129,9 @@ class Authenticator:
         self.throttle = LoginThrottle(clock, pair_policy=pair_policy,
                                       address_policy=address_policy,
                                       account_policy=account_policy)
+        #: The same policies on counters every replica shares (PostgreSQL), in
+        #: place of :attr:`throttle`'s memory; None: one process, memory.
+        self.shared_throttle = shared_throttle
         # Made once, with the live parameters, from a secret nobody knows: it
         # can never verify, and costs exactly what a real verification costs.
         self._dummy_hash = hasher.hash(secrets.token_urlsafe(32))
@@ -134,11 +139,28 @@ class Authenticator:
     # -- throttling --------------------------------------------------------
 
     def is_throttled(self, user: str, address: Address = None) -> float:
-        """Seconds before ``user`` from ``address`` may try again (0.0: now)."""
+        """Seconds before ``user`` from ``address`` may try again (0.0: now),
+        by this process's own counters (see :meth:`wait_for`)."""
         return self.throttle.wait(user, address)
 
-    def _record_failure(self, user: str, address: Address) -> None:
-        self.throttle.failed(user, address)
+    async def wait_for(self, user: str, address: Address = None) -> float:
+        """Seconds before ``user`` from ``address`` may try again (0.0: now),
+        by the shared counters when there are any."""
+        if self.shared_throttle is not None:
+            return await self.shared_throttle.wait(user, address)
+        return self.throttle.wait(user, address)
+
+    async def _record_failure(self, user: str, address: Address) -> None:
+        if self.shared_throttle is not None:
+            await self.shared_throttle.failed(user, address)
+        else:
+            self.throttle.failed(user, address)
+
+    async def _record_success(self, user: str, address: Address) -> None:
+        if self.shared_throttle is not None:
+            await self.shared_throttle.succeeded(user, address)
+        else:
+            self.throttle.succeeded(user, address)
 
     # -- verification ------------------------------------------------------
 
@@ -153,7 +175,7 @@ class Authenticator:
             "address": client_key(address),
             "event": "login",
         }
-        if (wait := self.is_throttled(user, address)) > 0:
+        if (wait := await self.wait_for(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
             return False
         if not _possible_user_name(user):
@@ -164,7 +186,7 @@ class Authenticator:
         if len(password) > MAX_PASSWORD_LENGTH:
             # Nobody's password is this long (the CLI refuses to set one), so no
             # need to hash; the reply is the same generic failure.
-            self._record_failure(user, address)
+            await self._record_failure(user, address)
             log.info("login failed", extra=fields)
             log.debug("login failed: password too long", extra=fields)
             return False
@@ -183,7 +205,7 @@ class Authenticator:
             # burst of parallel guesses is cut off as soon as the threshold is
             # reached. Failures are recorded before the slot is released, so the
             # next waiter sees them.
-            if self.is_throttled(user, address) > 0:
+            if await self.wait_for(user, address) > 0:
                 log.info("login refused: throttled", extra=fields)
                 return False
             work = asyncio.ensure_future(asyncio.to_thread(self._check, stored, password))
@@ -196,9 +218,9 @@ class Authenticator:
                 work.add_done_callback(self._release_slot)
                 raise
             if ok:
-                self.throttle.succeeded(user, address)
+                await self._record_success(user, address)
             else:
-                self._record_failure(user, address)
+                await self._record_failure(user, address)
         finally:
             if release:
                 self._slots.release()
@@ -234,7 +256,7 @@ class Authenticator:
             "event": "login",
             "method": "token",
         }
-        if (wait := self.is_throttled(user, address)) > 0:
+        if (wait := await self.wait_for(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
             return False
         if not _possible_user_name(user):
@@ -244,14 +266,14 @@ class Authenticator:
             return False
         owner = await self.store.verify_session_token(token)
         if owner is None or owner != user:
-            self._record_failure(user, address)
+            await self._record_failure(user, address)
             log.info("login failed", extra=fields)
             log.debug("login failed: %s", "token unknown, expired or revoked" if owner is None
                       else "token of another user", extra=fields)
             return False
         fields = {**login_name_fields(user, exists=True), **fields}
         fields.pop("user_hash", None)
-        self.throttle.succeeded(user, address)
+        await self._record_success(user, address)
         try:
             await self.store.record_login(user)
         except StoreError as exc:

@@ -9,7 +9,8 @@ the counters behind failed-login throttling. One interface,
 
 * :class:`LocalCoordination` (SQLite: one server process) keeps it all in
   memory: :class:`~chat_server.scheduler.UserLine`,
-  :class:`~chat_server.ratelimit.RateLimiter`, :class:`MemoryFailureCounters`.
+  :class:`~chat_server.ratelimit.RateLimiter`, and no shared login throttle
+  (the authenticator's own :class:`~chat_server.throttle.LoginThrottle`).
 * :class:`PostgresCoordination` (``CHAT_DB=postgresql://...``: any number of
   replicas) keeps it in PostgreSQL, so it holds globally:
 
@@ -27,10 +28,11 @@ the counters behind failed-login throttling. One interface,
     database's clock is the only clock, the promise is the same sliding window
     as :class:`RateLimiter` (never more than N messages in any 60 s; refused
     messages are not counted).
-  - **Failed logins.** Counters per key (user, address) with the time of the
-    last failure, upserted the same way; the policy (thresholds, backoff) stays
-    in :mod:`chat_server.auth`, which reads ``(count, seconds since the last
-    failure)`` from here, so clocks of the replicas never matter.
+  - **Failed logins.** :class:`PostgresLoginThrottle` applies the policies of
+    :mod:`chat_server.throttle` (per account and address, per address, per
+    account across addresses, the owner's trusted addresses) to counters in
+    the database, upserted the same way; ages are computed by the database,
+    so the replicas' clocks never matter.
 
 If the coordination connection to PostgreSQL drops, the locks it held are
 released by the database; answers already running finish, and the next
@@ -45,23 +47,32 @@ import contextlib
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .admission import client_key
 from .ratelimit import RateLimiter
 from .scheduler import PositionCallback, UserLine
+from .throttle import (
+    DEFAULT_ACCOUNT_POLICY,
+    DEFAULT_ADDRESS_POLICY,
+    DEFAULT_PAIR_POLICY,
+    AccountPolicy,
+    ThrottlePolicy,
+)
+
+Address = str | tuple[Any, ...] | None
 
 __all__ = [
     "POLL_SECONDS",
     "Coordination",
     "CoordinationError",
-    "FailureCounters",
     "LocalCoordination",
-    "MemoryFailureCounters",
     "PostgresCoordination",
+    "PostgresLoginThrottle",
+    "SharedThrottle",
+    "open_coordination",
     "user_lock_key",
 ]
 
@@ -71,7 +82,8 @@ log = logging.getLogger("chat_server.coordination")
 POLL_SECONDS = 1.0
 #: The channel a released user lock is announced on (payload: the lock key).
 CHANNEL = "chat_user_line"
-#: Failure keys longer than this are stored as a hash (a user name can be 64 characters).
+#: Failure keys longer than this are stored as a hash (a login name can be long:
+#: a password typed into the name field).
 MAX_KEY_CHARS = 200
 
 
@@ -92,67 +104,24 @@ def failure_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Failures:
-    count: int
-    age: float  # seconds since the last failure
+class SharedThrottle(Protocol):
+    """Failed-login throttling on state every replica shares (the interface of
+    :class:`chat_server.throttle.LoginThrottle`, asynchronous)."""
 
+    async def wait(self, user: str, address: Address) -> float:
+        """Seconds before ``user`` may try again from ``address`` (0.0: now)."""
 
-class FailureCounters(Protocol):
-    """Failed-login counters shared by everything that checks passwords.
-    ``window``: a failure older than this starts the count again."""
+    async def failed(self, user: str, address: Address) -> None: ...
 
-    async def get(self, keys: Sequence[str], window: float) -> dict[str, Failures]:
-        """The live counters among ``keys`` (absent: none in the window)."""
-
-    async def record(self, keys: Sequence[str], window: float) -> None:
-        """One more failure for each key."""
-
-    async def reset(self, keys: Sequence[str]) -> None:
-        """Forget the keys' failures (a successful login)."""
-
-
-class MemoryFailureCounters:
-    """In one process: bounded, least recently failed forgotten first."""
-
-    def __init__(self, max_entries: int = 200_000,
-                 clock: Callable[[], float] | None = None) -> None:
-        import time
-
-        self.max_entries = max_entries
-        self._clock = clock or time.monotonic
-        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def get(self, keys: Sequence[str], window: float) -> dict[str, Failures]:
-        now = self._clock()
-        out = {}
-        for key in keys:
-            entry = self._entries.get(failure_key(key))
-            if entry is not None and now - entry[1] <= window:
-                out[key] = Failures(entry[0], now - entry[1])
-        return out
-
-    async def record(self, keys: Sequence[str], window: float) -> None:
-        now = self._clock()
-        for key in map(failure_key, keys):
-            count, last = self._entries.pop(key, (0, now))
-            self._entries[key] = (1 if now - last > window else count + 1, now)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    async def reset(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._entries.pop(failure_key(key), None)
+    async def succeeded(self, user: str, address: Address) -> None: ...
 
 
 class Coordination(ABC):
     """See the module docstring."""
 
     engine: str
-    failures: FailureCounters
+    #: Shared failed-login throttling, or None: the authenticator keeps its own in memory.
+    login_throttle: SharedThrottle | None
 
     @abstractmethod
     def user_turn(self, user: str,
@@ -176,7 +145,7 @@ class LocalCoordination(Coordination):
     def __init__(self, rate_limit: int) -> None:
         self.line = UserLine()
         self.rate = RateLimiter(rate_limit)
-        self.failures = MemoryFailureCounters()
+        self.login_throttle = None
 
     def user_turn(self, user: str,
                   on_position: PositionCallback | None = None) -> AbstractAsyncContextManager[None]:
@@ -186,10 +155,18 @@ class LocalCoordination(Coordination):
         return self.rate.check(user)
 
 
+async def open_coordination(engine: str, url: str, *, password: str | None,
+                            rate_limit: int) -> Coordination:
+    """The coordination for a store of ``engine`` (``Store.engine``)."""
+    if engine == "postgresql":
+        return await PostgresCoordination.open(url, password=password, rate_limit=rate_limit)
+    return LocalCoordination(rate_limit)
+
+
 # ---------------------------------------------------------------------------- PostgreSQL
-#: The tables this module uses (a schema migration creates them; see
-#: chat_server.store.migrations).
-POSTGRES_TABLES = ("rate_windows", "login_failures")
+#: The tables this module uses (created by the store's schema migrations,
+#: chat_server.store.migrations: "rate_windows and login_failures").
+POSTGRES_TABLES = ("rate_windows", "login_failures", "login_trusted")
 
 # The row lock of ON CONFLICT DO UPDATE serialises replicas; the expressions
 # read r.sent_at, the row as it is once locked (a CTE would read the snapshot
@@ -210,21 +187,47 @@ RETURNING sent_at[cardinality(sent_at)] = now() AS allowed,
 """
 
 _FAILURES_GET_SQL = """
-SELECT key, failures, EXTRACT(EPOCH FROM (now() - last_failure))
+SELECT key, failures, EXTRACT(EPOCH FROM (now() - last_failure)), cardinality(sources)
 FROM login_failures
 WHERE key = ANY(%(keys)s) AND last_failure > now() - make_interval(secs => %(window)s)
 """
 
+# sources: the distinct addresses a counter's failures came from (at most
+# MAX_SOURCES, enough to know min_addresses is reached).
 _FAILURES_RECORD_SQL = """
-INSERT INTO login_failures AS f (key, failures, last_failure) VALUES (%(key)s, 1, now())
+INSERT INTO login_failures AS f (key, failures, last_failure, sources)
+VALUES (%(key)s, 1, now(), %(sources)s)
 ON CONFLICT (key) DO UPDATE SET
     failures = CASE WHEN f.last_failure > now() - make_interval(secs => %(window)s)
                     THEN f.failures + 1 ELSE 1 END,
+    sources = CASE WHEN f.last_failure <= now() - make_interval(secs => %(window)s)
+                   THEN EXCLUDED.sources
+                   WHEN EXCLUDED.sources <@ f.sources OR cardinality(f.sources) >= %(max_sources)s
+                   THEN f.sources
+                   ELSE f.sources || EXCLUDED.sources END,
     last_failure = now()
 """
 
 _FAILURES_PRUNE_SQL = """
 DELETE FROM login_failures WHERE last_failure < now() - make_interval(secs => %(window)s)
+"""
+
+_TRUSTED_GET_SQL = """
+SELECT 1 FROM login_trusted
+WHERE username = %(user)s AND address = %(address)s
+  AND since > now() - make_interval(secs => %(trust_for)s)
+"""
+
+_TRUSTED_SET_SQL = """
+INSERT INTO login_trusted (username, address, since) VALUES (%(user)s, %(address)s, now())
+ON CONFLICT (username, address) DO UPDATE SET since = now()
+"""
+
+_TRUSTED_PRUNE_SQL = """
+DELETE FROM login_trusted
+WHERE username = %(user)s AND address NOT IN (
+    SELECT address FROM login_trusted WHERE username = %(user)s
+    ORDER BY since DESC LIMIT %(keep)s)
 """
 
 #: Prune expired failure rows at most this often (seconds).
@@ -272,7 +275,7 @@ class PostgresCoordination(Coordination):
         self.rate_window = rate_window
         self.poll_seconds = poll_seconds
         self.line = UserLine()
-        self.failures = _PostgresFailures(self)
+        self.login_throttle: SharedThrottle = PostgresLoginThrottle(self)
         self._locks: Any = None  # connection holding the users' advisory locks
         self._locks_lock = asyncio.Lock()
         self._queries: Any = None  # connection for rate limits and failure counters
@@ -506,44 +509,82 @@ class PostgresCoordination(Coordination):
         self._held.clear()
 
 
-class _PostgresFailures:
-    """:class:`FailureCounters` in the ``login_failures`` table."""
+#: Distinct sources a per-account counter remembers (as chat_server.throttle).
+MAX_SOURCES = 16
+#: The source key of attempts without an address.
+NO_ADDRESS = "-"
 
-    def __init__(self, owner: PostgresCoordination) -> None:
+
+class PostgresLoginThrottle:
+    """The policies of :class:`chat_server.throttle.LoginThrottle` on counters in
+    PostgreSQL (tables ``login_failures`` and ``login_trusted``), so failed
+    logins on every replica add up and a successful login anywhere trusts its
+    address everywhere."""
+
+    def __init__(self, owner: PostgresCoordination, *,
+                 pair_policy: ThrottlePolicy = DEFAULT_PAIR_POLICY,
+                 address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
+                 account_policy: AccountPolicy = DEFAULT_ACCOUNT_POLICY) -> None:
         self._owner = owner
+        self.pair_policy = pair_policy
+        self.address_policy = address_policy
+        self.account_policy = account_policy
         self._next_prune = 0.0
 
-    async def get(self, keys: Sequence[str], window: float) -> dict[str, Failures]:
-        by_stored = {failure_key(k): k for k in keys}
-        rows = await self._owner._query(_FAILURES_GET_SQL,
-                                        {"keys": list(by_stored), "window": window})
-        return {by_stored[k]: Failures(int(n), float(age)) for k, n, age in rows}
+    @staticmethod
+    def _keys(user: str, address: Address) -> tuple[str, str | None, str, str]:
+        """(pair key, address key or None, account key, source)."""
+        source = client_key(address)
+        pair = failure_key(f"pair:{user}\n{source or NO_ADDRESS}")
+        return (pair, None if source is None else failure_key(f"address:{source}"),
+                failure_key(f"account:{user}"), source or NO_ADDRESS)
 
-    async def record(self, keys: Sequence[str], window: float) -> None:
-        for key in keys:
-            await self._owner._query(_FAILURES_RECORD_SQL, {"key": failure_key(key),
-                                                            "window": window})
+    async def wait(self, user: str, address: Address) -> float:
+        pair, addr, account, source = self._keys(user, address)
+        keys = [k for k in (pair, addr, account) if k is not None]
+        window = max(self.pair_policy.window, self.address_policy.window,
+                     self.account_policy.window)
+        rows = {k: (int(n), float(age), int(sources or 0))
+                for k, n, age, sources in await self._owner._query(
+                    _FAILURES_GET_SQL, {"keys": keys, "window": window})}
+
+        def remaining(key: str | None, policy: ThrottlePolicy, min_sources: int = 0) -> float:
+            found = rows.get(key) if key is not None else None
+            if found is None or found[1] > policy.window or found[2] < min_sources:
+                return 0.0
+            return max(0.0, policy.delay(found[0]) - found[1])
+
+        wait = max(remaining(pair, self.pair_policy), remaining(addr, self.address_policy))
+        account_wait = remaining(account, self.account_policy, self.account_policy.min_addresses)
+        if account_wait > 0 and not await self._trusted(user, source):
+            wait = max(wait, account_wait)
+        return wait
+
+    async def failed(self, user: str, address: Address) -> None:
+        pair, addr, account, source = self._keys(user, address)
+        for key, policy, sources in ((pair, self.pair_policy, []),
+                                     (addr, self.address_policy, []),
+                                     (account, self.account_policy, [source])):
+            if key is not None:
+                await self._owner._query(_FAILURES_RECORD_SQL, {
+                    "key": key, "window": policy.window, "sources": sources,
+                    "max_sources": MAX_SOURCES})
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_prune:
             self._next_prune = loop.time() + PRUNE_SECONDS
+            window = max(self.pair_policy.window, self.address_policy.window,
+                         self.account_policy.window)
             await self._owner._query(_FAILURES_PRUNE_SQL, {"window": window})
 
-    async def reset(self, keys: Sequence[str]) -> None:
-        await self._owner._query("DELETE FROM login_failures WHERE key = ANY(%(keys)s)",
-                                 {"keys": [failure_key(k) for k in keys]})
+    async def succeeded(self, user: str, address: Address) -> None:
+        """This account and address start afresh; the address becomes trusted
+        for the account (the other counters stay, as in LoginThrottle)."""
+        pair, _addr, _account, source = self._keys(user, address)
+        await self._owner._query("DELETE FROM login_failures WHERE key = %(key)s", {"key": pair})
+        await self._owner._query(_TRUSTED_SET_SQL, {"user": user, "address": source})
+        await self._owner._query(_TRUSTED_PRUNE_SQL, {
+            "user": user, "keep": self.account_policy.trusted_per_account})
 
-
-#: The schema step the store's migrations apply (PostgreSQL; SQLite gets the
-#: same tables, unused). Kept here beside the queries that use it.
-POSTGRES_SCHEMA = """
-CREATE TABLE rate_windows (
-    username TEXT PRIMARY KEY,
-    sent_at  TIMESTAMPTZ[] NOT NULL
-);
-CREATE TABLE login_failures (
-    key          TEXT PRIMARY KEY,
-    failures     INTEGER NOT NULL,
-    last_failure TIMESTAMPTZ NOT NULL
-);
-CREATE INDEX login_failures_by_time ON login_failures (last_failure)
-"""
+    async def _trusted(self, user: str, source: str) -> bool:
+        return bool(await self._owner._query(_TRUSTED_GET_SQL, {
+            "user": user, "address": source, "trust_for": self.account_policy.trust_for}))

@@ -62,7 +62,6 @@ from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
 from .metrics import LoginFailure, Outcome, Reason
 from .peer import client_address
-from .ratelimit import RateLimiter
 from .turn import ChatTurn, StopReason, TurnContext, TurnServices
 from .wire import FrameTimeout, PeerGone, Wire
 
@@ -76,7 +75,10 @@ class SessionServices(TurnServices, Protocol):
 
     settings: Settings
     auth: Authenticator
-    rate: RateLimiter
+
+    async def check_rate(self, user: str) -> float:
+        """0.0: the message may go (and is counted); else seconds to wait
+        (CHAT_RATE_LIMIT, across every replica on PostgreSQL)."""
 
     @property
     def shutting_down(self) -> bool: ...
@@ -282,7 +284,7 @@ class Session:
 
     async def _check_credentials(self, auth: Authenticate) -> bool:
         services = self.services
-        wait = services.auth.is_throttled(auth.user, self.address)
+        wait = await services.auth.wait_for(auth.user, self.address)
         if wait > 0:
             metrics.login_failed(LoginFailure.THROTTLED)
             # The name only as a keyed hash: it may be a password typed into
@@ -410,7 +412,7 @@ class Session:
             await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
                                    message.message_id)
             raise SessionEnded("shutting down")
-        wait = services.rate.check(self.user)
+        wait = await services.check_rate(self.user)
         if wait > 0:
             metrics.message_outcome(Outcome.RATE_LIMITED, session=self.id)
             self.log.info("rate limited", event="rate_limited")

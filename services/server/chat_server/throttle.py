@@ -29,7 +29,9 @@ like the connection limits. An attempt without an address (tests, internal
 callers) is throttled per account and as one anonymous source.
 
 The tables are bounded (``max_entries``, least recently failed evicted first);
-all state is in memory and starts empty at each start.
+all state is in memory and starts empty at each start. Replicas on one
+PostgreSQL apply the same policies to counters they share
+(:class:`chat_server.coordination.PostgresLoginThrottle`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ class ThrottlePolicy:
     base_delay: float = 1.0
     max_delay: float = 60.0
     max_entries: int = 100_000
+
+    def delay(self, count: int) -> float:
+        """Seconds the next attempt waits after ``count`` failures (within the window)."""
+        if count < self.threshold:
+            return 0.0
+        # Exponent capped so huge counts cannot overflow a float.
+        return min(self.max_delay, self.base_delay * 2 ** min(count - self.threshold, 64))
 
 
 @dataclass(frozen=True)
@@ -113,11 +122,7 @@ class FailureThrottle:
         return len(self._entries)
 
     def _delay(self, count: int) -> float:
-        p = self.policy
-        if count < p.threshold:
-            return 0.0
-        # Exponent capped so huge counts cannot overflow a float.
-        return min(p.max_delay, p.base_delay * 2 ** min(count - p.threshold, 64))
+        return self.policy.delay(count)
 
     def _live(self, key: Hashable) -> _Failures | None:
         entry = self._entries.get(key)

@@ -130,6 +130,49 @@ MIGRATIONS: Sequence[Step] = (
         CREATE INDEX session_tokens_by_user ON session_tokens (username, created_at)
         """,
     ),
+    Step(
+        # Used by chat_server.coordination on PostgreSQL only (replicas share
+        # them); a SQLite server keeps this state in memory, the tables stay empty.
+        "rate_windows, login_failures, login_trusted: rate limit and login throttling shared by replicas",
+        sqlite="""
+        CREATE TABLE rate_windows (
+            username TEXT PRIMARY KEY,
+            sent_at  TEXT NOT NULL
+        );
+        CREATE TABLE login_failures (
+            key          TEXT PRIMARY KEY,
+            failures     INTEGER NOT NULL,
+            last_failure REAL NOT NULL,
+            sources      TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX login_failures_by_time ON login_failures (last_failure);
+        CREATE TABLE login_trusted (
+            username TEXT NOT NULL,
+            address  TEXT NOT NULL,
+            since    REAL NOT NULL,
+            PRIMARY KEY (username, address)
+        )
+        """,
+        postgres="""
+        CREATE TABLE rate_windows (
+            username TEXT PRIMARY KEY,
+            sent_at  TIMESTAMPTZ[] NOT NULL
+        );
+        CREATE TABLE login_failures (
+            key          TEXT PRIMARY KEY,
+            failures     INTEGER NOT NULL,
+            last_failure TIMESTAMPTZ NOT NULL,
+            sources      TEXT[] NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX login_failures_by_time ON login_failures (last_failure);
+        CREATE TABLE login_trusted (
+            username TEXT NOT NULL,
+            address  TEXT NOT NULL,
+            since    TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (username, address)
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
