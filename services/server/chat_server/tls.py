@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import logging
@@ -156,6 +157,18 @@ def _inspect(cert_path: Path, key_path: Path, *, generated: bool) -> TLSMaterial
 
 
 def _generated(directory: Path) -> TLSMaterial:
+    # Replicas sharing one data volume (docker-compose.ha.yml) start at once:
+    # one generates, the others wait and read its certificate, so every replica
+    # presents the same one (clients pin it).
+    directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        directory.chmod(0o700)
+    with open(directory / ".generate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _generated_locked(directory)
+
+
+def _generated_locked(directory: Path) -> TLSMaterial:
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     if cert_path.exists() and key_path.exists():
         _fix_key_mode(key_path)
