@@ -14,7 +14,7 @@ COMPOSE ?= docker compose
 # Extra arguments, e.g. make test-unit ARGS="-x -k codec", make bench ARGS="--clients 50"
 ARGS    ?=
 
-.PHONY: help venv up down logs initial-password chat user test test-unit test-integration lint bench
+.PHONY: help venv up down logs initial-password chat user rollout test test-unit test-integration lint bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,9 @@ user: ## Add a user to the running server: make user NAME=alice (asks for the pa
 	 read -r -s -p "Repeat password: " pw2; echo >&2; \
 	 if [ -z "$$pw" ] || [ "$$pw" != "$$pw2" ]; then echo "passwords empty or different" >&2; exit 1; fi; \
 	 printf '%s\n' "$$pw" | $(COMPOSE) exec -T server chat-server users add "$(NAME)" --password-stdin
+
+rollout: ## HA stack: replace the server replicas one at a time (after building/pulling a new image)
+	deploy/rolling-restart.sh -f docker-compose.yml -f docker-compose.ha.yml
 
 # ---- checks -----------------------------------------------------------------------
 test: test-unit test-integration ## Run the unit suite, then the integration suite
