@@ -1,14 +1,19 @@
 """
-Several replicas behind a real HAProxy (tests/ha/cluster.py): the repository's
-HAProxy configuration, real server processes, real sockets.
+Several replicas on one PostgreSQL behind a real HAProxy (tests/ha/cluster.py):
+the repository's HAProxy configuration, real server processes, a real
+PostgreSQL (tests/fixtures/postgres.py), real sockets.
 
 Proves: HAProxy passes the client's real address on (PROXY protocol v2) and
 per-address login throttling works behind it; a replica that drains after
-SIGTERM finishes and stores its answers while new connections go to the other.
+SIGTERM finishes and stores its answers while new connections go to the other;
+a user on two replicas at once never has two answers running; the rate limit
+and failed logins count on every replica; a replica killed under load loses no
+acknowledged turn and duplicates none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -16,20 +21,39 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chatcore.protocol import AnswerDelta, AnswerEnd, AuthResult, Error, ErrorCode
+from chatcore.protocol import (
+    AnswerDelta,
+    AnswerEnd,
+    AuthResult,
+    Error,
+    ErrorCode,
+    Notice,
+    NoticeKind,
+)
 
 from tests.ha.cluster import Cluster, connect_from, start_cluster
 from tests.server.clients import V2Client, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.postgres,
+              pytest.mark.timeout(300)]
 
 USERS = {f"user{i}": f"password {i}" for i in range(6)}
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, standin) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path, standin.url, users=USERS, CHAT_SHUTDOWN_GRACE="30",
-                             CHAT_MAX_PARALLEL="8", CHAT_RATE_LIMIT="1000")
+def cluster(tmp_path: Path, standin, postgres_db: str) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path, standin.url, users=USERS, db=postgres_db,
+                             CHAT_SHUTDOWN_GRACE="30", CHAT_MAX_PARALLEL="8",
+                             CHAT_RATE_LIMIT="1000")
+
+
+def direct(cluster: Cluster, index: int, user: str) -> V2Client:
+    """A session on one given replica (from an untrusted address: no PROXY header)."""
+    port = cluster.replicas[index].port
+    client = V2Client(port, sock=connect_from(port, "127.0.0.9"))
+    result = client.login(user, USERS[user])
+    assert isinstance(result, AuthResult) and result.ok, result
+    return client
 
 
 def client_from(cluster: Cluster, source: str) -> V2Client:
@@ -133,3 +157,127 @@ def test_drain_finishes_answers_while_new_connections_go_to_the_other(cluster: C
     assert codes == [0]
     for c in clients.values():
         c.close()
+
+
+def test_a_user_on_two_replicas_never_runs_two_answers_at_once(cluster: Cluster, standin) -> None:
+    on_a, on_b = direct(cluster, 0, "user2"), direct(cluster, 1, "user2")
+    first = on_a.start_chat("the long one [standin:tokens=40] [standin:delay-ms=50]")
+    assert isinstance(on_a.next_event(), AnswerDelta)  # it runs on replica A
+    second = on_b.start_chat("the second one")
+    # B is told it waits for the answer in the other session ...
+    event = on_b.next_event()
+    assert isinstance(event, Notice) and event.kind is NoticeKind.QUEUE, event
+    # ... and nothing of its answer comes before A's answer has ended.
+    reply_a = on_a.collect(first)
+    assert isinstance(reply_a.end, AnswerEnd)
+    reply_b = on_b.collect(second)
+    assert isinstance(reply_b.end, AnswerEnd) and reply_b.text.startswith("Echo: the second one")
+    # The model (both replicas share the stand-in) got B's request only once
+    # A's generation had finished.
+    requests = {_last_user_text(r): r for r in standin.requests()}
+    long_one = requests["the long one [standin:tokens=40] [standin:delay-ms=50]"]
+    second_one = requests["the second one"]
+    assert second_one["started"] >= long_one["finished"], (long_one, second_one)
+    turns = cluster.history("user2")
+    assert [t["user"] for t in turns] == [
+        "the long one [standin:tokens=40] [standin:delay-ms=50]", "the second one"]
+    assert [t["status"] for t in turns] == ["complete", "complete"]
+    on_a.close()
+    on_b.close()
+
+
+def _last_user_text(request: dict) -> str:
+    messages = request["body"].get("messages", [])
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def test_failed_logins_on_two_replicas_add_up(cluster: Cluster) -> None:
+    # The user policy throttles from the 3rd failure within 15 minutes.
+    for index in (0, 1, 0):
+        port = cluster.replicas[index].port
+        client = V2Client(port, sock=connect_from(port, f"127.0.1.{index + 1}"))
+        result = client.login("user3", "wrong")
+        assert isinstance(result, AuthResult) and not result.ok, result
+        client.close()
+    port = cluster.replicas[1].port
+    client = V2Client(port, sock=connect_from(port, "127.0.1.9"))
+    result = client.login("user3", USERS["user3"])
+    assert isinstance(result, Error) and result.code is ErrorCode.AUTH_THROTTLED, result
+    client.close()
+
+
+@pytest.fixture
+def limited(tmp_path: Path, standin, postgres_db: str) -> Iterator[Cluster]:
+    yield from start_cluster(tmp_path, standin.url, users=USERS, db=postgres_db,
+                             CHAT_RATE_LIMIT="4")
+
+
+def test_the_rate_limit_counts_messages_on_both_replicas(limited: Cluster) -> None:
+    sessions = [direct(limited, 0, "user4"), direct(limited, 1, "user4")]
+    for i in range(4):
+        reply = sessions[i % 2].chat(f"message {i}")
+        assert reply.end is not None, reply.events
+    for client in sessions:  # the fifth message within the minute, on either replica
+        reply = client.chat("one too many")
+        assert reply.error is not None and reply.error.code is ErrorCode.RATE_LIMITED, reply.events
+    for client in sessions:
+        client.close()
+
+
+def test_killing_a_replica_under_load_loses_and_duplicates_nothing(cluster: Cluster) -> None:
+    """Clients chat through HAProxy in a loop; one replica is SIGKILLed. The
+    clients reconnect (through HAProxy, to the survivor) and go on. Every turn
+    whose END a client received is in history export exactly once; no message
+    is stored twice."""
+    users = list(USERS)
+    acknowledged: dict[str, list[str]] = {u: [] for u in users}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def chatter(user: str) -> None:
+        client: V2Client | None = None
+        n = 0
+        while not stop.is_set():
+            try:
+                if client is None:
+                    client = login(cluster, user)
+                n += 1
+                text = f"{user} message {n} [standin:tokens=15] [standin:delay-ms=20]"
+                reply = client.chat(text)
+                if reply.end is not None:
+                    acknowledged[user].append(text)
+                elif reply.error is not None and reply.error.code is ErrorCode.SHUTTING_DOWN:
+                    client = None
+                else:
+                    raise ConnectionError(f"no END: {reply.events[-1:]}")
+            except (OSError, AssertionError, ConnectionError) as exc:
+                failures.append(f"{user}: {exc!r}"[:200])
+                with contextlib.suppress(OSError):
+                    if client is not None:
+                        client.close()
+                client = None  # reconnect, as a real client does
+        if client is not None:
+            client.close()
+
+    threads = [threading.Thread(target=chatter, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(map(len, acknowledged.values())) >= 30, timeout=60)
+    victim = cluster.replicas[0]
+    assert victim.proc is not None
+    victim.proc.kill()  # SIGKILL: no drain, no goodbye
+    victim.proc.wait()
+    victim.proc = None
+    killed_at = sum(map(len, acknowledged.values()))
+    wait_until(lambda: sum(map(len, acknowledged.values())) >= killed_at + 30, timeout=60)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    # Sessions on the killed replica broke (and reconnected); the rest went on.
+    assert all(len(acks) > 3 for acks in acknowledged.values()), acknowledged
+    for user in users:
+        stored = [t["user"] for t in cluster.history(user)]
+        assert len(stored) == len(set(stored)), f"{user}: a message was stored twice"
+        complete = {t["user"] for t in cluster.history(user) if t["status"] == "complete"}
+        missing = [text for text in acknowledged[user] if text not in complete]
+        assert not missing, f"{user}: acknowledged but not stored: {missing}"
