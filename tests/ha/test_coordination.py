@@ -448,3 +448,31 @@ async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
 
+
+
+def test_without_the_database_a_replica_goes_on_and_recovers(postgres_server_factory) -> None:
+    server = postgres_server_factory()
+    url = server.create_database()
+    create_schema(url)
+
+    async def scenario() -> None:
+        (a,) = await replicas(url, n=1, rate_limit=1)
+        assert await a.check_rate("pat") == 0.0
+        assert await a.check_rate("pat") > 0  # limited while the database is there
+        server.stop()
+        # Down: not limited, not throttled, answers still one at a time here.
+        assert await a.check_rate("pat") == 0.0
+        assert await a.login_throttle.wait("pat", "192.0.2.1") == 0.0
+        await a.login_throttle.failed("pat", "192.0.2.1")
+        async with asyncio.timeout(30):
+            async with a.user_turn("pat"):
+                pass
+        server.start()
+        # Back: the shared state is used again (the window still holds pat's message).
+        async with asyncio.timeout(30):
+            assert await a.check_rate("pat") > 0
+            async with a.user_turn("pat"):
+                pass
+        await a.aclose()
+
+    run(scenario())

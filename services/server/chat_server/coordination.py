@@ -36,8 +36,12 @@ the counters behind failed-login throttling. One interface,
 
 If the coordination connection to PostgreSQL drops, the locks it held are
 released by the database; answers already running finish, and the next
-operation reconnects. That window is the only time two answers of one user can
-overlap (docs/ARCHITECTURE.md).
+operation reconnects. While the database cannot be reached at all, the
+replica goes on without the shared state (a warning is logged at most every
+:data:`WARN_SECONDS`): answers still queue per user on this replica, messages
+are not rate limited, logins are not throttled beyond what fails anyway
+(the store cannot read the user either). Those are the only times two answers
+of one user can overlap (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ log = logging.getLogger("chat_server.coordination")
 
 #: How often a waiter re-tries a user's lock without a NOTIFY (a holder that died).
 POLL_SECONDS = 1.0
+#: At most one warning this often while the shared state cannot be reached.
+WARN_SECONDS = 30.0
 #: The channel a released user lock is announced on (payload: the lock key).
 CHANNEL = "chat_user_line"
 #: Failure keys longer than this are stored as a hash (a login name can be long:
@@ -284,6 +290,7 @@ class PostgresCoordination(Coordination):
         self._released: dict[int, asyncio.Event] = {}  # keys waited for on this replica
         self._waiting: dict[int, int] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._next_warning = 0.0
         self._held: dict[int, int] = {}  # key -> times held on the current lock connection
         self._closed = False
 
@@ -378,7 +385,11 @@ class PostgresCoordination(Coordination):
         try:
             while True:
                 released.clear()
-                if await self._try_lock(key):
+                try:
+                    if await self._try_lock(key):
+                        return
+                except CoordinationError as exc:
+                    self._warn(f"answering without the cross-replica user lock: {exc}")
                     return
                 if not told:
                     told = True  # an answer of the user runs on another replica: next in line
@@ -486,12 +497,22 @@ class PostgresCoordination(Coordination):
                         await conn.close()
             # Waiters poll meanwhile; nothing is lost, only slower.
 
+    def _warn(self, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_warning:
+            self._next_warning = now + WARN_SECONDS
+            log.warning("%s", message, extra={"event": "coordination_error"})
+
     # -- rate limit ----------------------------------------------------------------
     async def check_rate(self, user: str) -> float:
         if self.rate_limit <= 0:
             return 0.0
-        rows = await self._query(_RATE_SQL, {"user": user, "limit": self.rate_limit,
-                                             "window": self.rate_window})
+        try:
+            rows = await self._query(_RATE_SQL, {"user": user, "limit": self.rate_limit,
+                                                 "window": self.rate_window})
+        except CoordinationError as exc:
+            self._warn(f"rate limit not applied: {exc}")
+            return 0.0
         allowed, wait = rows[0]
         return 0.0 if allowed else max(0.001, float(wait))
 
@@ -540,6 +561,25 @@ class PostgresLoginThrottle:
                 failure_key(f"account:{user}"), source or NO_ADDRESS)
 
     async def wait(self, user: str, address: Address) -> float:
+        try:
+            return await self._wait(user, address)
+        except CoordinationError as exc:
+            self._owner._warn(f"login throttling not applied: {exc}")
+            return 0.0
+
+    async def failed(self, user: str, address: Address) -> None:
+        try:
+            await self._failed(user, address)
+        except CoordinationError as exc:
+            self._owner._warn(f"a failed login was not counted: {exc}")
+
+    async def succeeded(self, user: str, address: Address) -> None:
+        try:
+            await self._succeeded(user, address)
+        except CoordinationError as exc:
+            self._owner._warn(f"a successful login was not recorded for throttling: {exc}")
+
+    async def _wait(self, user: str, address: Address) -> float:
         pair, addr, account, source = self._keys(user, address)
         keys = [k for k in (pair, addr, account) if k is not None]
         window = max(self.pair_policy.window, self.address_policy.window,
@@ -560,7 +600,7 @@ class PostgresLoginThrottle:
             wait = max(wait, account_wait)
         return wait
 
-    async def failed(self, user: str, address: Address) -> None:
+    async def _failed(self, user: str, address: Address) -> None:
         pair, addr, account, source = self._keys(user, address)
         for key, policy, sources in ((pair, self.pair_policy, []),
                                      (addr, self.address_policy, []),
@@ -576,7 +616,7 @@ class PostgresLoginThrottle:
                          self.account_policy.window)
             await self._owner._query(_FAILURES_PRUNE_SQL, {"window": window})
 
-    async def succeeded(self, user: str, address: Address) -> None:
+    async def _succeeded(self, user: str, address: Address) -> None:
         """This account and address start afresh; the address becomes trusted
         for the account (the other counters stay, as in LoginThrottle)."""
         pair, _addr, _account, source = self._keys(user, address)
