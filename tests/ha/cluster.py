@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -162,7 +163,14 @@ def start_cluster(tmp_path: Path, standin_url: str, *, replicas: int = 2,
                                 log_path=d / "server.log")
             servers.append(server)
             health_ports.append(health)
-            server.start()
+        # The replicas start side by side (each waits for its model check).
+        starters = [threading.Thread(target=s.start) for s in servers]
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join(120)
+        for s in servers:
+            assert s.proc is not None and s.port, f"replica did not start:\n{s.log_text()}"
         port = free_port()
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(render_haproxy_cfg(port, [(s.port, h) for s, h in zip(servers, health_ports,

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""
+bench/ha.py: what running behind HAProxy with replicas costs.
+
+Everything runs on 127.0.0.1 in processes this tool starts and stops: the
+Ollama stand-in, a throwaway PostgreSQL cluster (Debian's binaries, as the
+tests use), two chat-server replicas on it, and HAProxy from its image with the
+host's network and the repository's deploy/haproxy/haproxy.cfg (the tests'
+rendering: tests/ha/cluster.py). Loops are bounded in count and time.
+
+first-byte   C clients log in and send M messages each, all at once; first
+             answer byte and whole answer, p50/p99, errors:
+               direct   all clients to replica A, connected directly
+               haproxy  all clients through HAProxy (PROXY v2) to A and B
+               ceiling  the same work straight to the model API (the stand-in)
+             in one run, rounds interleaved (direct, haproxy, ceiling, ...).
+             Target: haproxy p50 within 1 ms of direct, no errors at C=200.
+idle         KiB per idle logged-in session on a replica: N sessions straight to
+             it, then N through HAProxy (spread over both replicas), RSS
+             difference per session on each. Target: unchanged.
+
+    .venv/bin/python bench/ha.py                 # C=200, M=5, 3 rounds, N=1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from bench.run import (
+    HOST,
+    Sample,
+    ServerProc,
+    StandInProc,
+    V2Client,
+    drive_ceiling,
+    message_text,
+    pct,
+    raise_fd_limit,
+)
+
+USER_PASSWORD = "bench password"
+#: Direct clients come from here: not a trusted proxy, so no PROXY header is needed.
+DIRECT_SOURCE = "127.0.0.2"
+
+
+async def open_client(port: int, user: str, source: str | None) -> V2Client:
+    from chatcore.protocol import Authenticate, AuthResult, ClientHello, ServerHello
+
+    reader, writer = await asyncio.open_connection(
+        HOST, port, local_addr=(source, 0) if source else None, limit=2**20)
+    client = V2Client(reader, writer)
+    client._send(ClientHello((2,), agent="bench/ha"))
+    if not isinstance(await client.next_event(), ServerHello):
+        raise RuntimeError("no HELLO")
+    client._send(Authenticate(user, USER_PASSWORD))
+    result = await client.next_event()
+    if not (isinstance(result, AuthResult) and result.ok):
+        raise RuntimeError(f"login failed: {result!r}")
+    return client
+
+
+async def drive(port: int, users: list[str], messages: int, source: str | None,
+                tag: str) -> tuple[list[Sample], float]:
+    sem = asyncio.Semaphore(50)
+
+    async def login(user: str) -> V2Client:
+        async with sem:
+            return await open_client(port, user, source)
+
+    clients = await asyncio.gather(*(login(u) for u in users))
+    samples: list[Sample] = []
+
+    async def run(idx: int, client: V2Client) -> None:
+        for i in range(messages):
+            samples.append(await client.chat(f"{tag} {message_text(idx, i)}"))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
+    wall = time.perf_counter() - t0
+    await asyncio.gather(*(c.close() for c in clients))
+    return samples, wall
+
+
+def summary(samples: list[Sample], wall: float) -> dict[str, Any]:
+    ok = [s for s in samples if s.ok]
+    firsts = [s.first * 1000 for s in ok if s.first is not None]
+    totals = [s.total * 1000 for s in ok]
+    return {"sent": len(samples), "errors": len(samples) - len(ok),
+            "error_kinds": sorted({s.error for s in samples if not s.ok})[:5],
+            "first_p50_ms": pct(firsts, 50), "first_p99_ms": pct(firsts, 99),
+            "total_p50_ms": pct(totals, 50), "total_p99_ms": pct(totals, 99),
+            "msgs_per_s": len(ok) / wall if wall else float("nan")}
+
+
+def rss(pid: int) -> int:
+    import psutil
+
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+async def idle_cost(ports: list[int], pids: list[int], via: int | None, n: int,
+                    users: list[str]) -> list[float]:
+    """KiB per idle session on each replica: n sessions (to ``via`` if given,
+    else straight to ports[0])."""
+    gc.collect()
+    await asyncio.sleep(2)
+    before = [rss(p) for p in pids]
+    sem = asyncio.Semaphore(50)
+
+    async def login(i: int) -> V2Client:
+        async with sem:
+            if via is None:
+                return await open_client(ports[0], users[i % len(users)], DIRECT_SOURCE)
+            return await open_client(via, users[i % len(users)], None)
+
+    clients = await asyncio.gather(*(login(i) for i in range(n)))
+    await asyncio.sleep(3)
+    after = [rss(p) for p in pids]
+    counts = await sessions_per_replica(pids, clients, ports)
+    await asyncio.gather(*(c.close() for c in clients))
+    await asyncio.sleep(2)
+    return [((a - b) / 1024 / c) if c else float("nan")
+            for a, b, c in zip(after, before, counts, strict=True)]
+
+
+async def sessions_per_replica(pids: list[int], clients: list[V2Client],
+                               ports: list[int]) -> list[int]:
+    import psutil
+
+    counts = []
+    for pid, port in zip(pids, ports, strict=True):
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+        counts.append(sum(1 for c in conns if c.status == "ESTABLISHED" and c.laddr
+                          and c.laddr.port == port))
+    return counts
+
+
+def start_postgres(root: Path) -> Any:
+    from fixtures.postgres import PostgresServer, pg_bindir
+
+    bindir = pg_bindir()
+    if bindir is None:
+        raise SystemExit("no PostgreSQL binaries: run .ci/install-host-packages.sh")
+    run_as = "postgres" if os.geteuid() == 0 else None
+    return PostgresServer(bindir=bindir, root=root, run_as=run_as).init().start()
+
+
+def start_haproxy(tmp: Path, replicas: list[tuple[int, int]]) -> tuple[str, int]:
+    from ha.cluster import haproxy_image, render_haproxy_cfg
+
+    from bench.run import free_port
+
+    port = free_port()
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(render_haproxy_cfg(port, replicas))
+    cfg.chmod(0o644)
+    name = f"chat-ha-bench-{uuid.uuid4().hex[:8]}"
+    import subprocess
+
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host",
+                    "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro", haproxy_image()],
+                   check=True, capture_output=True, timeout=120)
+    return name, port
+
+
+async def amain(a: argparse.Namespace) -> dict[str, Any]:
+    import subprocess
+
+    from bench.run import free_port
+
+    raise_fd_limit(4 * (a.clients + a.idle) + 1024)
+    tmp = Path(tempfile.mkdtemp(prefix="chat-bench-ha-"))
+    standin = StandInProc(tokens=a.tokens, delay_ms=a.delay_ms)
+    pg = start_postgres(tmp / "pg")
+    haproxy_name = None
+    servers: list[ServerProc] = []
+    try:
+        db = pg.create_database()
+        common = {
+            "CHAT_DB": db, "CHAT_TRUSTED_PROXIES": "127.0.0.1/32", "CHAT_RATE_LIMIT": "0",
+            "CHAT_MAX_PARALLEL": "1024", "CHAT_ARGON2_TIME_COST": "1",
+            "CHAT_ARGON2_MEMORY_KIB": "1024", "CHAT_HEALTH_HOST": HOST,
+            "CHAT_SESSION_TOKEN_TTL": "0",
+        }
+        health = [free_port(), free_port()]
+        for i in range(2):
+            servers.append(ServerProc(tmp / f"replica{i}", standin.url, CHAT_HEALTH_PORT=str(health[i]),
+                                      **common))
+        users = [f"bench{i}" for i in range(max(a.clients, 50))]
+        servers[0].add_users(dict.fromkeys(users, USER_PASSWORD))
+        for s in servers:
+            s.start()
+        haproxy_name, hport = start_haproxy(tmp, [(s.port, h) for s, h in zip(servers, health,
+                                                                               strict=True)])
+        await asyncio.sleep(4)  # HAProxy's checks: rise 2 at 1 s
+
+        results: dict[str, list[Sample]] = {"direct": [], "haproxy": [], "ceiling": []}
+        walls: dict[str, float] = {"direct": 0.0, "haproxy": 0.0, "ceiling": 0.0}
+        clients = users[: a.clients]
+        # Warm-up (connections, caches), not counted.
+        await drive(servers[0].port, clients[:20], 1, DIRECT_SOURCE, "warm")
+        await drive(hport, clients[:20], 1, None, "warm")
+        for r in range(a.rounds):
+            for case in ("direct", "haproxy", "ceiling"):
+                if case == "ceiling":
+                    samples, wall = await drive_ceiling(standin.url, a.clients, a.messages, None)
+                elif case == "direct":
+                    samples, wall = await drive(servers[0].port, clients, a.messages,
+                                                DIRECT_SOURCE, f"r{r}")
+                else:
+                    samples, wall = await drive(hport, clients, a.messages, None, f"r{r}")
+                results[case] += samples
+                walls[case] += wall
+        out: dict[str, Any] = {"clients": a.clients, "messages": a.messages, "rounds": a.rounds,
+                               "tokens": a.tokens, "delay_ms": a.delay_ms}
+        for case, samples in results.items():
+            out[case] = summary(samples, walls[case])
+        out["haproxy_minus_direct_first_p50_ms"] = (out["haproxy"]["first_p50_ms"]
+                                                    - out["direct"]["first_p50_ms"])
+        out["direct_over_ceiling_first_p50"] = (out["direct"]["first_p50_ms"]
+                                                / out["ceiling"]["first_p50_ms"])
+        out["haproxy_over_ceiling_first_p50"] = (out["haproxy"]["first_p50_ms"]
+                                                 / out["ceiling"]["first_p50_ms"])
+        pids = [s.proc.pid for s in servers if s.proc is not None]
+        ports = [s.port for s in servers]
+        out["idle_kib_per_session_direct"] = (await idle_cost(ports, pids, None, a.idle, users))[0]
+        out["idle_kib_per_session_haproxy"] = await idle_cost(ports, pids, hport, a.idle, users)
+        return out
+    finally:
+        if haproxy_name:
+            subprocess.run(["docker", "rm", "-f", haproxy_name], capture_output=True, timeout=60)
+        for s in servers:
+            with contextlib.suppress(Exception):
+                s.stop()
+        standin.stop()
+        with contextlib.suppress(Exception):
+            pg.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", type=int, default=200)
+    p.add_argument("--messages", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--tokens", type=int, default=20)
+    p.add_argument("--delay-ms", type=float, default=5)
+    p.add_argument("--idle", type=int, default=1000)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ha.json")
+    a = p.parse_args()
+    out = asyncio.run(amain(a))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
