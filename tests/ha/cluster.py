@@ -147,9 +147,17 @@ def start_cluster(tmp_path: Path, standin_url: str, *, replicas: int = 2,
         **({"CHAT_DB": db} if db else {}),
         **env,
     })
-    for name, password in users.items():
-        r = run_cli(["users", "add", name, "--password-stdin"], base, stdin=password + "\n")
-        assert r.returncode == 0, r.stderr
+    # Side by side (the schema's migrations take a lock: concurrent starts are safe).
+    results: list[subprocess.CompletedProcess[str]] = []
+    adders = [threading.Thread(target=lambda n=name, p=password: results.append(
+        run_cli(["users", "add", n, "--password-stdin"], base, stdin=p + "\n")))
+        for name, password in users.items()]
+    for t in adders:
+        t.start()
+    for t in adders:
+        t.join(120)
+    assert len(results) == len(users) and all(r.returncode == 0 for r in results), \
+        [r.stderr for r in results]
     servers: list[LiveServer] = []
     health_ports: list[int] = []
     haproxy: HAProxy | None = None

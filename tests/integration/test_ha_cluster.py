@@ -31,6 +31,7 @@ from chatcore.protocol import (
     NoticeKind,
 )
 
+from tests.fixtures.standin import StandIn
 from tests.ha.cluster import Cluster, connect_from, start_cluster
 from tests.server.clients import V2Client, wait_until
 
@@ -38,11 +39,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.postgres
               pytest.mark.timeout(300)]
 
 USERS = {f"user{i}": f"password {i}" for i in range(6)}
+#: The kill-under-load test's clients, one user each.
+CHATTERS = {f"chatter{i}": f"password c{i}" for i in range(10)}
+
+
+@pytest.fixture(scope="module")
+def shared_standin() -> Iterator[StandIn]:
+    standin = StandIn().start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, postgres_server,
+           shared_standin: StandIn) -> Iterator[Cluster]:
+    """One cluster for the tests that leave both replicas running: each uses
+    its own users and client addresses. CHAT_RATE_LIMIT=4 for the rate-limit
+    test; the others send at most two messages per user."""
+    db = postgres_server.create_database()
+    try:
+        yield from start_cluster(tmp_path_factory.mktemp("shared"), shared_standin.url,
+                                 users=USERS, db=db, CHAT_MAX_PARALLEL="8", CHAT_RATE_LIMIT="4")
+    finally:
+        postgres_server.drop_database(db.rsplit("/", 1)[1])
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, standin, postgres_db: str) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path, standin.url, users=USERS, db=postgres_db,
+    """A cluster of its own, for a test that stops or kills a replica."""
+    yield from start_cluster(tmp_path, standin.url, users={**USERS, **CHATTERS}, db=postgres_db,
                              CHAT_SHUTDOWN_GRACE="30", CHAT_MAX_PARALLEL="8",
                              CHAT_RATE_LIMIT="1000")
 
@@ -78,7 +103,8 @@ def peers_of(cluster: Cluster, user: str) -> set[str]:
     return found
 
 
-def test_haproxy_passes_the_clients_real_address(cluster: Cluster) -> None:
+def test_haproxy_passes_the_clients_real_address(shared: Cluster) -> None:
+    cluster = shared
     for source in ("127.0.0.2", "127.0.0.3"):
         client = login(cluster, "user0", source)
         assert client.chat("where am I").end is not None
@@ -88,7 +114,8 @@ def test_haproxy_passes_the_clients_real_address(cluster: Cluster) -> None:
     assert peers_of(cluster, "user0") == {"127.0.0.2", "127.0.0.3"}
 
 
-def test_a_client_cannot_claim_an_address_by_going_around_haproxy(cluster: Cluster) -> None:
+def test_a_client_cannot_claim_an_address_by_going_around_haproxy(shared: Cluster) -> None:
+    cluster = shared
     from chat_server.proxy_protocol import encode_v1
 
     from tests.hostile._support import read_until_closed
@@ -101,7 +128,8 @@ def test_a_client_cannot_claim_an_address_by_going_around_haproxy(cluster: Clust
     wait_until(lambda: "not in CHAT_TRUSTED_PROXIES" in replica.log_text())
 
 
-def test_per_address_login_throttling_behind_haproxy(cluster: Cluster) -> None:
+def test_per_address_login_throttling_behind_haproxy(shared: Cluster) -> None:
+    cluster = shared
     throttled_at = None
     for attempt in range(40):
         client = client_from(cluster, "127.0.0.7")
@@ -159,7 +187,9 @@ def test_drain_finishes_answers_while_new_connections_go_to_the_other(cluster: C
         c.close()
 
 
-def test_a_user_on_two_replicas_never_runs_two_answers_at_once(cluster: Cluster, standin) -> None:
+def test_a_user_on_two_replicas_never_runs_two_answers_at_once(
+        shared: Cluster, shared_standin: StandIn) -> None:
+    cluster, standin = shared, shared_standin
     on_a, on_b = direct(cluster, 0, "user2"), direct(cluster, 1, "user2")
     first = on_a.start_chat("the long one [standin:tokens=40] [standin:delay-ms=50]")
     assert isinstance(on_a.next_event(), AnswerDelta)  # it runs on replica A
@@ -191,7 +221,8 @@ def _last_user_text(request: dict) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def test_failed_logins_on_two_replicas_add_up(cluster: Cluster) -> None:
+def test_failed_logins_on_two_replicas_add_up(shared: Cluster) -> None:
+    cluster = shared
     """The strict policy (one account from one address: 3 failures, then a
     backoff) counts the failures of both replicas; the same account from
     another address is not affected (docs/SECURITY.md)."""
@@ -212,14 +243,8 @@ def test_failed_logins_on_two_replicas_add_up(cluster: Cluster) -> None:
     client.close()
 
 
-@pytest.fixture
-def limited(tmp_path: Path, standin, postgres_db: str) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path, standin.url, users=USERS, db=postgres_db,
-                             CHAT_RATE_LIMIT="4")
-
-
-def test_the_rate_limit_counts_messages_on_both_replicas(limited: Cluster) -> None:
-    sessions = [direct(limited, 0, "user4"), direct(limited, 1, "user4")]
+def test_the_rate_limit_counts_messages_on_both_replicas(shared: Cluster) -> None:
+    sessions = [direct(shared, 0, "user4"), direct(shared, 1, "user4")]
     for i in range(4):
         reply = sessions[i % 2].chat(f"message {i}")
         assert reply.end is not None, reply.events
@@ -231,13 +256,13 @@ def test_the_rate_limit_counts_messages_on_both_replicas(limited: Cluster) -> No
 
 
 def test_killing_a_replica_under_load_loses_and_duplicates_nothing(cluster: Cluster) -> None:
-    """Clients chat through HAProxy in a loop; one replica is SIGKILLed. The
-    clients reconnect (through HAProxy, to the survivor) and go on. Every turn
-    whose END a client received is in history export exactly once; no message
-    is stored twice."""
-    users = list(USERS)[:4]
+    """Ten clients chat through HAProxy in a loop; one replica is SIGKILLed.
+    The clients whose replica died reconnect (through HAProxy, to the
+    survivor) and go on. Every turn whose END a client received is in history
+    export exactly once; no message is stored twice."""
+    users = list(CHATTERS)
     acknowledged: dict[str, list[str]] = {u: [] for u in users}
-    failures: list[str] = []
+    broken: list[str] = []
     stop = threading.Event()
 
     def chatter(user: str) -> None:
@@ -246,44 +271,56 @@ def test_killing_a_replica_under_load_loses_and_duplicates_nothing(cluster: Clus
         while not stop.is_set():
             try:
                 if client is None:
-                    client = login(cluster, user)
-                n += 1
+                    client = V2Client(cluster.port, sock=connect_from(cluster.port))
+                    result = client.login(user, CHATTERS[user])
+                    assert isinstance(result, AuthResult) and result.ok, result
+                n += 1  # a message is never sent twice: each has its own text
                 text = f"{user} message {n} [standin:tokens=10] [standin:delay-ms=20]"
                 reply = client.chat(text)
-                if reply.end is not None:
-                    acknowledged[user].append(text)
-                elif reply.error is not None and reply.error.code is ErrorCode.SHUTTING_DOWN:
-                    client = None
-                else:
+                if reply.end is None:
                     raise ConnectionError(f"no END: {reply.events[-1:]}")
+                acknowledged[user].append(text)
             except (OSError, AssertionError, ConnectionError) as exc:
-                failures.append(f"{user}: {exc!r}"[:200])
+                broken.append(f"{user}: {exc!r}"[:200])
                 with contextlib.suppress(OSError):
                     if client is not None:
                         client.close()
-                client = None  # reconnect, as a real client does
+                client = None  # reconnect after a moment, as a real client does
+                stop.wait(0.2)
         if client is not None:
             client.close()
+
+    def acked() -> int:
+        return sum(map(len, acknowledged.values()))
 
     threads = [threading.Thread(target=chatter, args=(u,)) for u in users]
     for t in threads:
         t.start()
-    wait_until(lambda: sum(map(len, acknowledged.values())) >= 20, timeout=90)
-    victim = cluster.replicas[0]
-    assert victim.proc is not None
-    victim.proc.kill()  # SIGKILL: no drain, no goodbye
-    victim.proc.wait()
-    victim.proc = None
-    killed_at = sum(map(len, acknowledged.values()))
-    wait_until(lambda: sum(map(len, acknowledged.values())) >= killed_at + 20, timeout=90)
-    stop.set()
-    for t in threads:
-        t.join(60)
-    # Sessions on the killed replica broke (and reconnected); the rest went on.
-    assert all(len(acks) >= 3 for acks in acknowledged.values()), acknowledged
+    try:
+        wait_until(lambda: acked() >= 30, timeout=90)
+        victims = [u for u in users if cluster.sessions_on(0, u)]
+        assert victims, "no client was on the replica to kill"
+        victim = cluster.replicas[0]
+        assert victim.proc is not None
+        victim.proc.kill()  # SIGKILL: no drain, no goodbye
+        victim.proc.wait()
+        victim.proc = None
+        at_kill = {u: len(acknowledged[u]) for u in users}
+        # Every client goes on, those of the dead replica on the survivor.
+        wait_until(lambda: all(len(acknowledged[u]) >= at_kill[u] + 2 for u in users),
+                   timeout=90)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert broken, "killing the replica broke no session"
+    for user in victims:
+        assert cluster.sessions_on(1, user) >= 1, f"{user} did not reconnect to the survivor"
     for user in users:
-        stored = [t["user"] for t in cluster.history(user)]
+        turns = cluster.history(user)
+        stored = [t["user"] for t in turns]
         assert len(stored) == len(set(stored)), f"{user}: a message was stored twice"
-        complete = {t["user"] for t in cluster.history(user) if t["status"] == "complete"}
+        complete = {t["user"] for t in turns if t["status"] == "complete"}
         missing = [text for text in acknowledged[user] if text not in complete]
         assert not missing, f"{user}: acknowledged but not stored: {missing}"

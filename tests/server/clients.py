@@ -23,6 +23,7 @@ from chatcore.protocol import (
     ChatMessage,
     ClientHello,
     Connection,
+    ConnectionClosed,
     Error,
     Event,
     Notice,
@@ -116,8 +117,8 @@ class V2Client:
                 return reply
             if isinstance(event, (AnswerEnd, Error)) and getattr(event, "message_id", None) in (mid, None):
                 return reply
-            if isinstance(event, Bye):
-                return reply
+            if isinstance(event, (Bye, ConnectionClosed)):
+                return reply  # nothing more can come
 
     def chat(self, text: str, conversation: str = "", model: str = "") -> Reply:
         return self.collect(self.start_chat(text, conversation, model))
