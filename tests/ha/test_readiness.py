@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from chatcore.protocol import AnswerDelta, AnswerEnd
+from chatcore.protocol import AnswerDelta, AnswerEnd, Error, ErrorCode
 
 from tests.fixtures.server import PASSWORD, USER
 from tests.server.clients import logged_in, wait_until
@@ -95,6 +95,36 @@ def test_draining_from_sigterm_while_answers_finish(server):
     # Gone with the process.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_drain_delay_keeps_serving_while_not_ready_then_closes_idle_sessions_first(
+        server_factory):
+    server = server_factory(CHAT_HEALTH_PORT="0", CHAT_SHUTDOWN_GRACE="20",
+                            CHAT_DRAIN_DELAY="3", users={USER: PASSWORD, "late": "late password"})
+    port = health_port(server)
+    busy = logged_in(server.port, USER, PASSWORD)
+    idle = logged_in(server.port, USER, PASSWORD)
+    mid = busy.start_chat("a long one [standin:tokens=120] [standin:delay-ms=50]")
+    assert isinstance(busy.next_event(), AnswerDelta)
+    codes: list[int | None] = []
+    stopper = threading.Thread(target=lambda: codes.append(server.stop(signal.SIGTERM, timeout=60)))
+    stopper.start()
+    wait_until(lambda: get(port, "/ready")[0] == 503)
+    assert get(port, "/ready") == (503, "draining\n")
+    # The delay: a balancer stops sending connections; whoever comes is served.
+    late = logged_in(server.port, "late", "late password")
+    late_mid = late.start_chat("just in time")
+    # Then the idle sessions are told to reconnect at once, not after the answers.
+    event = idle.next_event(timeout=10)
+    assert isinstance(event, Error) and event.code is ErrorCode.SHUTTING_DOWN, event
+    assert stopper.is_alive()  # the long answer is still running
+    assert isinstance(late.collect(late_mid).end, AnswerEnd)  # ... and so was this one
+    reply = busy.collect(mid)
+    assert isinstance(reply.end, AnswerEnd) and reply.end.reason == "stop"
+    stopper.join(60)
+    assert codes == [0]
+    assert [t["status"] for t in server.history(USER)] == ["complete"]
+    assert [t["status"] for t in server.history("late")] == ["complete"]
 
 
 @pytest.mark.parametrize(("request_bytes", "status"), [

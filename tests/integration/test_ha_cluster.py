@@ -69,7 +69,7 @@ def cluster(tmp_path: Path, standin, postgres_db: str) -> Iterator[Cluster]:
     """A cluster of its own, for a test that stops or kills a replica."""
     yield from start_cluster(tmp_path, standin.url, users={**USERS, **CHATTERS}, db=postgres_db,
                              CHAT_SHUTDOWN_GRACE="30", CHAT_MAX_PARALLEL="8",
-                             CHAT_RATE_LIMIT="1000")
+                             CHAT_RATE_LIMIT="1000", CHAT_DRAIN_DELAY="4")
 
 
 def direct(cluster: Cluster, index: int, user: str) -> V2Client:
@@ -151,11 +151,16 @@ def test_per_address_login_throttling_behind_haproxy(shared: Cluster) -> None:
 
 
 def test_drain_finishes_answers_while_new_connections_go_to_the_other(cluster: Cluster) -> None:
-    # Sessions spread over both replicas (leastconn); answers take a few seconds.
+    """SIGTERM with CHAT_DRAIN_DELAY, as the overlay runs it: the readiness
+    check answers 503 at once while the replica still serves; HAProxy marks it
+    down and sends every new connection to the other; then idle sessions are
+    told to reconnect and the answers in flight finish and are stored."""
+    # Sessions spread over both replicas (leastconn); answers take ~8 s.
     clients = {user: login(cluster, user) for user in list(USERS)[:4]}
     assert any(cluster.sessions_on(0, user) for user in clients), "none on the first replica"
-    mids = {user: c.start_chat("drain me [standin:tokens=60] [standin:delay-ms=50]")
-            for user, c in clients.items()}
+    idle = direct(cluster, 0, "user4")
+    long_one = "drain me [standin:tokens=150] [standin:delay-ms=50]"
+    mids = {user: c.start_chat(long_one) for user, c in clients.items()}
     firsts = {user: c.next_event() for user, c in clients.items()}
     assert all(isinstance(e, AnswerDelta) for e in firsts.values()), firsts
 
@@ -164,15 +169,25 @@ def test_drain_finishes_answers_while_new_connections_go_to_the_other(cluster: C
     stopper = threading.Thread(target=lambda: codes.append(draining.stop(signal.SIGTERM, 60)))
     stopper.start()
     wait_until(lambda: not cluster.ready(0))
+    # Not ready, yet still serving as usual until the balancer has noticed.
+    late = direct(cluster, 0, "user5")
+    assert late.chat("before the balancer noticed").end is not None
+    late.close()
+    wait_until(lambda: "replicas/r1 is DOWN" in cluster.haproxy.logs(), timeout=20)
 
-    # While it drains, every new connection through HAProxy is served (by the other).
+    # While it drains, every new connection through HAProxy is served by the other.
     before = cluster.sessions_on(1, "user5")
     for _ in range(6):
         fresh = login(cluster, "user5")
         assert fresh.chat("still there?").end is not None
         fresh.close()
     assert cluster.sessions_on(1, "user5") == before + 6
-    assert cluster.sessions_on(0, "user5") == 0
+
+    # The idle session is told to reconnect while the answers still run.
+    event = idle.next_event(timeout=20)
+    assert isinstance(event, Error) and event.code is ErrorCode.SHUTTING_DOWN, event
+    assert draining.proc is not None and draining.proc.poll() is None and stopper.is_alive()
+    idle.close()
 
     # Every answer in flight finished, on both replicas, and is stored.
     for user, c in clients.items():

@@ -42,6 +42,9 @@ from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
 from .turn import SESSION_REVOKED, Message, Refusal, StopReason
 
+#: What a session is told when the server closes it to stop.
+RECONNECT = "the server is restarting; please reconnect"
+
 log = logging.getLogger("chat_server")
 
 #: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
@@ -79,6 +82,9 @@ class ChatService:
                                    settings.max_unauthenticated_per_address)
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
+        #: From SIGTERM: the readiness check answers 503 (CHAT_DRAIN_DELAY
+        #: before ``shutting_down``, while the server still serves).
+        self.draining = False
         self.conversations = ConversationCache(store, settings.history_cache_bytes)
         #: Deletes the first start's password file once that password is changed.
         self.initial_password = InitialPasswordCheck(initial_password_path(settings), self.hasher)
@@ -313,7 +319,16 @@ class ChatService:
         watch = asyncio.create_task(self.accounts.run(), name="account-watch")
         try:
             await stop.wait()
+            self.draining = True
+            if s.drain_delay > 0:
+                # A balancer stops sending new connections once its check
+                # sees 503; until then they are served as usual, not refused.
+                log.info("draining: the readiness check answers 503; serving as usual for "
+                         "%.0f s more (CHAT_DRAIN_DELAY)", s.drain_delay,
+                         extra={"event": "drain_delay"})
+                await asyncio.sleep(s.drain_delay)
         finally:
+            self.draining = True
             log.info("shutting down: no new connections; answers in flight get %.0f s", s.shutdown_grace,
                      extra={"event": "shutdown"})
             self.shutting_down = True
@@ -344,6 +359,10 @@ class ChatService:
         # Queued answers still get their slot; nothing new is accepted.
         self.scheduler.stop_accepting()
         answers = [t for s in self.sessions if (t := s.answers) is not None]
+        # Every session is told to reconnect as soon as it has no answer
+        # running (the idle ones now): its client goes to another replica
+        # before its next message, instead of that message being refused here.
+        closers = [asyncio.create_task(self._close_when_idle(s)) for s in list(self.sessions)]
         if answers:
             log.info("waiting for %d answers in flight", len(answers))
             _done, pending = await asyncio.wait(answers, timeout=grace)
@@ -361,9 +380,12 @@ class ChatService:
             log.warning("model generations still hold %d slots at shutdown",
                         self.scheduler.in_flight)
         await asyncio.gather(
-            *(s.shutdown("the server is restarting; please reconnect") for s in list(self.sessions)),
+            *(s.shutdown(RECONNECT) for s in list(self.sessions)),
             return_exceptions=True,
         )
+        await asyncio.wait(closers, timeout=5)
+        for closer in closers:
+            closer.cancel()
         tasks = [t for t in self.tasks if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=5)
@@ -374,6 +396,13 @@ class ChatService:
                 for session in list(self.sessions):
                     session.abort()
                 await asyncio.wait(pending, timeout=5)
+
+    @staticmethod
+    async def _close_when_idle(session: Session) -> None:
+        if (answers := session.answers) is not None:
+            await asyncio.wait([answers])
+        with contextlib.suppress(Exception):
+            await session.shutdown(RECONNECT)
 
     def _backend_views(self) -> list[metrics.BackendView]:
         """The backends' states, for metrics and status (run on the event loop)."""

@@ -156,6 +156,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall (before its first token: then another backend is tried; mid-answer: the answer ends with an error)."),
     Variable("CHAT_PROBE_INTERVAL", "10", "Seconds between health probes (and model-list refreshes) of each backend; a failed backend is probed sooner, with backoff."),
     Variable("CHAT_SHUTDOWN_GRACE", "20", "Seconds answers in flight get to finish after SIGTERM."),
+    Variable("CHAT_DRAIN_DELAY", "0", "Behind a load balancer: seconds between SIGTERM and the drain during which the readiness check already answers 503 draining but the server still serves as usual, so the balancer stops sending it new connections first (more than the balancer's time to mark a server down)."),
     Variable("CHAT_PULL_MODEL", "true", "Pull missing models (CHAT_MODELS) on Ollama backends at start (true/false)."),
     Variable("CHAT_LOG_FORMAT", "text", "Log format: text (readable) or json (one object per line)."),
     Variable("CHAT_LOG_LEVEL", "info", "Log level: debug, info, warning, error or critical; message text is logged only at debug."),
@@ -217,6 +218,7 @@ class Settings:
     model_read_timeout: float = 60.0
     probe_interval: float = 10.0
     shutdown_grace: float = 20.0
+    drain_delay: float = 0.0
     pull_model: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: str = "info"
@@ -301,6 +303,7 @@ class Settings:
             model_read_timeout=r.seconds("CHAT_MODEL_READ_TIMEOUT"),
             probe_interval=r.seconds("CHAT_PROBE_INTERVAL"),
             shutdown_grace=r.seconds("CHAT_SHUTDOWN_GRACE", allow_zero=True),
+            drain_delay=r.seconds("CHAT_DRAIN_DELAY", allow_zero=True),
             pull_model=r.boolean("CHAT_PULL_MODEL"),
             log_format=r.choice("CHAT_LOG_FORMAT", ("text", "json")),  # type: ignore[arg-type]
             log_level=r.choice("CHAT_LOG_LEVEL", LOG_LEVELS),
@@ -759,6 +762,7 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_MODEL_CONNECT_TIMEOUT": "model_connect_timeout",
     "CHAT_MODEL_READ_TIMEOUT": "model_read_timeout",
     "CHAT_SHUTDOWN_GRACE": "shutdown_grace",
+    "CHAT_DRAIN_DELAY": "drain_delay",
     "CHAT_PULL_MODEL": "pull_model",
     "CHAT_LOG_FORMAT": "log_format",
     "CHAT_LOG_LEVEL": "log_level",

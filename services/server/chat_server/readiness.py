@@ -8,7 +8,8 @@ A small HTTP endpoint for load balancers and orchestrators
 =============  ===================================================================
 ``GET /ready``  ``200 ready`` while the server takes new connections and can answer
                 (the default model is ready); ``503`` with the reason otherwise:
-                ``draining`` from SIGTERM until the process exits, ``starting`` /
+                ``draining`` from SIGTERM until the process exits (first, for
+                ``CHAT_DRAIN_DELAY``, while it still serves as usual), ``starting`` /
                 ``model not ready`` before that. HAProxy's ``option httpchk`` stops
                 sending new connections to a replica that answers 503.
 ``GET /live``   ``200 live`` while the event loop runs (for a liveness probe that
@@ -50,6 +51,9 @@ class ServerState(Protocol):
     """What readiness is judged on (``ChatService`` has both)."""
 
     @property
+    def draining(self) -> bool: ...
+
+    @property
     def shutting_down(self) -> bool: ...
 
     @property
@@ -57,7 +61,7 @@ class ServerState(Protocol):
 
 
 def assess(server: ServerState) -> Readiness:
-    if server.shutting_down:
+    if server.draining or server.shutting_down:
         return Readiness(False, "draining")
     if not server.model_ready:
         return Readiness(False, "model not ready")
