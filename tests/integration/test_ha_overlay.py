@@ -118,6 +118,30 @@ class HAStack:
         r = _run(["docker", "logs", container], timeout=60)
         return r.stdout + r.stderr
 
+    def wait_balanced(self, timeout: float = 60.0) -> None:
+        """Until HAProxy sees every replica up, twice 2.5 s apart (its checks
+        need two passes, 1 s apart, to mark a server up or down)."""
+        haproxy = self.compose("ps", "-q", "haproxy").stdout.strip()
+        want = len(self.replicas())
+
+        def up() -> int:
+            state: dict[str, bool] = {}
+            for m in re.finditer(r"^Server replicas/(\w+) .*?is (UP|DOWN)", self.logs(haproxy),
+                                 re.M):
+                state[m.group(1)] = m.group(2) == "UP"
+            return sum(state.values())
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if up() >= want:
+                time.sleep(2.5)
+                if up() >= want:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HAProxy never saw {want} replicas up:\n"
+                                   f"{self.logs(haproxy)[-3000:]}")
+            time.sleep(0.5)
+
     def login(self) -> V2Client:
         client = V2Client(self.port, timeout=20)
         result = client.login(self.env["CHAT_BOOTSTRAP_USER"], self.env["CHAT_BOOTSTRAP_PASSWORD"])
@@ -145,6 +169,7 @@ def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAStack]:
             logs = stack.compose("logs", "--no-color", "--tail=60", check=False).stdout
             pytest.fail(f"the HA stack did not come up:\n{r.stderr[-3000:]}\n{logs[-6000:]}",
                         pytrace=False)
+        stack.wait_balanced()
         yield stack
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5",
