@@ -8,18 +8,21 @@ tests use), two chat-server replicas on it, and HAProxy from its image with the
 host's network and the repository's deploy/haproxy/haproxy.cfg (the tests'
 rendering: tests/ha/cluster.py). Loops are bounded in count and time.
 
-first-byte   C clients log in and send M messages each, all at once; first
-             answer byte and whole answer, p50/p99, errors:
-               direct   all clients to replica A, connected directly
-               haproxy  all clients through HAProxy (PROXY v2) to A and B
+first-byte   one client, S sequential messages per round: first answer byte
+             p50/p99 (what HAProxy's extra hop costs, without queueing):
+               direct   to replica A, connected directly
+               haproxy  through HAProxy (PROXY v2) to A or B
                ceiling  the same work straight to the model API (the stand-in)
-             in one run, rounds interleaved (direct, haproxy, ceiling, ...).
-             Target: haproxy p50 within 1 ms of direct, no errors at C=200.
+             rounds interleaved (direct, haproxy, ceiling, ...).
+             Target: haproxy p50 within 1 ms of direct.
+load         C clients log in and send M messages each, all at once, the same
+             three ways, rounds interleaved: errors, first byte and whole
+             answer p50/p99, messages/s. Target: no errors at C=200.
 idle         KiB per idle logged-in session on a replica: N sessions straight to
              it, then N through HAProxy (spread over both replicas), RSS
              difference per session on each. Target: unchanged.
 
-    .venv/bin/python bench/ha.py                 # C=200, M=5, 3 rounds, N=1000
+    .venv/bin/python bench/ha.py         # S=100, C=200, M=5, 3 rounds, N=1000
 """
 
 from __future__ import annotations
@@ -186,7 +189,9 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(4 * (a.clients + a.idle) + 1024)
     tmp = Path(tempfile.mkdtemp(prefix="chat-bench-ha-"))
     standin = StandInProc(tokens=a.tokens, delay_ms=a.delay_ms)
-    pg = start_postgres(tmp / "pg")
+    # A directory of its own at the top of /tmp (the server may run as the
+    # postgres user, which must reach it).
+    pg = start_postgres(Path(tempfile.mkdtemp(prefix="chat-bench-pg-")))
     haproxy_name = None
     servers: list[ServerProc] = []
     try:
@@ -202,19 +207,48 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
             servers.append(ServerProc(tmp / f"replica{i}", standin.url, CHAT_HEALTH_PORT=str(health[i]),
                                       **common))
         users = [f"bench{i}" for i in range(max(a.clients, 50))]
-        servers[0].add_users(dict.fromkeys(users, USER_PASSWORD))
+        # The one-client case: a fresh user (a fresh conversation) per round and way.
+        seq_users = [f"seq{r}{case}" for r in range(a.rounds) for case in ("direct", "haproxy")]
+        servers[0].add_users(dict.fromkeys(users + seq_users, USER_PASSWORD))
         for s in servers:
             s.start()
         haproxy_name, hport = start_haproxy(tmp, [(s.port, h) for s, h in zip(servers, health,
                                                                                strict=True)])
         await asyncio.sleep(4)  # HAProxy's checks: rise 2 at 1 s
 
-        results: dict[str, list[Sample]] = {"direct": [], "haproxy": [], "ceiling": []}
-        walls: dict[str, float] = {"direct": 0.0, "haproxy": 0.0, "ceiling": 0.0}
+        cases = ("direct", "haproxy", "ceiling")
         clients = users[: a.clients]
         # Warm-up (connections, caches), not counted.
         await drive(servers[0].port, clients[:20], 1, DIRECT_SOURCE, "warm")
         await drive(hport, clients[:20], 1, None, "warm")
+        out: dict[str, Any] = {"sequential": a.sequential, "clients": a.clients,
+                               "messages": a.messages, "rounds": a.rounds,
+                               "tokens": a.tokens, "delay_ms": a.delay_ms}
+        single: dict[str, list[Sample]] = {c: [] for c in cases}
+        single_walls: dict[str, float] = dict.fromkeys(cases, 0.0)
+        for r in range(a.rounds):
+            for case in cases:
+                if case == "ceiling":
+                    samples, wall = await drive_ceiling(standin.url, 1, a.sequential, None)
+                elif case == "direct":
+                    samples, wall = await drive(servers[0].port, [f"seq{r}direct"],
+                                                a.sequential, DIRECT_SOURCE, f"s{r}")
+                else:
+                    samples, wall = await drive(hport, [f"seq{r}haproxy"], a.sequential, None,
+                                                f"s{r}")
+                single[case] += samples
+                single_walls[case] += wall
+        out["first_byte"] = {case: summary(single[case], single_walls[case]) for case in cases}
+        fb = out["first_byte"]
+        out["first_byte"]["haproxy_minus_direct_p50_ms"] = (fb["haproxy"]["first_p50_ms"]
+                                                            - fb["direct"]["first_p50_ms"])
+        out["first_byte"]["direct_over_ceiling_p50"] = (fb["direct"]["first_p50_ms"]
+                                                        / fb["ceiling"]["first_p50_ms"])
+        out["first_byte"]["haproxy_over_ceiling_p50"] = (fb["haproxy"]["first_p50_ms"]
+                                                         / fb["ceiling"]["first_p50_ms"])
+
+        results: dict[str, list[Sample]] = {c: [] for c in cases}
+        walls: dict[str, float] = dict.fromkeys(cases, 0.0)
         for r in range(a.rounds):
             for case in ("direct", "haproxy", "ceiling"):
                 if case == "ceiling":
@@ -226,16 +260,11 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
                     samples, wall = await drive(hport, clients, a.messages, None, f"r{r}")
                 results[case] += samples
                 walls[case] += wall
-        out: dict[str, Any] = {"clients": a.clients, "messages": a.messages, "rounds": a.rounds,
-                               "tokens": a.tokens, "delay_ms": a.delay_ms}
-        for case, samples in results.items():
-            out[case] = summary(samples, walls[case])
-        out["haproxy_minus_direct_first_p50_ms"] = (out["haproxy"]["first_p50_ms"]
-                                                    - out["direct"]["first_p50_ms"])
-        out["direct_over_ceiling_first_p50"] = (out["direct"]["first_p50_ms"]
-                                                / out["ceiling"]["first_p50_ms"])
-        out["haproxy_over_ceiling_first_p50"] = (out["haproxy"]["first_p50_ms"]
-                                                 / out["ceiling"]["first_p50_ms"])
+        load = out["load"] = {case: summary(samples, walls[case])
+                              for case, samples in results.items()}
+        for case in ("direct", "haproxy"):
+            load[f"{case}_over_ceiling_msgs_per_s"] = (load[case]["msgs_per_s"]
+                                                       / load["ceiling"]["msgs_per_s"])
         pids = [s.proc.pid for s in servers if s.proc is not None]
         ports = [s.port for s in servers]
         out["idle_kib_per_session_direct"] = (await idle_cost(ports, pids, None, a.idle, users))[0]
@@ -255,6 +284,8 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sequential", type=int, default=100,
+                   help="messages per round of the one-client first-byte case")
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--messages", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)

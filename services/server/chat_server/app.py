@@ -383,9 +383,10 @@ class ChatService:
             *(s.shutdown(RECONNECT) for s in list(self.sessions)),
             return_exceptions=True,
         )
-        await asyncio.wait(closers, timeout=5)
-        for closer in closers:
-            closer.cancel()
+        if closers:
+            await asyncio.wait(closers, timeout=5)
+            for closer in closers:
+                closer.cancel()
         tasks = [t for t in self.tasks if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=5)
