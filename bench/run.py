@@ -176,8 +176,11 @@ class StandInProc:
 class ServerProc:
     """``python -m chat_server`` on a free port, with its own temp database."""
 
-    def __init__(self, workdir: Path, standin_url: str, **overrides: str) -> None:
+    def __init__(self, workdir: Path, standin_url: str, *, server_path: Path | None = None,
+                 **overrides: str) -> None:
         self.dir = workdir
+        #: Another checkout whose server (and CLI) to run, for before/after figures.
+        self.server_path = server_path
         workdir.mkdir(parents=True, exist_ok=True)
         # The shipped list, so the answer filter does its real work.
         words = REPO / "cuss_words.txt"
@@ -195,6 +198,11 @@ class ServerProc:
         })
         for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_"):
             self.env.pop(var, None)
+        if server_path is not None:
+            root = server_path.resolve()
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+                str(root / "services" / "server"), str(root / "services" / "shared"),
+                self.env.get("PYTHONPATH")]))
         self.env.update(overrides)
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -203,6 +211,12 @@ class ServerProc:
     def add_users(self, users: dict[str, str]) -> None:
         """Create users with the real CLI (its ``main()`` in-process: no interpreter
         start-up per user, same code path as ``chat-server users add``)."""
+        if self.server_path is not None:  # that checkout's own CLI, for its own schema
+            for name, password in users.items():
+                subprocess.run([sys.executable, "-m", "chat_server", "users", "add", name,
+                                "--password-stdin"], input=password + "\n", text=True,
+                               env=self.env, cwd=self.dir, check=True, capture_output=True)
+            return
         from chat_server.cli import main as cli_main
 
         def add_all() -> None:
@@ -220,7 +234,9 @@ class ServerProc:
     def command(self) -> list[str]:
         """Natively, as a user runs it after ``pip install``: the console script."""
         script = Path(sys.executable).with_name("chat-server")
-        return [str(script)] if script.exists() else [sys.executable, "-m", "chat_server"]
+        if script.exists() and self.server_path is None:
+            return [str(script)]
+        return [sys.executable, "-m", "chat_server"]
 
     def start(self, timeout: float = 60) -> None:
         with self.log_path.open("ab") as log:
@@ -433,6 +449,19 @@ class V2Client:
             elif isinstance(event, ConnectionClosed):
                 return Sample(first, time.perf_counter() - t0, False, "closed")
 
+    async def answer_pings(self) -> None:
+        """Stay connected while idle, as a real client does: answer the server's
+        keepalive PINGs (it closes a v2 client that leaves one unanswered)."""
+        from chatcore.protocol import ConnectionClosed, Ping, Pong
+
+        with contextlib.suppress(Exception):
+            while True:
+                event = await self.next_event()
+                if isinstance(event, Ping):
+                    self._send(Pong(event.nonce))
+                elif isinstance(event, ConnectionClosed):
+                    return
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
@@ -583,7 +612,7 @@ class Bench:
 
     def server(self, name: str, standin: StandInProc, users: dict[str, str],
                **env: str) -> ServerProc:
-        srv = ServerProc(self.root / name, standin.url, **env)
+        srv = ServerProc(self.root / name, standin.url, server_path=self.args.server_path, **env)
         srv.add_users(users)
         srv.start()
         return srv
@@ -732,11 +761,15 @@ class Bench:
         variables) or "image" (the server image, built from Dockerfile.server)."""
         a = self.args
         k = a.idle_connections
-        print(f"\n== idle ({mode}): {k} authenticated connections (cheap argon2)", flush=True)
+        print(f"\n== idle ({mode}): {k} authenticated connections ({a.idle_argon2} argon2)",
+              flush=True)
         raise_fd_limit(2 * k + 1000)
         standin = StandInProc(a.tokens, 0)
         users = self.users(50, "idle")
-        env = {"CHAT_MAX_CONNECTIONS": str(k + 1000), "CHAT_RATE_LIMIT": "0", **CHEAP_ARGON2}
+        env = {"CHAT_MAX_CONNECTIONS": str(k + 1000), "CHAT_RATE_LIMIT": "0",
+               # Logins queue for the server's two hashing slots; none may time out.
+               "CHAT_AUTH_TIMEOUT": "120",
+               **(CHEAP_ARGON2 if a.idle_argon2 == "cheap" else {})}
         srv: ServerProc
         if mode == "image":
             srv = ImageServerProc(self.root / "idle-image", standin.url,
@@ -758,12 +791,18 @@ class Bench:
             await warm.close()
             await asyncio.sleep(1.5)
             before = srv.rss()
-            sem = asyncio.Semaphore(100)
+            # Production-cost logins are CPU-bound on the server's two hashing
+            # slots: a few at a time keeps each well inside the login deadline.
+            sem = asyncio.Semaphore(100 if a.idle_argon2 == "cheap" else 8)
             t0 = time.perf_counter()
+
+            keepalive: list[asyncio.Task[None]] = []
 
             async def one(i: int) -> V2Client:
                 async with sem:
-                    return await V2Client.open(srv.port, *pairs[i % len(pairs)])
+                    client = await V2Client.open(srv.port, *pairs[i % len(pairs)])
+                keepalive.append(asyncio.create_task(client.answer_pings()))
+                return client
 
             # In two halves: the second half's growth is the marginal cost of a
             # connection, immune to free heap space the baseline happened to hold
@@ -779,6 +818,8 @@ class Bench:
             average = (after - before) / k
             marginal = (after - middle) / (k - half)
             per_conn = max(average, marginal)
+            # Every one still open (the figure is per connection held).
+            alive = sum(not t.done() for t in keepalive)
             # A newcomer while all of them stay connected.
             t1 = time.perf_counter()
             newcomer = await V2Client.open(srv.port, *pairs[1])
@@ -789,13 +830,14 @@ class Bench:
             r = Result("idle", mode, k, 0, login_s, [sample], before, after, {
                 "rss_per_connection_kib": per_conn / 1024,
                 "rss_average_kib": average / 1024, "rss_marginal_kib": marginal / 1024,
-                "rss_middle_mib": middle / 2**20, "login_all_s": login_s,
+                "rss_middle_mib": middle / 2**20, "login_all_s": login_s, "still_open": alive,
                 "newcomer_login_s": connect_s, "newcomer_first_chunk_s": sample.first,
                 "newcomer_login_plus_first_s": first_total,
             })
             self.results.append(r)
             print(f"  {k} logins in {login_s:.1f} s; RSS {before / 2**20:.1f} -> "
                   f"{middle / 2**20:.1f} ({half}) -> {after / 2**20:.1f} MiB", flush=True)
+            self.check(f"idle connections still open ({mode})", str(k), str(alive), alive == k)
             self.check(f"RSS per idle connection ({k}, {mode})",
                        "<= 8 KiB (the larger of: average from the baseline, marginal over "
                        "the second half)",
@@ -850,7 +892,7 @@ class Bench:
             t0 = time.perf_counter()
             stuck._send(ChatMessage(f"{marker} [standin:tokens={tokens}]", message_id=1))
             sampler = RssSampler(srv.pid)
-            rx = re.compile(r"turn finished: interrupted .*total_ms=(\d+) buffered_peak=(\d+)")
+            rx = re.compile(r"turn finished: interrupted .*total_ms=(\d+)(?: buffered_peak=(\d+))?")
             m = None
             while m is None and time.perf_counter() - t0 < 120:
                 await asyncio.sleep(0.25)
@@ -865,7 +907,8 @@ class Bench:
             if m is None:
                 self.check("never reads: the turn ends", "within 120 s", "it did not", False)
                 return
-            held_s, buffered = int(m.group(1)) / 1000, int(m.group(2))
+            # (a server from before the bound does not report it: -1)
+            held_s, buffered = int(m.group(1)) / 1000, int(m.group(2) or -1)
             grew = (peak - before) / 2**20
             self.results.append(Result("never-reads", "v2", 1, 1, held_s, [], before, peak, {
                 "buffered_peak_chars": buffered, "slot_held_s": held_s,
@@ -1104,6 +1147,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-modes", default="native",
                    help="idle: how to run the server: native (the console script) and/or "
                         "image (the server image, built on --base-image; needs Docker)")
+    p.add_argument("--idle-argon2", choices=("production", "cheap"), default="production",
+                   help="idle: the logins' password hashing: the production cost (19 MiB, "
+                        "what leaves memory behind without the allocation policy; minutes "
+                        "for 10,000 logins) or a cheap one (seconds)")
     p.add_argument("--base-image", default=BASE_IMAGE,
                    help="base image of the server image for --idle-modes image")
     p.add_argument("--fairness-delay-ms", type=float, default=5.0,
@@ -1118,6 +1165,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="record the server with py-spy during the v2 throughput run")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    p.add_argument("--server-path", type=Path, default=None,
+                   help="run the server (and its CLI) of this other checkout, e.g. a git "
+                        "worktree of an older commit, for before/after figures")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     a = p.parse_args(argv)
     a.cases = [c.strip() for c in a.cases.split(",") if c.strip()]
