@@ -13,12 +13,22 @@ all on 127.0.0.1, and measures the server's RSS:
 3. ``--sessions`` more sessions the same way, ``--concurrency`` at a time;
 4. after: RSS after the same pause. The figure is after - baseline.
 
+``--live-turns N`` measures the other half of the question, the conversations of
+sessions that stay open: ``--concurrency`` sessions log in after the baseline
+and stay connected while they send N messages of ``--message-kb`` KB in total,
+``--turns-per-conversation`` to a conversation (then the next one), with
+``CHAT_HISTORY_CACHE_MB`` = ``--cache-mb``. RSS is read every
+``--sample-every`` messages: once the live conversations pass the budget it
+must stop growing (least recently used conversations leave the cache; the
+store has them).
+
 ``--server-path DIR`` runs the server (and its CLI) of another checkout DIR
 (e.g. the code before the fix) with the same driver. Results as JSON on stdout and in bench/results/memory.json.
 
     .venv/bin/python bench/memory.py                 # 1,000 sessions x 60 KB
     git worktree add /tmp/old COMMIT
     .venv/bin/python bench/memory.py --sessions 200 --server-path /tmp/old
+    .venv/bin/python bench/memory.py --live-turns 600 --cache-mb 16   # live sessions
 """
 
 from __future__ import annotations
@@ -26,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -76,6 +85,40 @@ async def run_sessions(port: int, users: list[tuple[str, str]], start: int, coun
     return failures
 
 
+async def run_live(port: int, users: list[tuple[str, str]], turns: int, kb: int,
+                   sessions: int, per_conversation: int, sample_every: int,
+                   rss: Any) -> tuple[int, list[tuple[int, float]]]:
+    """``sessions`` connections that stay open send ``turns`` messages in all,
+    ``per_conversation`` to a conversation; RSS (MiB) after every ``sample_every``."""
+    clients = [await V2Client.open(port, *users[i % len(users)]) for i in range(sessions)]
+    failures = 0
+    samples: list[tuple[int, float]] = []
+    sent = 0
+    try:
+        while sent < turns:
+            batch = min(sample_every, turns - sent)
+
+            async def drive(c: int, first: int, count: int) -> None:
+                nonlocal failures
+                client = clients[c]
+                for n in range(first, first + count):
+                    conversation = f"live-{c}-{n // per_conversation}"
+                    if not (await client.chat(message(kb, n), conversation=conversation)).ok:
+                        failures += 1
+
+            share = [batch // sessions + (1 if c < batch % sessions else 0)
+                     for c in range(sessions)]
+            firsts = [sent + sum(share[:c]) for c in range(sessions)]
+            await asyncio.gather(*(drive(c, firsts[c], share[c]) for c in range(sessions)))
+            sent += batch
+            samples.append((sent, rss() / 2**20))
+            print(f"  {sent} live messages: RSS {samples[-1][1]:.1f} MiB", flush=True)
+    finally:
+        for client in clients:
+            await client.close()
+    return failures, samples
+
+
 def settle_rss(server: ServerProc, pause: float) -> int:
     """Median of five RSS samples after ``pause`` seconds of quiet."""
     time.sleep(pause)
@@ -95,6 +138,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=10)
     p.add_argument("--pause", type=float, default=2.0, help="quiet seconds before each RSS reading")
     p.add_argument("--server-path", type=Path, help="run the server of this checkout")
+    p.add_argument("--live-turns", type=int, default=0,
+                   help="instead of closed sessions: this many messages from --concurrency "
+                        "sessions that stay open")
+    p.add_argument("--turns-per-conversation", type=int, default=10)
+    p.add_argument("--cache-mb", type=int, default=None,
+                   help="CHAT_HISTORY_CACHE_MB for the server (default: its own default)")
+    p.add_argument("--sample-every", type=int, default=100,
+                   help="--live-turns: read RSS after every this many messages")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "memory.json")
     return p.parse_args(argv)
 
@@ -111,40 +162,50 @@ def main(argv: list[str] | None = None) -> int:
             # Logins are not what is measured here.
             "CHAT_ARGON2_TIME_COST": "1", "CHAT_ARGON2_MEMORY_KIB": "1024",
         }
-        server = ServerProc(Path(tmp) / "server", standin.url, **overrides)
-        if a.server_path is not None:
-            root = a.server_path.resolve()
-            server.env["PYTHONPATH"] = os.pathsep.join(filter(None, [
-                str(root / "services" / "server"), str(root / "services" / "shared"),
-                server.env.get("PYTHONPATH")]))
+        if a.cache_mb is not None:
+            overrides["CHAT_HISTORY_CACHE_MB"] = str(a.cache_mb)
+            result["cache_mb"] = a.cache_mb
+        # --server-path: that checkout's server, and its own CLI for its own schema.
+        server = ServerProc(Path(tmp) / "server", standin.url, server_path=a.server_path,
+                            **overrides)
         try:
-            if a.server_path is None:
-                server.add_users(dict(users))
-            else:  # that checkout's own CLI, for its own schema
-                import subprocess
-
-                for name, password in users:
-                    subprocess.run([sys.executable, "-m", "chat_server", "users", "add", name,
-                                    "--password-stdin"], input=password + "\n", text=True,
-                                   env=server.env, check=True, capture_output=True)
+            server.add_users(dict(users))
             server.start()
             result["rss_start_mib"] = server.rss() / 2**20
             failed = asyncio.run(run_sessions(server.port, users, 0, a.warmup, a.message_kb,
                                               a.concurrency))
             baseline = settle_rss(server, a.pause)
             t0 = time.monotonic()
-            failed += asyncio.run(run_sessions(server.port, users, a.warmup, a.sessions,
-                                               a.message_kb, a.concurrency))
+            if a.live_turns:
+                live_failed, curve = asyncio.run(run_live(
+                    server.port, users, a.live_turns, a.message_kb, a.concurrency,
+                    a.turns_per_conversation, a.sample_every, server.rss))
+                failed += live_failed
+                result.update({
+                    "live_turns": a.live_turns, "sessions": a.concurrency,
+                    "turns_per_conversation": a.turns_per_conversation,
+                    "rss_curve_mib": [[n, round(m, 1)] for n, m in curve],
+                    "rss_peak_mib": round(max(m for _, m in curve), 1),
+                    "live_text_mib": round(a.live_turns * a.message_kb * 1024 / 2**20, 1),
+                })
+            else:
+                failed += asyncio.run(run_sessions(server.port, users, a.warmup, a.sessions,
+                                                   a.message_kb, a.concurrency))
             result["seconds"] = round(time.monotonic() - t0, 1)
             after = settle_rss(server, a.pause)
+            count = a.live_turns or a.sessions
             result.update({
                 "failed_sessions": failed,
                 "rss_baseline_mib": round(baseline / 2**20, 1),
                 "rss_after_mib": round(after / 2**20, 1),
                 "rss_growth_mib": round((after - baseline) / 2**20, 1),
-                "growth_per_session_kib": round((after - baseline) / 1024 / a.sessions, 1),
+                ("growth_per_message_kib" if a.live_turns else "growth_per_session_kib"):
+                    round((after - baseline) / 1024 / count, 1),
                 "tracebacks": server.tracebacks(),
             })
+            if a.live_turns:
+                result["rss_peak_growth_mib"] = round(
+                    result["rss_peak_mib"] - baseline / 2**20, 1)
         finally:
             server.stop()
             standin.stop()

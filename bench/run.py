@@ -428,7 +428,7 @@ class V2Client:
                 return event
             self.conn.receive_data(await self.reader.read(65536))
 
-    async def chat(self, text: str) -> Sample:
+    async def chat(self, text: str, conversation: str = "") -> Sample:
         from chatcore.protocol import AnswerDelta, AnswerEnd, ConnectionClosed, Error
 
         mid = self.next_id
@@ -436,7 +436,7 @@ class V2Client:
         t0 = time.perf_counter()
         from chatcore.protocol import ChatMessage
 
-        self._send(ChatMessage(text, message_id=mid))
+        self._send(ChatMessage(text, conversation=conversation, message_id=mid))
         first: float | None = None
         while True:
             event = await self.next_event()
