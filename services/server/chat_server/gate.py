@@ -41,6 +41,7 @@ handshake costs well under a millisecond; see docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -125,6 +126,14 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
         super().__init__(reader, cb, loop=loop)
         #: Done when the connection is lost (ends a wait for readability).
         self.lost: asyncio.Future[None] = loop.create_future()
+        # asyncio keeps the writers waiting in drain() in a deque: an empty
+        # deque is a 64-slot block, about 760 bytes on every connection (a
+        # tenth of an idle one), almost always for nothing. It is only
+        # appended to, removed from and iterated (3.11-3.13): a list does the
+        # same. Left alone if a later Python made it something else.
+        waiters = getattr(self, "_drain_waiters", None)
+        if type(waiters) is collections.deque and not waiters:
+            self._drain_waiters: list[asyncio.Future[None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()  # type: ignore[attr-defined]
@@ -150,11 +159,16 @@ async def start_server(
 ) -> asyncio.Server:
     """:func:`asyncio.start_server`, with connections paused until the gate has peeked."""
     loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: stream_protocol(client_connected_cb, loop),
+                                    host, port, backlog=backlog)
 
-    def factory() -> _PausedAtStart:
-        return _PausedAtStart(asyncio.StreamReader(loop=loop), client_connected_cb, loop)
 
-    return await loop.create_server(factory, host, port, backlog=backlog)
+def stream_protocol(
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    loop: asyncio.AbstractEventLoop,
+) -> asyncio.StreamReaderProtocol:
+    """The protocol of one accepted connection (paused until the gate has peeked)."""
+    return _PausedAtStart(asyncio.StreamReader(loop=loop), client_connected_cb, loop)
 
 
 class Gate:
