@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import sys
 from datetime import UTC, datetime
 
 import pytest
+from chat_server import memory
 from chat_server.history_cache import ENTRY_OVERHEAD, TURN_OVERHEAD, ConversationCache
 from chat_server.store import Store, TurnRecord, TurnStatus, open_store
 
@@ -104,6 +106,22 @@ async def test_release_drops_the_users_conversations(users: Store) -> None:
     assert (len(cache), cache.bytes) == (0, 0)
     # The store still has everything: the next message reloads it.
     assert len(await cache.history("alice", "c1")) == 2
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="giving back is glibc's malloc_trim")
+async def test_released_conversations_are_given_back_to_the_os(users: Store) -> None:
+    """Forgetting a session's conversations is not enough: the freed texts
+    would stay in the process's heap (a busy hour's worth, after its sessions
+    ended). Releasing them reports the bytes to the allocation policy, which
+    returns the free heap pages (chat_server.memory.give_back)."""
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    for n in range(6):  # 360 KiB: past memory.TRIM_AFTER_BYTES
+        await users.save_turn(turn("alice", f"c{n}", "x" * (60 * KB)))
+        await cache.history("alice", f"c{n}")
+    before = memory.trims()
+    cache.release("alice")
+    await asyncio.sleep(memory.TRIM_DELAY + 0.5)
+    assert memory.trims() > before
 
 
 async def test_least_recently_used_conversations_are_evicted_by_bytes(users: Store) -> None:

@@ -27,6 +27,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .memory import give_back
 from .store import Store, StoreError, TurnRecord, TurnStatus
 
 __all__ = ["ConversationCache"]
@@ -103,11 +104,18 @@ class ConversationCache:
         return None if entry is None else entry.model
 
     def release(self, user: str) -> None:
-        """A session of ``user`` ended: forget their conversations."""
+        """A session of ``user`` ended: forget their conversations, and let the
+        process give the memory they held back to the OS (without that, the
+        freed texts stay in the heap: up to the whole budget after the last
+        session of a busy hour ends)."""
+        freed = 0
         for conversation in self._by_user.pop(user, ()):
             entry = self._entries.pop((user, conversation), None)
             if entry is not None:
                 self._bytes -= entry.size
+                freed += entry.size
+        if freed:
+            give_back(freed)
 
     # ------------------------------------------------------------------ internals
     def _extend(self, key: tuple[str, str], entry: _Entry, turns: list[TurnRecord]) -> None:

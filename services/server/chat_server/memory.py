@@ -113,6 +113,7 @@ class _Trim:
 
     released = 0
     scheduled: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # the loop ``scheduled`` is due on
     count = 0
 
 
@@ -120,14 +121,27 @@ def give_back(nbytes: int) -> None:
     """Report that about ``nbytes`` were used and are being released. Once
     :data:`TRIM_AFTER_BYTES` have been reported, the heap's free pages go back to
     the OS :data:`TRIM_DELAY` seconds later (glibc ``malloc_trim``; a no-op
-    elsewhere). Call it from the event loop."""
+    elsewhere). Without a running event loop the trim happens at once."""
     _Trim.released += nbytes
-    if _Trim.released < TRIM_AFTER_BYTES or _Trim.scheduled is not None:
+    if _Trim.released < TRIM_AFTER_BYTES:
         return
     if _glibc() is None:
         _Trim.released = 0
         return
-    _Trim.scheduled = asyncio.get_running_loop().call_later(TRIM_DELAY, _trim)
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if _Trim.scheduled is not None:
+        if _Trim.loop is loop and not _Trim.scheduled.cancelled():
+            return  # coalesced into the trim already due
+        _Trim.scheduled.cancel()  # due on a loop that has ended: it never runs
+        _Trim.scheduled = None
+    if loop is None:
+        _trim()
+        return
+    _Trim.scheduled = loop.call_later(TRIM_DELAY, _trim)
+    _Trim.loop = loop
 
 
 def _trim() -> None:
