@@ -18,9 +18,10 @@ first-byte   one client, S sequential messages per round: first answer byte
 load         C clients log in and send M messages each, all at once, the same
              three ways, rounds interleaved: errors, first byte and whole
              answer p50/p99, messages/s. Target: no errors at C=200.
-idle         KiB per idle logged-in session on a replica: N sessions straight to
-             it, then N through HAProxy (spread over both replicas), RSS
-             difference per session on each. Target: unchanged.
+idle         KiB of RSS per idle logged-in session, first thing after the
+             warm-up: N sessions straight to replica A (kept), then N through
+             HAProxy (spread over A and B), RSS difference per session: A's
+             direct vs B's through HAProxy. Target: unchanged.
 
     .venv/bin/python bench/ha.py         # S=100, C=200, M=5, 3 rounds, N=1000
 """
@@ -116,29 +117,42 @@ def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
-async def idle_cost(ports: list[int], pids: list[int], via: int | None, n: int,
-                    users: list[str]) -> list[float]:
-    """KiB per idle session on each replica: n sessions (to ``via`` if given,
-    else straight to ports[0])."""
-    gc.collect()
-    await asyncio.sleep(2)
-    before = [rss(p) for p in pids]
+async def idle_cost(ports: list[int], pids: list[int], via: int, n: int,
+                    users: list[str]) -> dict[str, Any]:
+    """KiB of RSS per idle logged-in session, on fresh replicas (before any
+    load): n sessions straight to replica A, kept open, then n through HAProxy
+    (which spreads them over A and B: it does not see the direct ones). B's
+    figure is the one to compare with A's direct one (both first sessions of
+    a process after the same warm-up); A's second is the marginal cost."""
     sem = asyncio.Semaphore(50)
 
-    async def login(i: int) -> V2Client:
-        async with sem:
-            if via is None:
-                return await open_client(ports[0], users[i % len(users)], DIRECT_SOURCE)
-            return await open_client(via, users[i % len(users)], None)
+    async def open_n(port: int, source: str | None, offset: int) -> list[V2Client]:
+        async def one(i: int) -> V2Client:
+            async with sem:
+                return await open_client(port, users[(offset + i) % len(users)], source)
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
 
-    clients = await asyncio.gather(*(login(i) for i in range(n)))
-    await asyncio.sleep(3)
-    after = [rss(p) for p in pids]
-    counts = await sessions_per_replica(pids, clients, ports)
-    await asyncio.gather(*(c.close() for c in clients))
-    await asyncio.sleep(2)
-    return [((a - b) / 1024 / c) if c else float("nan")
-            for a, b, c in zip(after, before, counts, strict=True)]
+    async def settled_rss() -> list[int]:
+        gc.collect()
+        await asyncio.sleep(3)
+        return [rss(p) for p in pids]
+
+    base = await settled_rss()
+    direct = await open_n(ports[0], DIRECT_SOURCE, 0)
+    mid = await settled_rss()
+    proxied = await open_n(via, None, n)
+    end = await settled_rss()
+    counts = await sessions_per_replica(pids, [], ports)
+    for c in direct + proxied:
+        await c.close()
+    via_a, via_b = counts[0] - n, counts[1]
+    return {
+        "sessions": n,
+        "direct_on_a": (mid[0] - base[0]) / 1024 / n,
+        "haproxy_on_b": (end[1] - mid[1]) / 1024 / via_b if via_b else float("nan"),
+        "haproxy_on_a_marginal": (end[0] - mid[0]) / 1024 / via_a if via_a else float("nan"),
+        "haproxy_split": [via_a, via_b],
+    }
 
 
 async def sessions_per_replica(pids: list[int], clients: list[V2Client],
@@ -218,8 +232,12 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
 
         cases = ("direct", "haproxy", "ceiling")
         clients = users[: a.clients]
-        # Warm-up (connections, caches), not counted.
-        await drive(servers[0].port, clients[:20], 1, DIRECT_SOURCE, "warm")
+        # Warm-up (connections, caches), not counted: both replicas alike.
+        for s in servers:
+            await drive(s.port, clients[:20], 1, DIRECT_SOURCE, "warm")
+        pids = [s.proc.pid for s in servers if s.proc is not None]
+        ports = [s.port for s in servers]
+        idle = await idle_cost(ports, pids, hport, a.idle, users)
         await drive(hport, clients[:20], 1, None, "warm")
         out: dict[str, Any] = {"sequential": a.sequential, "clients": a.clients,
                                "messages": a.messages, "rounds": a.rounds,
@@ -265,10 +283,7 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
         for case in ("direct", "haproxy"):
             load[f"{case}_over_ceiling_msgs_per_s"] = (load[case]["msgs_per_s"]
                                                        / load["ceiling"]["msgs_per_s"])
-        pids = [s.proc.pid for s in servers if s.proc is not None]
-        ports = [s.port for s in servers]
-        out["idle_kib_per_session_direct"] = (await idle_cost(ports, pids, None, a.idle, users))[0]
-        out["idle_kib_per_session_haproxy"] = await idle_cost(ports, pids, hport, a.idle, users)
+        out["idle_kib_per_session"] = idle
         return out
     finally:
         if haproxy_name:
