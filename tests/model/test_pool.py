@@ -434,3 +434,23 @@ def test_a_model_deleted_behind_the_pools_back_is_pulled_again(standin_factory) 
 
     run(go())
     assert s.control()["models"] == ["llama3.2:latest"]
+
+
+@pytest.mark.parametrize("kind", [ollama, openai])
+def test_a_request_right_after_a_models_404_is_served_once_the_backend_lists_it_again(
+        standin_factory, kind) -> None:
+    # A 404 on one request makes the pool forget the model on that backend
+    # until it is listed again; a request arriving in between re-checks the
+    # list itself instead of being refused with "no backend serves it".
+    s = standin_factory()
+
+    async def go() -> None:
+        async with pool_of(kind("gpu", s)) as pool:
+            s.control(fault="status-404", fault_count=1)
+            with pytest.raises(ModelError) as err:
+                await answer(pool, "first")
+            assert err.value.cause is Cause.MISSING
+            assert (await answer(pool, "second"))[-1].done
+
+    run(go())
+    assert [r["fault"] for r in s.requests()][:1] == ["status-404"]

@@ -237,8 +237,11 @@ class BackendPool:
             except NoCapacity:
                 if last is not None:
                     raise last from None
-                if not probed and await self._probe_unhealthy():
-                    probed = True  # a backend came back: the request itself was the probe
+                if not probed and await self._probe_unhealthy(model):
+                    # A backend came back, or lists the model again (a 404
+                    # seen by a concurrent request made us forget it): the
+                    # request itself was the probe.
+                    probed = True
                     continue
                 detail = f"no healthy backend serves model {model}"
                 if any(m.state is BackendState.DOWN for m in self._members.values()):
@@ -255,14 +258,16 @@ class BackendPool:
             self._sync(member)
             member.wake.set()
 
-    async def _probe_unhealthy(self) -> bool:
-        """Probe every backend that is not up, now; True if one came up."""
-        waiting = [m for m in self._members.values() if m.state is not BackendState.UP]
+    async def _probe_unhealthy(self, model: str) -> bool:
+        """Probe, now, every backend that is not up or does not serve ``model``
+        (one probe per backend at a time, shared with its monitor); True if
+        one of them serves it afterwards."""
+        waiting = [m for m in self._members.values()
+                   if m.state is not BackendState.UP or model not in m.served]
         if not waiting:
             return False
-        results = await asyncio.gather(*(self._probe(m) for m in waiting),
-                                       return_exceptions=True)
-        return any(r is True for r in results)
+        await asyncio.gather(*(self._probe(m) for m in waiting), return_exceptions=True)
+        return any(m.state is BackendState.UP and model in self._serving(m) for m in waiting)
 
     # ------------------------------------------------------------------ health
     async def _monitor(self, member: _Member) -> None:
