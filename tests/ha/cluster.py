@@ -185,11 +185,12 @@ def start_cluster(tmp_path: Path, standin_url: str, *, replicas: int = 2,
                                                                                strict=True)]))
         cfg.chmod(0o644)
         name = f"chat-ha-test-{uuid.uuid4().hex[:8]}"
+        # Removed in any case below, even if it was created but did not start.
+        haproxy = HAProxy(name, port, cfg)
         r = run(["docker", "run", "-d", "--name", name, "--network", "host",
                  "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro", haproxy_image()],
                 timeout=120)
         assert r.returncode == 0, r.stderr
-        haproxy = HAProxy(name, port, cfg)
         cluster = Cluster(servers, haproxy, base, health_ports)
         cluster.wait_balanced()
         yield cluster
