@@ -368,6 +368,16 @@ class ImageServerProc(ServerProc):
         return int(code) if code.isdigit() else None
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process (default: this one) has used so far."""
+    if pid is None:
+        return time.process_time()
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
 class RssSampler:
     """Peak RSS of a process, sampled every ``interval`` seconds in a thread."""
 
@@ -555,8 +565,9 @@ async def drive_server(proto: str, port: int, users: list[tuple[str, str]], mess
     return samples, wall
 
 
-async def drive_ceiling(url: str, clients: int, messages: int,
-                        system: str | None) -> tuple[list[Sample], float]:
+async def drive_ceiling(url: str, clients: int, messages: int, system: str | None,
+                        on_start: Callable[[], Any] | None = None,
+                        ) -> tuple[list[Sample], float]:
     """The same work straight to the stand-in with ``ollama.AsyncClient``: each
     client keeps its conversation history, as chat-server does for it."""
     import ollama
@@ -596,6 +607,8 @@ async def drive_ceiling(url: str, clients: int, messages: int,
     # Untimed: open the HTTP connections first, as the server's pool already
     # has them open when its clients start (else the ceiling's tail is TCP set-up).
     await asyncio.gather(*(warm() for _ in range(clients)))
+    if on_start is not None:
+        on_start()
     t0 = time.perf_counter()
     per_client = await asyncio.gather(*(run(i) for i in range(clients)))
     wall = time.perf_counter() - t0
@@ -637,15 +650,36 @@ class Bench:
     async def load(self, case: str, proto: str, srv: ServerProc | None, standin: StandInProc,
                    clients: int, messages: int, users: list[tuple[str, str]],
                    after_login: Callable[[], Any] | None = None) -> Result:
+        # CPU seconds of each process over the timed part (after the logins):
+        # the server, the load clients (this process: the v1/v2 clients, or the
+        # ceiling's ollama client) and the stand-in. Less sensitive to the
+        # machine's other load than msg/s: where the work goes, per message.
+        cpu: dict[str, float] = {}
+        pids = {"standin": standin.proc.pid, **({"server": srv.pid} if srv is not None else {})}
+
+        def started() -> None:
+            cpu.update({k: -cpu_seconds(pid) for k, pid in pids.items()}, clients=-cpu_seconds())
+            if after_login is not None:
+                after_login()
+
+        def cpu_per_message(done: int) -> dict[str, float]:
+            used = {k: v + cpu_seconds(pids.get(k)) for k, v in cpu.items()}
+            return {f"cpu_ms_per_msg_{k}": 1000 * v / max(done, 1) for k, v in used.items()}
+
         if proto == "ceiling":
-            samples, wall = await drive_ceiling(standin.url, clients, messages, self.system)
-            return self.add(Result(case, "ceiling", clients, messages, wall, samples))
+            samples, wall = await drive_ceiling(standin.url, clients, messages, self.system,
+                                                on_start=started)
+            extra = cpu_per_message(sum(s.ok for s in samples))
+            return self.add(Result(case, "ceiling", clients, messages, wall, samples,
+                                   extra=extra))
         assert srv is not None
         sampler = RssSampler(srv.pid)
         samples, wall = await drive_server(proto, srv.port, users[:clients], messages,
-                                           after_login=after_login)
+                                           after_login=started)
+        extra = cpu_per_message(sum(s.ok for s in samples))
         start, peak = sampler.stop()
-        return self.add(Result(case, proto, clients, messages, wall, samples, start, peak))
+        return self.add(Result(case, proto, clients, messages, wall, samples, start, peak,
+                               extra=extra))
 
     @property
     def system(self) -> str | None:
@@ -689,7 +723,13 @@ class Bench:
                     ceiling = await self.load(case, "ceiling", None, standin, a.clients,
                                               a.messages, pairs)
                     ratio = mine.summary()["msgs_per_s"] / ceiling.summary()["msgs_per_s"]
-                    print(f"  round {n + 1} {proto}: {ratio:.0%} of the ceiling", flush=True)
+                    m, c = mine.summary(), ceiling.summary()
+                    print(f"  round {n + 1} {proto}: {ratio:.0%} of the ceiling; CPU ms per "
+                          f"message: server {m['cpu_ms_per_msg_server']:.2f} (its clients "
+                          f"{m['cpu_ms_per_msg_clients']:.2f}, stand-in "
+                          f"{m['cpu_ms_per_msg_standin']:.2f}) | ceiling's client "
+                          f"{c['cpu_ms_per_msg_clients']:.2f} (stand-in "
+                          f"{c['cpu_ms_per_msg_standin']:.2f})", flush=True)
                     rounds[proto].append((ratio, mine, ceiling))
             # The report keeps the median round per protocol (server and its ceiling).
             self.results = [r for r in self.results if not r.case.startswith("throughput")]
@@ -1026,6 +1066,7 @@ def stop_profile(proc: subprocess.Popen[bytes], out: Path) -> None:
     keep = REPO / "bench" / "results" / out.name
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(out, keep)
+    shutil.copy(raw, keep.with_suffix(".raw"))  # the stacks, for a closer look
     print(f"  profile of the server (py-spy, collapsed stacks in {raw}):\n{summary}", flush=True)
 
 

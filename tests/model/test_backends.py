@@ -319,6 +319,43 @@ def test_a_complete_answer_is_not_an_abort(standin: StandIn, kind: str) -> None:
     reqs = standin.wait_for_requests(3)
     assert [r["aborted_by_client"] for r in reqs] == [False, False, False]
 
+# The official openai client closes the response at ``data: [DONE]``, before the
+# chunked body's terminator is read, so every answer from an OpenAI-compatible
+# backend takes a new connection (docs/MODEL-APIS.md); these two are Ollama's.
+@pytest.mark.parametrize("kind", ["ollama"])
+def test_answers_one_after_another_reuse_one_connection(standin: StandIn, kind: str) -> None:
+    # A response closed before its end would close its connection, and every
+    # answer would pay for a new one.
+    async def body(b: Backend) -> None:
+        for _ in range(3):
+            assert (await collect(b, "x"))[-1].done
+
+    with_backend(kind, standin, body)
+    reqs = standin.wait_for_requests(3)
+    assert len({r["connection"] for r in reqs}) == 1
+
+
+@pytest.mark.parametrize("kind", ["ollama"])
+def test_as_many_connections_stay_open_as_generations_may_run(standin: StandIn,
+                                                               kind: str) -> None:
+    # More generations at once than httpx keeps idle connections by default (20):
+    # the second wave must find all the first wave's connections still open.
+    n = 30
+
+    async def wave(b: Backend) -> None:
+        finals = await asyncio.gather(*(collect(b, f"m{i}") for i in range(n)))
+        assert all(f[-1].done for f in finals)
+
+    async def body(b: Backend) -> None:
+        await wave(b)
+        await wave(b)
+
+    with_backend(kind, standin, body, max_parallel=n)
+    reqs = standin.wait_for_requests(2 * n)
+    first = {r["connection"] for r in reqs[:n]}
+    second = {r["connection"] for r in reqs[n:]}
+    assert second <= first, f"{len(second - first)} new connections in the second wave"
+
 
 # -- keys ------------------------------------------------------------------------------------
 def test_openai_api_key_is_sent_as_a_bearer_token(standin_factory) -> None:

@@ -56,6 +56,8 @@ class HttpConnection:
         self._writer = writer
         self._buf = bytearray()
         self._eof = False
+        #: The connection's number in accept order (set by the server).
+        self.number = 0
 
     # -- reading -----------------------------------------------------------------
     async def _fill(self) -> bool:

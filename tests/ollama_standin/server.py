@@ -107,6 +107,9 @@ class RequestRecord:
     fault: str | None = None
     tokens_sent: int = 0
     aborted_by_client: bool = False
+    #: Which TCP connection carried it (1 for the first accepted, ...): shows
+    #: whether a client reuses its connections.
+    connection: int = 0
 
 
 @dataclass
@@ -127,6 +130,7 @@ class StandIn:
         self.state = self._fresh_state()
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[HttpConnection] = set()
+        self._accepted = 0
         self.routes: dict[str, dict[str, Callable[[HttpConnection, Request], Awaitable[None]]]] = {
             "/": {"GET": self.root, "HEAD": self.root},
             "/api/version": {"GET": self.version, "HEAD": self.version},
@@ -162,6 +166,8 @@ class StandIn:
     # -- connection loop -----------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = HttpConnection(reader, writer)
+        self._accepted += 1
+        conn.number = self._accepted
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -373,8 +379,9 @@ class StandIn:
     async def generate(self, conn: HttpConnection, req: Request) -> None:
         await self.answer(conn, req, "generate")
 
-    def record(self, req: Request, body: Any) -> RequestRecord:
-        rec = RequestRecord(self.state.next_id, req.path, body, time.time())
+    def record(self, conn: HttpConnection, req: Request, body: Any) -> RequestRecord:
+        rec = RequestRecord(self.state.next_id, req.path, body, time.time(),
+                            connection=conn.number)
         self.state.next_id += 1
         self.state.requests.append(rec)
         return rec
@@ -383,7 +390,7 @@ class StandIn:
         body = self.body(req)
         if isinstance(body, str):
             return await self.error(conn, 400, body)
-        rec = self.record(req, body)
+        rec = self.record(conn, req, body)
         try:
             rec.status = await self._answer(conn, body, kind, rec)
         except (ClientGone, ConnectionError, OSError):
@@ -559,7 +566,7 @@ class StandIn:
         body = self.body(req)
         if isinstance(body, str):
             return await self.v1_error(conn, 400, body)
-        rec = self.record(req, body)
+        rec = self.record(conn, req, body)
         try:
             rec.status = await self._v1_answer(conn, body, rec)
         except (ClientGone, ConnectionError, OSError):

@@ -7,9 +7,39 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import httpx
+
 from ..config import BackendKind, model_key
 
-__all__ = ["Backend", "BackendKind", "LogFn", "Message", "ModelChunk", "model_key"]
+__all__ = [
+    "Backend",
+    "BackendKind",
+    "LogFn",
+    "Message",
+    "ModelChunk",
+    "connection_limits",
+    "model_key",
+]
+
+#: Requests besides the generations that may run at once on a backend: the
+#: health probe and a model pull.
+SIDE_REQUESTS = 2
+
+
+def connection_limits(max_parallel: int) -> httpx.Limits:
+    """The HTTP connection pool of a backend's client, sized for its generations.
+
+    httpx keeps 20 idle connections by default. With more generations than
+    that at once (``CHAT_MAX_PARALLEL=50``), every answer that ends while 20
+    connections are idle closes its connection, and a later request opens a
+    new one: a TCP handshake and a connection's set-up and teardown in the
+    server (and the model service) per answer (docs/BENCHMARKS.md,
+    "Throughput"). One idle connection per possible generation, plus the side
+    requests, keeps them all open.
+    """
+    keep = max_parallel + SIDE_REQUESTS
+    return httpx.Limits(max_connections=max(keep, 100), max_keepalive_connections=keep)
+
 
 LogFn = Callable[[str], None]
 #: A chat message as the model sees it: ``{"role": ..., "content": ...}``.

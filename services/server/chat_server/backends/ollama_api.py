@@ -9,6 +9,7 @@ client checks for it itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -17,7 +18,7 @@ from typing import cast
 import httpx
 import ollama
 
-from .base import Backend, BackendKind, LogFn, Message, ModelChunk
+from .base import Backend, BackendKind, LogFn, Message, ModelChunk, connection_limits
 from .errors import (
     Cause,
     ModelError,
@@ -29,6 +30,11 @@ from .errors import (
 )
 
 __all__ = ["OllamaBackend", "classify"]
+
+#: After the done line: how long, and how many more lines, the rest of the
+#: response may take before the connection is given up (see _read_to_end).
+DRAIN_SECONDS = 1.0
+DRAIN_LINES = 4
 
 
 def classify(exc: BaseException) -> ModelError:
@@ -79,7 +85,8 @@ class OllamaBackend(Backend):
         # ollama's default is timeout=None: no connect or read timeout at all.
         self._client = ollama.AsyncClient(
             host=url, headers=headers,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=connection_limits(max_parallel))
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -142,4 +149,20 @@ class OllamaBackend(Backend):
                                        part.eval_count, name, tag)
                 if text:
                     yield ModelChunk(text, backend=name, model=tag)
-        yield final
+            yield final
+            await _read_to_end(parts)
+
+
+async def _read_to_end(parts: AsyncGenerator[ollama.ChatResponse, None]) -> None:
+    """Read the response past the done line to its end, so that the HTTP
+    connection goes back to the client's pool for the next request: closing a
+    response before its end closes the connection, and every answer would pay
+    for a new one (docs/BENCHMARKS.md, "Throughput"). Ollama ends the response
+    right after the done line; a service that sends more, or holds the response
+    open, costs at most :data:`DRAIN_LINES` lines or :data:`DRAIN_SECONDS`, then
+    the connection is closed as before. The answer is complete: nothing here is
+    an error."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            for _ in range(DRAIN_LINES):
+                await anext(parts)
