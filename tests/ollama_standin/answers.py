@@ -55,6 +55,8 @@ class Plan:
     stall_seconds: float = 0.0
     done_reason: str = "stop"
     used_global_fault: bool = False
+    #: The whole streamed answer (every line, the done line, the end) in one write.
+    burst: bool = False
 
     @property
     def text(self) -> str:
@@ -91,6 +93,7 @@ def make_plan(text: str, *, tokens: int, delay_ms: float, global_fault: str | No
     stall = 30.0
     say: str | None = None
     unicode = False
+    burst = False
     directives = _DIRECTIVE.findall(text)
     used_global = False
     if global_fault and not any(name in FAULTS for name, _ in directives):
@@ -107,6 +110,8 @@ def make_plan(text: str, *, tokens: int, delay_ms: float, global_fault: str | No
                 say = base64.b64decode(value, validate=True).decode("utf-8")
             elif name == "unicode":
                 unicode = True
+            elif name == "burst":
+                burst = True
             elif name in ("stall", "hang"):
                 fault, stall = name, float(value or 30)
             elif name in FAULTS:
@@ -128,7 +133,7 @@ def make_plan(text: str, *, tokens: int, delay_ms: float, global_fault: str | No
     reason = "stop"
     if num_predict is not None and 0 <= num_predict < len(toks):
         toks, reason = toks[:num_predict], "length"
-    return Plan(toks, max(delay_ms, 0.0) / 1000.0, fault, stall, reason, used_global)
+    return Plan(toks, max(delay_ms, 0.0) / 1000.0, fault, stall, reason, used_global, burst)
 
 
 def count_words(*texts: str) -> int:

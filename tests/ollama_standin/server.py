@@ -475,6 +475,12 @@ class StandIn:
                       rec: RequestRecord) -> int:
         plan = a.plan
         await conn.start_chunked(200, NDJSON)
+        if plan.burst and plan.fault is None:
+            lines = [a.line(tok) for tok in plan.tokens] + [a.line("", final=True)]
+            await conn.write(b"".join(b"%x\r\n%s\r\n" % (len(x), x) for x in lines)
+                             + b"0\r\n\r\n")
+            rec.tokens_sent = len(plan.tokens)
+            return 200
         strike = min(FAULT_AFTER_TOKENS, len(plan.tokens))
         for i, tok in enumerate(plan.tokens):
             if i == strike and plan.fault in _MID_STREAM:

@@ -22,6 +22,19 @@ def test_v2_answer_streams_as_deltas_with_token_counts(live_server):
     client.close()
 
 
+def test_an_answer_that_arrives_at_once_goes_out_as_one_delta(live_server):
+    # The whole answer, its done line and the end of the response come in one
+    # read: the answer filter's held-back last word goes out in the same DELTA
+    # as the rest (one frame and one write per answer, not two).
+    client = logged_in(live_server.port, USER, PASSWORD)
+    reply = client.chat("all at once [standin:tokens=12] [standin:burst]")
+    assert reply.end is not None and reply.end.reason == "stop"
+    assert reply.end.answer_tokens == 12
+    assert reply.text.startswith("Echo: all at once ")
+    assert [d.text for d in reply.deltas] == [reply.text]
+    client.close()
+
+
 def test_a_stalled_model_ends_with_an_error_after_the_partial_answer(live_server):
     # The stand-in sends one token and then stalls far longer than the read
     # timeout: the user gets what was said, then a clear error.

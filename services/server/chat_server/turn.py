@@ -356,10 +356,12 @@ class ChatTurn:
                 )) as batches:
                     async for batch in batches:
                         self.backend = batch[0].backend or self.backend
+                        done = False
                         for chunk in batch:
                             if chunk.text:
                                 self.answer_tokens += 1
                             if chunk.done:
+                                done = True
                                 done_reason = chunk.done_reason
                                 prompt_tokens = chunk.prompt_tokens or 0
                                 if chunk.answer_tokens is not None:
@@ -373,7 +375,12 @@ class ChatTurn:
                         for i in range(0, len(text), FILTER_SLICE_CHARS):
                             if i:
                                 await asyncio.sleep(0)
-                            await self._emit(filt.feed(text[i : i + FILTER_SLICE_CHARS]))
+                            out = filt.feed(text[i : i + FILTER_SLICE_CHARS])
+                            if done and i + FILTER_SLICE_CHARS >= len(text):
+                                # The model is done: what the filter holds goes
+                                # out in the same DELTA (one frame, not two).
+                                out += filt.finish()
+                            await self._emit(out)
                 await self._emit(filt.finish())
                 if filt.masked:
                     await self._send(Notice(
