@@ -150,16 +150,15 @@ class ChatService:
     async def save(self, turn: TurnRecord) -> bool:
         return await self.save_turn(turn)
 
-    async def generate(
+    def generate(
         self, user: str, model: str, messages: list[Message], on_position: PositionCallback
     ) -> AsyncGenerator[ModelChunk, None]:
         log.debug("generation requested", extra={"event": "model_start", "user": user,
                                                  "model": model,
                                                  "context_messages": len(messages)})
-        async with contextlib.aclosing(self.pool.stream(user, model, messages,
-                                                        on_position=on_position)) as stream:
-            async for chunk in stream:
-                yield chunk
+        # The pool's own generator, not one wrapped around it: every chunk of
+        # every answer would pass through the extra layer.
+        return self.pool.stream(user, model, messages, on_position=on_position)
 
     def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
         return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
