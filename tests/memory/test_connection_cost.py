@@ -28,11 +28,12 @@ async def _noop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 def test_a_connections_stream_protocol_holds_no_empty_deque_block() -> None:
     async def measure() -> float:
         loop = asyncio.get_running_loop()
-        gate.stream_protocol(_noop, loop)  # warm: first-use caches
+        make = gate.protocol_factory(_noop, loop)
+        make()  # warm: first-use caches
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            kept = [gate.stream_protocol(_noop, loop) for _ in range(500)]
+            kept = [make() for _ in range(500)]
             after = tracemalloc.get_traced_memory()[0]
         finally:
             tracemalloc.stop()

@@ -198,7 +198,8 @@ class ChatService:
         is in ``self.tasks`` meanwhile (without a wrapper coroutine or a
         done-callback, and with the opening steps in a coroutine that has
         returned: each frame kept alive costs a few hundred bytes on every
-        idle connection)."""
+        idle connection). It catches its own errors: the gate gives its task no
+        done-callback."""
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
@@ -217,6 +218,11 @@ class ChatService:
                 if session.user is not None:
                     # The store has the conversations; memory is for live sessions.
                     self.conversations.release(session.user)
+        except Exception:
+            # Its task has no done-callback that would (chat_server.gate).
+            log.error("internal error in a connection", exc_info=True,
+                      extra={"event": "internal_error"})
+            writer.transport.abort()
         finally:
             if admitted is not None:
                 admitted.release()

@@ -49,8 +49,9 @@ import os
 import socket
 import ssl
 from asyncio import sslproto
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from chatcore.protocol import Connection, Error, ErrorCode, RemoteProtocolError, Role
 
@@ -121,11 +122,14 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
     registration and cancels a read that the poll may have queued."""
 
     def __init__(self, reader: asyncio.StreamReader,
-                 cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                 cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
                  loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(reader, cb, loop=loop)
-        #: Done when the connection is lost (ends a wait for readability).
-        self.lost: asyncio.Future[None] = loop.create_future()
+        #: The connection is lost.
+        self.is_lost = False
+        #: While the gate waits for readability: done when the connection is
+        #: lost (made only then: a future is ~140 bytes on every connection).
+        self.lost: asyncio.Future[None] | None = None
         # asyncio keeps the writers waiting in drain() in a deque: an empty
         # deque is a 64-slot block, about 760 bytes on every connection (a
         # tenth of an idle one), almost always for nothing. It is only
@@ -142,7 +146,8 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
+        self.is_lost = True
+        if self.lost is not None and not self.lost.done():
             self.lost.set_result(None)
         super().connection_lost(exc)
 
@@ -154,21 +159,34 @@ def _hold(transport: asyncio.BaseTransport) -> None:
 
 
 async def start_server(
-    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
     host: str, port: int, *, backlog: int = 100,
 ) -> asyncio.Server:
-    """:func:`asyncio.start_server`, with connections paused until the gate has peeked."""
+    """:func:`asyncio.start_server`, with connections paused until the gate has peeked.
+
+    ``client_connected_cb`` must catch its own errors and close the connection
+    on them: its task gets no done-callback that would (asyncio's, a closure
+    with its own context, costs ~250 bytes on every connection for as long as
+    it lives)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: stream_protocol(client_connected_cb, loop),
+    return await loop.create_server(protocol_factory(client_connected_cb, loop),
                                     host, port, backlog=backlog)
 
 
-def stream_protocol(
-    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+def protocol_factory(
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
     loop: asyncio.AbstractEventLoop,
-) -> asyncio.StreamReaderProtocol:
-    """The protocol of one accepted connection (paused until the gate has peeked)."""
-    return _PausedAtStart(asyncio.StreamReader(loop=loop), client_connected_cb, loop)
+) -> Callable[[], asyncio.StreamReaderProtocol]:
+    """Makes the protocol of each accepted connection (paused until the gate has peeked).
+
+    The connection's task is started here rather than by asyncio: given a
+    coroutine, asyncio adds a done-callback closure to the task that lives as
+    long as the connection; given the task, it adds nothing."""
+
+    def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> asyncio.Task[None]:
+        return loop.create_task(client_connected_cb(reader, writer))
+
+    return lambda: _PausedAtStart(asyncio.StreamReader(loop=loop), connected, loop)
 
 
 class Gate:
@@ -300,7 +318,7 @@ class _RawSocket:
     def __init__(self, writer: asyncio.StreamWriter, protocol: _PausedAtStart,
                  dup: socket.socket) -> None:
         self._writer = writer
-        self._lost = protocol.lost
+        self._protocol = protocol
         self._dup = dup
 
     @classmethod
@@ -320,9 +338,14 @@ class _RawSocket:
 
     def __exit__(self, *exc_info: object) -> None:
         self._dup.close()  # closes the duplicate only; the connection stays open
+        # The gate is done waiting: a connection that is kept holds no future.
+        lost = self._protocol.lost
+        if lost is not None and not lost.done():
+            self._protocol.lost = None
 
     async def readable(self) -> bool:
-        if self._lost.done() or self._writer.transport.is_closing():
+        protocol = self._protocol
+        if protocol.is_lost or self._writer.transport.is_closing():
             return False
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
@@ -331,15 +354,18 @@ class _RawSocket:
             if not ready.done():
                 ready.set_result(None)
 
+        if protocol.lost is None:
+            protocol.lost = loop.create_future()
+        lost = protocol.lost
         fd = self._dup.fileno()
         loop.add_reader(fd, wake)
-        self._lost.add_done_callback(wake)
+        lost.add_done_callback(wake)
         try:
             await ready
         finally:
             loop.remove_reader(fd)
-            self._lost.remove_done_callback(wake)
-        return not (self._lost.done() or self._writer.transport.is_closing())
+            lost.remove_done_callback(wake)
+        return not (protocol.is_lost or self._writer.transport.is_closing())
 
     def peek(self, size: int) -> bytes | None:
         try:

@@ -92,6 +92,13 @@ class SessionEnded(Exception):
 
 
 class Session:
+    # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
+    __slots__ = (
+        "_ended_by_server", "_last_activity", "_ping_sent", "_tokens", "_worker", "address",
+        "conn", "default_conversation", "id", "log", "services", "settings", "tls", "turns",
+        "user", "wire",
+    )
+
     def __init__(
         self,
         services: SessionServices,

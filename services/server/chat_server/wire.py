@@ -39,6 +39,12 @@ class FrameTimeout(Exception):
 
 
 class Wire:
+    # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
+    __slots__ = (
+        "_frame_started", "closed", "conn", "frame_deadline", "last_traffic", "reader",
+        "write_deadline", "writer",
+    )
+
     def __init__(
         self,
         reader: asyncio.StreamReader,

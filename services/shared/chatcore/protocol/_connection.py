@@ -89,6 +89,12 @@ class Connection:
             handle(event)
     """
 
+    # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
+    __slots__ = (
+        "_buffer", "_closed_silently", "_codec", "_error", "_limits", "_state",
+        "_state_before_error", "role",
+    )
+
     def __init__(
         self,
         role: Role,

@@ -355,6 +355,9 @@ class V2Codec:
     only refuses a HELLO whose versions can't work, which is about versions,
     not about order."""
 
+    # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
+    __slots__ = ("_buffer", "_close_sent", "_hello_sent", "_limits", "_role")
+
     version = VERSION
 
     def __init__(self, role: Role, buffer: ReceiveBuffer, limits: FrameLimits) -> None:
