@@ -9,11 +9,20 @@ writes what the codec produces, one ``write()`` per event so a v1 client's
 
 Every read and write has a deadline: a peer that stops reading (slow consumer)
 or dribbles a frame one byte at a time (slowloris) is cut off, not waited for.
+
+A wire's read deadline is one timer for the life of the connection rather than
+an ``asyncio.timeout`` per read (its ``Timeout``, handle and context are ~440
+bytes, on every idle connection all the time): the timer is moved only when the
+deadline comes *earlier*; when it fires before the deadline it re-arms itself
+for it, and when it fires at the deadline it cancels the read, which
+:meth:`Wire.next_event` turns into ``TimeoutError`` (as ``asyncio.timeout`` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 import time
 
 from chatcore.protocol import NEED_DATA, Connection, Event
@@ -38,11 +47,36 @@ class FrameTimeout(Exception):
     """A frame started but did not complete within :data:`FRAME_DEADLINE`."""
 
 
+class _TimerContext(threading.local):
+    """One context per thread for the wires' timers: they need none of their
+    own, and asyncio would copy one (64 bytes) for every timer."""
+
+    def __init__(self) -> None:
+        self.context = contextvars.Context()
+
+
+_timer_context = _TimerContext()
+
+
+def _expire(wire: Wire) -> None:
+    """The read timer of ``wire`` fired."""
+    timer, wire._timer = wire._timer, None
+    deadline, task = wire._deadline, wire._reader_task
+    if deadline is None or task is None or timer is None:
+        return  # not reading now: the next read arms a new timer
+    if deadline > timer.when():  # the deadline moved on since the timer was set
+        wire._timer = asyncio.get_running_loop().call_at(
+            deadline, _expire, wire, context=_timer_context.context)
+        return
+    wire._expired = True
+    task.cancel()
+
+
 class Wire:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_frame_started", "closed", "conn", "frame_deadline", "last_traffic", "reader",
-        "write_deadline", "writer",
+        "_deadline", "_expired", "_frame_started", "_reader_task", "_timer", "closed", "conn",
+        "frame_deadline", "last_traffic", "reader", "write_deadline", "writer",
     )
 
     def __init__(
@@ -60,6 +94,13 @@ class Wire:
         self.frame_deadline = frame_deadline
         self.write_deadline = write_deadline
         self._frame_started: float | None = None
+        #: While a read waits: when it times out (loop time), and its task.
+        self._deadline: float | None = None
+        self._reader_task: asyncio.Task[object] | None = None
+        #: The read timer (it may be set for an earlier deadline than the current one).
+        self._timer: asyncio.TimerHandle | None = None
+        #: The timer cancelled the read.
+        self._expired = False
         self.closed = False
         #: When a byte last went either way (monotonic): the keepalive clock.
         self.last_traffic = time.monotonic()
@@ -87,20 +128,48 @@ class Wire:
                 timeout = self.frame_deadline - (time.monotonic() - self._frame_started)
                 if timeout <= 0:
                     raise FrameTimeout("frame not completed in time")
+            task = asyncio.current_task()
+            cancelling = 0 if task is None else task.cancelling()
+            if timeout is not None and task is not None:
+                self._arm(timeout, task)
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(MAX_RECV)
-            except TimeoutError:
+                data = await self.reader.read(MAX_RECV)
+            except asyncio.CancelledError:
+                if not self._expired:
+                    raise
+                self._expired = False
+                assert task is not None
+                if task.uncancel() > cancelling:
+                    raise  # cancelled by someone else too
                 if self._frame_started is not None:
                     raise FrameTimeout("frame not completed in time") from None
-                raise
+                raise TimeoutError from None
             except (ConnectionError, OSError):
                 data = b""
+            finally:
+                self._deadline = self._reader_task = None
             if data:
                 self.last_traffic = time.monotonic()
                 if self._frame_started is None:
                     self._frame_started = self.last_traffic
             self.conn.receive_data(data)
+
+    def _arm(self, timeout: float, task: asyncio.Task[object]) -> None:
+        """The read about to start times out after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._deadline, self._reader_task = deadline, task
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and re-arms itself for the deadline
+            timer.cancel()
+        self._timer = loop.call_at(deadline, _expire, self, context=_timer_context.context)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def send(self, event: Event) -> None:
         """Encode ``event`` and write it (nothing is written for b"")."""
@@ -132,6 +201,7 @@ class Wire:
 
     def abort(self) -> None:
         self.closed = True
+        self._disarm()
         transport = self.writer.transport
         # Also when already closing: a TLS transport is "closing" while it waits
         # for the peer's close_notify, and a silent peer would keep it open.
@@ -142,6 +212,7 @@ class Wire:
         if self.closed:
             return
         self.closed = True
+        self._disarm()
         try:
             self.writer.close()
             async with asyncio.timeout(2):
