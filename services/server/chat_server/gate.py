@@ -49,7 +49,7 @@ import os
 import socket
 import ssl
 from asyncio import sslproto
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +122,7 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
     registration and cancels a read that the poll may have queued."""
 
     def __init__(self, reader: asyncio.StreamReader,
-                 cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], object],
+                 cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None],
                  loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(reader, cb, loop=loop)
         #: The connection is lost.
