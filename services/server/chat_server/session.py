@@ -94,8 +94,8 @@ class SessionEnded(Exception):
 class Session:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_ended_by_server", "_last_activity", "_ping_sent", "_tokens", "_worker", "address",
-        "conn", "default_conversation", "id", "log", "services", "settings", "tls", "turns",
+        "_default_conversation", "_ended_by_server", "_last_activity", "_ping_sent", "_tokens",
+        "_worker", "address", "conn", "id", "log", "services", "settings", "tls", "turns",
         "user", "wire",
     )
 
@@ -122,8 +122,9 @@ class Session:
         self.wire = Wire(reader, writer, self.conn, frame_deadline=self.settings.frame_timeout)
         self.log = SessionLogger(log, self.id, peer=self.address)
         self.user: str | None = None
-        #: The conversation v1 messages (and v2 messages without one) belong to.
-        self.default_conversation = uuid.uuid4().hex
+        #: The conversation v1 messages (and v2 messages without one) belong
+        #: to: made by the first such message (an idle session holds none).
+        self._default_conversation: str | None = None
         #: Turns not finished yet, oldest first; the first one is running. A
         #: turn is here from the moment its CHAT arrived, so a CANCEL finds it
         #: even before its answer started. (A list: it is almost always empty,
@@ -135,9 +136,16 @@ class Session:
         #: Why the server ended the session itself (revoke), for the log.
         self._ended_by_server: str | None = None
         #: The session tokens this login used and was given (v2): a BYE ends them.
-        self._tokens: list[str] = []
+        self._tokens: tuple[str, ...] = ()
         #: When our keepalive PING went out, while its answer is awaited.
         self._ping_sent: float | None = None
+
+    @property
+    def default_conversation(self) -> str:
+        """The conversation v1 messages (and v2 messages without one) belong to."""
+        if self._default_conversation is None:
+            self._default_conversation = uuid.uuid4().hex
+        return self._default_conversation
 
     @property
     def answering(self) -> bool:
@@ -321,7 +329,7 @@ class Session:
         # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1
         # has no way to carry one.
         token = await services.auth.issue_token(auth.user) if self.conn.version == 2 else None
-        self._tokens = [t for t in (auth.token, token) if t is not None]
+        self._tokens = tuple(t for t in (auth.token, token) if t is not None)
         await self.send(AuthResult(ok=True, user=auth.user, message="welcome", token=token))
         self.log.info("authenticated", event="auth_ok",
                       method="token" if auth.token is not None else "password")
@@ -395,7 +403,7 @@ class Session:
                 # (a lost connection keeps them, to resume with).
                 if self._tokens and self.user is not None:
                     await self.services.auth.log_out(self.user, self._tokens)
-                    self._tokens.clear()
+                    self._tokens = ()
                 with contextlib.suppress(PeerGone, LocalProtocolError):
                     await self.send(Bye("goodbye"))
                 return
