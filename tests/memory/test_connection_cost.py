@@ -39,7 +39,7 @@ from tests.server.clients import V2Client, logged_in, wait_until
 #: and the target there is 8 KiB. With an ``asyncio.timeout`` per read,
 #: asyncio's done-callback closure on every connection task, a future kept
 #: from the gate and instance dicts on the per-connection classes it was
-#: about 7,600; without them (and without a default conversation id and a list of
+#: about 7,870; without them (and without a default conversation id and a list of
 #: tokens made for every login) about 6,850.
 SESSION_BUDGET = 7 * 1024
 #: Idle sessions measured (after a warm-up of WARM).
