@@ -36,6 +36,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.engines, pytest.mark.timeout(
 FILES = ["docker-compose.yml", "docker-compose.test.yml", "docker-compose.ha.yml"]
 
 
+#: Settings of the stack under test that the caller's environment must not
+#: override: compose's interpolation prefers the process environment over
+#: --env-file, and other fixtures (the session's plain stack) export theirs.
+_OWN = ("COMPOSE_", "CHAT_", "OLLAMA_", "POSTGRES_", "HAPROXY_", "PYTHON_IMAGE")
+
+
+def run_env(**extra: str) -> dict[str, str]:
+    """The process environment for compose and the rollout script: the
+    caller's, minus every setting the stack's env file decides."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_OWN)}
+    return {**clean, **extra}
+
+
 def compose_cmd(env_file: Path) -> list[str]:
     cmd = ["docker", "compose", "--env-file", str(env_file)]
     for f in FILES:
@@ -69,7 +82,8 @@ def test_overlay_renders_as_documented(tmp_path: Path) -> None:
     env = stack_env("chatharender", 5999)
     env_file = tmp_path / "env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    r = _run([*compose_cmd(env_file), "config", "--format", "json"], cwd=REPO, timeout=60)
+    r = _run([*compose_cmd(env_file), "config", "--format", "json"], cwd=REPO, timeout=60,
+             env=run_env())
     assert r.returncode == 0, r.stderr
     config = json.loads(r.stdout)
     services = config["services"]
@@ -94,7 +108,8 @@ def test_overlay_renders_as_documented(tmp_path: Path) -> None:
     assert "${POSTGRES_IMAGE:-postgres:15}" in text and "${HAPROXY_IMAGE:-haproxy:2.6}" in text
     # More replicas through CHAT_REPLICAS.
     env_file.write_text(env_file.read_text() + "CHAT_REPLICAS=4\n")
-    r = _run([*compose_cmd(env_file), "config", "--format", "json"], cwd=REPO, timeout=60)
+    r = _run([*compose_cmd(env_file), "config", "--format", "json"], cwd=REPO, timeout=60,
+             env=run_env())
     assert json.loads(r.stdout)["services"]["server"]["deploy"]["replicas"] == 4
 
 
@@ -106,7 +121,8 @@ class HAStack:
 
     def compose(self, *args: str, timeout: float = 300,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = _run([*compose_cmd(self.env_file), *args], cwd=REPO, timeout=timeout)
+        r = _run([*compose_cmd(self.env_file), *args], cwd=REPO, timeout=timeout,
+                 env=run_env())
         if check:
             assert r.returncode == 0, f"compose {args}: {r.stdout}\n{r.stderr}"
         return r
@@ -229,7 +245,7 @@ def test_rolling_restart_refuses_nobody(ha_stack: HAStack) -> None:
     try:
         r = _run([str(REPO / "deploy" / "rolling-restart.sh"), "--env-file", str(ha_stack.env_file),
                   *[a for f in FILES for a in ("-f", f)]], cwd=REPO, timeout=900,
-                 env={**os.environ, "SETTLE": "3"})
+                 env=run_env(SETTLE="3"))
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         stop.set()
