@@ -180,19 +180,14 @@ class Stack:
 
 
 def _stack_environment(project: str, port: int) -> dict[str, str]:
-    env = {
+    return {
         "COMPOSE_PROJECT_NAME": project,
         "CHAT_PORT": str(port),
         # Publish on loopback only: tests talk to 127.0.0.1 and nothing else.
         "CHAT_BIND_ADDRESS": "127.0.0.1",
         "OLLAMA_MODEL": MODEL,
+        **local_base_image(),  # no registry on this machine: the local base image
     }
-    base = os.environ.get("PYTHON_IMAGE")
-    if not base and _image_exists(LOCAL_BASE_IMAGE):
-        base = LOCAL_BASE_IMAGE  # no registry on this machine: use the local base
-    if base:
-        env["PYTHON_IMAGE"] = base
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -203,52 +198,12 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             pytest.fail(f"{problem}; CI=true requires a Docker engine (see .ci/run)",
                         pytrace=False)
         pytest.skip(f"{problem} (run .ci/provision-docker.sh to get one)")
-
-    from testcontainers.compose import DockerCompose
-
-    project = f"chatit-{uuid.uuid4().hex[:10]}"
-    values = _stack_environment(project, free_port())
-
-    # An env file of our own replaces the repository's .env (a developer's
-    # settings must not leak into the test stack); the same values also go into
-    # os.environ, which wins over any env file in compose's interpolation.
-    with tempfile.TemporaryDirectory(prefix="chatit-") as tmp, pytest.MonkeyPatch.context() as mp:
-        env_file = Path(tmp) / "stack.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        for key, value in values.items():
-            mp.setenv(key, value)
-
-        compose = DockerCompose(
-            context=str(REPO),
-            compose_file_name=COMPOSE_FILES,
-            env_file=str(env_file),
-            build=True,
-            wait=True,
-        )
+    values = _stack_environment(f"chatit-{uuid.uuid4().hex[:10]}", free_port())
+    with compose_stack(request, files=COMPOSE_FILES, values=values, user=FIRST_USER,
+                       password="") as st:
         # The password is known once the server has made it (after `up`).
-        st = Stack(project=project, port=int(values["CHAT_PORT"]), user=FIRST_USER, password="",
-                   base_cmd=[*compose.compose_command_property])
-        try:
-            # The client service sits in a profile, so `up` would not build it;
-            # build every image first, so no test runs a stale client image.
-            st.compose("--profile", "client", "build", timeout=BUILD_TIMEOUT)
-            try:
-                compose.start()
-            except subprocess.CalledProcessError as exc:
-                pytest.fail(
-                    "the stack did not come up healthy:\n"
-                    f"{(exc.stderr or b'').decode(errors='replace')[-3000:]}\n"
-                    f"--- logs\n{st.logs(tail=80)}",
-                    pytrace=False,
-                )
-            st.password = st.initial_password()
-            yield st
-        finally:
-            if request.session.testsfailed:
-                _report(request, f"compose logs of {project} (tests failed)", st.logs(tail=150))
-            # Everything, volumes included, also one-off client containers.
-            st.compose("--profile", "client", "down", "--volumes", "--remove-orphans",
-                       "--timeout", "5", check=False, timeout=180)
+        st.password = st.initial_password()
+        yield st
 
 
 def _report(request: pytest.FixtureRequest, title: str, text: str) -> None:
