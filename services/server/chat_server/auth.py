@@ -164,17 +164,21 @@ class Authenticator:
 
     # -- verification ------------------------------------------------------
 
-    async def verify(self, user: str, password: str, address: Address = None) -> bool:
-        """``True`` if ``password`` is ``user``'s password and the attempt is
-        not throttled. Raises :exc:`~chat_server.store.StoreError` only if the
-        user table cannot be read."""
+    @staticmethod
+    def _login_fields(user: str, address: Address, **extra: str) -> dict[str, Any]:
         # Until the store says the account exists, the name is logged only as
         # a keyed hash: it may be a password typed into the wrong field.
-        fields: dict[str, Any] = {
+        return {
             **login_name_fields(user, exists=False),
             "address": client_key(address),
             "event": "login",
+            **extra,
         }
+
+    async def _may_attempt(self, user: str, address: Address, fields: dict[str, Any]) -> bool:
+        """The checks every login attempt passes before any credential is
+        looked at: not throttled, and a name that could be an account's (a
+        name that cannot counts against the address). Logs the refusal."""
         if (wait := await self.wait_for(user, address)) > 0:
             log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
             return False
@@ -182,6 +186,15 @@ class Authenticator:
             self.throttle.failed_no_account(address)
             log.info("login failed", extra=fields)
             log.debug("login failed: not a possible user name", extra=fields)
+            return False
+        return True
+
+    async def verify(self, user: str, password: str, address: Address = None) -> bool:
+        """``True`` if ``password`` is ``user``'s password and the attempt is
+        not throttled. Raises :exc:`~chat_server.store.StoreError` only if the
+        user table cannot be read."""
+        fields = self._login_fields(user, address)
+        if not await self._may_attempt(user, address, fields):
             return False
         if len(password) > MAX_PASSWORD_LENGTH:
             # Nobody's password is this long (the CLI refuses to set one), so no
@@ -250,19 +263,8 @@ class Authenticator:
         expired, not revoked, the user not disabled) and the attempt is not
         throttled. A failure counts like a wrong password. Raises
         :exc:`~chat_server.store.StoreError` only if the store cannot be read."""
-        fields: dict[str, Any] = {
-            **login_name_fields(user, exists=False),
-            "address": client_key(address),
-            "event": "login",
-            "method": "token",
-        }
-        if (wait := await self.wait_for(user, address)) > 0:
-            log.info("login refused: throttled", extra={**fields, "retry_after": round(wait, 1)})
-            return False
-        if not _possible_user_name(user):
-            self.throttle.failed_no_account(address)
-            log.info("login failed", extra=fields)
-            log.debug("login failed: not a possible user name", extra=fields)
+        fields = self._login_fields(user, address, method="token")
+        if not await self._may_attempt(user, address, fields):
             return False
         owner = await self.store.verify_session_token(token)
         if owner is None or owner != user:
