@@ -5,6 +5,7 @@ wrong password; on PostgreSQL the same holds across replicas."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,42 @@ def test_disable_ends_live_sessions_and_refuses_login_like_a_wrong_password(
     client = logged_in(server.port, USER, PASSWORD)
     assert client.chat("back again").text.startswith("Echo: back again")
     client.close()
+    bystander.close()
+
+
+def test_password_change_ends_the_sessions_logged_in_before_it(server_factory) -> None:
+    # An operator resets a password after a compromise: whoever is logged in
+    # with the old one (v2 or v1) is out within the check interval, and a login
+    # with the new password stays.
+    server = server_factory(users={USER: PASSWORD, "bob": "bob's password"}, **FAST_CHECK)
+    old = logged_in(server.port, USER, PASSWORD)
+    bystander = logged_in(server.port, "bob", "bob's password")
+    with OriginalV1Client(server.port, timeout=WAIT) as v1:
+        assert v1.login(USER, PASSWORD) == (USERNAME_ACCEPTED, PASSWORD_ACCEPTED)
+        r = server.cli("users", "passwd", USER, "--password-stdin", stdin="the new password\n")
+        assert r.returncode == 0, r.stderr
+        fresh = logged_in(server.port, USER, "the new password")
+
+        error = revoked(old)
+        assert error.code is ErrorCode.SESSION_REVOKED and error.fatal
+        assert "password of this account was changed" in error.message
+        assert closed(old)
+        text = b""
+        while True:
+            chunk = v1.read_chunk()
+            if len(chunk) < 64 or chunk.strip() == GOODBYE.encode():
+                break
+            text += chunk
+        assert b"[ERROR] session_revoked:" in text and b"password" in text
+        assert chunk.strip() == GOODBYE.encode()
+    server.wait_for_log("sessions of alice ended: the password was changed", timeout=WAIT)
+    # Five check intervals later, the new session and everyone else carry on.
+    time.sleep(5 * float(FAST_CHECK["CHAT_ACCOUNT_CHECK_INTERVAL"]))
+    assert fresh.chat("still in?").text.startswith("Echo: still in?")
+    assert bystander.chat("me too?").end is not None
+    result = login_result(server, USER, PASSWORD)
+    assert isinstance(result, AuthResult) and not result.ok  # the old password is gone
+    fresh.close()
     bystander.close()
 
 

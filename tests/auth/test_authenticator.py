@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 
 import pytest
 from argon2 import PasswordHasher, Type
-from chat_server.auth import AccountPolicy, Authenticator, ThrottlePolicy, ensure_bootstrap_user
+from chat_server.auth import (
+    AccountPolicy,
+    Authenticator,
+    ThrottlePolicy,
+    Verified,
+    ensure_bootstrap_user,
+)
 from chat_server.config import Settings
 from chat_server.store import Store, open_store
 
@@ -106,11 +112,11 @@ def stored_hash(store: Store, name: str) -> str | None:
 def test_right_wrong_and_unknown(store: Store, hasher: CountingHasher) -> None:
     add_user(store, "alice", "s3cret pass")
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify("alice", "s3cret pass", "127.0.0.1")) is True
-    assert run(auth.verify("alice", "wrong", "127.0.0.1")) is False
-    assert run(auth.verify("bob", "s3cret pass", "127.0.0.1")) is False
-    assert run(auth.verify("alice", "", "127.0.0.1")) is False
-    assert run(auth.verify("", "", "127.0.0.1")) is False
+    assert run(auth.verify("alice", "s3cret pass", "127.0.0.1")) is not None
+    assert run(auth.verify("alice", "wrong", "127.0.0.1")) is None
+    assert run(auth.verify("bob", "s3cret pass", "127.0.0.1")) is None
+    assert run(auth.verify("alice", "", "127.0.0.1")) is None
+    assert run(auth.verify("", "", "127.0.0.1")) is None
 
 
 def test_unknown_user_does_the_same_hashing_work(store: Store, hasher: CountingHasher) -> None:
@@ -180,9 +186,9 @@ def test_overlong_password_fails_without_hashing(store: Store, hasher: CountingH
     long_pw = "p" * 1025
     add_user(store, "alice", "p" * 1024)
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify("alice", long_pw, None)) is False
+    assert run(auth.verify("alice", long_pw, None)) is None
     assert hasher.verified == []
-    assert run(auth.verify("alice", "p" * 1024, None)) is True
+    assert run(auth.verify("alice", "p" * 1024, None)) is not None
 
 
 class CountingStore:
@@ -211,8 +217,8 @@ def test_impossible_user_name_fails_at_once(store: Store, hasher: CountingHasher
     # nor hashed, with a password or a token, and leaves no per-name entry.
     counting = CountingStore(store)
     auth = Authenticator(counting, hasher, clock=FakeClock())  # type: ignore[arg-type]
-    assert run(auth.verify(name, "pw", "10.0.0.9")) is False
-    assert run(auth.verify_token(name, "t" * 43, "10.0.0.9")) is False
+    assert run(auth.verify(name, "pw", "10.0.0.9")) is None
+    assert run(auth.verify_token(name, "t" * 43, "10.0.0.9")) is None
     assert hasher.verified == []
     assert counting.calls == []
     assert len(auth.throttle.pairs) == 0 and len(auth.throttle.accounts) == 0
@@ -234,14 +240,14 @@ def test_longest_possible_user_name_is_checked_normally(store: Store,
     name = "n" * 64
     add_user(store, name, "pw")
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify(name, "pw", None)) is True
-    assert run(auth.verify(name, "bad", None)) is False
+    assert run(auth.verify(name, "pw", None)) is not None
+    assert run(auth.verify(name, "bad", None)) is None
 
 
 def test_corrupt_stored_hash_is_a_failed_login(store: Store, hasher: CountingHasher) -> None:
     run(store.add_user("alice", "not-a-hash"))
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify("alice", "anything", None)) is False
+    assert run(auth.verify("alice", "anything", None)) is None
 
 
 # -- throttling ----------------------------------------------------------------
@@ -252,7 +258,7 @@ def test_guesses_from_one_address_throttle_that_account_at_that_address(
     add_user(store, "alice", "pw")
     auth, clock = make_auth(store, hasher)
     for _ in range(2):
-        assert run(auth.verify("alice", "bad", "10.0.0.1")) is False
+        assert run(auth.verify("alice", "bad", "10.0.0.1")) is None
     assert auth.is_throttled("alice", "10.0.0.1") == 0.0
     run(auth.verify("alice", "bad", "10.0.0.1"))  # third failure: backoff starts
     assert auth.is_throttled("alice", "10.0.0.1") == pytest.approx(1.0)
@@ -262,7 +268,7 @@ def test_guesses_from_one_address_throttle_that_account_at_that_address(
 
     # While throttled even the right password fails, and nothing is hashed.
     calls = len(hasher.verified)
-    assert run(auth.verify("alice", "pw", "10.0.0.1")) is False
+    assert run(auth.verify("alice", "pw", "10.0.0.1")) is None
     assert len(hasher.verified) == calls
 
     clock.now += 1.01
@@ -274,7 +280,7 @@ def test_guesses_from_one_address_throttle_that_account_at_that_address(
     assert auth.is_throttled("alice", "10.0.0.1") == pytest.approx(4.0)
 
     clock.now += 4.01
-    assert run(auth.verify("alice", "pw", "10.0.0.1")) is True  # success resets it
+    assert run(auth.verify("alice", "pw", "10.0.0.1")) is not None  # success resets it
     assert auth.is_throttled("alice", "10.0.0.1") == 0.0
     run(auth.verify("alice", "bad", "10.0.0.1"))
     assert auth.is_throttled("alice", "10.0.0.1") == 0.0
@@ -296,7 +302,7 @@ def test_lockout_as_a_weapon_guesses_from_one_address_never_lock_out_the_owner(
         run(auth.verify("alice", f"guess{step}", attacker))
         assert auth.is_throttled("alice", owner) == 0.0
         if step % 97 == 0:
-            assert run(auth.verify("alice", "pw", owner)) is True
+            assert run(auth.verify("alice", "pw", owner)) is not None
     assert throttled > 500  # the attacker was slowed down all along
     assert auth.is_throttled("alice", attacker) > 0
 
@@ -331,13 +337,13 @@ def test_a_distributed_attack_does_not_lock_the_owner_out_of_a_known_address(
     add_user(store, "alice", "pw")
     auth, clock = make_auth(store, hasher)
     home, new_place = "192.0.2.10", "192.0.2.99"
-    assert run(auth.verify("alice", "pw", home)) is True  # a known address from now on
+    assert run(auth.verify("alice", "pw", home)) is not None  # a known address from now on
     for i in range(20):  # five addresses, four guesses each
         run(auth.verify("alice", "guess", f"198.51.100.{i % 5}"))
     assert auth.is_throttled("alice", "198.51.100.200") > 0  # a fresh attacker address
     assert auth.is_throttled("alice", new_place) > 0  # the trade-off: new places wait too
     assert auth.is_throttled("alice", home) == 0.0
-    assert run(auth.verify("alice", "pw", home)) is True
+    assert run(auth.verify("alice", "pw", home)) is not None
     # The owner's success does not end the attack's slowdown.
     assert auth.is_throttled("alice", "198.51.100.200") > 0
     # A known address is trusted for 30 days.
@@ -400,11 +406,11 @@ def test_address_throttle_across_user_names(store: Store, hasher: CountingHasher
     assert auth.is_throttled("someone", ("192.0.2.7", 50000)) == pytest.approx(1.0)
     assert auth.is_throttled("someone", "192.0.2.7") > 0
     calls = len(hasher.verified)
-    assert run(auth.verify("victim", "pw", ("192.0.2.7", 1))) is False
+    assert run(auth.verify("victim", "pw", ("192.0.2.7", 1))) is None
     assert len(hasher.verified) == calls
     # Another address is unaffected, and so is the account itself.
     assert auth.is_throttled("victim", ("192.0.2.8", 1)) == 0.0
-    assert run(auth.verify("victim", "pw", ("192.0.2.8", 1))) is True
+    assert run(auth.verify("victim", "pw", ("192.0.2.8", 1))) is not None
 
 
 def test_ipv6_clients_are_throttled_per_64(store: Store, hasher: CountingHasher) -> None:
@@ -445,12 +451,12 @@ def test_disabled_user_fails_like_a_wrong_password(store: Store, hasher: Countin
     add_user(store, "alice", "right pw")
     run(store.set_disabled("alice", True))
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify("alice", "right pw", None)) is False
+    assert run(auth.verify("alice", "right pw", None)) is None
     run(auth.verify("nobody", "right pw", None))
     # The same work as for an unknown name: the dummy hash, not alice's.
     assert hasher.verified[0] == hasher.verified[1] != stored_hash(store, "alice")
     run(store.set_disabled("alice", False))
-    assert run(auth.verify("alice", "right pw", None)) is True
+    assert run(auth.verify("alice", "right pw", None)) is not None
 
 
 def test_successful_login_is_recorded(store: Store, hasher: CountingHasher) -> None:
@@ -473,13 +479,13 @@ def test_rehash_on_success_when_parameters_changed(store: Store) -> None:
     assert old_hash is not None and ",t=1," in old_hash
     auth, _ = make_auth(store, new)
 
-    assert run(auth.verify("alice", "wrong", None)) is False
+    assert run(auth.verify("alice", "wrong", None)) is None
     assert stored_hash(store, "alice") == old_hash  # no rehash on failure
 
-    assert run(auth.verify("alice", "pw", None)) is True
+    assert run(auth.verify("alice", "pw", None)) is not None
     upgraded = stored_hash(store, "alice")
     assert upgraded is not None and upgraded != old_hash and ",t=2," in upgraded
-    assert run(auth.verify("alice", "pw", None)) is True
+    assert run(auth.verify("alice", "pw", None)) is not None
     assert stored_hash(store, "alice") == upgraded  # current: left alone
 
 
@@ -490,7 +496,7 @@ def test_rehash_never_overwrites_a_password_changed_meanwhile(store: Store) -> N
     auth, _ = make_auth(store, new)
     new.gate = threading.Event()  # hold the login inside the hash check
 
-    async def scenario() -> bool:
+    async def scenario() -> Verified | None:
         login = asyncio.ensure_future(auth.verify("alice", "old pw", None))
         while not new.verified:
             await asyncio.sleep(0.01)
@@ -499,9 +505,29 @@ def test_rehash_never_overwrites_a_password_changed_meanwhile(store: Store) -> N
         new.gate.set()  # type: ignore[union-attr]
         return await login
 
-    assert run(scenario()) is True  # the old password was right when it was checked
-    h = stored_hash(store, "alice")
-    assert h is not None and old.verify(h, "new pw")  # the new password stays
+    # The old password was right when it was checked; the session is logged in
+    # under the old generation, so the account watch ends it.
+    assert run(scenario()) == Verified(generation=0)
+    user = run(store.get_user("alice"))
+    assert user is not None and user.password_generation == 1
+    assert old.verify(user.password_hash, "new pw")  # the new password stays
+
+
+def test_a_login_carries_the_password_generation_it_was_checked_against(
+        store: Store, hasher: CountingHasher) -> None:
+    add_user(store, "alice", "first pw")
+    auth, _ = make_auth(store, hasher, session_token_ttl=3600)
+    assert run(auth.verify("alice", "first pw", None)) == Verified(generation=0)
+    token = run(auth.issue_token("alice"))
+    assert token is not None
+    assert run(auth.verify_token("alice", token, None)) == Verified(generation=0)
+    for generation in (1, 2):
+        assert run(store.change_password("alice", cheap_hasher().hash(f"pw {generation}")))
+        assert run(auth.verify("alice", f"pw {generation}", None)) == Verified(generation)
+    assert run(auth.verify_token("alice", token, None)) is None  # died with the change
+    fresh = run(auth.issue_token("alice"))
+    assert fresh is not None
+    assert run(auth.verify_token("alice", fresh, None)) == Verified(generation=2)
 
 
 # -- bounded hashing -----------------------------------------------------------
@@ -522,7 +548,7 @@ def test_concurrent_hashes_are_capped(store: Store, hasher: CountingHasher, cap:
                         pair_policy=ThrottlePolicy(threshold=1000),
                         address_policy=ThrottlePolicy(threshold=1000))
 
-    async def scenario() -> list[bool]:
+    async def scenario() -> list[Verified | None]:
         tasks = [asyncio.create_task(auth.verify("alice", "pw" if i % 2 else "x", None))
                  for i in range(8)]
         await _wait_for(lambda: hasher.in_flight == cap)
@@ -533,7 +559,7 @@ def test_concurrent_hashes_are_capped(store: Store, hasher: CountingHasher, cap:
         return await asyncio.gather(*tasks)
 
     results = run(scenario())
-    assert results == [bool(i % 2) for i in range(8)]
+    assert [r is not None for r in results] == [bool(i % 2) for i in range(8)]
     assert hasher.max_in_flight == cap
 
 
@@ -543,7 +569,7 @@ def test_cancelled_login_keeps_its_slot_until_the_thread_ends(
     hasher.gate = threading.Event()
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=1)
 
-    async def scenario() -> bool:
+    async def scenario() -> Verified | None:
         first = asyncio.create_task(auth.verify("a", "pw", "10.0.0.1"))
         await _wait_for(lambda: hasher.in_flight == 1)
         first.cancel()  # e.g. the auth timeout fired
@@ -557,7 +583,7 @@ def test_cancelled_login_keeps_its_slot_until_the_thread_ends(
         hasher.gate.set()  # type: ignore[union-attr]
         return await second
 
-    assert run(scenario()) is False
+    assert run(scenario()) is None
     assert len(hasher.verified) == 2
     assert hasher.max_in_flight == 1
 
@@ -567,10 +593,10 @@ def test_parallel_burst_is_cut_off_at_the_threshold(store: Store, hasher: Counti
     auth, _ = make_auth(store, hasher, max_concurrent_hashes=1,
                         address_policy=ThrottlePolicy(threshold=1000))
 
-    async def scenario() -> list[bool]:
+    async def scenario() -> list[Verified | None]:
         return await asyncio.gather(*(auth.verify("alice", f"guess{i}", None) for i in range(20)))
 
-    assert run(scenario()) == [False] * 20
+    assert run(scenario()) == [None] * 20
     # Queued guesses are re-checked once they get a slot: only the first
     # `threshold` wrong guesses cost a hash.
     assert len(hasher.verified) == 3
@@ -588,14 +614,14 @@ def test_bootstrap_user(store: Store, hasher: CountingHasher,
     assert any(getattr(r, "user", None) == "admin" for r in caplog.records)
     assert all("boot-secret-pw" not in str(vars(r)) for r in caplog.records)
     auth, _ = make_auth(store, hasher)
-    assert run(auth.verify("admin", "boot-secret-pw", None)) is True
+    assert run(auth.verify("admin", "boot-secret-pw", None)) is not None
 
     # A second start with another password does not overwrite the account.
     other = Settings.from_env({"CHAT_BOOTSTRAP_USER": "admin",
                                "CHAT_BOOTSTRAP_PASSWORD": "different-pw"})
     assert run(ensure_bootstrap_user(store, other, hasher)) is False
-    assert run(auth.verify("admin", "boot-secret-pw", None)) is True
-    assert run(auth.verify("admin", "different-pw", None)) is False
+    assert run(auth.verify("admin", "boot-secret-pw", None)) is not None
+    assert run(auth.verify("admin", "different-pw", None)) is None
 
 
 def test_no_bootstrap_user_configured(store: Store, hasher: CountingHasher) -> None:

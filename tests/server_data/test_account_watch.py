@@ -1,6 +1,7 @@
-"""Store.inactive_users and chat_server.accounts.AccountWatch on each engine:
-which logged-in users must lose their sessions, in batches, and nothing asked
-of the store while nobody is logged in."""
+"""Store.password_generations and chat_server.accounts.AccountWatch on each
+engine: which logged-in sessions must end (account disabled or removed, or
+password changed since they logged in), in batches, and nothing asked of the
+store while nobody is logged in."""
 
 from __future__ import annotations
 
@@ -9,50 +10,61 @@ import logging
 from pathlib import Path
 
 import pytest
-from chat_server.accounts import AccountWatch
+from chat_server.accounts import AccountWatch, Ended, Login
 from chat_server.store import Store, StoreError, open_store
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_inactive_users_are_the_disabled_and_the_missing(store: Store) -> None:
-    for name in ("alice", "bob", "carol"):
+async def test_password_generations_leave_out_the_disabled_and_the_missing(store: Store) -> None:
+    for name in ("alice", "bob", "carol", "dave"):
         await store.add_user(name, "h")
     await store.set_disabled("bob", True)
     await store.remove_user("carol")
-    assert await store.inactive_users(["alice", "bob", "carol", "ghost", "alice"]) == {
-        "bob", "carol", "ghost"}
-    assert await store.inactive_users([]) == set()
+    await store.change_password("dave", "h2")
+    assert await store.password_generations(["alice", "bob", "carol", "ghost", "alice", "dave"]) == {
+        "alice": 0, "dave": 1}
+    assert await store.password_generations([]) == {}
     await store.set_disabled("bob", False)
-    assert await store.inactive_users(["alice", "bob"]) == set()
+    assert await store.password_generations(["alice", "bob"]) == {"alice": 0, "bob": 0}
 
 
-async def test_inactive_users_beyond_one_batch(store: Store) -> None:
+async def test_password_generations_beyond_one_batch(store: Store) -> None:
     names = [f"user{i:04d}" for i in range(1203)]  # three batches of at most 500
     for name in names:
         await store.add_user(name, "h")
     disabled = {names[0], names[499], names[500], names[1202]}
     for name in disabled:
         await store.set_disabled(name, True)
+    changed = {names[1], names[501], names[1201]}
+    for name in changed:
+        await store.change_password(name, "h2")
     missing = {"zz-gone-1", "aa-gone-2"}
-    assert await store.inactive_users([*names, *missing]) == disabled | missing
+    current = await store.password_generations([*names, *missing])
+    assert set(current) == set(names) - disabled
+    assert {name for name, generation in current.items() if generation == 1} == changed
 
 
 class Sessions:
     """The server side AccountWatch talks to: who is logged in, ending them."""
 
-    def __init__(self, *users: str) -> None:
-        self.users = list(users)
-        self.ended: list[set[str]] = []
+    def __init__(self, *logins: str | Login) -> None:
+        self.logins: list[Login] = [
+            (login, 0) if isinstance(login, str) else login for login in logins]
+        self.ended: list[tuple[set[Login], Ended]] = []
 
-    def logged_in(self) -> list[str]:
-        return list(self.users)
+    @property
+    def users(self) -> list[str]:
+        return [user for user, _ in self.logins]
 
-    async def end(self, users: set[str]) -> int:
-        self.ended.append(set(users))
-        before = len(self.users)
-        self.users = [u for u in self.users if u not in users]
-        return before - len(self.users)
+    def logged_in(self) -> list[Login]:
+        return list(self.logins)
+
+    async def end(self, logins: set[Login], why: Ended) -> int:
+        self.ended.append((set(logins), why))
+        before = len(self.logins)
+        self.logins = [login for login in self.logins if login not in logins]
+        return before - len(self.logins)
 
 
 async def test_tick_ends_exactly_the_sessions_of_inactive_accounts(store: Store) -> None:
@@ -64,8 +76,49 @@ async def test_tick_ends_exactly_the_sessions_of_inactive_accounts(store: Store)
     await store.set_disabled("alice", True)
     await store.remove_user("carol")
     assert await watch.tick() == {"alice", "carol"}
-    assert sessions.ended == [{"alice", "carol"}] and sessions.users == ["bob"]
+    assert sessions.ended == [({("alice", 0), ("carol", 0)}, Ended.ACCOUNT_GONE)]
+    assert sessions.users == ["bob"]
     assert await watch.tick() == set()  # nothing twice
+
+
+async def test_tick_ends_the_sessions_logged_in_before_a_password_change(store: Store) -> None:
+    for name in ("alice", "bob"):
+        await store.add_user(name, "h")
+    sessions = Sessions("alice", "alice", "bob")
+    watch = AccountWatch(store, 1.0, logged_in=sessions.logged_in, end=sessions.end)
+    await store.change_password("alice", "h2")
+    # Logged in with the new password before the tick: that session stays.
+    sessions.logins.append(("alice", 1))
+    assert await watch.tick() == {"alice"}
+    assert sessions.ended == [({("alice", 0)}, Ended.PASSWORD_CHANGED)]
+    assert sessions.logins == [("bob", 0), ("alice", 1)]
+    assert await watch.tick() == set()
+    # Changed again and disabled: the account's state decides the reason.
+    await store.change_password("alice", "h3")
+    await store.set_disabled("alice", True)
+    assert await watch.tick() == {"alice"}
+    assert sessions.ended[-1] == ({("alice", 1)}, Ended.ACCOUNT_GONE)
+    assert sessions.users == ["bob"]
+
+
+async def test_a_session_that_logs_in_during_the_tick_is_not_ended(store: Store) -> None:
+    await store.add_user("alice", "h")
+    await store.change_password("alice", "h2")
+    sessions = Sessions(("alice", 0))
+    reads = 0
+
+    def logged_in() -> list[Login]:
+        # The second read (after the store's answer) finds a newer login: one
+        # made with a password changed after the store was read.
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            sessions.logins.append(("alice", 2))
+        return sessions.logged_in()
+
+    watch = AccountWatch(store, 1.0, logged_in=logged_in, end=sessions.end)
+    assert await watch.tick() == {"alice"}
+    assert sessions.logins == [("alice", 2)]
 
 
 async def test_nobody_logged_in_asks_nothing_of_the_store(store_target: str) -> None:
@@ -75,7 +128,7 @@ async def test_nobody_logged_in_asks_nothing_of_the_store(store_target: str) -> 
     sessions = Sessions()
     watch = AccountWatch(store, 1.0, logged_in=sessions.logged_in, end=sessions.end)
     assert await watch.tick() == set()
-    sessions.users.append("alice")
+    sessions.logins.append(("alice", 0))
     with pytest.raises(StoreError):
         await watch.tick()
 
@@ -86,12 +139,12 @@ async def test_a_failing_store_is_logged_once_and_the_watch_goes_on(
     await store.close()
     calls = 0
 
-    def logged_in() -> list[str]:
+    def logged_in() -> list[Login]:
         nonlocal calls
         calls += 1
-        return ["alice"]
+        return [("alice", 0)]
 
-    async def end(users: set[str]) -> int:
+    async def end(logins: set[Login], why: Ended) -> int:
         raise AssertionError("nothing to end while the store fails")
 
     watch = AccountWatch(store, 0.01, logged_in=logged_in, end=end)
@@ -112,12 +165,12 @@ async def test_an_unexpected_error_in_a_tick_is_logged_and_the_watch_goes_on(
     await store.set_disabled("alice", True)
     attempts = 0
 
-    async def end(users: set[str]) -> int:
+    async def end(logins: set[Login], why: Ended) -> int:
         nonlocal attempts
         attempts += 1
         raise RuntimeError("a bug in ending sessions")
 
-    watch = AccountWatch(store, 0.01, logged_in=lambda: ["alice"], end=end)
+    watch = AccountWatch(store, 0.01, logged_in=lambda: [("alice", 0)], end=end)
     with caplog.at_level(logging.ERROR, logger="chat_server.accounts"):
         task = asyncio.create_task(watch.run())
         while attempts < 3 and not task.done():

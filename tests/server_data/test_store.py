@@ -352,6 +352,29 @@ async def test_upgrade_password_hash_only_replaces_the_hash_it_was_computed_from
     assert (await store.get_user("alice")).password_hash == "new-password"  # type: ignore[union-attr]
 
 
+async def test_only_a_password_change_counts_up_the_password_generation(store: Store) -> None:
+    await store.add_user("alice", "old")
+    await store.add_user("bob", "b")
+
+    async def generation(name: str) -> int:
+        user = await store.get_user(name)
+        assert user is not None
+        return user.password_generation
+
+    assert await generation("alice") == 0
+    assert await store.upgrade_password_hash("alice", "old", "stronger")  # same password
+    await store.set_disabled("alice", True)
+    await store.set_disabled("alice", False)
+    await store.record_login("alice")
+    assert await generation("alice") == 0
+    for expected in (1, 2):
+        assert await store.change_password("alice", f"pw{expected}")
+        assert await generation("alice") == expected
+    assert await generation("bob") == 0  # nobody else's
+    listed = {u.name: u.password_generation for u in await store.list_users()}
+    assert listed == {"alice": 2, "bob": 0}
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

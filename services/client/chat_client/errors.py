@@ -46,7 +46,7 @@ exit codes:
   3  authentication failed (bad user name or password, or too many attempts; also
      when a reconnect's session token is refused and there is no terminal to ask
      for the password, and when the server ends the session because the account
-     was disabled or removed)
+     was disabled or removed, or its password changed)
   4  refused: the message contains personal data (checked before sending) or the
      server's moderation refused it
   5  server or model error (the answer could not be produced)

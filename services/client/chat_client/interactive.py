@@ -270,7 +270,8 @@ class InteractiveSession:
                     self.ui.server_notice(event)
                 elif isinstance(event, Error):
                     if event.code is ErrorCode.SESSION_REVOKED:
-                        # The account was disabled or removed: no reconnecting.
+                        # The account was disabled or removed, or its password changed:
+                        # no reconnecting.
                         raise AuthFailed(event.message or "the server ended the session")
                     if event.fatal:
                         raise _Lost(

@@ -144,7 +144,8 @@ def run_turn(
                     out.error = event
                     out.reason = "refused" if event.code is ErrorCode.REFUSED else "error"
                     if event.code is ErrorCode.SESSION_REVOKED:
-                        # The account was disabled or removed: reconnecting won't help.
+                        # The account was disabled or removed, or its password changed:
+                        # reconnecting with the session token won't help.
                         # The server's message says so itself ("your session was ended: ...").
                         out.failure = AuthFailed(event.message or "the server ended the session")
                     elif event.fatal:

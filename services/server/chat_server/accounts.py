@@ -3,13 +3,17 @@ chat_server.accounts
 ~~~~~~~~~~~~~~~~~~~~
 
 Account changes made outside this process reach its live sessions.
-``chat-server users disable`` and ``users remove`` run in another process, or
-on another replica of the same PostgreSQL database, so the server looks for
-itself: every ``CHAT_ACCOUNT_CHECK_INTERVAL`` seconds :class:`AccountWatch`
-asks the store which of the users logged in here are disabled or gone
-(:meth:`~chat_server.store.Store.inactive_users`: one indexed lookup per
-distinct logged-in user, batched, so one query for up to 500 users; nothing
-at all while nobody is logged in) and has their sessions ended. The same
+``chat-server users disable``, ``users remove`` and ``users passwd`` run in
+another process, or on another replica of the same PostgreSQL database, so the
+server looks for itself: every ``CHAT_ACCOUNT_CHECK_INTERVAL`` seconds
+:class:`AccountWatch` asks the store for the password generation of the users
+logged in here (:meth:`~chat_server.store.Store.password_generations`: one
+indexed lookup per distinct logged-in user, batched, so one query for up to
+500 users; nothing at all while nobody is logged in) and has the sessions
+ended whose account is disabled or gone, or that logged in under an older
+password than the current one (a reset password after a compromise must not
+leave the intruder's session open). Generations only count up, so a session
+that logs in while the tick runs is never taken for an old one. The same
 tick deletes the first start's password file once that password no longer
 works (:class:`~chat_server.bootstrap.InitialPasswordCheck`).
 
@@ -21,31 +25,42 @@ failure of a tick is logged with its traceback; the next tick runs all the same.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from .bootstrap import InitialPasswordCheck
 from .store import Store, StoreError
 
-__all__ = ["AccountWatch"]
+__all__ = ["AccountWatch", "Ended", "Login"]
 
 log = logging.getLogger("chat_server.accounts")
+
+#: A live session's user and the password generation it logged in under.
+Login = tuple[str, int]
+
+
+class Ended(enum.Enum):
+    """Why a session's login no longer holds."""
+
+    ACCOUNT_GONE = "the account was disabled or removed"
+    PASSWORD_CHANGED = "the password was changed"
 
 
 class AccountWatch:
     """See the module docstring.
 
-    ``logged_in()`` names the users with a live session here (duplicates
-    allowed); ``end(users)`` ends every session of those users and returns how
-    many it ended."""
+    ``logged_in()`` gives the :data:`Login` of every live session here
+    (duplicates allowed); ``end(logins, why)`` ends every session logged in as
+    one of those and returns how many it ended."""
 
     def __init__(
         self,
         store: Store,
         interval: float,
         *,
-        logged_in: Callable[[], Iterable[str]],
-        end: Callable[[set[str]], Awaitable[int]],
+        logged_in: Callable[[], Iterable[Login]],
+        end: Callable[[set[Login], Ended], Awaitable[int]],
         initial_password: InitialPasswordCheck | None = None,
     ) -> None:
         if interval <= 0:
@@ -58,20 +73,29 @@ class AccountWatch:
         self._failing = False
 
     async def tick(self) -> set[str]:
-        """One check; the users whose sessions were ended. Raises StoreError."""
+        """One check; the users some of whose sessions were ended. Raises
+        StoreError."""
+        users = {user for user, _ in self._logged_in()}
         ended: set[str] = set()
-        users = set(self._logged_in())
         if users:
-            inactive = await self.store.inactive_users(users)
-            # Only those still logged in: a session may have ended meanwhile.
-            inactive &= set(self._logged_in())
-            if inactive:
-                count = await self._end(inactive)
-                for user in sorted(inactive):
-                    log.info("sessions of %s ended: the account was disabled or removed",
-                             user, extra={"event": "account_ended", "user": user})
+            current = await self.store.password_generations(users)
+            # Read again: sessions may have ended or begun meanwhile. One that
+            # began has a generation at least the one just read.
+            stale = {(user, generation) for user, generation in self._logged_in()
+                     if user in users
+                     and (user not in current or generation < current[user])}
+            for why in Ended:
+                logins = {(user, generation) for user, generation in stale
+                          if (user in current) is (why is Ended.PASSWORD_CHANGED)}
+                if not logins:
+                    continue
+                count = await self._end(logins, why)
+                names = {user for user, _ in logins}
+                for user in sorted(names):
+                    log.info("sessions of %s ended: %s", user, why.value,
+                             extra={"event": "account_ended", "user": user})
                 log.debug("%d session(s) ended", count, extra={"event": "account_ended"})
-                ended = inactive
+                ended |= names
         if self._initial_password is not None:
             await self._initial_password.check(self.store)
         return ended

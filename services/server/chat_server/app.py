@@ -22,7 +22,7 @@ from chatcore.privacy import detector_for
 from chatcore.protocol import ErrorCode, NoticeKind
 
 from . import __version__, admin, metrics, readiness
-from .accounts import AccountWatch
+from .accounts import AccountWatch, Ended, Login
 from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
 from .admission import Refusal as Turnaway
 from .auth import Authenticator
@@ -40,7 +40,7 @@ from .scheduler import PositionCallback
 from .session import Session
 from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
-from .turn import SESSION_REVOKED, Message, Refusal, StopReason
+from .turn import Message, Refusal, StopReason
 
 #: What a session is told when the server closes it to stop.
 RECONNECT = "the server is restarting; please reconnect"
@@ -181,14 +181,20 @@ class ChatService:
         return True
 
     # ------------------------------------------------------------------ accounts
-    def logged_in_users(self) -> list[str]:
-        """The users with a live session here (for chat_server.accounts)."""
-        return [user for session in self.sessions if (user := session.user) is not None]
+    def logged_in_users(self) -> list[Login]:
+        """Who is logged in here, and under which password generation (for
+        chat_server.accounts)."""
+        return [(user, session.password_generation)
+                for session in self.sessions if (user := session.user) is not None]
 
-    async def end_sessions_of(self, users: set[str]) -> int:
-        """End every session of ``users`` (disabled or removed accounts)."""
-        ending = [session for session in self.sessions if session.user in users]
-        await asyncio.gather(*(session.revoke(SESSION_REVOKED) for session in ending),
+    async def end_sessions_of(self, logins: set[Login], why: Ended) -> int:
+        """End every session logged in as one of ``logins`` (accounts disabled
+        or removed, or passwords changed: ``why``)."""
+        reason = (StopReason.PASSWORD_CHANGED if why is Ended.PASSWORD_CHANGED
+                  else StopReason.ACCOUNT_ENDED)
+        ending = [session for session in self.sessions
+                  if (session.user, session.password_generation) in logins]
+        await asyncio.gather(*(session.revoke(reason) for session in ending),
                              return_exceptions=True)
         return len(ending)
 

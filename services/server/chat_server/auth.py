@@ -8,8 +8,12 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
   outdated hashes are upgraded on the next successful login.
 * **Same work for every attempt.** An unknown user is verified against a dummy
   hash made once with the same parameters, so response time does not tell
-  whether an account exists. The caller gets only ``True``/``False``; the reason
-  of a failure goes to the DEBUG log.
+  whether an account exists. The caller gets only a :class:`Verified` or
+  ``None``; the reason of a failure goes to the DEBUG log.
+* **Sessions end with the password.** :class:`Verified` carries the password
+  generation the login was checked against, read before the credential is
+  checked: a password change that races with the login leaves the session on
+  the older generation, so :mod:`chat_server.accounts` ends it.
 * **Impossible names fail at once.** A name no account can have (longer than
   64 characters, spaces, control characters: ``store.validate_username``) gets
   the same generic failure without a lookup or a hash, and counts against the
@@ -43,6 +47,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -72,6 +77,7 @@ __all__ = [
     "FailureThrottle",
     "PasswordHasherLike",
     "ThrottlePolicy",
+    "Verified",
     "ensure_bootstrap_user",
 ]
 
@@ -79,6 +85,16 @@ log = logging.getLogger("chat_server.auth")
 
 T = TypeVar("T")
 Address = str | tuple[Any, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A successful login: the user's password generation it was checked
+    against (:attr:`~chat_server.store.UserRecord.password_generation`). A
+    session keeps it; when the user's password changes, sessions with an older
+    one end."""
+
+    generation: int
 
 
 class PasswordHasherLike(Protocol):
@@ -189,20 +205,20 @@ class Authenticator:
             return False
         return True
 
-    async def verify(self, user: str, password: str, address: Address = None) -> bool:
-        """``True`` if ``password`` is ``user``'s password and the attempt is
-        not throttled. Raises :exc:`~chat_server.store.StoreError` only if the
+    async def verify(self, user: str, password: str, address: Address = None) -> Verified | None:
+        """A :class:`Verified` if ``password`` is ``user``'s password and the
+        attempt is not throttled, else ``None``. Raises :exc:`~chat_server.store.StoreError` only if the
         user table cannot be read."""
         fields = self._login_fields(user, address)
         if not await self._may_attempt(user, address, fields):
-            return False
+            return None
         if len(password) > MAX_PASSWORD_LENGTH:
             # Nobody's password is this long (the CLI refuses to set one), so no
             # need to hash; the reply is the same generic failure.
             await self._record_failure(user, address)
             log.info("login failed", extra=fields)
             log.debug("login failed: password too long", extra=fields)
-            return False
+            return None
 
         record = await self.store.get_user(user)
         # A disabled account is checked like an unknown one: same work, same
@@ -220,7 +236,7 @@ class Authenticator:
             # next waiter sees them.
             if await self.wait_for(user, address) > 0:
                 log.info("login refused: throttled", extra=fields)
-                return False
+                return None
             work = asyncio.ensure_future(asyncio.to_thread(self._check, stored, password))
             try:
                 ok, reason, new_hash = await asyncio.shield(work)
@@ -243,7 +259,8 @@ class Authenticator:
             # Only at debug: the reason would help an attacker reading the logs
             # enumerate accounts.
             log.debug("login failed: %s", reason, extra=fields)
-            return False
+            return None
+        assert record is not None  # a missing user never verifies
         try:
             await self.store.record_login(user)
             # Only if the password was not changed while we were hashing.
@@ -254,25 +271,30 @@ class Authenticator:
             # Not worth failing a correct login over; the next login retries.
             log.warning("could not record the login: %s", exc, extra=fields)
         log.info("login ok", extra=fields)
-        return True
+        return Verified(record.password_generation)
 
     # -- session tokens ------------------------------------------------------
 
-    async def verify_token(self, user: str, token: str, address: Address = None) -> bool:
-        """``True`` if ``token`` is a live session token of ``user`` (not
-        expired, not revoked, the user not disabled) and the attempt is not
-        throttled. A failure counts like a wrong password. Raises
+    async def verify_token(self, user: str, token: str,
+                           address: Address = None) -> Verified | None:
+        """A :class:`Verified` if ``token`` is a live session token of ``user``
+        (not expired, not revoked, the user not disabled) and the attempt is not
+        throttled, else ``None``. A failure counts like a wrong password. Raises
         :exc:`~chat_server.store.StoreError` only if the store cannot be read."""
         fields = self._login_fields(user, address, method="token")
         if not await self._may_attempt(user, address, fields):
-            return False
+            return None
+        # The generation first: a password change after this read revokes the
+        # token (then it fails below) or leaves this session on the older
+        # generation (then chat_server.accounts ends it).
+        record = await self.store.get_user(user)
         owner = await self.store.verify_session_token(token)
-        if owner is None or owner != user:
+        if owner is None or owner != user or record is None:
             await self._record_failure(user, address)
             log.info("login failed", extra=fields)
             log.debug("login failed: %s", "token unknown, expired or revoked" if owner is None
                       else "token of another user", extra=fields)
-            return False
+            return None
         fields = {**login_name_fields(user, exists=True), **fields}
         fields.pop("user_hash", None)
         await self._record_success(user, address)
@@ -281,7 +303,7 @@ class Authenticator:
         except StoreError as exc:
             log.warning("could not record the login: %s", exc, extra=fields)
         log.info("login ok", extra=fields)
-        return True
+        return Verified(record.password_generation)
 
     async def issue_token(self, user: str) -> str | None:
         """A fresh session token for ``user`` (just logged in), or ``None`` when

@@ -95,8 +95,8 @@ class Session:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
         "_default_conversation", "_ended_by_server", "_last_activity", "_ping_sent", "_tokens",
-        "_worker", "address", "conn", "id", "log", "services", "settings", "tls", "turns",
-        "user", "wire",
+        "_worker", "address", "conn", "id", "log", "password_generation", "services", "settings",
+        "tls", "turns", "user", "wire",
     )
 
     def __init__(
@@ -122,6 +122,9 @@ class Session:
         self.wire = Wire(reader, writer, self.conn, frame_deadline=self.settings.frame_timeout)
         self.log = SessionLogger(log, self.id, peer=self.address)
         self.user: str | None = None
+        #: The user's password generation at login (chat_server.accounts ends
+        #: the session when the password changes).
+        self.password_generation = 0
         #: The conversation v1 messages (and v2 messages without one) belong
         #: to: made by the first such message (an idle session holds none).
         self._default_conversation: str | None = None
@@ -218,14 +221,17 @@ class Session:
         """Drop the connection now (last resort at shutdown): the session ends."""
         self.wire.abort()
 
-    async def revoke(self, message: str) -> None:
-        """The user's account was disabled or removed (chat_server.accounts):
-        stop the answers (each stores what it has; one in flight ends with
-        ERROR session_revoked carrying its id), send ERROR session_revoked
-        (fatal; unless the answer's already was the end) and close; :meth:`run`
-        then ends."""
-        self._ended_by_server = StopReason.ACCOUNT_ENDED.value
-        await self._stop_worker(StopReason.ACCOUNT_ENDED)
+    async def revoke(self, reason: StopReason) -> None:
+        """The user's account was disabled or removed, or their password
+        changed (chat_server.accounts; ``reason`` says which): stop the answers
+        (each stores what it has; one in flight ends with ERROR session_revoked
+        carrying its id), send ERROR session_revoked (fatal; unless the
+        answer's already was the end) and close; :meth:`run` then ends."""
+        message = reason.revocation
+        if message is None:
+            raise ValueError(f"{reason} does not end a session")
+        self._ended_by_server = reason.value
+        await self._stop_worker(reason)
         await self._send_error(ErrorCode.SESSION_REVOKED, message)
         await self.wire.close()
 
@@ -312,11 +318,11 @@ class Session:
             )
             return False
         if auth.token is not None:  # v2 only: the v1 codec cannot carry one
-            ok = await services.auth.verify_token(auth.user, auth.token, self.address)
+            verified = await services.auth.verify_token(auth.user, auth.token, self.address)
         else:
             assert auth.password is not None
-            ok = await services.auth.verify(auth.user, auth.password, self.address)
-        if not ok:
+            verified = await services.auth.verify(auth.user, auth.password, self.address)
+        if verified is None:
             metrics.login_failed(LoginFailure.INVALID)
             self.log.warning("authentication failed", event="auth_failed",
                              user_hash=name_hash(auth.user))
@@ -324,6 +330,7 @@ class Session:
                 await self.send(AuthResult(ok=False, message=AUTH_FAILED))
             return False
         self.user = auth.user
+        self.password_generation = verified.generation
         metrics.login_succeeded(self.id, auth.user)
         self.log = self.log.bind(user=auth.user)
         # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1

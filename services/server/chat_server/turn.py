@@ -83,6 +83,9 @@ FILTER_SLICE_CHARS = 128
 RESTARTING = "the server is restarting; try again shortly"
 #: A disabled or removed user's answer in flight, and session, end with this.
 SESSION_REVOKED = "your session was ended: this account has been disabled or removed"
+#: Those of a user whose password was changed after they logged in, with this.
+PASSWORD_CHANGED = ("your session was ended: the password of this account was changed; "
+                    "log in with the new one")
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
 Send = Callable[[Event], Awaitable[None]]
@@ -106,6 +109,8 @@ class StopReason(enum.Enum):
     SHUTDOWN = "server shutdown"
     #: The user's account was disabled or removed (chat_server.accounts).
     ACCOUNT_ENDED = "account disabled or removed"
+    #: The user's password was changed after this session logged in.
+    PASSWORD_CHANGED = "password changed"
     #: The client read the answer more slowly than the model wrote it for too
     #: long (chat_server/coalesce.py): the generation was stopped to free the model.
     SLOW_READER = "the client reads too slowly"
@@ -114,6 +119,18 @@ class StopReason(enum.Enum):
     def status(self) -> str:
         """The stored turn status: only the user's own cancel is ``cancelled``."""
         return "cancelled" if self is StopReason.CANCELLED else "interrupted"
+
+    @property
+    def revocation(self) -> str | None:
+        """The ``session_revoked`` message of a reason that ends the session
+        (the account's state changed); ``None`` for the others."""
+        return _REVOCATIONS.get(self)
+
+
+_REVOCATIONS = {
+    StopReason.ACCOUNT_ENDED: SESSION_REVOKED,
+    StopReason.PASSWORD_CHANGED: PASSWORD_CHANGED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,9 +424,9 @@ class ChatTurn:
             if reason is StopReason.SHUTDOWN and not self.answer:
                 # Nothing was said yet: the user is told to ask again later.
                 final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
-            elif reason is StopReason.ACCOUNT_ENDED:
+            elif (revocation := reason.revocation) is not None:
                 # Fatal, with this message's id: it ends the answer and the session.
-                final = Error(ErrorCode.SESSION_REVOKED, SESSION_REVOKED, self.id)
+                final = Error(ErrorCode.SESSION_REVOKED, revocation, self.id)
             else:
                 final = AnswerEnd(
                     self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,

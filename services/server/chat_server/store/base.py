@@ -136,6 +136,10 @@ class UserRecord:
     disabled: bool = False
     last_login_at: datetime | None = None
     message_count: int | None = None  # counted by list_users only
+    #: Counted up by every :meth:`Store.change_password` (not by
+    #: :meth:`Store.upgrade_password_hash`): sessions logged in under an
+    #: older one end.
+    password_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,9 @@ class Store(ABC):
 
     @abstractmethod
     async def change_password(self, name: str, password_hash: str) -> bool:
-        """Set a new password (its hash) and revoke the user's session tokens,
-        in one transaction; ``False`` if the user does not exist."""
+        """Set a new password (its hash), count up the user's password
+        generation and revoke their session tokens, in one transaction;
+        ``False`` if the user does not exist."""
 
     @abstractmethod
     async def upgrade_password_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
@@ -198,10 +203,11 @@ class Store(ABC):
         """Whether any user exists (cheap, unlike :meth:`list_users`)."""
 
     @abstractmethod
-    async def inactive_users(self, names: Collection[str]) -> set[str]:
-        """The names among ``names`` that are disabled or do not exist (any
-        more): the live sessions of those must end. One indexed lookup per
-        name, in batches."""
+    async def password_generations(self, names: Collection[str]) -> dict[str, int]:
+        """The current :attr:`UserRecord.password_generation` of each name among
+        ``names`` whose account exists and is enabled; the disabled and the
+        missing are left out (their live sessions must end, like those logged in
+        under an older generation). One indexed lookup per name, in batches."""
 
     @abstractmethod
     async def remove_user(self, name: str) -> bool:

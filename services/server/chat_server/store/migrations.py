@@ -173,6 +173,14 @@ MIGRATIONS: Sequence[Step] = (
         )
         """,
     ),
+    Step(
+        # Counted up by every password change (not by a re-hash of the same
+        # password): a live session logged in under an older generation ends
+        # (chat_server.accounts).
+        "users.password_generation: sessions end when the password changes",
+        sqlite="ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0",
+        postgres="ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

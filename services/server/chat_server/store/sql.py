@@ -57,8 +57,8 @@ _TURN_COLUMNS = (
     "id, username, conversation, created_at, completed_at, model, user_text, "
     "answer_text, prompt_tokens, answer_tokens, status, backend"
 )
-_USER_COLUMNS = "name, created_at, password_hash, disabled, last_login_at"
-#: Names per statement in inactive_users (SQLite allows 32766 parameters, PostgreSQL 65535).
+_USER_COLUMNS = "name, created_at, password_hash, disabled, last_login_at, password_generation"
+#: Names per statement in password_generations (SQLite allows 32766 parameters, PostgreSQL 65535).
 _LOOKUP_BATCH = 500
 #: Longer strings are not tokens we issued (ours are 43 characters).
 _MAX_TOKEN_LENGTH = 256
@@ -137,7 +137,7 @@ class SQLStore(Store):
         return UserRecord(
             name=str(row[0]), created_at=self._from_db_time(row[1]), password_hash=str(row[2]),
             disabled=bool(row[3]), last_login_at=self._opt_time(row[4]),
-            message_count=message_count,
+            password_generation=int(row[5]), message_count=message_count,
         )
 
     async def change_password(self, name: str, password_hash: str) -> bool:
@@ -145,7 +145,8 @@ class SQLStore(Store):
             raise ValueError("password hash must not be empty")
         async with self._transaction() as tx:
             changed = await tx.execute(
-                "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
+                "UPDATE users SET password_hash = ?, password_generation = password_generation + 1 "
+                "WHERE name = ?", (password_hash, name)
             )
             if changed:
                 await self._revoke_all(tx, name)
@@ -181,24 +182,25 @@ class SQLStore(Store):
             "(SELECT COUNT(*) FROM turns WHERE turns.username = users.name) "
             "FROM users ORDER BY name"
         )
-        return [self._user(r, int(r[5])) for r in rows]
+        return [self._user(r, int(r[6])) for r in rows]
 
     async def has_users(self) -> bool:
         return bool(await self._query("SELECT 1 FROM users LIMIT 1"))
 
-    async def inactive_users(self, names: Collection[str]) -> set[str]:
+    async def password_generations(self, names: Collection[str]) -> dict[str, int]:
         wanted = sorted(set(names))
-        active: set[str] = set()
+        active: dict[str, int] = {}
         # Each batch is one statement of its own (the engine is free for other
         # callers in between), well under either engine's parameter limit.
         for start in range(0, len(wanted), _LOOKUP_BATCH):
             batch = wanted[start:start + _LOOKUP_BATCH]
             rows = await self._query(
-                f"SELECT name FROM users WHERE disabled = ? AND name IN ({', '.join('?' * len(batch))})",
+                "SELECT name, password_generation FROM users "
+                f"WHERE disabled = ? AND name IN ({', '.join('?' * len(batch))})",
                 (False, *batch),
             )
-            active.update(str(row[0]) for row in rows)
-        return set(wanted) - active
+            active.update((str(row[0]), int(row[1])) for row in rows)
+        return active
 
     async def remove_user(self, name: str) -> bool:
         # ON DELETE CASCADE removes the user's turns in the same statement, hence
