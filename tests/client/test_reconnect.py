@@ -152,6 +152,38 @@ def test_a_dropped_network_marks_the_answer_and_the_server_stores_it_interrupted
     assert turns[1]["answer"] not in [m["content"] for m in retried]
 
 
+def test_a_message_the_shutting_down_server_did_not_take_is_sent_again_once(live_server, spawn):
+    # The race of a draining replica: the client sends a message in the instant
+    # the server tells its idle sessions to reconnect. The relay holds both
+    # directions, so the message reaches the server only after it has closed
+    # the session, and the client hears "shutting_down" only after sending.
+    standin = live_server.standin
+    relay = Relay(live_server.port)
+    try:
+        c = _logged_in(spawn, relay.port)
+        c.run("the first question", "Echo: the first question")
+        relay.hold()
+        c.type("the question in the race")
+        time.sleep(0.5)  # not a timing assertion: the message reaches the relay first
+        assert live_server.stop(signal.SIGTERM) == 0  # closes the idle session and exits
+        relay.release()
+        c.expect("did not take your message; it is sent again once reconnected")
+        c.expect("reconnecting (attempt 1/")
+        live_server.start()
+        c.expect("reconnected to", timeout=90)
+        # No /retry: the answer comes by itself, once.
+        c.expect("Echo: the question in the race", timeout=60)
+        c.expect(PROMPT)
+    finally:
+        relay.close()
+    assert "/retry asks again" not in c.transcript.getvalue()
+    turns = live_server.history(USER)
+    assert [(t["user"], t["status"]) for t in turns] == [
+        ("the first question", "complete"), ("the question in the race", "complete")], turns
+    asked = [m["content"] for r in standin.wait_for_requests(2) for m in _messages(r)[-1:]]
+    assert asked.count("the question in the race") == 1, asked
+
+
 @pytest.mark.postgres
 def test_the_conversation_moves_to_another_replica_with_the_token(server_factory, spawn, request):
     # Two replicas on one PostgreSQL database behind a relay that, like a

@@ -63,7 +63,9 @@ reconnecting (interactive, v2):
   changed, user disabled), it asks for the password on a terminal (exit 3
   without one). The conversation goes on: the server keeps its history. An
   answer that was cut off is marked so and is not sent again by itself; /retry
-  sends your last message again. One-shot mode never reconnects (exit 6), so a
+  sends your last message again. A message the server did not take because it
+  was shutting down (a restart, a replica draining) is sent again by itself,
+  once, after reconnecting. One-shot mode never reconnects (exit 6), so a
   message is never sent twice.
 
 interactive keys:

@@ -18,8 +18,11 @@ A lost connection (v2) is got back by :class:`~chat_client.reconnect.Reconnector
 (backoff, a notice per attempt, the session token instead of the password) and
 the conversation goes on: the server keeps its history. An answer that was cut
 is marked as such (on screen and in ``/history``) and never sent again by
-itself; ``/retry`` sends the last message again. A connection the server closed
-for being idle is reconnected only when the user sends the next message.
+itself; ``/retry`` sends the last message again. A message the server did not
+take (the connection was already gone, or the server answered it with
+``shutting_down`` before any of its answer: a replica draining, a restart) is
+sent again by itself, once, on the new connection. A connection the server
+closed for being idle is reconnected only when the user sends the next message.
 """
 
 from __future__ import annotations
@@ -121,6 +124,15 @@ class _Lost(Exception):
 
 #: The ``/history`` note of an answer that did not arrive whole.
 CUT_NOTE = "cut off: the connection was lost"
+
+
+def _not_taken(outcome: TurnOutcome) -> bool:
+    """The server ended the message with ``shutting_down`` before any part of
+    its answer: it did not answer it, so sending it again cannot answer it
+    twice (docs/PROTOCOL.md §7)."""
+    err = outcome.error
+    return (err is not None and err.code is ErrorCode.SHUTTING_DOWN
+            and outcome.end is None and not outcome.text)
 STOPPED_NOTE = "stopped by the server"
 
 
@@ -390,10 +402,16 @@ class InteractiveSession:
         self._ensure_connected()
         self.last_message = text
         outcome = self._turn(text)
-        if outcome.failure is not None and not outcome.sent and self._can_reconnect:
-            # The connection was gone before the message left (the server closed
-            # it just now): the server never saw it, so it goes out once more,
-            # on the new connection.
+        if outcome.failure is not None and self._can_reconnect and (
+                not outcome.sent or _not_taken(outcome)):
+            # The server never took the message: the connection was gone before
+            # it left, or the server was shutting down (a replica draining,
+            # a restart) and said so before any of its answer (docs/PROTOCOL.md
+            # §7, shutting_down). It goes out once more, on the new connection;
+            # a second refusal is left to the user (/retry).
+            if outcome.sent:
+                self.ui.notice("the server was restarting and did not take your message; "
+                               "it is sent again once reconnected", label="connection")
             self._on_lost(str(outcome.failure))
             self._ensure_connected()
             outcome = self._turn(text)

@@ -20,8 +20,9 @@ network that dropped.
   was opened (host, port, TLS options and known hosts); a certificate that
   changed meanwhile is refused (``TrustError``, exit 7), never retried.
 
-Nothing here resends a message: what to do with an answer that was cut is
-the user's decision (``/retry``).
+Nothing here resends a message: the interactive session sends one again only
+when the server did not take it (:mod:`.interactive`); what to do with an
+answer that was cut is the user's decision (``/retry``).
 """
 
 from __future__ import annotations
