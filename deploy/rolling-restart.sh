@@ -5,10 +5,14 @@
 #   docker compose -f docker-compose.yml -f docker-compose.ha.yml build server   # or pull
 #   deploy/rolling-restart.sh                                                    # make rollout
 #
-# Why a script: plain `docker compose up -d` recreates every replica of a
-# service at once (it stops all the old containers, then starts the new ones;
-# `deploy.update_config` is honoured by Swarm only, and COMPOSE_PARALLEL_LIMIT=1
-# does not change the order), which leaves HAProxy with no replica for a while.
+# Why a script: `docker compose up -d` first replaces every changed container
+# (create the new one, stop and remove the old one, service after service) and
+# only then starts the new ones, so every old replica is stopped before the
+# first new one starts, however the replicas are split into services and
+# whatever their depends_on conditions; `deploy.update_config` is honoured by
+# Swarm only, and COMPOSE_PARALLEL_LIMIT=1 does not change the order. That
+# leaves HAProxy with no replica for a few seconds (docs/ARCHITECTURE.md,
+# "Rolling upgrade").
 #
 # For each old replica: start one more replica from the current configuration
 # (`up --scale N+1 --no-recreate`), wait until it is healthy and HAProxy has had

@@ -7,8 +7,12 @@ Proves: the overlay renders as documented (defaults, replicas, no published
 replica port, the password only as a secret); the stack comes up healthy from
 the repository's files; a client chats through HAProxy, which passes the client's
 address on; every replica presents the same TLS certificate and sees the same
-history; `deploy/rolling-restart.sh` replaces every replica while a client keeps
-connecting, without one refused connection or failed chat.
+history; after a new server image is built, `deploy/rolling-restart.sh`
+replaces the replicas one at a time (a new one healthy before an old one is
+stopped, never no ready replica) while clients chat on, with no refused
+connection, no failed chat and every acknowledged turn stored exactly once;
+plain `docker compose up -d` with a new image recreates the replicas but keeps
+HAProxy, and the replicas it stops finish their answers in flight.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chatcore.protocol import ErrorCode
 
 from tests.fixtures.engines import LOCAL_HAPROXY_IMAGE, LOCAL_POSTGRES_IMAGE, require_image
 from tests.server.clients import V2Client
@@ -118,6 +123,8 @@ class HAStack:
         self.env_file = env_file
         self.env = env
         self.port = int(env["CHAT_PORT"])
+        #: Server images the tests built; removed with the stack.
+        self.images: list[str] = []
 
     def compose(self, *args: str, timeout: float = 300,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -158,6 +165,33 @@ class HAStack:
                                    f"{self.logs(haproxy)[-3000:]}")
             time.sleep(0.5)
 
+    def image_of(self, container: str) -> str:
+        r = _run(["docker", "inspect", "--format", "{{.Image}}", container], timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def build_new_server_image(self) -> str:
+        """What a user's `docker compose build server` (or pull) does: the
+        server's image name now names a new image (here: the same one plus a
+        label). Returns its id."""
+        name = f"{self.env['CHAT_IMAGE_PREFIX']}/server:local"
+        old = _run(["docker", "image", "inspect", "--format", "{{.Id}}", name], timeout=60)
+        assert old.returncode == 0, old.stderr
+        self.images.append(old.stdout.strip())
+        r = _run(["docker", "build", "--quiet", "--tag", name, "-"], timeout=300,
+                 input=f"FROM {name}\nLABEL org.chat.test.build={uuid.uuid4().hex}\n")
+        assert r.returncode == 0, r.stdout + r.stderr
+        new = r.stdout.strip().splitlines()[-1]
+        assert new and new != self.images[-1]
+        return new
+
+    def history(self, container: str) -> list[dict[str, str]]:
+        user = self.env["CHAT_BOOTSTRAP_USER"]
+        r = _run(["docker", "exec", container, "chat-server", "history", "export", user],
+                 timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
     def login(self) -> V2Client:
         client = V2Client(self.port, timeout=20)
         result = client.login(self.env["CHAT_BOOTSTRAP_USER"], self.env["CHAT_BOOTSTRAP_PASSWORD"])
@@ -192,6 +226,8 @@ def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HAStack]:
                       check=False, timeout=300)
         _run(["docker", "image", "rm", f"{env['CHAT_IMAGE_PREFIX']}/server:local",
               f"{env['CHAT_IMAGE_PREFIX']}/ollama-standin:local"], timeout=120)
+        for image in reversed(stack.images):  # the older server images, newest first
+            _run(["docker", "image", "rm", image], timeout=120)
 
 
 def test_chat_through_haproxy_with_the_clients_address(ha_stack: HAStack) -> None:
@@ -224,33 +260,190 @@ def test_every_replica_presents_one_certificate_and_sees_all_history(ha_stack: H
         assert "remember the word teapot" in r.stdout
 
 
-def test_rolling_restart_refuses_nobody(ha_stack: HAStack) -> None:
-    before = set(ha_stack.replicas())
-    results: list[str] = []
-    stop = threading.Event()
+class Chatters:
+    """Clients that chat on, each on its own session through HAProxy, as the
+    chat client does: a message the server did not take because it was shutting
+    down (PROTOCOL §7) is sent again once on a new session; anything else that
+    goes wrong (a refused connection or login, an answer cut or failed) is a
+    failure. Every message is unique; ``acked`` holds those that got their END."""
 
-    def keep_chatting() -> None:
-        while not stop.is_set():
-            try:
-                client = ha_stack.login()
-                reply = client.chat("are you there")
-                results.append("ok" if reply.end is not None else f"no end: {reply.events}")
+    def __init__(self, stack: HAStack, count: int, message: str = "") -> None:
+        self.stack = stack
+        self.message = message
+        self.acked: list[str] = []
+        self.resent: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._chat, args=(i,)) for i in range(count)]
+
+    def __enter__(self) -> Chatters:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+
+    def _chat(self, worker: int) -> None:
+        client: V2Client | None = None
+        n = 0
+        while not self._stop.is_set():
+            text = f"worker {worker} message {n} {self.message}".strip()
+            n += 1
+            for attempt in (1, 2):
+                try:
+                    if client is None:
+                        client = self.stack.login()
+                except Exception as exc:  # a refused connection or login
+                    self.failures.append(f"{text}: login: {exc!r}")
+                    client = None
+                    break
+                try:
+                    mid = client.start_chat(text, conversation=f"rollout-{worker}")
+                except OSError:
+                    # The session was already closed (a draining replica told
+                    # it to reconnect): the message never left.
+                    client.close()
+                    client = None
+                    self.resent.append(text)
+                    continue
+                try:
+                    reply = client.collect(mid)
+                except Exception as exc:  # a broken session
+                    self.failures.append(f"{text}: {exc!r}")
+                    client = None
+                    break
+                if reply.end is not None:
+                    self.acked.append(text)
+                    break
+                err = reply.error
                 client.close()
-            except Exception as exc:  # any refusal or broken session is a failure here
-                results.append(repr(exc))
+                client = None
+                if (attempt == 1 and err is not None and err.code is ErrorCode.SHUTTING_DOWN
+                        and not reply.text):
+                    self.resent.append(text)  # not taken by a draining replica
+                    continue
+                self.failures.append(f"{text}: {reply.events}")
+                break
             time.sleep(0.05)
+        if client is not None:
+            client.close()
 
-    worker = threading.Thread(target=keep_chatting)
-    worker.start()
-    try:
+
+class ServerEvents:
+    """The engine's events for the stack's server containers, streamed while the
+    block runs (the engine keeps only its last 256 events, and every
+    healthcheck adds three)."""
+
+    def __init__(self, stack: HAStack) -> None:
+        self.events: list[dict] = []
+        self._proc = subprocess.Popen(
+            ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+             "--filter",
+             f"label=com.docker.compose.project={stack.env['COMPOSE_PROJECT_NAME']}",
+             "--filter", "label=com.docker.compose.service=server",
+             *[a for e in ("start", "kill", "die", "destroy", "health_status")
+               for a in ("--filter", f"event={e}")]],
+            stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.strip():
+                self.events.append(json.loads(line))
+
+    def __enter__(self) -> ServerEvents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)  # the last events reach the stream
+        self._proc.terminate()
+        self._proc.wait(30)
+        self._reader.join(30)
+        self.events.sort(key=lambda e: int(e["timeNano"]))
+
+
+def test_a_new_image_rolls_out_one_replica_at_a_time_and_refuses_nobody(ha_stack: HAStack) -> None:
+    before = set(ha_stack.replicas())
+    assert len(before) == 2
+    new_image = ha_stack.build_new_server_image()
+    with ServerEvents(ha_stack) as engine, Chatters(ha_stack, 3) as chat:
+        time.sleep(1)
         r = _run([str(REPO / "deploy" / "rolling-restart.sh"), "--env-file", str(ha_stack.env_file),
                   *[a for f in FILES for a in ("-f", f)]], cwd=REPO, timeout=900,
                  env=run_env(SETTLE="3"))
         assert r.returncode == 0, r.stdout + r.stderr
-    finally:
-        stop.set()
-        worker.join(60)
+        time.sleep(1)
     after = set(ha_stack.replicas())
     assert len(after) == 2 and not (before & after), (before, after)  # every replica replaced
-    assert results.count("ok") >= 10, results
-    assert [x for x in results if x != "ok"] == []
+    assert {ha_stack.image_of(c) for c in after} == {new_image}
+
+    # The engine's record: a replica is ready from its first healthy check
+    # until it is sent SIGTERM (it drains from then on: /ready answers 503).
+    ready, draining, new_healthy = set(before), set[str](), set[str]()
+    old_stopped: list[str] = []
+    timeline: list[str] = []
+    for event in engine.events:
+        cid, action = event["id"], event.get("Action") or event.get("status", "")
+        if action.startswith("health_status: healthy") and cid not in before:
+            ready.add(cid)
+            new_healthy.add(cid)
+        elif action == "kill" and cid in ready | draining:
+            ready.discard(cid)
+            draining.add(cid)
+            if cid in before:
+                old_stopped.append(cid)
+                # One at a time: a new replica is healthy for each old one stopped.
+                assert len(new_healthy) >= len(old_stopped), [*timeline, action]
+        elif action in ("die", "destroy") or action.startswith("health_status: unhealthy"):
+            ready.discard(cid)
+            draining.discard(cid)
+        timeline.append(f"{action} {cid[:12]}: ready={len(ready)} draining={len(draining)}")
+        assert ready, "no ready replica at some moment:\n" + "\n".join(timeline)
+        assert len(draining) <= 1, "\n".join(timeline)
+    assert sorted(old_stopped) == sorted(before), "\n".join(timeline)
+    assert new_healthy == after, "\n".join(timeline)
+
+    assert chat.failures == [], chat.failures
+    assert len(chat.acked) >= 20, chat.acked
+    # Every acknowledged turn is stored, once; nothing else is stored answered.
+    history = ha_stack.history(sorted(after)[0])
+    complete = [t["user"] for t in history
+                if t["status"] == "complete" and t["conversation"].startswith("rollout-")]
+    assert sorted(complete) == sorted(chat.acked)
+
+
+def test_plain_up_with_a_new_image_keeps_haproxy_and_finishes_answers_in_flight(
+        ha_stack: HAStack) -> None:
+    # Compose recreates every replica of the service at once (README "Scaling
+    # out"); what must hold: HAProxy, which depends on no replica, is not
+    # recreated (so sessions on other services' paths are not cut by it), and
+    # each replica it stops drains: its answer in flight finishes and is stored.
+    haproxy = ha_stack.compose("ps", "-q", "haproxy").stdout.strip()
+    before = set(ha_stack.replicas())
+    new_image = ha_stack.build_new_server_image()
+    client = ha_stack.login()
+    text = f"a long answer across plain up {uuid.uuid4().hex[:8]} [standin:tokens=40] [standin:delay-ms=50]"
+    mid = client.start_chat(text)
+    first = client.next_event(timeout=30)
+    done: list[subprocess.CompletedProcess[str]] = []
+    up = threading.Thread(target=lambda: done.append(
+        ha_stack.compose("up", "-d", "--wait", timeout=600, check=False)))
+    up.start()
+    reply = client.collect(mid)
+    up.join(600)
+    client.close()
+    assert done and done[0].returncode == 0, done
+    assert reply.end is not None and reply.end.reason == "stop", [first, *reply.events]
+    assert ha_stack.compose("ps", "-q", "haproxy").stdout.strip() == haproxy
+    after = set(ha_stack.replicas())
+    assert len(after) == 2 and not (before & after), (before, after)
+    assert {ha_stack.image_of(c) for c in after} == {new_image}
+    history = ha_stack.history(sorted(after)[0])
+    assert [t["status"] for t in history if t["user"] == text] == ["complete"]
+    ha_stack.wait_balanced()
+    assert ha_stack.login().chat("still there").end is not None
