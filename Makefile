@@ -62,8 +62,10 @@ user: ## Add a user to the running server: make user NAME=alice (asks for the pa
 	 if [ -z "$$pw" ] || [ "$$pw" != "$$pw2" ]; then echo "passwords empty or different" >&2; exit 1; fi; \
 	 printf '%s\n' "$$pw" | $(COMPOSE) exec -T server chat-server users add "$(NAME)" --password-stdin
 
+# Compose files: COMPOSE_FILE in .env (as for the targets above), else the base and
+# HA files; or name them: make rollout ARGS="-f docker-compose.yml -f ... -f docker-compose.ha.yml"
 rollout: ## HA stack: replace the server replicas one at a time (after building/pulling a new image)
-	deploy/rolling-restart.sh -f docker-compose.yml -f docker-compose.ha.yml
+	deploy/rolling-restart.sh $(ARGS)
 
 # ---- checks -----------------------------------------------------------------------
 test: test-unit test-integration ## Run the unit suite, then the integration suite

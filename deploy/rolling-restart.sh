@@ -20,7 +20,10 @@
 # check answers 503, HAProxy sends new connections elsewhere, its answers in
 # flight finish and are stored) and exits; then it is removed.
 #
-# Arguments are compose's (`-f ...`, `-p ...`); default: the base and HA files.
+# Arguments are compose's (`-f ...`, `-p ...`, `--env-file ...`): give it the
+# same files as `up` (with the GPU or llama.cpp overlay too, or the new replicas
+# lack their settings). Without arguments: COMPOSE_FILE (environment or .env)
+# when set, as for `docker compose` itself; otherwise the base and HA files.
 # Environment: SERVICE (server), HEALTH_TIMEOUT (seconds a new replica may take
 # to become healthy, 900), SETTLE (seconds HAProxy gets to see it, 5),
 # STOP_TIMEOUT (seconds before an old replica is killed, 60: more than
@@ -28,7 +31,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [ "$#" -eq 0 ]; then
+if [ "$#" -eq 0 ] && [ -z "${COMPOSE_FILE:-}" ] && ! grep -qs '^COMPOSE_FILE=' .env; then
     set -- -f docker-compose.yml -f docker-compose.ha.yml
 fi
 compose=(docker compose "$@")
