@@ -56,6 +56,33 @@ def test_hello_lists_the_models_and_a_chat_picks_one(server_factory, standin_fac
     assert by_text["still small?"] == ("smollm2:135m", "cpu")
 
 
+def test_a_conversation_goes_on_with_its_newest_turns_model_and_history_on_any_replica(
+        server_factory, standin_factory, tmp_path):
+    """A message reads its conversation once, in the user's line: the history
+    and the model come from the same read of the store, so a turn another
+    replica saved (with another model) is not missed, although this replica
+    holds the conversation in its cache."""
+    models = standin_factory(models="llama3.2,smollm2:135m")
+    env = {"CHAT_DB": str(tmp_path / "shared.db"), "CHAT_MODELS": "llama3.2,smollm2:135m",
+           "CHAT_PULL_MODEL": "false", "OLLAMA_HOST": models.url}
+    a = server_factory(**env)
+    b = server_factory(users={}, **env)  # the same database: the same users
+    on_a, on_b = logged_in(a.port, USER, PASSWORD), logged_in(b.port, USER, PASSWORD)
+    assert on_a.chat("one", conversation="c", model="smollm2:135m").end.model == "smollm2:135m"
+    assert on_a.chat("two", conversation="c").end.model == "smollm2:135m"  # a caches c
+    assert on_b.chat("three", conversation="c").end.model == "smollm2:135m"
+    assert on_b.chat("four", conversation="c", model="llama3.2").end.model == "llama3.2"
+    # Back on a: its cached copy of c ends at "two", with the small model.
+    five = on_a.chat("five", conversation="c")
+    assert five.end is not None and five.end.model == "llama3.2"
+    last = models.requests()[-1]["body"]
+    assert last["model"] == "llama3.2:latest"  # as the backend lists it
+    assert [m["content"] for m in last["messages"] if m["role"] == "user"] == [
+        "one", "two", "three", "four", "five"]
+    on_a.close()
+    on_b.close()
+
+
 def test_an_unknown_model_is_a_clear_error_and_nothing_is_stored(server_factory,
                                                                  standin_factory):
     server = two_backend_server(server_factory, standin_factory(), standin_factory())

@@ -264,6 +264,7 @@ def test_cancel_in_the_same_write_as_its_chat_cancels_it(live_server):
     assert reply.end is not None and reply.end.reason == "cancelled", reply.events
     assert not reply.text
     assert _history_statuses(live_server) == [("never mind", "cancelled")]
+    assert live_server.history(USER)[0]["model"] == "llama3.2"
     client.close()
 
 
@@ -292,6 +293,10 @@ def test_cancel_while_waiting_behind_the_users_other_session_cancels_it(live_ser
     first.collect(holder)
     assert sorted(_history_statuses(live_server)) == [
         (f"hold {SLOW}", "cancelled"), ("waiting", "cancelled")]
+    # Stopped before it read its conversation, it still has the model it would
+    # have had (the conversation's next message goes on with that model).
+    assert reply.end.model == "llama3.2"
+    assert {t["model"] for t in live_server.history(USER)} == {"llama3.2"}
     first.close()
     second.close()
 

@@ -20,9 +20,9 @@ KB = 1024
 
 
 def turn(user: str, conversation: str, text: str, answer: str | None = None,
-         status: TurnStatus = TurnStatus.COMPLETE) -> TurnRecord:
+         status: TurnStatus = TurnStatus.COMPLETE, model: str = "m") -> TurnRecord:
     now = datetime.now(UTC)
-    return TurnRecord(user, conversation, now, now, "m", text,
+    return TurnRecord(user, conversation, now, now, model, text,
                       answer if answer is not None else f"re: {text}", status=status)
 
 
@@ -70,6 +70,43 @@ async def test_turns_saved_later_or_elsewhere_are_picked_up(users: Store, store_
     assert texts == ["one", "two", "three"]
     # Asking again adds nothing twice.
     assert len(await cache.history("alice", "c")) == 6
+
+
+async def test_one_refresh_gives_the_history_and_the_newest_turns_model(
+        users: Store, store_target: str) -> None:
+    """A message reads its conversation once (chat_server.turn): the model must
+    come with the history, and follow the newest turn wherever it was saved."""
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    assert await cache.conversation("alice", "c") == ([], None)
+    await users.save_turn(turn("alice", "c", "one", model="small"))
+    messages, model = await cache.conversation("alice", "c")
+    assert (len(messages), model) == (2, "small")
+    # Another replica goes on with another model; this cache holds "small".
+    async with await open_store(store_target) as replica:
+        await replica.save_turn(turn("alice", "c", "two", model="big"))
+    messages, model = await cache.conversation("alice", "c")
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["one", "two"]
+    assert model == "big"
+    # A turn that did not complete is not history, but it did change the model.
+    await users.save_turn(turn("alice", "c", "stopped", status=TurnStatus.CANCELLED,
+                               model="small"))
+    messages, model = await cache.conversation("alice", "c")
+    assert (len(messages), model) == (4, "small")
+    assert await cache.history("alice", "c") == messages
+    # Other conversations and users have their own.
+    assert await cache.conversation("alice", "other") == ([], None)
+    assert await cache.conversation("bob", "c") == ([], None)
+
+
+async def test_a_conversation_not_kept_still_has_its_model(users: Store) -> None:
+    """Larger than the budget (or the cache off, CHAT_HISTORY_CACHE_MB=0): the
+    conversation is served but not kept, and its model is still its own."""
+    for budget in (0, 50 * KB):
+        cache = ConversationCache(users, budget)
+        await users.save_turn(turn("alice", f"huge{budget}", "h" * (60 * KB), model="small"))
+        messages, model = await cache.conversation("alice", f"huge{budget}")
+        assert (len(messages), model) == (2, "small")
+        assert len(cache) == 0
 
 
 async def test_byte_accounting(users: Store) -> None:
@@ -181,4 +218,5 @@ async def test_store_failure_serves_what_the_cache_has(
     with caplog.at_level(logging.WARNING, logger="chat_server.history_cache"):
         assert len(await cache.history("alice", "c")) == 2
         assert await cache.history("alice", "unknown") == []
+        assert (await cache.conversation("alice", "c")).model == "m"
     assert "could not load conversation history" in caplog.text

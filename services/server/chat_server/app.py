@@ -124,11 +124,6 @@ class ChatService:
     def resolve_model(self, name: str) -> str | None:
         return self.pool.resolve(name)
 
-    async def conversation_model(self, user: str, conversation: str) -> str:
-        model = await self.conversations.model(user, conversation)
-        # A conversation whose model is no longer offered goes on with the default.
-        return (self.pool.resolve(model) if model else None) or self.pool.default_model
-
     def model_loading(self, model: str) -> str | None:
         # While the model is being pulled (or the backends are being probed for
         # the first time) say so; when it is merely unreachable, the request
@@ -143,9 +138,6 @@ class ChatService:
 
     async def check_rate(self, user: str) -> float:
         return await self.coordination.check_rate(user)
-
-    async def history(self, user: str, conversation: str) -> list[Message]:
-        return await self.conversation(user, conversation)
 
     async def save(self, turn: TurnRecord) -> bool:
         return await self.save_turn(turn)
@@ -164,11 +156,14 @@ class ChatService:
         return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
 
     # ------------------------------------------------------------------ history
-    async def conversation(self, user: str, conversation: str) -> list[dict[str, str]]:
-        """The conversation's completed turns as chat messages (from the store
-        through the cache, so a conversation survives reconnects, restarts and
-        a move to another replica)."""
-        return await self.conversations.history(user, conversation)
+    async def conversation(self, user: str, conversation: str) -> tuple[list[Message], str]:
+        """The conversation's completed turns as chat messages and the model it
+        goes on with, from one read of the store through the cache (so a
+        conversation survives reconnects, restarts and a move to another
+        replica, and a turn saved elsewhere is seen, model and all)."""
+        messages, model = await self.conversations.conversation(user, conversation)
+        # A conversation whose model is no longer offered goes on with the default.
+        return messages, (self.pool.resolve(model) if model else None) or self.pool.default_model
 
     async def save_turn(self, turn: TurnRecord) -> bool:
         """Store a turn durably (before its END goes out); False if the store failed."""

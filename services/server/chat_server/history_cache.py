@@ -6,9 +6,12 @@ The in-memory copy of the conversations users are having, so the model's
 context does not have to be rebuilt from the whole stored history on every
 message. The store stays the truth:
 
-* **Refreshed, not trusted.** Each :meth:`ConversationCache.history` call asks
-  the store only for the turns newer than the last one it holds (one indexed
-  query), so turns saved by another replica, or by this server, show up.
+* **Refreshed, not trusted.** Each :meth:`ConversationCache.conversation` call
+  asks the store only for the turns newer than the last one it holds (one
+  indexed query), so turns saved by another replica, or by this server, show
+  up. That one query gives both what a message needs: the history and the
+  model of the newest turn (a turn's model may change from one turn to the
+  next, on any replica).
 * **Bounded by bytes**, not by a count of conversations: least recently used
   conversations go first when the total passes ``max_bytes``; a conversation
   bigger than the whole budget is served but not kept.
@@ -26,11 +29,12 @@ import logging
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .memory import give_back
 from .store import Store, StoreError, TurnRecord, TurnStatus
 
-__all__ = ["ConversationCache"]
+__all__ = ["Conversation", "ConversationCache"]
 
 log = logging.getLogger("chat_server.history_cache")
 
@@ -43,6 +47,16 @@ TURN_OVERHEAD = 120
 
 def _turn_bytes(user_text: str, answer_text: str) -> int:
     return sys.getsizeof(user_text) + sys.getsizeof(answer_text) + TURN_OVERHEAD
+
+
+class Conversation(NamedTuple):
+    """A conversation as one refresh from the store saw it."""
+
+    #: Its complete turns, oldest first, as user/assistant chat messages.
+    messages: list[Message]
+    #: The model of its newest stored turn, whatever that turn's status; None:
+    #: no turn yet.
+    model: str | None
 
 
 @dataclass
@@ -76,10 +90,11 @@ class ConversationCache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    async def history(self, user: str, conversation: str) -> list[Message]:
-        """The conversation's complete turns, oldest first, as user/assistant
-        messages. A store failure is logged; the caller gets what the cache
-        has (nothing, if it had nothing)."""
+    async def conversation(self, user: str, conversation: str) -> Conversation:
+        """The conversation's complete turns and the model of its newest turn,
+        from one refresh (one query for the turns newer than those held). A
+        store failure is logged; the caller gets what the cache has (nothing,
+        if it had nothing)."""
         key = (user, conversation)
         entry = self._entries.get(key)
         try:
@@ -89,19 +104,19 @@ class ConversationCache:
         except StoreError as exc:
             log.warning("could not load conversation history: %s", exc,
                         extra={"event": "store_error"})
-            return [] if entry is None else _messages(entry)
+            if entry is None:
+                return Conversation([], None)
+            return Conversation(_messages(entry), entry.model)
         # Another call may have filled or refreshed the entry while we waited.
         entry = self._entries.get(key) or entry or _Entry()
         self._extend(key, entry, new)
         self._keep(key, entry)
-        return _messages(entry)
+        return Conversation(_messages(entry), entry.model)
 
-    async def model(self, user: str, conversation: str) -> str | None:
-        """The model of the conversation's newest stored turn (None: no turn yet).
-        Refreshes the entry from the store like :meth:`history`."""
-        await self.history(user, conversation)
-        entry = self._entries.get((user, conversation))
-        return None if entry is None else entry.model
+    async def history(self, user: str, conversation: str) -> list[Message]:
+        """The conversation's complete turns, oldest first, as user/assistant
+        messages (:meth:`conversation` without the model)."""
+        return (await self.conversation(user, conversation)).messages
 
     def release(self, user: str) -> None:
         """A session of ``user`` ended: forget their conversations, and let the

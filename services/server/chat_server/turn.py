@@ -7,11 +7,14 @@ the policy of the service:
 
 1. moderation of the user's text (banned words, then personal data): a refused
    message is never sent to the model and never stored;
-2. the model must be ready (a missing model is being pulled);
+2. a model the message names must be offered;
 3. the user's other answers (in other sessions) come first: one answer per
    user at a time, so a conversation's turns stay in order (the user is told
    their place in line);
-4. the conversation so far, trimmed to the context budget (the user is told);
+4. the conversation so far and its model, in one read of the store (the
+   model the message names, else the one its newest turn had, on whichever
+   replica); the model must be ready (a missing model is being pulled); the
+   history is trimmed to the context budget (the user is told);
 5. a fair slot among all users (the user is told their place in line);
 6. the answer streams out as it is generated, through the answer filter that
    masks personal data and banned words, also across token boundaries;
@@ -160,9 +163,6 @@ class TurnServices(Protocol):
     def resolve_model(self, name: str) -> str | None:
         """The offered model ``name`` refers to; None if it is not offered."""
 
-    async def conversation_model(self, user: str, conversation: str) -> str:
-        """The model of the conversation so far (its last turn's), else the default."""
-
     def model_loading(self, model: str) -> str | None:
         """A sentence for the user while the model is being pulled or
         loaded; None when a request should simply be tried."""
@@ -172,8 +172,10 @@ class TurnServices(Protocol):
     ) -> AbstractAsyncContextManager[None]:
         """Hold the user's one answer at a time (waiting in line, told the place)."""
 
-    async def history(self, user: str, conversation: str) -> list[Message]:
-        """The conversation's completed turns as chat messages."""
+    async def conversation(self, user: str, conversation: str) -> tuple[list[Message], str]:
+        """The conversation so far, from one read of the store: its completed
+        turns as chat messages, and the model it goes on with (its newest
+        turn's, while that is offered; else the default)."""
 
     async def save(self, turn: StoredTurn) -> bool:
         """Store a turn; False (logged) if storage failed."""
@@ -244,6 +246,8 @@ class ChatTurn:
         self.stop_reason: StopReason | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = False  # the answer task has begun running
+        #: Why the answer could not start: its model is being pulled or loaded.
+        self._loading: str | None = None
         #: The most model output that waited for this client (characters).
         self.buffer = BufferStats()
 
@@ -287,8 +291,8 @@ class ChatTurn:
             await self._say(Error(ErrorCode.REFUSED, refusal.message, self.id))
             return
 
-        # 2. the model: the one the message names, else the conversation's; it
-        # must be offered, and ready (unless the turn is cancelled anyway).
+        # 2. a model the message names must be offered (the conversation's
+        # model is read with its history, in line: step 4).
         if self.message.model:
             chosen = services.resolve_model(self.message.model)
             if chosen is None:
@@ -298,14 +302,6 @@ class ChatTurn:
                 await self._say(Error(ErrorCode.UNKNOWN_MODEL, UNKNOWN_MODEL, self.id))
                 return
             self.model = chosen
-        else:
-            self.model = await services.conversation_model(ctx.user, self.conversation)
-        if self.stop_reason is None and (loading := services.model_loading(self.model)) is not None:
-            metrics.message_outcome(Outcome.FAILED, Reason.MODEL_LOADING, session=ctx.log.session)
-            await self._say(Notice(NoticeKind.MODEL_LOADING, f"{loading}.", self.id))
-            await self._say(Error(ErrorCode.MODEL_LOADING, f"{loading}; try again in a moment.",
-                                  self.id))
-            return
 
         # 3 to 7 run in a task of their own so that a stop can cancel them.
         self._task = asyncio.create_task(self._answer(), name=f"turn-{ctx.log.session}-{self.id}")
@@ -318,6 +314,11 @@ class ChatTurn:
             with contextlib.suppress(BaseException):
                 await self._task
             raise
+        if self._loading is not None:
+            metrics.message_outcome(Outcome.FAILED, Reason.MODEL_LOADING, session=ctx.log.session)
+            await self._say(Notice(NoticeKind.MODEL_LOADING, f"{self._loading}.", self.id))
+            await self._say(Error(ErrorCode.MODEL_LOADING,
+                                  f"{self._loading}; try again in a moment.", self.id))
 
     async def _answer(self) -> None:
         self._started = True
@@ -345,8 +346,18 @@ class ChatTurn:
 
             # 3. one answer per user at a time
             async with services.user_turn(ctx.user, in_line):
-                # 4. conversation context
-                history = await services.history(ctx.user, self.conversation)
+                # 4. the conversation so far and its model: one read of the
+                # store, in line, so the previous answer of the user is in it
+                # whichever replica gave it.
+                history, model = await services.conversation(ctx.user, self.conversation)
+                if not self.message.model:
+                    self.model = model
+                if self.stop_reason is None and (
+                        loading := services.model_loading(self.model)) is not None:
+                    # Not an answer: nothing is stored, and run() tells the
+                    # user once the line is free for their next message.
+                    self._loading = loading
+                    return
                 messages, trimmed = trim_history(
                     [*history, {"role": "user", "content": self.message.text}],
                     services.context_tokens,
@@ -419,6 +430,11 @@ class ChatTurn:
             prompt_tokens = 0  # the model reports it only at the end
             ctx.log.info("answer stopped: %s", reason.value, event="model_cancel",
                          message_id=self.id)
+            if not self.model:
+                # Stopped before it read its conversation (in line, say): it is
+                # stored and ended with the model it would have had.
+                with contextlib.suppress(Exception):
+                    _, self.model = await services.conversation(ctx.user, self.conversation)
             with contextlib.suppress(PeerGone, LocalProtocolError):
                 await self._emit(filt.finish())
             if reason is StopReason.SHUTDOWN and not self.answer:
