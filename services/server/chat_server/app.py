@@ -18,6 +18,7 @@ import signal
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
 
+import sniffio
 from chatcore.privacy import detector_for
 from chatcore.protocol import ErrorCode, NoticeKind
 
@@ -33,6 +34,7 @@ from .coordination import Coordination, CoordinationError, LocalCoordination, op
 from .gate import Gate
 from .gate import start_server as start_gated_server
 from .history_cache import ConversationCache
+from .memory import freeze_startup_objects
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
 from .peer import client_address
@@ -310,6 +312,10 @@ class ChatService:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
 
+        # Everything made so far lives as long as the process: out of the
+        # collector's way (chat_server.memory).
+        frozen = freeze_startup_objects()
+        log.debug("%d startup objects frozen", frozen, extra={"event": "gc_freeze"})
         server = await start_gated_server(self.handle, s.host, s.port, backlog=1024)
         sockname = server.sockets[0].getsockname()
         log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.model,
@@ -461,7 +467,17 @@ async def _main(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    return asyncio.run(_main(settings))
+    # The official model clients (httpx -> httpcore, anyio) ask sniffio which
+    # async library runs at every lock, event and cancel scope of every request
+    # and line; unless told, sniffio finds out each time through
+    # asyncio.current_task (pure Python on 3.11: about 3 % of the server's CPU
+    # under load, docs/BENCHMARKS.md). This thread runs asyncio and nothing
+    # else: say so once, through sniffio's own hook for event loops.
+    previous, sniffio.thread_local.name = sniffio.thread_local.name, "asyncio"
+    try:
+        return asyncio.run(_main(settings))
+    finally:
+        sniffio.thread_local.name = previous
 
 
 __all__ = ["ChatService", "run"]

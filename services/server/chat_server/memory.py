@@ -30,6 +30,14 @@ the process after each such answer (measured in tests/hostile/test_slow_reader.p
 
 A variable an operator sets (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``)
 wins: glibc has applied it before Python started, and it is left alone.
+
+The cycle collector gets one policy too: what exists once the server has
+started (modules, the ollama/httpx/pydantic machinery, the moderation tables,
+about 125,000 objects) lives as long as the process, so
+:func:`freeze_startup_objects` moves it to the collector's permanent generation
+(``gc.freeze``). Without it every full collection walks all of it again: about
+36 ms each, with every session stalled meanwhile, several times a minute under
+load (docs/BENCHMARKS.md, "Throughput").
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import os
 import platform
@@ -48,6 +57,7 @@ __all__ = [
     "MMAP_THRESHOLD",
     "TRIM_AFTER_BYTES",
     "apply_allocation_policy",
+    "freeze_startup_objects",
     "give_back",
     "trims",
 ]
@@ -156,3 +166,12 @@ def _trim() -> None:
 def trims() -> int:
     """How many times free heap memory was given back so far (for tests and logs)."""
     return _Trim.count
+
+
+def freeze_startup_objects() -> int:
+    """Collect once, then keep every object alive now out of all later
+    collections (``gc.freeze``; see the module docstring). Call it once the
+    server has started, before it serves. Returns how many objects are frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
