@@ -35,7 +35,9 @@ def connection_limits(max_parallel: int) -> httpx.Limits:
     new one: a TCP handshake and a connection's set-up and teardown in the
     server (and the model service) per answer (docs/BENCHMARKS.md,
     "Throughput"). One idle connection per possible generation, plus the side
-    requests, keeps them all open.
+    requests, keeps them all open. (The Ollama backend streams each generation
+    through a client of its own, with one connection: ``max_parallel=0`` sizes
+    its client for the side requests alone.)
     """
     keep = max_parallel + SIDE_REQUESTS
     return httpx.Limits(max_connections=max(keep, 100), max_keepalive_connections=keep)

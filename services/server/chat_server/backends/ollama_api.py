@@ -73,6 +73,47 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+class _StreamClients:
+    """The official clients the generations stream through: one per generation
+    in flight, each with a pool of one connection, lent out last-in first-out
+    (so answers one after another reuse one warm connection).
+
+    Why not one client for all: httpx's connection pool looks at every one of
+    its connections whenever a request starts or a response ends (is it idle,
+    has it expired: a ``getpeername`` and a ``poll`` on its socket each, and a
+    count of the pool for each idle one), so with ``CHAT_MAX_PARALLEL=50`` that
+    was 50 to 2,500 checks per event, 10-17 % of the server's CPU under load
+    (docs/BENCHMARKS.md, "Throughput"). Here each request checks its own one
+    connection. The pool's scheduler never grants a backend more generations at
+    once than its ``max_parallel``, so there are never more clients than that;
+    they share one TLS context (loading the CA bundle is ~30 ms a client)."""
+
+    __slots__ = ("_all", "_idle", "_make")
+
+    def __init__(self, make: Callable[[], ollama.AsyncClient]) -> None:
+        self._make = make
+        self._idle: list[ollama.AsyncClient] = []
+        self._all: list[ollama.AsyncClient] = []
+
+    def take(self) -> ollama.AsyncClient:
+        if self._idle:
+            return self._idle.pop()
+        client = self._make()
+        self._all.append(client)
+        return client
+
+    def give(self, client: ollama.AsyncClient) -> None:
+        self._idle.append(client)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    async def aclose(self) -> None:
+        clients, self._all, self._idle = self._all, [], []
+        for client in clients:
+            await client.close()
+
+
 class OllamaBackend(Backend):
     kind = BackendKind.OLLAMA
     can_pull = True
@@ -83,13 +124,19 @@ class OllamaBackend(Backend):
         super().__init__(name, url, max_parallel=max_parallel)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         # ollama's default is timeout=None: no connect or read timeout at all.
-        self._client = ollama.AsyncClient(
-            host=url, headers=headers,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=connection_limits(max_parallel))
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        # httpx's default TLS context (CA bundle, SSL_CERT_FILE/SSL_CERT_DIR), made once.
+        tls = httpx.create_ssl_context()
+        # The model list, probes and pulls.
+        self._client = ollama.AsyncClient(host=url, headers=headers, timeout=timeout,
+                                          verify=tls, limits=connection_limits(0))
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._streams = _StreamClients(lambda: ollama.AsyncClient(
+            host=url, headers=headers, timeout=timeout, verify=tls, limits=one))
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._streams.aclose()
 
     async def list_models(self) -> list[str]:
         try:
@@ -127,30 +174,37 @@ class OllamaBackend(Backend):
                    answer_model: str | None = None) -> AsyncGenerator[ModelChunk, None]:
         tag, name = answer_model or model, self.name
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
+        client = self._streams.take()
         try:
-            stream = cast(AsyncGenerator[ollama.ChatResponse, None], await self._client.chat(
-                model=model, messages=payload, stream=True))
-        except Exception as exc:  # connect errors surface here, before any byte
-            raise classify(exc) from None
-        final: ModelChunk | None = None
-        async with contextlib.aclosing(stream) as parts:
-            while final is None:
-                # Only errors from the stream are mapped; whatever the consumer
-                # throws in at ``yield`` (GeneratorExit, CancelledError) passes.
-                try:
-                    part = await anext(parts)
-                except StopAsyncIteration:
-                    raise ModelFailed(Cause.CUT, "the stream ended without a done line") from None
-                except Exception as exc:
-                    raise classify(exc) from None
-                text = part.message.content or ""
-                if part.done:
-                    final = ModelChunk("", True, part.done_reason, part.prompt_eval_count,
-                                       part.eval_count, name, tag)
-                if text:
-                    yield ModelChunk(text, backend=name, model=tag)
-            yield final
-            await _read_to_end(parts)
+            try:
+                stream = cast(AsyncGenerator[ollama.ChatResponse, None], await client.chat(
+                    model=model, messages=payload, stream=True))
+            except Exception as exc:  # connect errors surface here, before any byte
+                raise classify(exc) from None
+            final: ModelChunk | None = None
+            async with contextlib.aclosing(stream) as parts:
+                while final is None:
+                    # Only errors from the stream are mapped; whatever the consumer
+                    # throws in at ``yield`` (GeneratorExit, CancelledError) passes.
+                    try:
+                        part = await anext(parts)
+                    except StopAsyncIteration:
+                        raise ModelFailed(Cause.CUT,
+                                          "the stream ended without a done line") from None
+                    except Exception as exc:
+                        raise classify(exc) from None
+                    text = part.message.content or ""
+                    if part.done:
+                        final = ModelChunk("", True, part.done_reason, part.prompt_eval_count,
+                                           part.eval_count, name, tag)
+                    if text:
+                        yield ModelChunk(text, backend=name, model=tag)
+                yield final
+                await _read_to_end(parts)
+        finally:
+            # Its response is closed (read to the end, or cut and its connection
+            # with it): the client is free for the next generation.
+            self._streams.give(client)
 
 
 async def _read_to_end(parts: AsyncGenerator[ollama.ChatResponse, None]) -> None:
