@@ -37,6 +37,7 @@ from .history_cache import ConversationCache
 from .memory import freeze_startup_objects
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
+from .moderation.worker import BANNED_WORD, DetectionWorker, SteppedAnswerFilter
 from .peer import client_address
 from .scheduler import PositionCallback
 from .session import Session
@@ -49,8 +50,6 @@ RECONNECT = "the server is restarting; please reconnect"
 
 log = logging.getLogger("chat_server")
 
-#: Messages up to this size are moderated inline (microseconds); longer ones in a thread.
-MODERATE_INLINE_CHARS = 2048
 #: What a v2 client is told when its message has a banned word (the NOTICE and
 #: the ERROR say the same; v1 gets the original warning bytes from the codec).
 BANNED_WORD_REFUSAL = "use of cuss words is not allowed"
@@ -78,6 +77,8 @@ class ChatService:
         self.tls = load_material(settings)
         self.gate = Gate(settings, create_context(self.tls))
         self.privacy = detector_for(settings.phone_regions)
+        #: Long messages and costly answer steps are checked there (started by serve()).
+        self.detection = DetectionWorker()
         self.sessions: set[Session] = set()
         #: Connection limits (server, per address); connections at the gate count.
         self.admission = Admission(settings.max_connections, settings.max_connections_per_address,
@@ -109,19 +110,15 @@ class ChatService:
         return self.pool.ready
 
     async def moderate(self, text: str) -> Refusal | None:
-        # Long messages are checked off the event loop: on adversarial 64 KiB
-        # input the detectors take a noticeable fraction of a second.
-        if len(text) > MODERATE_INLINE_CHARS:
-            return await asyncio.to_thread(self._moderate, text)
-        return self._moderate(text)
-
-    def _moderate(self, text: str) -> Refusal | None:
-        if self.banned.contains(text):
+        # Long or digit-heavy messages are checked in the moderation worker
+        # (chat_server.moderation.worker): on adversarial 64 KiB input the
+        # detectors take seconds, and a thread of ours would hold the GIL.
+        verdict = await self.detection.check_message(self.banned.snapshot(), self.privacy, text)
+        if verdict is None:
+            return None
+        if verdict == BANNED_WORD:
             return Refusal(NoticeKind.MODERATION, BANNED_WORD_REFUSAL, "banned_word")
-        notice = self.privacy.refusal_notice(text)
-        if notice is not None:
-            return Refusal(NoticeKind.PRIVACY, notice, "personal_data")
-        return None
+        return Refusal(NoticeKind.PRIVACY, verdict, "personal_data")
 
     def resolve_model(self, name: str) -> str | None:
         return self.pool.resolve(name)
@@ -154,8 +151,9 @@ class ChatService:
         # every answer would pass through the extra layer.
         return self.pool.stream(user, model, messages, on_position=on_position)
 
-    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
-        return AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text)
+    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> SteppedAnswerFilter:
+        return SteppedAnswerFilter(
+            AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text), self.detection)
 
     # ------------------------------------------------------------------ history
     async def conversation(self, user: str, conversation: str) -> tuple[list[Message], str]:
@@ -304,6 +302,8 @@ class ChatService:
             return 1
         if metrics_server is not None:
             log.info("metrics on %s", metrics_server.url, extra={"event": "metrics_listening"})
+        # Started before the listener, loaded with the list while it starts.
+        self.detection.start(self.banned, self.privacy)
         admin_endpoint = await admin.start(s.admin_socket_path, admin.Limits(
             s.max_connections, sum(b.max_parallel for b in self.pool.status()), s.model))
         loop = asyncio.get_running_loop()
@@ -363,6 +363,7 @@ class ChatService:
                 await admin_endpoint.close()
             if metrics_server is not None:
                 metrics_server.close()
+            self.detection.close()
             log.info("stopped", extra={"event": "stopped"})
         return 0
 

@@ -64,7 +64,7 @@ from .context import trim_history
 from .logs import SessionLogger
 from .memory import give_back
 from .metrics import Outcome, Reason
-from .moderation.answer_filter import AnswerFilter
+from .moderation.worker import SteppedAnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
 from .store import TurnRecord as StoredTurn
 from .store import TurnStatus
@@ -188,9 +188,10 @@ class TurnServices(Protocol):
         the model request and frees the slot). Raises ``SchedulerClosed`` when
         the server is shutting down, ``ModelError`` when no backend can answer."""
 
-    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> AnswerFilter:
+    def answer_filter(self, to_client_text: Callable[[str], str] | None = None) -> SteppedAnswerFilter:
         """A fresh streaming masker for one answer, masking the text in the
-        form the client receives it (``to_client_text``: v1's transliteration)."""
+        form the client receives it (``to_client_text``: v1's transliteration);
+        its costly steps run in the moderation worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,13 +404,13 @@ class ChatTurn:
                         for i in range(0, len(text), FILTER_SLICE_CHARS):
                             if i:
                                 await asyncio.sleep(0)
-                            out = filt.feed(text[i : i + FILTER_SLICE_CHARS])
+                            out = await filt.feed(text[i : i + FILTER_SLICE_CHARS])
                             if done and i + FILTER_SLICE_CHARS >= len(text):
                                 # The model is done: what the filter holds goes
                                 # out in the same DELTA (one frame, not two).
-                                out += filt.finish()
+                                out += await filt.finish()
                             await self._emit(out)
-                await self._emit(filt.finish())
+                await self._emit(await filt.finish())
                 if filt.masked:
                     await self._send(Notice(
                         NoticeKind.ANSWER_MASKED,
@@ -436,7 +437,7 @@ class ChatTurn:
                 with contextlib.suppress(Exception):
                     _, self.model = await services.conversation(ctx.user, self.conversation)
             with contextlib.suppress(PeerGone, LocalProtocolError):
-                await self._emit(filt.finish())
+                await self._emit(await filt.finish())
             if reason is StopReason.SHUTDOWN and not self.answer:
                 # Nothing was said yet: the user is told to ask again later.
                 final = Error(ErrorCode.SHUTTING_DOWN, RESTARTING, self.id)
@@ -455,7 +456,7 @@ class ChatTurn:
                             event="slow_reader", message_id=self.id,
                             buffered_peak=self.buffer.peak)
             with contextlib.suppress(PeerGone, LocalProtocolError):
-                await self._emit(filt.finish())
+                await self._emit(await filt.finish())
                 await self._send(Notice(NoticeKind.INFO, SLOW_READER_NOTICE, self.id))
             final = AnswerEnd(
                 self.id, reason=EndReason.CANCELLED.value, answer_tokens=self.answer_tokens,
@@ -475,7 +476,7 @@ class ChatTurn:
             final = Error(code, str(exc), self.id)
             # What the model said before failing is still the user's to see.
             with contextlib.suppress(PeerGone, LocalProtocolError):
-                await self._emit(filt.finish())
+                await self._emit(await filt.finish())
         except PeerGone:
             status = StopReason.DISCONNECTED.status
         # 7. store, then acknowledge

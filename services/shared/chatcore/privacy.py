@@ -619,6 +619,10 @@ class PersonalDataDetector:
         self._regions = [_region(r) for r in self.regions]
         self._phone_ok = functools.lru_cache(maxsize=16384)(self._phone_ok_uncached)
 
+    def __reduce__(self) -> tuple[object, tuple[tuple[str, ...]]]:
+        # Pickled as its regions: the receiving process shares one per regions.
+        return detector_for, (self.regions,)
+
     # ------------------------------------------------------------------ phones
     def _phone_ok_uncached(self, plus: bool, digits: str, grouping: tuple[int, ...], exact: bool) -> bool:
         """Is ``digits`` (written with ``plus`` before it, in groups of

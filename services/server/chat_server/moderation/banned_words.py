@@ -35,6 +35,7 @@ the same per character as a list of ten.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -191,6 +192,11 @@ class BannedWords:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[str, ...]]]:
+        # Pickled as its entries (the moderation worker's steps carry it): the
+        # receiving process builds each list once (shared_banned_words).
+        return shared_banned_words, (self.entries,)
 
     def snapshot(self) -> BannedWords:
         return self
@@ -456,6 +462,12 @@ class BannedWords:
                 ):
                     return seq[0].start
         return None
+
+
+@functools.lru_cache(maxsize=4)
+def shared_banned_words(entries: tuple[str, ...]) -> BannedWords:
+    """One :class:`BannedWords` per list in this process (what an unpickled one is)."""
+    return BannedWords(entries)
 
 
 class WatchedBannedWords:
