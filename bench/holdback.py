@@ -22,12 +22,17 @@ phones   The share of numbers that are not phone numbers which the detector
          UUIDs, dates and times, IPv4 addresses, decimals, order numbers;
          ``--compare REV`` adds that revision's figures.
 stall    A live chat-server and stand-in on 127.0.0.1: a second session pings
-         back to back while one session (a) receives a 1 MB answer without any
-         place to cut (``--huge-mb`` to change it), one of banned hits that
-         overlap without end (``s h i t s h i t …``) and one of single digits
-         (``1 1 1 …``, the phone detector's most costly text), (b) sends a
-         64 KiB message of ``+1 234 `` repeated. Reports the other session's PING round trip
-         p50/p99/max next to the same figures with no attack (the baseline).
+         back to back (from a process of its own, so the bench's own client
+         decoding the attack does not delay it) while one session (a) receives
+         a 1 MB answer without any place to cut (``--huge-mb`` to change it),
+         one of banned hits that overlap without end (``s h i t s h i t …``),
+         one of single digits (``1 1 1 …``) and one of random 3-digit groups
+         (the phone detector's most costly text), (b) sends a 64 KiB message
+         of ``+1 234 `` repeated, and one of random 3-digit groups. Reports the
+         other session's PING round trip p50/p99/max next to the same figures
+         with no attack (the baseline). ``--server-path DIR`` runs the server
+         of another checkout as well (before/after in the same run: each case
+         on both servers, one after the other).
 
 Results go to ``--json`` (default bench/results/holdback.json) and a Markdown
 table on stdout.
@@ -40,12 +45,12 @@ import contextlib
 import functools
 import importlib.util
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -253,64 +258,94 @@ def case_phones(compare: str | None) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- stalls
-def case_stall(huge_mb: float) -> list[dict[str, Any]]:
-    from chatcore.protocol import AnswerEnd, Ping, Pong
+STALL_USER, STALL_PASSWORD = "bench", "bench-password-1"
+
+
+def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
+    """A second session in a process of its own: PING back to back (5 ms
+    apart) until ``stop`` is set; the round trips (ms) go to ``out``."""
+    import gc
+
+    from chatcore.protocol import Ping, Pong
+
+    from tests.server.clients import logged_in
+
+    client = logged_in(port, STALL_USER, STALL_PASSWORD)
+    gc.collect()
+    gc.disable()  # this process's collections are not the server's stalls
+    rtts: list[float] = []
+    ready.set()
+    n = 0
+    while not stop.is_set():
+        n += 1
+        t0 = time.perf_counter()
+        client.send(Ping(str(n)))
+        while True:
+            ev = client.next_event(timeout=60)
+            if isinstance(ev, Pong) and ev.nonce == str(n):
+                break
+        rtts.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.005)
+    client.close()
+    out.put(rtts)
+
+
+def case_stall(huge_mb: float, server_path: Path | None = None) -> list[dict[str, Any]]:
+    import multiprocessing
+    import random
+
+    from chatcore.protocol import AnswerEnd
     from ollama_standin import say
 
     from bench.run import ServerProc, StandInProc
-    from tests.server.clients import V2Client, logged_in
+    from tests.server.clients import V2Client
 
-    user, password = "bench", "bench-password-1"
+    mp = multiprocessing.get_context("spawn")
     standin = StandInProc(tokens=20, delay_ms=0)
-    tmp = Path(tempfile.mkdtemp(prefix="holdback-"))
-    server = ServerProc(tmp, standin.url, CHAT_RATE_LIMIT="0",
-                        CHAT_MAX_FRAME_BYTES=str(16 * 2**20),
-                        CHAT_ARGON2_TIME_COST="1", CHAT_ARGON2_MEMORY_KIB="8")
+    servers: dict[str, ServerProc] = {}
+    for label, path in [("this tree", None), *([("before", server_path)] if server_path else [])]:
+        tmp = Path(tempfile.mkdtemp(prefix="holdback-"))
+        servers[label] = ServerProc(tmp, standin.url, server_path=path, CHAT_RATE_LIMIT="0",
+                                    CHAT_MAX_FRAME_BYTES=str(16 * 2**20),
+                                    CHAT_ARGON2_TIME_COST="1", CHAT_ARGON2_MEMORY_KIB="8")
     rows = []
     try:
-        server.add_users({user: password})
-        server.start()
+        for server in servers.values():
+            server.add_users({STALL_USER: STALL_PASSWORD})
+            server.start()
 
-        def measure(name: str, attack: Callable[[], Any] | None, seconds: float = 3.0) -> None:
-            pinger = logged_in(server.port, user, password)
-            rtts: list[float] = []
-            stop = threading.Event()
-
-            def ping() -> None:
-                n = 0
-                while not stop.is_set():
-                    n += 1
-                    t0 = time.perf_counter()
-                    pinger.send(Ping(str(n)))
-                    while True:
-                        ev = pinger.next_event(timeout=60)
-                        if isinstance(ev, Pong) and ev.nonce == str(n):
-                            break
-                    rtts.append((time.perf_counter() - t0) * 1000)
-                    time.sleep(0.005)
-
-            t = threading.Thread(target=ping, daemon=True)
-            t.start()
+        def measure(who: str, name: str, attack: Callable[[int], Any] | None,
+                    seconds: float = 3.0) -> None:
+            port = servers[who].port
+            stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
+            proc = mp.Process(target=_pinger, args=(port, stop, ready, out), daemon=True)
+            proc.start()
+            ready.wait(60)
+            time.sleep(0.3)
+            load = os.getloadavg()[0]
             t0 = time.perf_counter()
             detail = ""
             if attack is None:
                 time.sleep(seconds)
             else:
-                detail = str(attack())
+                detail = str(attack(port))
             took = time.perf_counter() - t0
+            time.sleep(0.2)
             stop.set()
-            t.join(60)
-            pinger.close()
-            rows.append({"case": name, "attack_s": round(took, 2), "pings": len(rtts),
+            rtts = out.get(timeout=120)
+            proc.join(60)
+            rows.append({"server": who, "case": name, "attack_s": round(took, 2), "pings": len(rtts),
                          "rtt_p50_ms": round(pct(rtts, 50), 2), "rtt_p99_ms": round(pct(rtts, 99), 2),
-                         "rtt_max_ms": round(max(rtts), 2), "detail": detail})
+                         "rtt_max_ms": round(max(rtts), 2),
+                         "load_1m": f"{load:.1f} -> {os.getloadavg()[0]:.1f}", "detail": detail})
+            print(rows[-1], flush=True)
 
-        attacks = iter(range(1000))
+        attacks = iter(range(10_000))
 
-        def chat(text: str) -> Callable[[], str]:
-            def run() -> str:
-                c = V2Client(server.port, timeout=300)
-                c.login(user, password)
+        def chat(text: str) -> Callable[[int], str]:
+            def run(port: int) -> str:
+                c = V2Client(port, timeout=600)
+                c.login(STALL_USER, STALL_PASSWORD)
                 # A fresh conversation each: no attack carries the others' history.
                 reply = c.chat(text, conversation=f"attack-{next(attacks)}")
                 c.close()
@@ -318,14 +353,25 @@ def case_stall(huge_mb: float) -> list[dict[str, Any]]:
                 return f"{len(reply.text)} chars answered" if isinstance(end, AnswerEnd) else repr(reply.events[-1])
             return run
 
-        measure("baseline (no attack)", None)
+        rng = random.Random(5)
         n = int(huge_mb * 1_000_000)
-        measure(f"{huge_mb:g} MB answer, no place to cut", chat(say("9" * n)))
-        measure(f"{huge_mb:g} MB answer of overlapping banned hits", chat(say("s h i t " * (n // 8))))
-        measure(f"{huge_mb:g} MB answer of single digits", chat(say("1 " * (n // 2))))
-        measure("64 KiB message of '+1 234 '", chat("+1 234 " * 9362))
+        cases: list[tuple[str, Callable[[int], Any] | None]] = [
+            ("baseline (no attack)", None),
+            (f"{huge_mb:g} MB answer, no place to cut", chat(say("9" * n))),
+            (f"{huge_mb:g} MB answer of overlapping banned hits", chat(say("s h i t " * (n // 8)))),
+            (f"{huge_mb:g} MB answer of single digits", chat(say("1 " * (n // 2)))),
+            (f"{huge_mb:g} MB answer of random 3-digit groups",
+             chat(say(" ".join(str(rng.randrange(100, 1000)) for _ in range(n // 4))))),
+            ("64 KiB message of '+1 234 '", chat("+1 234 " * 9362)),
+            ("64 KiB message of random 3-digit groups",
+             chat(" ".join(str(rng.randrange(100, 1000)) for _ in range(16_383)))),
+        ]
+        for name, attack in cases:
+            for who in servers:  # before and after, one right after the other
+                measure(who, name, attack)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
         standin.stop()
     return rows
 
@@ -346,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--compare", metavar="REV", help="also time the filter of this git revision")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--huge-mb", type=float, default=1.0)
+    ap.add_argument("--server-path", type=Path, metavar="DIR",
+                    help="stall: also run the server of this checkout (before/after)")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "holdback.json")
     args = ap.parse_args(argv)
     cases = set(args.cases.split(","))
@@ -360,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["phones"] = case_phones(args.compare)
         print("## numbers read as phone numbers (default regions)\n\n" + table(results["phones"]) + "\n")
     if "stall" in cases:
-        results["stall"] = case_stall(args.huge_mb)
+        results["stall"] = case_stall(args.huge_mb, args.server_path)
         print("## other sessions' PING while one is attacked\n\n" + table(results["stall"]) + "\n")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
