@@ -83,15 +83,18 @@ def run(coro):  # type: ignore[no-untyped-def]
 async def stepped(worker: DetectionWorker, text: str, *, slice_chars: int = SLICE,
                   transform=None) -> tuple[str, SteppedAnswerFilter, int]:  # type: ignore[no-untyped-def]
     """``text`` through a stepped filter in the turn's slices; also the most a
-    step on the loop scanned beyond its slice."""
+    step on the loop scanned beyond its slice. Checks that no step on the
+    loop had HEAVY_DIGITS new digits (a bounded number of phone checks)."""
     filt = SteppedAnswerFilter(AnswerFilter(SHIPPED, transform=transform), worker)
     out = []
     most_local = 0
     for i in range(0, len(text), slice_chars):
+        piece = text[i : i + slice_chars]
         before_scanned, before_local = filt.scanned, filt.local_steps
-        out.append(await filt.feed(text[i : i + slice_chars]))
+        out.append(await filt.feed(piece))
         if filt.local_steps > before_local:
             most_local = max(most_local, filt.scanned - before_scanned - slice_chars)
+            assert numeric_chars(piece) < HEAVY_DIGITS
     out.append(await filt.finish())
     return "".join(out), filt, most_local
 
