@@ -155,6 +155,21 @@ def test_digit_heavy_slices_go_to_the_worker_and_prose_stays_on_the_loop(worker)
     assert out == mask_answer(numbers, SHIPPED)
 
 
+def test_an_answer_stays_in_the_worker_from_its_first_digit_heavy_slice_on(worker):
+    async def scenario() -> tuple[bool, bool, int, int, str]:
+        filt = SteppedAnswerFilter(AnswerFilter(SHIPPED), worker)
+        out = [await filt.feed("Here is the list you asked for: ")]
+        before = filt.remote
+        out.append(await filt.feed("98765 43210, 98765 "))  # a run still open when it goes
+        out.append(await filt.feed("43211 and that is all."))
+        out.append(await filt.finish())
+        return before, filt.remote, filt.local_steps, filt.remote_steps, "".join(out)
+
+    before, after, local, remote, out = run(scenario())
+    assert (before, after, local, remote) == (False, True, 1, 3)
+    assert out == mask_answer("Here is the list you asked for: 98765 43210, 98765 43211 and that is all.", SHIPPED)
+
+
 PIECES = ["w12", "2019", "v3.2", "(212)", "736-5000", "0044", "+91", "98765", "43210", "raj", "@", "gmail",
           ".com", "at", "dot", "shit", "s", "h", "i", "t", "son", "of", "a", "bitch", "\u0455\u04bb\u0456\u0442",
           "\u277e\u277e\u277e", "$", "1,299", "12:30", "a716", "/", "="]

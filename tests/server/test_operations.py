@@ -4,7 +4,10 @@ structured logs without secrets."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+
+import psutil
 
 from tests.fixtures.server import PASSWORD, USER
 from tests.fixtures.v1client import OriginalV1Client, answer_text
@@ -56,6 +59,19 @@ def test_json_logs_carry_session_ids_and_no_secrets_or_message_text(server_facto
     text = server.log_text()
     assert PASSWORD not in text and "hunter2-wrong" not in text
     assert "a very private sentence" not in text
+
+
+def test_moderation_runs_in_a_worker_process_of_the_server(server_factory):
+    server = server_factory()
+    pid = int(server.wait_for_log(re.compile(r"moderation worker ready \(pid (\d+)\)"), timeout=60).group(1))
+    assert server.proc is not None
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    assert pid in {c.pid for c in children}
+    # A long message is checked there (and refused as in the server's own process).
+    client = logged_in(server.port, USER, PASSWORD)
+    reply = client.chat("tell me more " * 60 + "+1 212 736 5000")
+    client.close()
+    assert not reply.text and any("phone number" in getattr(e, "message", "") for e in reply.events)
 
 
 def test_healthcheck_follows_the_model_state(server_factory, standin):

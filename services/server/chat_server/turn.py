@@ -82,6 +82,9 @@ __all__ = [
 #: A batch of the answer is filtered in slices of this many characters, with the
 #: event loop free between them: no single answer holds up the other sessions.
 FILTER_SLICE_CHARS = 128
+#: ... and once its steps run in the moderation worker (they do not hold the
+#: loop), in slices of this many: fewer round trips to the worker.
+REMOTE_SLICE_CHARS = 2048
 #: What a message cut short by a shutdown before its answer began is told.
 RESTARTING = "the server is restarting; try again shortly"
 #: A disabled or removed user's answer in flight, and session, end with this.
@@ -401,15 +404,18 @@ class ChatTurn:
                         if text and not self.first_token_ms:
                             # The model's first token, whatever the filter holds back.
                             self.first_token_ms = max(1, self._elapsed_ms())
-                        for i in range(0, len(text), FILTER_SLICE_CHARS):
+                        i = 0
+                        while i < len(text):
                             if i:
                                 await asyncio.sleep(0)
-                            out = await filt.feed(text[i : i + FILTER_SLICE_CHARS])
-                            if done and i + FILTER_SLICE_CHARS >= len(text):
+                            j = i + (REMOTE_SLICE_CHARS if filt.remote else FILTER_SLICE_CHARS)
+                            out = await filt.feed(text[i:j])
+                            if done and j >= len(text):
                                 # The model is done: what the filter holds goes
                                 # out in the same DELTA (one frame, not two).
                                 out += await filt.finish()
                             await self._emit(out)
+                            i = j
                 await self._emit(await filt.finish())
                 if filt.masked:
                     await self._send(Notice(

@@ -21,10 +21,10 @@ microseconds):
   :data:`HEAVY_DIGITS` or more numeric characters (the phone scan's cost is
   per digit group: ``libphonenumber`` checks of up to
   :data:`~chatcore.privacy.MAX_PHONE_DIGITS` digits per group);
-* an answer slice with :data:`HEAVY_DIGITS` or more numeric characters, the
-  step after a slice that went there (its held text may be such a run), and
-  every step of an answer after one step on the loop took longer than
-  :data:`LOCAL_STEP_BUDGET` (whatever made it slow).
+* every step of an answer from its first slice with :data:`HEAVY_DIGITS` or
+  more numeric characters on (its held text may be such a run), or from the
+  first step on the loop that took longer than :data:`LOCAL_STEP_BUDGET`
+  (whatever made it slow).
 
 The answer filter itself moves: an :class:`AnswerFilter` pickles as its state
 (the window it holds, a few counters) plus the banned list's entries and the
@@ -183,6 +183,8 @@ class DetectionWorker:
     def _warmed(self, fut: concurrent.futures.Future[int]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self.pid = fut.result()
+            log.info("moderation worker ready (pid %d)", self.pid,
+                     extra={"event": "moderation_worker"})
 
     def close(self) -> None:
         self._wanted = False
@@ -244,18 +246,28 @@ class DetectionWorker:
 
 
 class SteppedAnswerFilter:
-    """An :class:`AnswerFilter` whose costly steps run in the worker
-    (:func:`slice_inline`, :data:`LOCAL_STEP_BUDGET`). Same output as the
-    filter; ``feed`` and ``finish`` are coroutines."""
+    """An :class:`AnswerFilter` whose costly steps run in the worker. Same
+    output as the filter; ``feed`` and ``finish`` are coroutines.
+
+    A step runs on the loop while the answer is :attr:`remote` False. The
+    answer turns remote (for the rest of its steps) at its first slice that
+    is not :func:`slice_inline`, or when a step on the loop took longer than
+    :data:`LOCAL_STEP_BUDGET`: what it holds may then be a digit run, and the
+    worker's memo of phone checks is there. A remote step does not hold the
+    loop, so it may be larger (the turn feeds ``REMOTE_SLICE_CHARS``)."""
 
     def __init__(self, filt: AnswerFilter, worker: DetectionWorker) -> None:
         self._filt = filt
         self._worker = worker
-        self._remote_next = False  # the step after a remote one goes there too
-        self._slow = False  # a step on the loop took too long: all go there
+        self._remote = False
         #: Steps run on the loop / in the worker (what tests and benches count).
         self.local_steps = 0
         self.remote_steps = 0
+
+    @property
+    def remote(self) -> bool:
+        """Do this answer's steps run in the worker?"""
+        return self._remote
 
     @property
     def masked(self) -> bool:
@@ -270,8 +282,8 @@ class SteppedAnswerFilter:
         return self._filt.scanned
 
     async def _step(self, delta: str, finish: bool) -> str:
-        if self._slow or self._remote_next or not slice_inline(delta):
-            self._remote_next = not finish
+        if self._remote or not slice_inline(delta):
+            self._remote = True
             self.remote_steps += 1
             out, self._filt = await self._worker.run(_filter_step, self._filt, delta, finish)
             return out
@@ -279,7 +291,7 @@ class SteppedAnswerFilter:
         t0 = time.perf_counter()
         out, _ = _filter_step(self._filt, delta, finish)
         if time.perf_counter() - t0 > LOCAL_STEP_BUDGET:
-            self._slow = True
+            self._remote = True
         return out
 
     async def feed(self, delta: str) -> str:
@@ -292,6 +304,5 @@ class SteppedAnswerFilter:
         """The rest of the answer, masked."""
         if self._filt.pending == 0:
             self._filt.finish()
-            self._remote_next = False
             return ""
         return await self._step("", True)
