@@ -290,6 +290,18 @@ def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
     out.put(rtts)
 
 
+def _rss_mib(server: Any) -> tuple[float, float]:
+    """RSS of the server's process and of its child processes (the moderation
+    worker), MiB, after a case."""
+    import psutil
+
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    children = proc.children(recursive=True)
+    return (round(proc.memory_info().rss / 2**20, 1),
+            round(sum(c.memory_info().rss for c in children) / 2**20, 1))
+
+
 def case_stall(huge_mb: float, server_path: Path | None = None) -> list[dict[str, Any]]:
     import multiprocessing
     import random
@@ -334,9 +346,11 @@ def case_stall(huge_mb: float, server_path: Path | None = None) -> list[dict[str
             stop.set()
             rtts = out.get(timeout=120)
             proc.join(60)
+            rss = _rss_mib(servers[who])
             rows.append({"server": who, "case": name, "attack_s": round(took, 2), "pings": len(rtts),
                          "rtt_p50_ms": round(pct(rtts, 50), 2), "rtt_p99_ms": round(pct(rtts, 99), 2),
-                         "rtt_max_ms": round(max(rtts), 2),
+                         "rtt_max_ms": round(max(rtts), 2), "server_rss_mib": rss[0],
+                         "worker_rss_mib": rss[1],
                          "load_1m": f"{load:.1f} -> {os.getloadavg()[0]:.1f}", "detail": detail})
             print(rows[-1], flush=True)
 
