@@ -74,6 +74,17 @@ def test_moderation_runs_in_a_worker_process_of_the_server(server_factory):
     assert not reply.text and any("phone number" in getattr(e, "message", "") for e in reply.events)
 
 
+def test_the_moderation_worker_ends_with_a_killed_server(server_factory):
+    server = server_factory()
+    pid = int(server.wait_for_log(re.compile(r"moderation worker ready \(pid (\d+)\)"), timeout=60).group(1))
+    worker = psutil.Process(pid)
+    assert server.proc is not None
+    server.proc.kill()  # no shutdown: the worker must notice on its own
+    server.proc.wait(10)
+    worker.wait(timeout=30)  # psutil.TimeoutExpired if it is left behind
+    assert not psutil.pid_exists(pid) or worker.status() == psutil.STATUS_ZOMBIE
+
+
 def test_healthcheck_follows_the_model_state(server_factory, standin):
     standin.control(models=[], pull_seconds=4)
     server = server_factory(wait_ready=False)

@@ -51,6 +51,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -138,8 +139,17 @@ def _filter_step(filt: AnswerFilter, delta: str, finish: bool) -> tuple[str, Ans
 
 def _worker_init() -> None:
     # The server's Ctrl+C is the server's to handle; the worker goes when the
-    # server closes its pipe.
+    # server shuts the pool down, or when the server is gone (killed: the
+    # pool's pipes stay open in the worker, which would wait on them for ever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns when the parent process has ended
+    os._exit(0)
 
 
 def _warm(banned: BannedWords, privacy: PersonalDataDetector) -> int:
