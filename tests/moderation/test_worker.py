@@ -230,3 +230,23 @@ def test_a_worker_that_was_never_started_runs_the_steps_in_a_thread():
     assert verdict == BANNED_WORD
     assert out == mask_answer("call 98765 43210 now " * 20, SHIPPED)
     assert remote > 0 and steps == 0
+
+
+def test_a_huge_word_is_not_kept_in_memory_after_it_was_checked():
+    # The word-shape cache remembered every token it saw, up to 8192 of them:
+    # megabyte "words" of hostile messages stayed in the process (the worker's
+    # RSS grew by hundreds of MiB in bench/holdback.py's 3 MB cases).
+    import gc
+    import tracemalloc
+
+    SHIPPED.contains("warm up " + "ab" * 100)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert not SHIPPED.contains("x " + "ab" * 500_000 + " y")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 256 * 1024, kept

@@ -156,7 +156,11 @@ def canonical(token: str) -> str:
     return token.translate(_LEET_TABLE)
 
 
-@functools.lru_cache(maxsize=8192)
+#: Words up to this long are remembered by :func:`runs`; longer ones (a
+#: megabyte "word" of a hostile message) would keep the cache's memory for ever.
+RUNS_CACHE_KEY = 64
+
+
 def runs(word: str) -> tuple[str, tuple[int, ...]]:
     """Run-length split: ``"abccxyyz"`` -> ``("abcxyz", (1, 1, 2, 1, 2, 1))``.
 
@@ -164,6 +168,15 @@ def runs(word: str) -> tuple[str, tuple[int, ...]]:
     letters and every run is at least as long: ``abccxyyz`` and ``asss``
     stretch ``abcxyz`` and ``ass``; ``as`` (runs 1,1) does not stretch ``ass``
     (runs 1,2), so the word "as" stays clean."""
+    return _runs_cached(word) if len(word) <= RUNS_CACHE_KEY else _runs(word)
+
+
+@functools.lru_cache(maxsize=8192)
+def _runs_cached(word: str) -> tuple[str, tuple[int, ...]]:
+    return _runs(word)
+
+
+def _runs(word: str) -> tuple[str, tuple[int, ...]]:
     letters: list[str] = []
     counts: list[int] = []
     for ch in word:

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 from chatcore.privacy import PersonalDataDetector
 
+from ..memory import apply_allocation_policy, give_back
 from .answer_filter import AnswerFilter
 from .banned_words import BannedWords, WatchedBannedWords
 
@@ -130,6 +131,19 @@ def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str)
     return privacy.refusal_notice(text)
 
 
+#: What checking a message may use per character at its peak (the detectors'
+#: folded copies and their index maps), reported as released afterwards.
+_BYTES_PER_CHAR = 64
+
+
+def _check_and_give_back(banned: BannedWords, privacy: PersonalDataDetector, text: str) -> str | None:
+    """:func:`check_message`, then the memory it used goes back to the OS (a
+    64 KiB message's copies are megabytes; the worker lives as long as the server)."""
+    verdict = check_message(banned, privacy, text)
+    give_back(len(text) * _BYTES_PER_CHAR)
+    return verdict
+
+
 def _filter_step(filt: AnswerFilter, delta: str, finish: bool) -> tuple[str, AnswerFilter]:
     out = filt.feed(delta) if delta else ""
     if finish:
@@ -142,6 +156,7 @@ def _worker_init() -> None:
     # server shuts the pool down, or when the server is gone (killed: the
     # pool's pipes stay open in the worker, which would wait on them for ever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    apply_allocation_policy()  # the server's own (chat_server.memory)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
@@ -252,7 +267,7 @@ class DetectionWorker:
         """:func:`check_message` on the loop if the text is cheap, else in the worker."""
         if message_inline(text):
             return check_message(banned, privacy, text)
-        return await self.run(check_message, banned, privacy, text)
+        return await self.run(_check_and_give_back, banned, privacy, text)
 
 
 class SteppedAnswerFilter:
