@@ -43,6 +43,18 @@ def revoked(client: V2Client) -> Error:
             return event
 
 
+def v1_until_goodbye(v1: OriginalV1Client) -> bytes:
+    """The v1 chunks before the server's ``<GoodBye>`` (asserted: it must come)."""
+    text = b""
+    while True:
+        chunk = v1.read_chunk()
+        if len(chunk) < 64 or chunk.strip() == GOODBYE.encode():
+            break
+        text += chunk
+    assert chunk.strip() == GOODBYE.encode(), chunk
+    return text
+
+
 def closed(client: V2Client) -> bool:
     client.sock.settimeout(WAIT)
     try:
@@ -100,14 +112,8 @@ def test_password_change_ends_the_sessions_logged_in_before_it(server_factory) -
         assert error.code is ErrorCode.SESSION_REVOKED and error.fatal
         assert "password of this account was changed" in error.message
         assert closed(old)
-        text = b""
-        while True:
-            chunk = v1.read_chunk()
-            if len(chunk) < 64 or chunk.strip() == GOODBYE.encode():
-                break
-            text += chunk
+        text = v1_until_goodbye(v1)
         assert b"[ERROR] session_revoked:" in text and b"password" in text
-        assert chunk.strip() == GOODBYE.encode()
     server.wait_for_log("sessions of alice ended: the password was changed", timeout=WAIT)
     # Five check intervals later, the new session and everyone else carry on.
     time.sleep(5 * float(FAST_CHECK["CHAT_ACCOUNT_CHECK_INTERVAL"]))
@@ -165,13 +171,7 @@ def test_v1_session_of_a_disabled_user_ends_with_an_error_and_goodbye(server_fac
         chunks, how = v1.answer("hello")
         assert how == "terminator" and "Echo: hello" in "".join(chunks)
         cli_ok(server, "users", "disable", USER)
-        text = b""
-        while True:
-            chunk = v1.read_chunk()
-            if len(chunk) < 64 or chunk.strip() == GOODBYE.encode():
-                break
-            text += chunk
-        assert chunk.strip() == GOODBYE.encode()
+        text = v1_until_goodbye(v1)
         assert b"[ERROR] session_revoked:" in text
         assert v1.read_chunk() == b""  # and the server closed
     with OriginalV1Client(server.port, timeout=WAIT) as v1:
