@@ -187,12 +187,7 @@ class SQLiteStore(SQLStore):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {_one_line(exc)}") from None
         try:
-            conn.execute("PRAGMA foreign_keys = ON")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"cannot open database {path}: WAL journal not available")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._version = self._migrate(conn)
+            self._version = self._set_up(conn)
         except StoreError:
             conn.close()
             raise
@@ -247,6 +242,26 @@ class SQLiteStore(SQLStore):
             return
         log.warning("restricted %s from mode %o to %o (it holds chats and password hashes)",
                     target, stat.S_IMODE(old), mode, extra={"event": "db_permissions"})
+
+    def _set_up(self, conn: sqlite3.Connection) -> int:
+        """Pragmas and migrations; the schema version. Several processes opening
+        a new database at the same moment (replicas, the CLI beside the server)
+        take turns: switching it to WAL needs the file to itself, and SQLite
+        answers "database is locked" at once there instead of waiting, so wait
+        here, up to the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA foreign_keys = ON")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"cannot open database {self.path}: WAL journal not available")
+                conn.execute("PRAGMA synchronous = FULL")
+                return self._migrate(conn)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self, conn: sqlite3.Connection) -> int:
         version = self._read_version(conn)
