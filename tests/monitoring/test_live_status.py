@@ -123,11 +123,22 @@ def test_configured_socket_path_is_used_by_server_and_status(server_factory, tmp
     server.stop()
 
 
-def test_live_view_refreshes_in_a_terminal_until_ctrl_c(live_server: LiveServer):
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+def test_live_view_refreshes_in_a_terminal_until_ctrl_c(live_server: LiveServer,
+                                                        inherited_sigint: str):
+    # "ignored": started by something that ignores SIGINT (a script's
+    # background job, nohup): Ctrl-C must still leave the view.
     env = {**live_server.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"}
+
+    def set_inherited_sigint() -> None:
+        if inherited_sigint == "ignored":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     child = pexpect.spawn(sys.executable, ["-m", "chat_server", "status", "--interval", "0.3"],
                           env=env, cwd=str(REPO), encoding="utf-8", timeout=20,
-                          dimensions=(40, 120))
+                          dimensions=(40, 120), preexec_fn=set_inherited_sigint)
     try:
         child.expect("No one is logged in")
         client = logged_in(live_server.port, "alice", PASSWORD)

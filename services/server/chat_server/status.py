@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -191,6 +193,13 @@ def run(socket_path: Path, *, once: bool, as_json: bool, interval: float,
         return Group(render(snap, max_rows=rows),
                      Text(f"refreshing every {interval:g} s · Ctrl-C to leave", style="dim"))
 
+    # Ctrl-C leaves the view even when this process was started with SIGINT
+    # ignored (by a script that ran it in the background, nohup, some
+    # supervisors): Python keeps an inherited SIG_IGN, and the view would then
+    # run until killed.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with Live(frame(), console=console, auto_refresh=False, screen=False) as live:
             while True:
@@ -198,3 +207,6 @@ def run(socket_path: Path, *, once: bool, as_json: bool, interval: float,
                 live.update(frame(), refresh=True)
     except KeyboardInterrupt:
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
