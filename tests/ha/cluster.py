@@ -36,6 +36,7 @@ from tests.fixtures.server import LiveServer, make_server_env, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
+HAPROXY_LUA = REPO / "deploy" / "haproxy" / "hold.lua"
 
 
 def haproxy_image() -> str:
@@ -188,7 +189,8 @@ def start_cluster(tmp_path: Path, standin_url: str, *, replicas: int = 2,
         # Removed in any case below, even if it was created but did not start.
         haproxy = HAProxy(name, port, cfg)
         r = run(["docker", "run", "-d", "--name", name, "--network", "host",
-                 "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro", haproxy_image()],
+                 "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro",
+                 "-v", f"{HAPROXY_LUA}:/usr/local/etc/haproxy/hold.lua:ro", haproxy_image()],
                 timeout=120)
         assert r.returncode == 0, r.stderr
         cluster = Cluster(servers, haproxy, base, health_ports)

@@ -8,7 +8,9 @@ per-address login throttling works behind it; a replica that drains after
 SIGTERM finishes and stores its answers while new connections go to the other;
 a user on two replicas at once never has two answers running; the rate limit
 and failed logins count on every replica; a replica killed under load loses no
-acknowledged turn and duplicates none.
+acknowledged turn and duplicates none; while no replica is ready at all, HAProxy
+holds new connections until one is (deploy/haproxy/hold.lua) instead of closing
+them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +203,54 @@ def test_drain_finishes_answers_while_new_connections_go_to_the_other(cluster: C
     assert codes == [0]
     for c in clients.values():
         c.close()
+
+
+def test_with_no_replica_ready_new_connections_wait_for_one_instead_of_being_refused(
+        cluster: Cluster) -> None:
+    """What plain `docker compose up -d` with a new image does to the stack
+    (every replica stopped before any new one starts), with the replicas'
+    processes: both stop, clients connect through HAProxy in the gap, and are
+    served once a replica is back; nobody is closed or refused."""
+    stoppers = [threading.Thread(target=r.stop, args=(signal.SIGTERM, 60))
+                for r in cluster.replicas]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join(90)
+    assert all(r.proc is None or r.proc.poll() is not None for r in cluster.replicas)
+    wait_until(lambda: all(f"replicas/r{i} is DOWN" in cluster.haproxy.logs() for i in (1, 2)),
+               timeout=30)
+
+    # In the gap: the connections are accepted and held, not closed.
+    results: list[object] = []
+
+    def connect_and_chat(index: int) -> None:
+        user = list(USERS)[index]
+        try:
+            sock = connect_from(cluster.port, f"127.0.0.{20 + index}", timeout=90)
+            client = V2Client(cluster.port, sock=sock)  # HELLO: waits for a replica
+            result = client.login(user, USERS[user])
+            results.append(client.chat("are you back?").end
+                           if isinstance(result, AuthResult) and result.ok else result)
+            client.close()
+        except Exception as exc:  # a closed or reset connection: turned away
+            results.append(exc)
+
+    clients = [threading.Thread(target=connect_and_chat, args=(i,)) for i in range(3)]
+    for t in clients:
+        t.start()
+    time.sleep(3)  # without the hold, HAProxy closes them within milliseconds
+    assert results == [], results  # nobody answered, nobody turned away
+
+    cluster.replicas[0].start()
+    for t in clients:
+        t.join(120)
+    assert len(results) == 3 and all(isinstance(r, AnswerEnd) for r in results), results
+    # One line each in HAProxy's log (the raw log lines; Lua also echoes them
+    # to stderr with a prefix).
+    held = re.findall(r"^held a new connection \d+ ms until a replica was ready",
+                      cluster.haproxy.logs(), re.M)
+    assert len(held) == 3, cluster.haproxy.logs()[-3000:]
 
 
 def test_a_user_on_two_replicas_never_runs_two_answers_at_once(

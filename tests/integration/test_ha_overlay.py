@@ -12,7 +12,8 @@ replaces the replicas one at a time (a new one healthy before an old one is
 stopped, never no ready replica) while clients chat on, with no refused
 connection, no failed chat and every acknowledged turn stored exactly once;
 plain `docker compose up -d` with a new image recreates the replicas but keeps
-HAProxy, and the replicas it stops finish their answers in flight.
+HAProxy, the replicas it stops finish their answers in flight, and clients that
+connect while no replica is ready wait for a new one instead of being refused.
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ class HAStack:
         assert r.returncode == 0, r.stderr
         return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
-    def login(self) -> V2Client:
-        client = V2Client(self.port, timeout=20)
+    def login(self, timeout: float = 20) -> V2Client:
+        client = V2Client(self.port, timeout=timeout)
         result = client.login(self.env["CHAT_BOOTSTRAP_USER"], self.env["CHAT_BOOTSTRAP_PASSWORD"])
         assert getattr(result, "ok", False), result
         return client
@@ -295,7 +296,9 @@ class Chatters:
             for attempt in (1, 2):
                 try:
                     if client is None:
-                        client = self.stack.login()
+                        # HAProxy holds a connection while no replica is
+                        # ready (plain `up -d`): wait as long as it may.
+                        client = self.stack.login(timeout=100)
                 except Exception as exc:  # a refused connection or login
                     self.failures.append(f"{text}: login: {exc!r}")
                     client = None
@@ -327,7 +330,9 @@ class Chatters:
                     continue
                 self.failures.append(f"{text}: {reply.events}")
                 break
-            time.sleep(0.05)
+            # At most ~10 messages/s for three chatters: well under the test
+            # stack's rate limit (1000 a minute, one user) across tests.
+            time.sleep(0.3)
         if client is not None:
             client.close()
 
@@ -417,26 +422,30 @@ def test_a_new_image_rolls_out_one_replica_at_a_time_and_refuses_nobody(ha_stack
     assert sorted(complete) == sorted(chat.acked)
 
 
-def test_plain_up_with_a_new_image_keeps_haproxy_and_finishes_answers_in_flight(
+def test_plain_up_with_a_new_image_keeps_haproxy_finishes_answers_and_refuses_nobody(
         ha_stack: HAStack) -> None:
     # Compose recreates every replica of the service at once (README "Scaling
     # out"); what must hold: HAProxy, which depends on no replica, is not
-    # recreated (so sessions on other services' paths are not cut by it), and
-    # each replica it stops drains: its answer in flight finishes and is stored.
+    # recreated (so it cuts no session by itself); each replica it stops
+    # drains (its answer in flight finishes and is stored); and clients that
+    # connect while no replica is ready are held by HAProxy until a new one is
+    # (deploy/haproxy/hold.lua), so the chatters see no refused connection.
     haproxy = ha_stack.compose("ps", "-q", "haproxy").stdout.strip()
     before = set(ha_stack.replicas())
     new_image = ha_stack.build_new_server_image()
     client = ha_stack.login()
     text = f"a long answer across plain up {uuid.uuid4().hex[:8]} [standin:tokens=40] [standin:delay-ms=50]"
-    mid = client.start_chat(text)
-    first = client.next_event(timeout=30)
-    done: list[subprocess.CompletedProcess[str]] = []
-    up = threading.Thread(target=lambda: done.append(
-        ha_stack.compose("up", "-d", "--wait", timeout=600, check=False)))
-    up.start()
-    reply = client.collect(mid)
-    up.join(600)
-    client.close()
+    with Chatters(ha_stack, 3, "across plain up") as chat:
+        mid = client.start_chat(text)
+        first = client.next_event(timeout=30)
+        done: list[subprocess.CompletedProcess[str]] = []
+        up = threading.Thread(target=lambda: done.append(
+            ha_stack.compose("up", "-d", "--wait", timeout=600, check=False)))
+        up.start()
+        reply = client.collect(mid)
+        up.join(600)
+        client.close()
+        time.sleep(2)  # the chatters go on against the new replicas for a moment
     assert done and done[0].returncode == 0, done
     assert reply.end is not None and reply.end.reason == "stop", [first, *reply.events]
     assert ha_stack.compose("ps", "-q", "haproxy").stdout.strip() == haproxy
@@ -445,5 +454,14 @@ def test_plain_up_with_a_new_image_keeps_haproxy_and_finishes_answers_in_flight(
     assert {ha_stack.image_of(c) for c in after} == {new_image}
     history = ha_stack.history(sorted(after)[0])
     assert [t["status"] for t in history if t["user"] == text] == ["complete"]
+
+    assert chat.failures == [], chat.failures
+    assert chat.resent, "no chatter had to reconnect: the gap was not exercised"
+    held = re.findall(r"^held a new connection \d+ ms until a replica was ready",
+                      ha_stack.logs(haproxy), re.M)
+    assert held, ha_stack.logs(haproxy)[-3000:]
+    complete = [t["user"] for t in history
+                if t["status"] == "complete" and t["user"].endswith("across plain up")]
+    assert sorted(complete) == sorted(chat.acked)
     ha_stack.wait_balanced()
     assert ha_stack.login().chat("still there").end is not None
