@@ -178,7 +178,7 @@ def start_postgres(root: Path) -> Any:
 
 
 def start_haproxy(tmp: Path, replicas: list[tuple[int, int]]) -> tuple[str, int]:
-    from ha.cluster import haproxy_image, render_haproxy_cfg
+    from ha.cluster import haproxy_image, haproxy_volumes, render_haproxy_cfg
 
     from bench.run import free_port
 
@@ -190,7 +190,7 @@ def start_haproxy(tmp: Path, replicas: list[tuple[int, int]]) -> tuple[str, int]
     import subprocess
 
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "host",
-                    "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro", haproxy_image()],
+                    *haproxy_volumes(cfg), haproxy_image()],
                    check=True, capture_output=True, timeout=120)
     return name, port
 

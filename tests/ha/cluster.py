@@ -45,6 +45,13 @@ def haproxy_image() -> str:
     return os.environ.get("HAPROXY_TEST_IMAGE") or LOCAL_HAPROXY_IMAGE
 
 
+def haproxy_volumes(cfg: Path) -> list[str]:
+    """``docker run`` arguments that give the image a rendered configuration
+    and the Lua file it loads (deploy/haproxy/hold.lua)."""
+    return ["-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro",
+            "-v", f"{HAPROXY_LUA}:/usr/local/etc/haproxy/hold.lua:ro"]
+
+
 def render_haproxy_cfg(listen_port: int, replicas: list[tuple[int, int]]) -> str:
     """The repository's configuration for replicas on 127.0.0.1 (chat, health ports)."""
     text = HAPROXY_CFG.read_text()
@@ -189,8 +196,7 @@ def start_cluster(tmp_path: Path, standin_url: str, *, replicas: int = 2,
         # Removed in any case below, even if it was created but did not start.
         haproxy = HAProxy(name, port, cfg)
         r = run(["docker", "run", "-d", "--name", name, "--network", "host",
-                 "-v", f"{cfg}:/usr/local/etc/haproxy/haproxy.cfg:ro",
-                 "-v", f"{HAPROXY_LUA}:/usr/local/etc/haproxy/hold.lua:ro", haproxy_image()],
+                 *haproxy_volumes(cfg), haproxy_image()],
                 timeout=120)
         assert r.returncode == 0, r.stderr
         cluster = Cluster(servers, haproxy, base, health_ports)
