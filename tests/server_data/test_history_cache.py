@@ -50,26 +50,26 @@ async def test_history_is_the_complete_turns_in_order(users: Store) -> None:
     await store.save_turn(turn("alice", "c", "two"))
     await store.save_turn(turn("alice", "other", "elsewhere"))
     cache = ConversationCache(store, 10 * 1024 * KB)
-    assert await cache.history("alice", "c") == [
+    assert (await cache.conversation("alice", "c")).messages == [
         {"role": "user", "content": "one"}, {"role": "assistant", "content": "re: one"},
         {"role": "user", "content": "two"}, {"role": "assistant", "content": "re: two"},
     ]
-    assert await cache.history("alice", "new") == []
-    assert await cache.history("bob", "c") == []
+    assert (await cache.conversation("alice", "new")).messages == []
+    assert (await cache.conversation("bob", "c")).messages == []
 
 
 async def test_turns_saved_later_or_elsewhere_are_picked_up(users: Store, store_target: str) -> None:
     cache = ConversationCache(users, 10 * 1024 * KB)
     await users.save_turn(turn("alice", "c", "one"))
-    assert len(await cache.history("alice", "c")) == 2
+    assert len((await cache.conversation("alice", "c")).messages) == 2
     # Another replica (its own store) answers the next message of the conversation.
     async with await open_store(store_target) as replica:
         await replica.save_turn(turn("alice", "c", "two"))
     await users.save_turn(turn("alice", "c", "three"))
-    texts = [m["content"] for m in await cache.history("alice", "c") if m["role"] == "user"]
+    texts = [m["content"] for m in (await cache.conversation("alice", "c")).messages if m["role"] == "user"]
     assert texts == ["one", "two", "three"]
     # Asking again adds nothing twice.
-    assert len(await cache.history("alice", "c")) == 6
+    assert len((await cache.conversation("alice", "c")).messages) == 6
 
 
 async def test_one_refresh_gives_the_history_and_the_newest_turns_model(
@@ -92,7 +92,6 @@ async def test_one_refresh_gives_the_history_and_the_newest_turns_model(
                                model="small"))
     messages, model = await cache.conversation("alice", "c")
     assert (len(messages), model) == (4, "small")
-    assert await cache.history("alice", "c") == messages
     # Other conversations and users have their own.
     assert await cache.conversation("alice", "other") == ([], None)
     assert await cache.conversation("bob", "c") == ([], None)
@@ -115,14 +114,14 @@ async def test_byte_accounting(users: Store) -> None:
     await users.save_turn(turn("alice", "c1", big, "y" * (30 * KB)))
     await users.save_turn(turn("alice", "c1", "short", "é" * 100))
     await users.save_turn(turn("bob", "c2", "🙂" * 1000, "ok"))
-    await cache.history("alice", "c1")
-    await cache.history("bob", "c2")
+    (await cache.conversation("alice", "c1")).messages
+    (await cache.conversation("bob", "c2")).messages
     expected = cost((big, "y" * (30 * KB)), ("short", "é" * 100)) + cost(("🙂" * 1000, "ok"))
     assert cache.bytes == expected
     assert cache.bytes >= 60 * KB + 30 * KB + 4 * 1000  # text counted as Python holds it
     # A refresh that finds a new turn grows the figure by exactly that turn.
     await users.save_turn(turn("bob", "c2", "more", "and more"))
-    await cache.history("bob", "c2")
+    (await cache.conversation("bob", "c2")).messages
     assert cache.bytes == expected + size("more") + size("and more") + TURN_OVERHEAD
 
 
@@ -132,8 +131,8 @@ async def test_release_drops_the_users_conversations(users: Store) -> None:
         await users.save_turn(turn("alice", conv, "x" * (60 * KB)))
     await users.save_turn(turn("bob", "c1", "hi"))
     for conv in ("c1", "c2"):
-        await cache.history("alice", conv)
-    await cache.history("bob", "c1")
+        (await cache.conversation("alice", conv)).messages
+    (await cache.conversation("bob", "c1")).messages
     bob_bytes = cost(("hi", "re: hi"))
     cache.release("alice")
     assert len(cache) == 1 and ("bob", "c1") in cache
@@ -142,7 +141,7 @@ async def test_release_drops_the_users_conversations(users: Store) -> None:
     cache.release("bob")
     assert (len(cache), cache.bytes) == (0, 0)
     # The store still has everything: the next message reloads it.
-    assert len(await cache.history("alice", "c1")) == 2
+    assert len((await cache.conversation("alice", "c1")).messages) == 2
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="giving back is glibc's malloc_trim")
@@ -154,7 +153,7 @@ async def test_released_conversations_are_given_back_to_the_os(users: Store) -> 
     cache = ConversationCache(users, 10 * 1024 * KB)
     for n in range(6):  # 360 KiB: past memory.TRIM_AFTER_BYTES
         await users.save_turn(turn("alice", f"c{n}", "x" * (60 * KB)))
-        await cache.history("alice", f"c{n}")
+        (await cache.conversation("alice", f"c{n}")).messages
     before = memory.trims()
     cache.release("alice")
     await asyncio.sleep(memory.TRIM_DELAY + 0.5)
@@ -167,14 +166,14 @@ async def test_least_recently_used_conversations_are_evicted_by_bytes(users: Sto
     cache = ConversationCache(users, int(2.5 * one))
     for conv in ("a", "b", "c"):
         await users.save_turn(turn("alice", conv, text))
-    await cache.history("alice", "a")
-    await cache.history("alice", "b")
-    await cache.history("alice", "a")  # a is now more recent than b
-    await cache.history("alice", "c")  # over budget: b goes
+    (await cache.conversation("alice", "a")).messages
+    (await cache.conversation("alice", "b")).messages
+    (await cache.conversation("alice", "a")).messages  # a is now more recent than b
+    (await cache.conversation("alice", "c")).messages  # over budget: b goes
     assert ("alice", "a") in cache and ("alice", "c") in cache and ("alice", "b") not in cache
     assert cache.bytes == 2 * one <= cache.max_bytes
     # Evicted conversations come back from the store intact.
-    assert (await cache.history("alice", "b"))[0]["content"] == text
+    assert ((await cache.conversation("alice", "b")).messages)[0]["content"] == text
     assert cache.bytes <= cache.max_bytes
 
 
@@ -182,7 +181,7 @@ async def test_many_conversations_never_exceed_the_budget(users: Store) -> None:
     cache = ConversationCache(users, 500 * KB)
     for i in range(40):
         await users.save_turn(turn("alice", f"c{i}", "z" * (20 * KB + i)))
-        await cache.history("alice", f"c{i}")
+        (await cache.conversation("alice", f"c{i}")).messages
         assert cache.bytes <= cache.max_bytes
     assert cache.bytes == sum(
         cost((f"{'z' * (20 * KB + i)}", f"re: {'z' * (20 * KB + i)}"))
@@ -192,7 +191,7 @@ async def test_many_conversations_never_exceed_the_budget(users: Store) -> None:
 async def test_conversation_bigger_than_the_budget_is_served_not_kept(users: Store) -> None:
     cache = ConversationCache(users, 50 * KB)
     await users.save_turn(turn("alice", "huge", "h" * (60 * KB)))
-    history = await cache.history("alice", "huge")
+    history = (await cache.conversation("alice", "huge")).messages
     assert history[0]["content"] == "h" * (60 * KB)
     assert (len(cache), cache.bytes) == (0, 0)
 
@@ -201,10 +200,10 @@ async def test_concurrent_calls_add_each_turn_once(users: Store) -> None:
     cache = ConversationCache(users, 10 * 1024 * KB)
     for i in range(5):
         await users.save_turn(turn("alice", "c", f"m{i}"))
-    results = await asyncio.gather(*(cache.history("alice", "c") for _ in range(8)))
+    results = await asyncio.gather(*(cache.conversation("alice", "c") for _ in range(8)))
     for r in results:
-        assert len(r) == 10
-    assert len(await cache.history("alice", "c")) == 10
+        assert len(r.messages) == 10
+    assert len((await cache.conversation("alice", "c")).messages) == 10
     assert cache.bytes == cost(*((f"m{i}", f"re: m{i}") for i in range(5)))
 
 
@@ -213,10 +212,10 @@ async def test_store_failure_serves_what_the_cache_has(
 ) -> None:
     cache = ConversationCache(users, 10 * 1024 * KB)
     await users.save_turn(turn("alice", "c", "kept"))
-    assert len(await cache.history("alice", "c")) == 2
+    assert len((await cache.conversation("alice", "c")).messages) == 2
     await users.close()  # every store call now fails
     with caplog.at_level(logging.WARNING, logger="chat_server.history_cache"):
-        assert len(await cache.history("alice", "c")) == 2
-        assert await cache.history("alice", "unknown") == []
+        assert len((await cache.conversation("alice", "c")).messages) == 2
+        assert (await cache.conversation("alice", "unknown")).messages == []
         assert (await cache.conversation("alice", "c")).model == "m"
     assert "could not load conversation history" in caplog.text

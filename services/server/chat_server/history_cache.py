@@ -113,11 +113,6 @@ class ConversationCache:
         self._keep(key, entry)
         return Conversation(_messages(entry), entry.model)
 
-    async def history(self, user: str, conversation: str) -> list[Message]:
-        """The conversation's complete turns, oldest first, as user/assistant
-        messages (:meth:`conversation` without the model)."""
-        return (await self.conversation(user, conversation)).messages
-
     def release(self, user: str) -> None:
         """A session of ``user`` ended: forget their conversations, and let the
         process give the memory they held back to the OS (without that, the
