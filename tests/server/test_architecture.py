@@ -1,41 +1,74 @@
-"""The server's module graph has no circles (docs/ARCHITECTURE.md): every import
-counts, also the ones made lazily inside a function or only for type checking."""
+"""The dependency rules of docs/ARCHITECTURE.md ("Dependency rules"), checked on
+the source of all three packages (chatcore, chat_server, chat_client): no import
+circles (every import counts, also the ones made lazily inside a function or only
+for type checking), the layering between the packages, a codec without I/O, lazy
+imports only where the contract allows them, and no reaching into another
+class's private state."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
+import chat_client
 import chat_server
+import chatcore
 
-PACKAGE = Path(chat_server.__file__).parent
+PACKAGES = {
+    pkg.__name__: Path(pkg.__file__).parent for pkg in (chatcore, chat_server, chat_client)
+}
+
+#: Modules a codec must not import: it is sans-IO (bytes in, events out).
+IO_MODULES = {
+    "asyncio", "socket", "ssl", "select", "selectors", "time", "logging", "threading",
+    "subprocess", "os", "io", "concurrent",
+}
+
+#: The only modules that may import a module of ours inside a function: the
+#: entry point (each subcommand imports only what it runs: `chat-server
+#: healthcheck` runs every few seconds and must not load the server), and the
+#: store's opener (psycopg is imported only with a PostgreSQL CHAT_DB).
+LAZY_IMPORTERS = {"chat_server.cli", "chat_server.store"}
+
+#: Private names of the standard library's own API (namedtuple, sys, os).
+STDLIB_PRIVATE = {"_replace", "_asdict", "_fields", "_exit", "_getframe", "_Environ"}
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE).with_suffix("")
-    parts = [p for p in rel.parts if p != "__init__"]
-    return ".".join(["chat_server", *parts])
+def _modules() -> dict[str, Path]:
+    found = {}
+    for pkg, root in PACKAGES.items():
+        for path in root.rglob("*.py"):
+            parts = [p for p in path.relative_to(root).with_suffix("").parts if p != "__init__"]
+            found[".".join([pkg, *parts])] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[ast.stmt, list[str]]]:
+    """Each import statement of a module and the dotted names it may refer to."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            yield node, [f"{prefix}.{a.name}" for a in node.names] + [prefix]
+        elif isinstance(node, ast.Import):
+            yield node, [a.name for a in node.names]
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[: len(base) - node.level + 1]
-                    prefix = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    prefix = node.module or ""
-                targets = [f"{prefix}.{a.name}" for a in node.names] + [prefix]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
+    graph: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name, path in MODULES.items():
+        for _node, targets in _imports(name, path):
             for target in targets:
-                if target in modules and target != name and target != "chat_server":
+                if target in MODULES and target != name and target not in PACKAGES:
                     graph[name].add(target)
     return graph
 
@@ -62,7 +95,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_server_has_no_import_circles():
+def test_there_are_no_import_circles():
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
 
@@ -72,7 +105,122 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def _edges() -> list[tuple[str, str]]:
+    return [(a, b) for a, targets in import_graph().items() for b in targets]
+
+
+def test_the_shared_core_imports_neither_the_server_nor_the_client():
+    assert [(a, b) for a, b in _edges()
+            if a.startswith("chatcore") and not b.startswith("chatcore")] == []
+
+
+def test_the_server_and_the_client_share_only_the_core():
+    assert [(a, b) for a, b in _edges() if {a.split(".")[0], b.split(".")[0]}
+            == {"chat_server", "chat_client"}] == []
+
+
+def test_the_codec_does_no_io():
+    found = []
+    for name, path in MODULES.items():
+        if name.startswith("chatcore.protocol"):
+            for node, targets in _imports(name, path):
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    continue
+                found += [(name, t) for t in targets if t.split(".")[0] in IO_MODULES]
+    assert found == []
+
+
+def test_the_data_layer_imports_nothing_else_of_the_server():
+    assert [(a, b) for a, b in _edges()
+            if a.startswith("chat_server.store") and not b.startswith("chat_server.store")] == []
+
+
 def test_a_turn_depends_on_neither_the_session_nor_the_service():
     graph = import_graph()
     assert not graph["chat_server.turn"] & {"chat_server.session", "chat_server.app"}
     assert "chat_server.app" not in graph["chat_server.session"]
+
+
+def test_the_entry_points_are_imported_by_nobody_else():
+    def importers(module: str) -> set[str]:
+        return {a for a, b in _edges() if b == module}
+
+    assert importers("chat_server.cli") == {"chat_server.__main__"}
+    assert importers("chat_client.cli") == {"chat_client.__main__"}
+    assert importers("chat_server.app") == {"chat_server.cli"}
+
+
+def _lazy_or_type_only_imports() -> list[tuple[str, int]]:
+    """Imports of our modules inside a function (outside LAZY_IMPORTERS) or under
+    ``if TYPE_CHECKING``: the usual ways to hide a circle."""
+    found = []
+    for name, path in MODULES.items():
+        hidden: set[int] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            in_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            type_only = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            if type_only or (in_function and name not in LAZY_IMPORTERS):
+                hidden |= {id(n) for n in ast.walk(node)
+                           if isinstance(n, ast.Import | ast.ImportFrom)}
+        found += [(name, node.lineno) for node, targets in _imports(name, path)
+                  if id(node) in hidden and any(t in MODULES for t in targets)]
+    return found
+
+
+def test_modules_are_imported_at_the_top_except_by_the_entry_point_and_the_store_opener():
+    assert _lazy_or_type_only_imports() == []
+
+
+def _class_members(cls: ast.ClassDef) -> set[str]:
+    """Names a class defines for its instances: methods, class attributes,
+    ``__slots__`` entries and ``self.x = ...`` assignments."""
+    names: set[str] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries
+    return names
+
+
+def private_reaches(source: str) -> list[str]:
+    """``obj._name`` where ``obj`` is not ``self``/``cls`` and ``_name`` is not
+    a member of the class the code is in (another class's private state)."""
+    found: list[str] = []
+
+    def walk(node: ast.AST, members: set[str]) -> None:
+        if isinstance(node, ast.ClassDef):
+            members = _class_members(node)
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__") and node.attr not in STDLIB_PRIVATE
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                and node.attr not in members):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        for child in ast.iter_child_nodes(node):
+            walk(child, members)
+
+    walk(ast.parse(source), set())
+    return found
+
+
+def test_no_module_reaches_into_another_class_private_state():
+    found = {name: hits for name, path in MODULES.items()
+             if (hits := private_reaches(path.read_text()))}
+    assert found == {}
+
+
+def test_the_private_state_check_tells_own_class_from_another():
+    source = (
+        "class A:\n"
+        "    def __init__(self): self._x = 1\n"
+        "    def same(self, other): return other._x\n"
+        "    def other(self, b): return b._y\n"
+        "def outside(a): return a._x\n"
+    )
+    assert private_reaches(source) == ["4: b._y", "5: a._x"]

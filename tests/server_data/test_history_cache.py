@@ -114,14 +114,14 @@ async def test_byte_accounting(users: Store) -> None:
     await users.save_turn(turn("alice", "c1", big, "y" * (30 * KB)))
     await users.save_turn(turn("alice", "c1", "short", "é" * 100))
     await users.save_turn(turn("bob", "c2", "🙂" * 1000, "ok"))
-    (await cache.conversation("alice", "c1")).messages
-    (await cache.conversation("bob", "c2")).messages
+    await cache.conversation("alice", "c1")
+    await cache.conversation("bob", "c2")
     expected = cost((big, "y" * (30 * KB)), ("short", "é" * 100)) + cost(("🙂" * 1000, "ok"))
     assert cache.bytes == expected
     assert cache.bytes >= 60 * KB + 30 * KB + 4 * 1000  # text counted as Python holds it
     # A refresh that finds a new turn grows the figure by exactly that turn.
     await users.save_turn(turn("bob", "c2", "more", "and more"))
-    (await cache.conversation("bob", "c2")).messages
+    await cache.conversation("bob", "c2")
     assert cache.bytes == expected + size("more") + size("and more") + TURN_OVERHEAD
 
 
@@ -131,8 +131,8 @@ async def test_release_drops_the_users_conversations(users: Store) -> None:
         await users.save_turn(turn("alice", conv, "x" * (60 * KB)))
     await users.save_turn(turn("bob", "c1", "hi"))
     for conv in ("c1", "c2"):
-        (await cache.conversation("alice", conv)).messages
-    (await cache.conversation("bob", "c1")).messages
+        await cache.conversation("alice", conv)
+    await cache.conversation("bob", "c1")
     bob_bytes = cost(("hi", "re: hi"))
     cache.release("alice")
     assert len(cache) == 1 and ("bob", "c1") in cache
@@ -153,7 +153,7 @@ async def test_released_conversations_are_given_back_to_the_os(users: Store) -> 
     cache = ConversationCache(users, 10 * 1024 * KB)
     for n in range(6):  # 360 KiB: past memory.TRIM_AFTER_BYTES
         await users.save_turn(turn("alice", f"c{n}", "x" * (60 * KB)))
-        (await cache.conversation("alice", f"c{n}")).messages
+        await cache.conversation("alice", f"c{n}")
     before = memory.trims()
     cache.release("alice")
     await asyncio.sleep(memory.TRIM_DELAY + 0.5)
@@ -166,10 +166,10 @@ async def test_least_recently_used_conversations_are_evicted_by_bytes(users: Sto
     cache = ConversationCache(users, int(2.5 * one))
     for conv in ("a", "b", "c"):
         await users.save_turn(turn("alice", conv, text))
-    (await cache.conversation("alice", "a")).messages
-    (await cache.conversation("alice", "b")).messages
-    (await cache.conversation("alice", "a")).messages  # a is now more recent than b
-    (await cache.conversation("alice", "c")).messages  # over budget: b goes
+    await cache.conversation("alice", "a")
+    await cache.conversation("alice", "b")
+    await cache.conversation("alice", "a")  # a is now more recent than b
+    await cache.conversation("alice", "c")  # over budget: b goes
     assert ("alice", "a") in cache and ("alice", "c") in cache and ("alice", "b") not in cache
     assert cache.bytes == 2 * one <= cache.max_bytes
     # Evicted conversations come back from the store intact.
@@ -181,7 +181,7 @@ async def test_many_conversations_never_exceed_the_budget(users: Store) -> None:
     cache = ConversationCache(users, 500 * KB)
     for i in range(40):
         await users.save_turn(turn("alice", f"c{i}", "z" * (20 * KB + i)))
-        (await cache.conversation("alice", f"c{i}")).messages
+        await cache.conversation("alice", f"c{i}")
         assert cache.bytes <= cache.max_bytes
     assert cache.bytes == sum(
         cost((f"{'z' * (20 * KB + i)}", f"re: {'z' * (20 * KB + i)}"))

@@ -166,6 +166,11 @@ class MarkdownStream:
         if self._dirty and time.monotonic() - self._last_refresh >= self._interval:
             self._refresh()
 
+    @property
+    def started(self) -> bool:
+        """Whether the answer's live display is on screen."""
+        return self._started
+
     def print_above(self, renderable: object) -> None:
         """Print something (a notice) above the answer being streamed."""
         if self._started:
@@ -288,7 +293,7 @@ class RichUI:
         return self._stream
 
     def _print(self, renderable: object) -> None:
-        if self._stream is not None and self._stream._started:
+        if self._stream is not None and self._stream.started:
             self._stream.print_above(renderable)
         else:
             self.console.print(renderable)

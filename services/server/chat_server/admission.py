@@ -145,7 +145,7 @@ class Ticket:
         """The connection closed (idempotent)."""
         admission, self._admission = self._admission, None
         if admission is not None:
-            admission._release(self)
+            admission.release(self)
 
 
 @dataclass
@@ -243,7 +243,8 @@ class Admission:
         if entry.total <= 0:
             del self._addresses[ticket.key]
 
-    def _release(self, ticket: Ticket) -> None:
+    def release(self, ticket: Ticket) -> None:
+        """``ticket``'s connection closed (:meth:`Ticket.release` calls this once)."""
         self.total -= 1
         if ticket.counted:
             self._uncount(ticket)

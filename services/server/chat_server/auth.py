@@ -49,12 +49,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .admission import client_key
-from .config import MAX_PASSWORD_LENGTH
+from .config import MAX_PASSWORD_LENGTH, Settings
+from .coordination import SharedThrottle
 from .logs import login_name_fields
 from .store import Store, StoreError, UserExists, validate_username
 from .throttle import (
@@ -66,10 +67,6 @@ from .throttle import (
     LoginThrottle,
     ThrottlePolicy,
 )
-
-if TYPE_CHECKING:
-    from .config import Settings
-    from .coordination import SharedThrottle
 
 __all__ = [
     "AccountPolicy",

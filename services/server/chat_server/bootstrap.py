@@ -47,15 +47,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .auth import PasswordHasherLike, ensure_bootstrap_user
+from .config import Settings
 from .store import Store, UserExists
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 __all__ = [
     "INITIAL_PASSWORD_FILE",

@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from argon2 import PasswordHasher, Type
 from chatcore.privacy import DEFAULT_REGIONS, parse_regions
 from chatcore.protocol import MAX_NAME_LENGTH, name_problem
 
 from .proxy_protocol import TrustedProxies
+from .store import is_database_url, validate_username
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -246,8 +247,6 @@ class Settings:
         bootstrap_user = r.nonempty("CHAT_BOOTSTRAP_USER")
         # An empty value (the line of an older .env.example) means unset: generated.
         bootstrap_password = r.optional_str("CHAT_BOOTSTRAP_PASSWORD", strip=False)
-        from .store import validate_username  # local: store is heavier to import
-
         try:
             validate_username(bootstrap_user)
         except ValueError as exc:
@@ -330,8 +329,6 @@ class Settings:
         """The server's own directory (``CHAT_DATA_DIR``); unset: the SQLite
         database's, or with PostgreSQL (no database directory of ours) the
         default one, ``./data``."""
-        from .store import is_database_url
-
         if self.data_dir_setting is not None:
             return self.data_dir_setting
         if is_database_url(self.db):
@@ -410,8 +407,6 @@ def _database(r: _Reader, env: Mapping[str, str]) -> tuple[str, str | None]:
             raise ConfigError(f"CHAT_DB_PASSWORD_FILE: cannot read {password_file!r}: {reason}") from None
         if not password:
             raise ConfigError(f"CHAT_DB_PASSWORD_FILE: {password_file!r} holds no password")
-    from .store import is_database_url  # local: keeps this module light
-
     if not is_database_url(target):
         if password is not None:
             name = "CHAT_DB_PASSWORD_FILE" if password_file is not None else "CHAT_DB_PASSWORD"
@@ -427,7 +422,6 @@ def _database(r: _Reader, env: Mapping[str, str]) -> tuple[str, str | None]:
 def _split_password(url: str) -> tuple[str, str | None]:
     """(the URL without its password, the password or None). Raises
     :exc:`ConfigError` without echoing the URL (it may hold the password)."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)

@@ -51,7 +51,7 @@ import contextlib
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
@@ -67,6 +67,8 @@ from .throttle import (
 )
 
 Address = str | tuple[Any, ...] | None
+#: Runs one statement on the coordination's query connection; the rows it returned.
+Query = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
 
 __all__ = [
     "POLL_SECONDS",
@@ -281,7 +283,7 @@ class PostgresCoordination(Coordination):
         self.rate_window = rate_window
         self.poll_seconds = poll_seconds
         self.line = UserLine()
-        self.login_throttle: SharedThrottle = PostgresLoginThrottle(self)
+        self.login_throttle: SharedThrottle = PostgresLoginThrottle(self._query, self._warn)
         self._locks: Any = None  # connection holding the users' advisory locks
         self._locks_lock = asyncio.Lock()
         self._queries: Any = None  # connection for rate limits and failure counters
@@ -542,11 +544,14 @@ class PostgresLoginThrottle:
     logins on every replica add up and a successful login anywhere trusts its
     address everywhere."""
 
-    def __init__(self, owner: PostgresCoordination, *,
+    def __init__(self, query: Query, warn: Callable[[str], None], *,
                  pair_policy: ThrottlePolicy = DEFAULT_PAIR_POLICY,
                  address_policy: ThrottlePolicy = DEFAULT_ADDRESS_POLICY,
                  account_policy: AccountPolicy = DEFAULT_ACCOUNT_POLICY) -> None:
-        self._owner = owner
+        """``query`` runs a statement on the coordination's connection (raises
+        :exc:`CoordinationError`); ``warn`` logs a failure (rate-limited)."""
+        self._query = query
+        self._warn = warn
         self.pair_policy = pair_policy
         self.address_policy = address_policy
         self.account_policy = account_policy
@@ -564,20 +569,20 @@ class PostgresLoginThrottle:
         try:
             return await self._wait(user, address)
         except CoordinationError as exc:
-            self._owner._warn(f"login throttling not applied: {exc}")
+            self._warn(f"login throttling not applied: {exc}")
             return 0.0
 
     async def failed(self, user: str, address: Address) -> None:
         try:
             await self._failed(user, address)
         except CoordinationError as exc:
-            self._owner._warn(f"a failed login was not counted: {exc}")
+            self._warn(f"a failed login was not counted: {exc}")
 
     async def succeeded(self, user: str, address: Address) -> None:
         try:
             await self._succeeded(user, address)
         except CoordinationError as exc:
-            self._owner._warn(f"a successful login was not recorded for throttling: {exc}")
+            self._warn(f"a successful login was not recorded for throttling: {exc}")
 
     async def _wait(self, user: str, address: Address) -> float:
         pair, addr, account, source = self._keys(user, address)
@@ -585,7 +590,7 @@ class PostgresLoginThrottle:
         window = max(self.pair_policy.window, self.address_policy.window,
                      self.account_policy.window)
         rows = {k: (int(n), float(age), int(sources or 0))
-                for k, n, age, sources in await self._owner._query(
+                for k, n, age, sources in await self._query(
                     _FAILURES_GET_SQL, {"keys": keys, "window": window})}
 
         def remaining(key: str | None, policy: ThrottlePolicy, min_sources: int = 0) -> float:
@@ -606,7 +611,7 @@ class PostgresLoginThrottle:
                                      (addr, self.address_policy, []),
                                      (account, self.account_policy, [source])):
             if key is not None:
-                await self._owner._query(_FAILURES_RECORD_SQL, {
+                await self._query(_FAILURES_RECORD_SQL, {
                     "key": key, "window": policy.window, "sources": sources,
                     "max_sources": MAX_SOURCES})
         loop = asyncio.get_running_loop()
@@ -614,17 +619,17 @@ class PostgresLoginThrottle:
             self._next_prune = loop.time() + PRUNE_SECONDS
             window = max(self.pair_policy.window, self.address_policy.window,
                          self.account_policy.window)
-            await self._owner._query(_FAILURES_PRUNE_SQL, {"window": window})
+            await self._query(_FAILURES_PRUNE_SQL, {"window": window})
 
     async def _succeeded(self, user: str, address: Address) -> None:
         """This account and address start afresh; the address becomes trusted
         for the account (the other counters stay, as in LoginThrottle)."""
         pair, _addr, _account, source = self._keys(user, address)
-        await self._owner._query("DELETE FROM login_failures WHERE key = %(key)s", {"key": pair})
-        await self._owner._query(_TRUSTED_SET_SQL, {"user": user, "address": source})
-        await self._owner._query(_TRUSTED_PRUNE_SQL, {
+        await self._query("DELETE FROM login_failures WHERE key = %(key)s", {"key": pair})
+        await self._query(_TRUSTED_SET_SQL, {"user": user, "address": source})
+        await self._query(_TRUSTED_PRUNE_SQL, {
             "user": user, "keep": self.account_policy.trusted_per_account})
 
     async def _trusted(self, user: str, source: str) -> bool:
-        return bool(await self._owner._query(_TRUSTED_GET_SQL, {
+        return bool(await self._query(_TRUSTED_GET_SQL, {
             "user": user, "address": source, "trust_for": self.account_policy.trust_for}))

@@ -40,11 +40,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -572,19 +572,48 @@ class Metrics:
             self._answer.observe(max(total, 0.0))
 
     # -- the model queue -------------------------------------------------------------
-    def generation_slot(self, slot: AbstractAsyncContextManager[T]) -> AbstractAsyncContextManager[T]:
+    @asynccontextmanager
+    async def generation_slot(self, slot: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
         """Wrap a scheduler slot: counts the wait (queue length, wait time) and
         the holding (generations in flight); ``as`` gives what the slot gives::
 
             async with metrics.generation_slot(scheduler.slot(user, ...)) as grant:
         """
-        return _TrackedSlot(self, slot)
+        self.queue_length += 1
+        self._queue.inc()
+        started = time.monotonic()
+        waiting = True
+        try:
+            async with slot as granted:
+                waiting = False
+                self.queue_length -= 1
+                self._queue.dec()
+                self._queue_wait.observe(time.monotonic() - started)
+                self.in_flight += 1
+                self._in_flight.inc()
+                try:
+                    yield granted
+                finally:
+                    self.in_flight -= 1
+                    self._in_flight.dec()
+        finally:
+            if waiting:  # the slot was not granted (refused, or the wait cancelled)
+                self.queue_length -= 1
+                self._queue.dec()
 
     # -- storage ---------------------------------------------------------------------
-    def store_write(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def store_write(self) -> Iterator[None]:
         """Time one durable write (a turn): ``with metrics.store_write(): await ...``.
         An exception counts as an error and passes on."""
-        return _TimedWrite(self)
+        started = time.perf_counter()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._store_seconds.observe(time.perf_counter() - started)
+            self._store_children[StoreResult.OK if ok else StoreResult.ERROR].inc()
 
     # -- model backends --------------------------------------------------------------
     def watch_backends(self, source: Callable[[], Iterable[BackendView]]) -> None:
@@ -647,55 +676,6 @@ class Metrics:
                 if s.name == "chat_logins_total":
                     logins[s.labels["result"]] += int(s.value)
         return {"messages": messages, "logins": logins}
-
-
-class _TrackedSlot(Generic[T]):
-    """See :meth:`Metrics.generation_slot`."""
-
-    __slots__ = ("_held", "_m", "_slot")
-
-    def __init__(self, m: Metrics, slot: AbstractAsyncContextManager[T]) -> None:
-        self._m, self._slot, self._held = m, slot, False
-
-    async def __aenter__(self) -> T:
-        m = self._m
-        m.queue_length += 1
-        m._queue.inc()
-        started = time.monotonic()
-        try:
-            granted = await self._slot.__aenter__()
-        finally:
-            m.queue_length -= 1
-            m._queue.dec()
-        m._queue_wait.observe(time.monotonic() - started)
-        m.in_flight += 1
-        m._in_flight.inc()
-        self._held = True
-        return granted
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        if self._held:
-            self._held = False
-            self._m.in_flight -= 1
-            self._m._in_flight.dec()
-        return await self._slot.__aexit__(exc_type, exc, tb)
-
-
-class _TimedWrite:
-    """See :meth:`Metrics.store_write`."""
-
-    __slots__ = ("_m", "_started")
-
-    def __init__(self, m: Metrics) -> None:
-        self._m, self._started = m, 0.0
-
-    def __enter__(self) -> None:
-        self._started = time.perf_counter()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        m = self._m
-        m._store_seconds.observe(time.perf_counter() - self._started)
-        m._store_children[StoreResult.OK if exc_type is None else StoreResult.ERROR].inc()
 
 
 class MetricsServer:

@@ -58,20 +58,6 @@ class _TimerContext(threading.local):
 _timer_context = _TimerContext()
 
 
-def _expire(wire: Wire) -> None:
-    """The read timer of ``wire`` fired."""
-    timer, wire._timer = wire._timer, None
-    deadline, task = wire._deadline, wire._reader_task
-    if deadline is None or task is None or timer is None:
-        return  # not reading now: the next read arms a new timer
-    if deadline > timer.when():  # the deadline moved on since the timer was set
-        wire._timer = asyncio.get_running_loop().call_at(
-            deadline, _expire, wire, context=_timer_context.context)
-        return
-    wire._expired = True
-    task.cancel()
-
-
 class Wire:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
@@ -164,7 +150,22 @@ class Wire:
             if timer.when() <= deadline:
                 return  # it fires first and re-arms itself for the deadline
             timer.cancel()
-        self._timer = loop.call_at(deadline, _expire, self, context=_timer_context.context)
+        self._timer = loop.call_at(deadline, Wire._expire, self, context=_timer_context.context)
+
+    @staticmethod
+    def _expire(wire: Wire) -> None:
+        """The read timer of ``wire`` fired. (A plain function of the class: the
+        timer holds the wire as its argument, not a bound method made per timer.)"""
+        timer, wire._timer = wire._timer, None
+        deadline, task = wire._deadline, wire._reader_task
+        if deadline is None or task is None or timer is None:
+            return  # not reading now: the next read arms a new timer
+        if deadline > timer.when():  # the deadline moved on since the timer was set
+            wire._timer = asyncio.get_running_loop().call_at(
+                deadline, Wire._expire, wire, context=_timer_context.context)
+            return
+        wire._expired = True
+        task.cancel()
 
     def _disarm(self) -> None:
         if self._timer is not None:

@@ -79,6 +79,10 @@ class Lexicon:
     def of(cls, words: Iterable[str]) -> Lexicon:
         return cls(array.array("q", sorted({_hash(word_key(w)) for w in words})))
 
+    def to_bytes(self) -> bytes:
+        """The hashes as stored in the cache file (``Lexicon(array("q", data))``)."""
+        return self._hashes.tobytes()
+
     def __len__(self) -> int:
         return len(self._hashes)
 
@@ -108,7 +112,7 @@ def _build() -> bytes:
     words: list[str] = []
     for lang in LANGUAGES:
         words.extend(source_words(lang))
-    return Lexicon.of(words)._hashes.tobytes()
+    return Lexicon.of(words).to_bytes()
 
 
 def _cache_path() -> Path:

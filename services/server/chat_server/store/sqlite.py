@@ -29,7 +29,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,7 +132,7 @@ class SQLiteStore(SQLStore):
         async with self._loop_lock():
             await self._call(lambda: self._connection().execute("BEGIN IMMEDIATE"))
             try:
-                yield _Tx(self)
+                yield _Tx(self._call, self._connection)
             except BaseException:
                 await asyncio.shield(self._call(self._rollback))
                 raise
@@ -319,13 +319,19 @@ class SQLiteStore(SQLStore):
 
 
 class _Tx:
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
+    """The statements of one transaction: ``call`` runs a function on the
+    store's thread, where ``connection()`` is its connection."""
+
+    def __init__(self, call: Callable[[Callable[[], Any]], Awaitable[Any]],
+                 connection: Callable[[], sqlite3.Connection]) -> None:
+        self._call, self._connection = call, connection
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        store = self._store
-        return await store._call(lambda: store._connection().execute(sql, params).fetchall())
+        connection = self._connection
+        rows: list[Row] = await self._call(lambda: connection().execute(sql, params).fetchall())
+        return rows
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        store = self._store
-        return await store._call(lambda: store._connection().execute(sql, params).rowcount)
+        connection = self._connection
+        count: int = await self._call(lambda: connection().execute(sql, params).rowcount)
+        return count

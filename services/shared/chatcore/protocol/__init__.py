@@ -13,9 +13,8 @@ from ._connection import (
     NEED_DATA,
     Connection,
 )
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import FATAL_CODES, ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
-    FATAL_CODES,
     MAX_NAME_LENGTH,
     AnswerDelta,
     AnswerEnd,
@@ -28,7 +27,6 @@ from ._events import (
     ConnectionClosed,
     EndReason,
     Error,
-    ErrorCode,
     Event,
     Notice,
     NoticeKind,

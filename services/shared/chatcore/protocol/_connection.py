@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from ._buffer import FrameLimits, ReceiveBuffer
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import AuthResult, Bye, ConnectionClosed, Error, ErrorCode, Event
+from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import AuthResult, Bye, ConnectionClosed, Error, Event
 from ._state import ENTRY_STATE, Role, State, next_state
 from ._v1 import V1ClientCodec, V1ServerCodec
 from ._v2 import V2Codec

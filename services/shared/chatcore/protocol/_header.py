@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import re
 
-from ._errors import RemoteProtocolError
-from ._events import ErrorCode
+from ._errors import ErrorCode, RemoteProtocolError
 
 # Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
 __all__ = ["HEADER_SIZE", "encode_v1_frame"]

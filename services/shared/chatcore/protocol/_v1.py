@@ -22,11 +22,11 @@ import codecs
 import re
 from collections import deque
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from anyascii import anyascii
 
-from ._errors import LocalProtocolError, RemoteProtocolError
+from ._buffer import FrameLimits, ReceiveBuffer
+from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ._events import (
     AnswerDelta,
     AnswerEnd,
@@ -35,7 +35,6 @@ from ._events import (
     Bye,
     ChatMessage,
     Error,
-    ErrorCode,
     Event,
     Notice,
     NoticeKind,
@@ -43,9 +42,6 @@ from ._events import (
 )
 from ._header import HEADER_SIZE, encode_v1_frame, parse_v1_header
 from ._state import State
-
-if TYPE_CHECKING:
-    from ._buffer import FrameLimits, ReceiveBuffer
 
 # Everything in __all__ gets re-exported as part of the chatcore.protocol public API.
 __all__ = [

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._errors import LocalProtocolError, RemoteProtocolError
+from ._buffer import FrameLimits, ReceiveBuffer
+from ._errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ._events import (
     AnswerDelta,
     AnswerEnd,
@@ -28,7 +29,6 @@ from ._events import (
     ChatMessage,
     ClientHello,
     Error,
-    ErrorCode,
     Event,
     Notice,
     NoticeKind,
@@ -38,9 +38,6 @@ from ._events import (
 )
 from ._header import HEADER_SIZE, encode_v2_frame, parse_v2_header
 from ._state import Role, State
-
-if TYPE_CHECKING:
-    from ._buffer import FrameLimits, ReceiveBuffer
 
 __all__: list[str] = []
 
@@ -178,7 +175,8 @@ class _Body:
         self.type = frame_type
         self.obj = obj
 
-    def _get(self, key: str, default: Any) -> Any:
+    def value(self, key: str, default: Any) -> Any:
+        """The value of ``key`` as decoded (``default`` if absent or null)."""
         value = self.obj.get(key)
         if value is None:  # absent and null mean the same
             if default is _REQUIRED:
@@ -187,7 +185,7 @@ class _Body:
         return value
 
     def text(self, key: str, default: Any = _REQUIRED) -> str:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if not isinstance(value, str):
             raise _invalid(self.type, f"{key!r} must be a string")
         _check_text(self.type, key, value)
@@ -198,7 +196,7 @@ class _Body:
         return None if self.obj.get(key) is None else self.text(key)
 
     def number(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
@@ -206,7 +204,7 @@ class _Body:
         return value
 
     def flag(self, key: str) -> bool:
-        value = self._get(key, _REQUIRED)
+        value = self.value(key, _REQUIRED)
         if not isinstance(value, bool):
             raise _invalid(self.type, f"{key!r} must be true or false")
         return value
@@ -222,7 +220,7 @@ def _check_text(frame_type: str, key: str, value: str) -> None:
 
 
 def _client_hello(b: _Body) -> Event:
-    versions = b._get("versions", _REQUIRED)
+    versions = b.value("versions", _REQUIRED)
     if not isinstance(versions, list) or not versions:
         raise _invalid(b.type, "'versions' must be a non-empty list")
     for v in versions:
@@ -232,14 +230,14 @@ def _client_hello(b: _Body) -> Event:
 
 
 def _server_hello(b: _Body) -> Event:
-    limits = b._get("limits", {})
+    limits = b.value("limits", {})
     if not isinstance(limits, dict):
         raise _invalid(b.type, "'limits' must be an object")
     for k, v in limits.items():
         _check_text(b.type, "limits", k)
         if not k or not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_INT:
             raise _invalid(b.type, "'limits' must map names to integers")
-    models = b._get("models", [])
+    models = b.value("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise _invalid(b.type, "'models' must be a list of non-empty strings")
     for m in models:
