@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from chat_server.accounts import AccountWatch, Ended, Login
+from chat_server.accounts import AccountWatch, Login
+from chat_server.stop import StopReason
 from chat_server.store import Store, StoreError, open_store
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +52,7 @@ class Sessions:
     def __init__(self, *logins: str | Login) -> None:
         self.logins: list[Login] = [
             (login, 0) if isinstance(login, str) else login for login in logins]
-        self.ended: list[tuple[set[Login], Ended]] = []
+        self.ended: list[tuple[set[Login], StopReason]] = []
 
     @property
     def users(self) -> list[str]:
@@ -60,7 +61,7 @@ class Sessions:
     def logged_in(self) -> list[Login]:
         return list(self.logins)
 
-    async def end(self, logins: set[Login], why: Ended) -> int:
+    async def end(self, logins: set[Login], why: StopReason) -> int:
         self.ended.append((set(logins), why))
         before = len(self.logins)
         self.logins = [login for login in self.logins if login not in logins]
@@ -76,7 +77,7 @@ async def test_tick_ends_exactly_the_sessions_of_inactive_accounts(store: Store)
     await store.set_disabled("alice", True)
     await store.remove_user("carol")
     assert await watch.tick() == {"alice", "carol"}
-    assert sessions.ended == [({("alice", 0), ("carol", 0)}, Ended.ACCOUNT_GONE)]
+    assert sessions.ended == [({("alice", 0), ("carol", 0)}, StopReason.ACCOUNT_ENDED)]
     assert sessions.users == ["bob"]
     assert await watch.tick() == set()  # nothing twice
 
@@ -90,14 +91,14 @@ async def test_tick_ends_the_sessions_logged_in_before_a_password_change(store: 
     # Logged in with the new password before the tick: that session stays.
     sessions.logins.append(("alice", 1))
     assert await watch.tick() == {"alice"}
-    assert sessions.ended == [({("alice", 0)}, Ended.PASSWORD_CHANGED)]
+    assert sessions.ended == [({("alice", 0)}, StopReason.PASSWORD_CHANGED)]
     assert sessions.logins == [("bob", 0), ("alice", 1)]
     assert await watch.tick() == set()
     # Changed again and disabled: the account's state decides the reason.
     await store.change_password("alice", "h3")
     await store.set_disabled("alice", True)
     assert await watch.tick() == {"alice"}
-    assert sessions.ended[-1] == ({("alice", 1)}, Ended.ACCOUNT_GONE)
+    assert sessions.ended[-1] == ({("alice", 1)}, StopReason.ACCOUNT_ENDED)
     assert sessions.users == ["bob"]
 
 
@@ -144,7 +145,7 @@ async def test_a_failing_store_is_logged_once_and_the_watch_goes_on(
         calls += 1
         return [("alice", 0)]
 
-    async def end(logins: set[Login], why: Ended) -> int:
+    async def end(logins: set[Login], why: StopReason) -> int:
         raise AssertionError("nothing to end while the store fails")
 
     watch = AccountWatch(store, 0.01, logged_in=logged_in, end=end)
@@ -165,7 +166,7 @@ async def test_an_unexpected_error_in_a_tick_is_logged_and_the_watch_goes_on(
     await store.set_disabled("alice", True)
     attempts = 0
 
-    async def end(logins: set[Login], why: Ended) -> int:
+    async def end(logins: set[Login], why: StopReason) -> int:
         nonlocal attempts
         attempts += 1
         raise RuntimeError("a bug in ending sessions")

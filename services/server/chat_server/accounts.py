@@ -25,14 +25,14 @@ failure of a tick is logged with its traceback; the next tick runs all the same.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from .bootstrap import InitialPasswordCheck
+from .stop import StopReason
 from .store import Store, StoreError
 
-__all__ = ["AccountWatch", "Ended", "Login"]
+__all__ = ["ENDS", "AccountWatch", "Login"]
 
 log = logging.getLogger("chat_server.accounts")
 
@@ -40,11 +40,9 @@ log = logging.getLogger("chat_server.accounts")
 Login = tuple[str, int]
 
 
-class Ended(enum.Enum):
-    """Why a session's login no longer holds."""
-
-    ACCOUNT_GONE = "the account was disabled or removed"
-    PASSWORD_CHANGED = "the password was changed"
+#: Why a session's login no longer holds: the account was disabled or removed,
+#: or its password changed.
+ENDS = (StopReason.ACCOUNT_ENDED, StopReason.PASSWORD_CHANGED)
 
 
 class AccountWatch:
@@ -60,7 +58,7 @@ class AccountWatch:
         interval: float,
         *,
         logged_in: Callable[[], Iterable[Login]],
-        end: Callable[[set[Login], Ended], Awaitable[int]],
+        end: Callable[[set[Login], StopReason], Awaitable[int]],
         initial_password: InitialPasswordCheck | None = None,
     ) -> None:
         if interval <= 0:
@@ -84,9 +82,9 @@ class AccountWatch:
             stale = {(user, generation) for user, generation in self._logged_in()
                      if user in users
                      and (user not in current or generation < current[user])}
-            for why in Ended:
+            for why in ENDS:
                 logins = {(user, generation) for user, generation in stale
-                          if (user in current) is (why is Ended.PASSWORD_CHANGED)}
+                          if (user in current) is (why is StopReason.PASSWORD_CHANGED)}
                 if not logins:
                     continue
                 count = await self._end(logins, why)

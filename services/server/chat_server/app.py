@@ -23,7 +23,7 @@ from chatcore.privacy import detector_for
 from chatcore.protocol import ErrorCode, NoticeKind
 
 from . import __version__, admin, metrics, readiness
-from .accounts import AccountWatch, Ended, Login
+from .accounts import AccountWatch, Login
 from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
 from .admission import Refusal as Turnaway
 from .auth import Authenticator
@@ -41,9 +41,10 @@ from .moderation.worker import BANNED_WORD, DetectionWorker, SteppedAnswerFilter
 from .peer import client_address
 from .scheduler import PositionCallback
 from .session import Session
+from .stop import StopReason
 from .store import Store, StoreError, TurnRecord, open_store
 from .tls import TLSError, create_context, describe, expiry_warning, load_material
-from .turn import Message, Refusal, StopReason
+from .turn import Message, Refusal
 
 #: What a session is told when the server closes it to stop.
 RECONNECT = "the server is restarting; please reconnect"
@@ -182,11 +183,9 @@ class ChatService:
         return [(user, session.password_generation)
                 for session in self.sessions if (user := session.user) is not None]
 
-    async def end_sessions_of(self, logins: set[Login], why: Ended) -> int:
+    async def end_sessions_of(self, logins: set[Login], reason: StopReason) -> int:
         """End every session logged in as one of ``logins`` (accounts disabled
-        or removed, or passwords changed: ``why``)."""
-        reason = (StopReason.PASSWORD_CHANGED if why is Ended.PASSWORD_CHANGED
-                  else StopReason.ACCOUNT_ENDED)
+        or removed, or passwords changed: ``reason``, one of accounts.ENDS)."""
         ending = [session for session in self.sessions
                   if (session.user, session.password_generation) in logins]
         await asyncio.gather(*(session.revoke(reason) for session in ending),

@@ -62,7 +62,8 @@ from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
 from .metrics import LoginFailure, Outcome, Reason
 from .peer import client_address
-from .turn import ChatTurn, StopReason, TurnContext, TurnServices
+from .stop import StopReason
+from .turn import ChatTurn, TurnContext, TurnServices
 from .wire import FrameTimeout, PeerGone, Wire
 
 log = logging.getLogger("chat_server.session")

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -66,6 +65,7 @@ from .memory import give_back
 from .metrics import Outcome, Reason
 from .moderation.worker import SteppedAnswerFilter
 from .scheduler import PositionCallback, SchedulerClosed
+from .stop import StopReason
 from .store import TurnRecord as StoredTurn
 from .store import TurnStatus
 from .wire import PeerGone
@@ -74,7 +74,6 @@ __all__ = [
     "ChatTurn",
     "Message",
     "Refusal",
-    "StopReason",
     "TurnContext",
     "TurnServices",
 ]
@@ -87,11 +86,6 @@ FILTER_SLICE_CHARS = 128
 REMOTE_SLICE_CHARS = 2048
 #: What a message cut short by a shutdown before its answer began is told.
 RESTARTING = "the server is restarting; try again shortly"
-#: A disabled or removed user's answer in flight, and session, end with this.
-SESSION_REVOKED = "your session was ended: this account has been disabled or removed"
-#: Those of a user whose password was changed after they logged in, with this.
-PASSWORD_CHANGED = ("your session was ended: the password of this account was changed; "
-                    "log in with the new one")
 #: One chat message as the model sees it: ``{"role": ..., "content": ...}``.
 Message = dict[str, str]
 Send = Callable[[Event], Awaitable[None]]
@@ -100,43 +94,6 @@ SLOW_READER_NOTICE = (
     "the answer was stopped early: this connection read it more slowly than the model "
     "wrote it, and the model is shared"
 )
-
-
-class StopReason(enum.Enum):
-    """Why a turn stopped before its answer was complete."""
-
-    #: The user sent CANCEL for it.
-    CANCELLED = "cancelled by the user"
-    #: The connection closed (EOF, reset, a peer that stopped reading).
-    DISCONNECTED = "connection closed"
-    #: The user said BYE while it ran.
-    CLIENT_BYE = "client said bye"
-    #: The server is stopping and the grace period ran out.
-    SHUTDOWN = "server shutdown"
-    #: The user's account was disabled or removed (chat_server.accounts).
-    ACCOUNT_ENDED = "account disabled or removed"
-    #: The user's password was changed after this session logged in.
-    PASSWORD_CHANGED = "password changed"
-    #: The client read the answer more slowly than the model wrote it for too
-    #: long (chat_server/coalesce.py): the generation was stopped to free the model.
-    SLOW_READER = "the client reads too slowly"
-
-    @property
-    def status(self) -> str:
-        """The stored turn status: only the user's own cancel is ``cancelled``."""
-        return "cancelled" if self is StopReason.CANCELLED else "interrupted"
-
-    @property
-    def revocation(self) -> str | None:
-        """The ``session_revoked`` message of a reason that ends the session
-        (the account's state changed); ``None`` for the others."""
-        return _REVOCATIONS.get(self)
-
-
-_REVOCATIONS = {
-    StopReason.ACCOUNT_ENDED: SESSION_REVOKED,
-    StopReason.PASSWORD_CHANGED: PASSWORD_CHANGED,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +285,7 @@ class ChatTurn:
         self._started = True
         ctx = self.ctx
         services = ctx.services
-        status = "error"
+        status = TurnStatus.ERROR
         final: Event | None = None
         prompt_tokens = 0
         filt = services.answer_filter(ctx.to_client_text)
@@ -422,7 +379,7 @@ class ChatTurn:
                         NoticeKind.ANSWER_MASKED,
                         "personal data or banned words were masked in this answer", self.id,
                     ))
-                status = "complete"
+                status = TurnStatus.COMPLETE
                 final = AnswerEnd(
                     self.id, reason=_end_reason(done_reason).value, prompt_tokens=prompt_tokens,
                     answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
@@ -495,16 +452,16 @@ class ChatTurn:
                      answer_tokens=self.answer_tokens, first_token_ms=self.first_token_ms,
                      total_ms=self._elapsed_ms(), buffered_peak=self.buffer.peak)
 
-    def _record(self, status: str, final: Event | None, prompt_tokens: int) -> None:
+    def _record(self, status: TurnStatus, final: Event | None, prompt_tokens: int) -> None:
         """The turn's outcome, tokens and timings, for the metrics."""
         code = final.code if isinstance(final, Error) else None
-        if status == "complete":
+        if status is TurnStatus.COMPLETE:
             outcome, reason = Outcome.ANSWERED, Reason.NONE
         elif code is ErrorCode.MODEL_UNAVAILABLE:
             outcome, reason = Outcome.FAILED, Reason.MODEL_UNAVAILABLE
         elif code is ErrorCode.MODEL_ERROR:
             outcome, reason = Outcome.FAILED, Reason.MODEL_ERROR
-        elif status == "cancelled":
+        elif status is TurnStatus.CANCELLED:
             outcome, reason = Outcome.CANCELLED, Reason.USER
         elif code is ErrorCode.SHUTTING_DOWN or self.stop_reason is StopReason.SHUTDOWN:
             outcome, reason = Outcome.INTERRUPTED, Reason.SHUTDOWN
@@ -528,7 +485,7 @@ class ChatTurn:
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self.received) * 1000)
 
-    async def _store(self, status: str, prompt_tokens: int) -> None:
+    async def _store(self, status: TurnStatus, prompt_tokens: int) -> None:
         services = self.ctx.services
         answer = "".join(self.answer)
         turn = StoredTurn(
@@ -542,7 +499,7 @@ class ChatTurn:
             answer_text=answer,
             prompt_tokens=prompt_tokens,
             answer_tokens=self.answer_tokens,
-            status=TurnStatus(status),
+            status=status,
         )
         saved = await services.save(turn)
         # A long answer leaves its frames and filter windows behind in the heap.
