@@ -766,6 +766,20 @@ def v2_cases() -> list[dict[str, Any]]:
         v2_raw_error(
             "lone surrogate", f2("CHAT", '{"id":1,"text":"\\ud800"}'), "protocol_error", login=True
         ),
+        v2_raw_error(
+            "lone surrogate in an unknown key",
+            f2("CHAT", '{"id":1,"text":"hi","x":["\\udc80"]}'),
+            "protocol_error",
+            login=True,
+            note="unknown keys are ignored, but a body that is not valid Unicode is refused "
+            "wherever the surrogate is",
+        ),
+        v2_raw_error(
+            "lone surrogate in a key name",
+            f2("CHAT", '{"id":1,"text":"hi","\\ud83d":1}'),
+            "protocol_error",
+            login=True,
+        ),
         case(
             "EOF mid-frame",
             2,

@@ -251,6 +251,48 @@ def test_lone_surrogate_in_json_rejected() -> None:
     refuse(pair.server, (b"CHAT %d" % len(body)).ljust(64) + body)
 
 
+#: A valid body of every v2 frame type (HELLO as the client sends it).
+_VALID_BODIES = {
+    "HELLO": '"versions":[2]',
+    "AUTH": '"user":"alice","password":"pw"',
+    "AUTH_RESULT": '"ok":true',
+    "CHAT": '"id":1,"text":"hi"',
+    "DELTA": '"id":1,"text":"hi"',
+    "END": '"id":1',
+    "ERROR": '"code":"busy"',
+    "NOTICE": '"kind":"info"',
+    "CANCEL": '"id":1',
+    "PING": '"nonce":"n"',
+    "PONG": '"nonce":"n"',
+    "BYE": '"reason":"quit"',
+}
+#: Where a lone surrogate can hide: in an unknown key's value, nested in an
+#: unknown array or object, or in a key's name (docs/PROTOCOL.md §3).
+_SURROGATE_PLACES = {
+    "unknown key's value": ',"x":"\\udc80"',
+    "nested in an unknown array": ',"x":[1,{"y":["\\ud800"]}]',
+    "a key's name": ',"\\ud83d":1',
+    "a high surrogate without its low half": ',"x":"\\ud83dA"',
+}
+
+
+@pytest.mark.parametrize("place", list(_SURROGATE_PLACES))
+@pytest.mark.parametrize("frame_type", list(_VALID_BODIES))
+def test_a_lone_surrogate_anywhere_in_any_frame_is_refused(frame_type: str, place: str) -> None:
+    # Not only in the keys a frame type knows: the body as a whole is not valid
+    # Unicode, and a strict JSON parser in another language refuses it.
+    body = ("{" + _VALID_BODIES[frame_type] + _SURROGATE_PLACES[place] + "}").encode()
+    refuse(v2_server_after_hello(), (b"%s %d" % (frame_type.encode(), len(body))).ljust(64) + body)
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_u_are_not_lone_surrogates() -> None:
+    pair = ConnectionPair(version=2)
+    pair.login()
+    body = b'{"id":1,"text":"\\ud83d\\ude00","x":"\\\\ud800"}'
+    events = feed(pair.server, (b"CHAT %d" % len(body)).ljust(64) + body)
+    assert events == [p.ChatMessage("\U0001f600", message_id=1)]
+
+
 def test_error_reply_never_echoes_the_peer_bytes() -> None:
     conn = v2_server_after_hello()
     secret = b"SECRET_TOKEN"

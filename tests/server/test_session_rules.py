@@ -4,7 +4,10 @@ refusals, cancel at any stage, and what a failed login leaves in the log."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from chatcore.protocol import (
     Bye,
     Cancel,
     ChatMessage,
+    ClientHello,
+    Connection,
     ConnectionClosed,
     Error,
     ErrorCode,
@@ -23,6 +28,7 @@ from chatcore.protocol import (
     NoticeKind,
     Ping,
     Pong,
+    Role,
 )
 
 from tests.fixtures.server import PASSWORD, USER
@@ -222,6 +228,145 @@ def test_the_server_answers_bye_with_bye_and_closes_at_once(live_server):
     client.send(Bye("quit"))
     assert client.next_event(timeout=10) == Bye("goodbye")
     assert isinstance(client.next_event(timeout=10), ConnectionClosed)
+
+
+def test_bye_before_login_is_answered_with_bye(live_server):
+    # BYE is legal in every state after HELLO, and its receiver always
+    # answers with its own BYE (docs/PROTOCOL.md §4, §5).
+    client = V2Client(live_server.port)
+    client.send(Bye("changed my mind"))
+    assert client.next_event(timeout=10) == Bye("goodbye")
+    assert isinstance(client.next_event(timeout=10), ConnectionClosed)
+
+
+def test_bye_while_an_answer_streams_is_answered_with_bye(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    mid = client.start_chat(f"a long one {SLOW}")
+    first = client.next_event(timeout=10)
+    assert isinstance(first, AnswerDelta) and first.message_id == mid
+    client.send(Bye("quit"))
+    # DELTAs that crossed the BYE may still come; then the server's BYE, then EOF.
+    rest = []
+    while not isinstance(event := client.next_event(timeout=10), ConnectionClosed):
+        rest.append(event)
+    assert rest and rest[-1] == Bye("goodbye"), rest
+    assert all(isinstance(e, AnswerDelta) for e in rest[:-1]), rest
+    # The answer stopped, and what was said so far is stored as interrupted.
+    wait_until(lambda: live_server.history(USER))
+    assert [t["status"] for t in live_server.history(USER)] == ["interrupted"]
+
+
+def test_bye_in_the_same_write_as_a_chat_is_answered_with_bye(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    client.sock.sendall(client.conn.send(ChatMessage(f"hi {SLOW}", message_id=1))
+                        + client.conn.send(Bye("quit")))
+    events = []
+    while not isinstance(event := client.next_event(timeout=10), ConnectionClosed):
+        events.append(event)
+    assert events and events[-1] == Bye("goodbye"), events
+
+
+# -- pipelining ------------------------------------------------------------------------------
+
+
+def test_frames_pipelined_behind_hello_and_auth_are_read_after_each_answer(live_server):
+    # Clients must not pipeline, but our server reads a frame only after it has
+    # answered the one before (docs/PROTOCOL.md §5): a pipelined AUTH is read
+    # after the server's HELLO, and a CHAT behind it after AUTH_RESULT, so it is
+    # judged by the frame limit after login (it is larger than the one before).
+    text = "x" * 5000
+    body = f'{{"id":1,"text":"{text}"}}'
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        conn = Connection(Role.CLIENT, version=2)
+        sock.sendall(
+            conn.send(ClientHello((2,)))
+            + _frame("AUTH", f'{{"user":"{USER}","password":"{PASSWORD}"}}')
+            + _frame("CHAT", body)
+        )
+        data = b""
+        while b'"reason":"stop"' not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data[-300:]
+            data += chunk
+    types = re.findall(rb"([A-Z_]+) \d+ {2,}", data)
+    assert types[:2] == [b"HELLO", b"AUTH_RESULT"] and types[-1] == b"END", types
+    assert b'"ok":true' in data and b"ERROR" not in types
+
+
+def test_frames_pipelined_behind_a_failed_auth_are_dropped_with_the_connection(live_server):
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        sock.sendall(
+            _frame("HELLO", '{"versions":[2]}')
+            + _frame("AUTH", f'{{"user":"{USER}","password":"wrong"}}')
+            + _frame("CHAT", '{"id":1,"text":"hi"}')
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"([A-Z_]+) \d+ {2,}", data) == [b"HELLO", b"AUTH_RESULT"]
+    assert b'"ok":false' in data
+    assert live_server.standin.requests() == []
+
+
+# -- the last frame before a close -------------------------------------------------------------
+
+
+def _read_to_the_end(sock: socket.socket) -> tuple[bytes, str]:
+    """Everything the server sends, and how the connection ended: "eof" or "reset"."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return data, "reset"
+    return data, "eof"
+
+
+def _send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
+    def send() -> None:
+        with contextlib.suppress(OSError):  # a reset ends it: that is what is checked
+            sock.sendall(data)
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_refused_oversized_frame_is_not_lost_to_a_reset_v2(live_server):
+    # The header is refused before the body is read (frame_too_large); the
+    # client is still sending that body. Closing with its bytes unread would
+    # reset the connection, and a reset may discard the ERROR before the
+    # client reads it: the server half-closes and drops what still comes.
+    client = logged_in(live_server.port, USER, PASSWORD)
+    size = 3 * client.hello.limits["max_frame_bytes"]
+    sender = _send_in_background(client.sock, b"CHAT %d".ljust(64) % size + b"x" * size)
+    data, end = _read_to_the_end(client.sock)
+    sender.join(15)
+    assert data.startswith(b"ERROR ") and b'"code":"frame_too_large"' in data, data
+    assert end == "eof"
+    client.close()
+
+
+def test_a_refused_oversized_frame_is_not_lost_to_a_reset_v1(live_server):
+    with OriginalV1Client(live_server.port) as client:
+        client.login(USER, PASSWORD)
+        size = 200_000
+        sender = _send_in_background(client.sock, str(size).encode().ljust(64) + b"x" * size)
+        data, end = _read_to_the_end(client.sock)
+        sender.join(15)
+    assert data.startswith(b"[ERROR] frame_too_large: "), data
+    assert data.rstrip().endswith(b"<GoodBye>") and end == "eof"
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_in_an_unknown_key_is_a_protocol_error(live_server):
+    client = logged_in(live_server.port, USER, PASSWORD)
+    client.sock.sendall(_frame("CHAT", '{"id":1,"text":"hi","x":{"y":"\\udc80"}}'))
+    error = client.next_event(timeout=10)
+    assert isinstance(error, Error) and error.code is ErrorCode.PROTOCOL_ERROR, error
+    assert isinstance(client.next_event(timeout=10), ConnectionClosed)
+    assert live_server.standin.requests() == []
 
 
 # -- refusals -------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ class SessionEnded(Exception):
 class Session:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_default_conversation", "_ended_by_server", "_last_activity", "_ping_sent", "_tokens",
+        "_default_conversation", "_ended_by_server", "_last_activity", "_leaving", "_ping_sent",
+        "_tokens",
         "_worker", "address", "conn", "id", "log", "password_generation", "services", "settings",
         "tls", "turns", "user", "wire",
     )
@@ -143,6 +144,8 @@ class Session:
         self._tokens: tuple[str, ...] = ()
         #: When our keepalive PING went out, while its answer is awaited.
         self._ping_sent: float | None = None
+        #: The client said BYE: the chat loop answers it and closes.
+        self._leaving = False
 
     @property
     def default_conversation(self) -> str:
@@ -189,7 +192,8 @@ class Session:
             await self._send_error(ErrorCode.INTERNAL_ERROR, "internal server error")
         finally:
             await self._stop_worker(StopReason.DISCONNECTED)
-            await self.wire.close()
+            # Our last frame (BYE, a fatal ERROR) must not be lost to a reset.
+            await self.wire.close_lingering()
             reason = self._ended_by_server or reason
             metrics.connection_closed(self.id)
             self.log.info("connection closed: %s", reason, event="disconnect")
@@ -269,7 +273,11 @@ class Session:
                         await self.send(Pong(event.nonce))
                     elif isinstance(event, Error) and not event.fatal:
                         self._peer_error(event)
-                    elif isinstance(event, (Bye, ConnectionClosed, Error)):
+                    elif isinstance(event, Bye):
+                        # Answered as in any other state (docs/PROTOCOL.md §4).
+                        await self._say_goodbye()
+                        raise SessionEnded("left before authenticating")
+                    elif isinstance(event, (ConnectionClosed, Error)):
                         raise SessionEnded("left before authenticating")
                     else:
                         # Pong and anything the state table allows but a
@@ -343,6 +351,11 @@ class Session:
                       method="token" if auth.token is not None else "password")
         return True
 
+    async def _say_goodbye(self) -> None:
+        """Answer the client's BYE with ours (it may be gone already)."""
+        with contextlib.suppress(PeerGone, LocalProtocolError):
+            await self.send(Bye("goodbye"))
+
     def _peer_error(self, event: Error) -> None:
         # A client's non-fatal ERROR (say, it could not render something)
         # is noted and the session goes on (docs/PROTOCOL.md §5).
@@ -406,14 +419,17 @@ class Session:
             elif isinstance(event, Error) and not event.fatal:
                 self._peer_error(event)
             elif isinstance(event, Bye):
+                # The answer in flight stops (it stores what it has); the
+                # worker must not close the connection as it ends: our BYE
+                # comes first (docs/PROTOCOL.md §4).
+                self._leaving = True
                 await self._stop_worker(StopReason.CLIENT_BYE)
                 # A BYE logs out: the tokens end before the goodbye is sent
                 # (a lost connection keeps them, to resume with).
                 if self._tokens and self.user is not None:
                     await self.services.auth.log_out(self.user, self._tokens)
                     self._tokens = ()
-                with contextlib.suppress(PeerGone, LocalProtocolError):
-                    await self.send(Bye("goodbye"))
+                await self._say_goodbye()
                 return
             elif isinstance(event, ConnectionClosed):
                 raise SessionEnded("peer closed the connection")
@@ -478,8 +494,9 @@ class Session:
                 with contextlib.suppress(ValueError):
                     self.turns.remove(turn)
                 self._last_activity = time.monotonic()
-            if self.conn.state is State.CLOSED:
+            if self.conn.state is State.CLOSED and not self._leaving:
                 # v1 moderation: the codec has closed the session (warning + <GoodBye>).
+                # (Not the client's BYE: the chat loop answers it, then closes.)
                 self.turns.clear()
                 await self.wire.close()
                 return

@@ -37,6 +37,10 @@ FRAME_DEADLINE = 30.0
 WRITE_DEADLINE = 15.0
 #: Bytes that may sit in our send buffer before a write waits for the peer.
 WRITE_BUFFER_LOW = 64 * 1024
+#: A lingering close (:meth:`Wire.close_lingering`) reads and drops what the
+#: peer still sends for at most this long, and at most this many bytes.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 class PeerGone(Exception):
@@ -208,6 +212,35 @@ class Wire:
         # for the peer's close_notify, and a silent peer would keep it open.
         if transport is not None:
             transport.abort()
+
+    async def close_lingering(self) -> None:
+        """Close after our last words (a BYE, a fatal ERROR), without losing them.
+
+        Closing a socket whose peer's bytes are still unread sends a reset
+        (RFC 1122 §4.2.2.13), and a reset can make the peer's kernel drop
+        what it had received but not yet handed to the client: a client that
+        was still sending (a frame body behind a refused header, frames that
+        crossed our BYE) would never read why it was cut off. So, as web
+        servers do: half-close (FIN after our last frame), read and drop what
+        still comes until the peer's EOF (bounded in time and bytes), then
+        close. Over TLS there is no half-close: a plain close.
+        """
+        if self.closed:
+            return
+        if self.writer.can_write_eof() and not self.reader.at_eof():
+            try:
+                async with asyncio.timeout(LINGER_SECONDS):
+                    await self.writer.drain()
+                    self.writer.write_eof()
+                    left = LINGER_BYTES
+                    while left > 0:
+                        data = await self.reader.read(min(left, MAX_RECV))
+                        if not data:
+                            break
+                        left -= len(data)
+            except (TimeoutError, ConnectionError, OSError, RuntimeError):
+                pass
+        await self.close()
 
     async def close(self) -> None:
         if self.closed:

@@ -14,6 +14,7 @@ notice kind as ``info`` (so a newer peer can add them without breaking us).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -154,6 +155,30 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(obj) != len(pairs):
         raise _DuplicateKey("duplicate key")
     return obj
+
+
+#: A JSON escape of a UTF-16 surrogate (``\\ud800``..``\\udfff``): the only way a
+#: lone surrogate gets into a decoded body (raw UTF-8 can't carry one).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """True if any string of ``obj`` (a key or a value, at any depth, known or
+    not) holds a lone surrogate, i.e. is not valid Unicode (iterative)."""
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _too_deep(obj: Any) -> bool:
@@ -340,6 +365,12 @@ def decode_frame(frame_type: str, body: bytes, sender: Role) -> Event:
     # Cheap test first: fewer brackets than the limit can't nest too deep.
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(obj):
         raise _invalid(frame_type, f"body nested deeper than {MAX_DEPTH} levels")
+    # A lone surrogate is refused wherever it is, in unknown keys too: the body
+    # is not valid Unicode text, and a stricter JSON parser (Rust's serde_json,
+    # Go's with replacement) would read it differently (docs/PROTOCOL.md §3).
+    # Cheap test first: no surrogate escape, no lone surrogate.
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(obj):
+        raise _invalid(frame_type, "body holds a lone surrogate (not valid Unicode)")
     try:
         return decoder(_Body(frame_type, obj), sender)
     except LocalProtocolError as exc:  # the event refused a value (h11's rule)
