@@ -266,6 +266,26 @@ def test_bye_in_the_same_write_as_a_chat_is_answered_with_bye(live_server):
     assert events and events[-1] == Bye("goodbye"), events
 
 
+# -- rate limit ------------------------------------------------------------------------------
+
+
+def test_a_chat_refused_as_busy_does_not_count_towards_the_rate_limit(server_factory):
+    server = server_factory(CHAT_RATE_LIMIT="2")
+    client = logged_in(server.port, USER, PASSWORD)
+    first = client.start_chat(f"first {SLOW}")
+    assert isinstance(client.next_event(timeout=10), AnswerDelta)
+    for _ in range(3):  # not taken: "this message was not processed"
+        busy = client.collect(client.start_chat("too soon"))
+        assert busy.error is not None and busy.error.code is ErrorCode.BUSY, busy.events
+    client.send(Cancel(first))
+    assert client.collect(first).end is not None
+    second = client.chat("second")
+    assert second.end is not None, second.events
+    third = client.chat("third")  # the limit (2) is reached now
+    assert third.error is not None and third.error.code is ErrorCode.RATE_LIMITED, third.events
+    client.close()
+
+
 # -- pipelining ------------------------------------------------------------------------------
 
 
@@ -306,6 +326,23 @@ def test_frames_pipelined_behind_a_failed_auth_are_dropped_with_the_connection(l
     assert re.findall(rb"([A-Z_]+) \d+ {2,}", data) == [b"HELLO", b"AUTH_RESULT"]
     assert b'"ok":false' in data
     assert live_server.standin.requests() == []
+
+
+def test_v1_frames_pipelined_behind_the_password_are_answered_after_the_verdict(live_server):
+    # A chat frame bigger than the limit before login, in the same write as the
+    # login: read only after the verdict, so judged by the limit after login.
+    def v1(body: bytes) -> bytes:
+        return str(len(body)).encode().ljust(64) + body
+
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        sock.sendall(v1(USER.encode()) + v1(PASSWORD.encode()) + v1(b"y" * 5000))
+        data = b""
+        while not data.endswith(b" " * 64) or len(data) < 36 + 128:
+            chunk = sock.recv(65536)
+            assert chunk, data[-200:]
+            data += chunk
+    assert data.startswith(b" username accepted password acceptedEcho: yyy"), data[:100]
+    assert b"[ERROR]" not in data
 
 
 # -- the last frame before a close -------------------------------------------------------------

@@ -451,16 +451,6 @@ class Session:
             await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
                                    message.message_id)
             raise SessionEnded("shutting down")
-        wait = await services.check_rate(self.user)
-        if wait > 0:
-            metrics.message_outcome(Outcome.RATE_LIMITED, session=self.id)
-            self.log.info("rate limited", event="rate_limited")
-            await self._send_error(
-                ErrorCode.RATE_LIMITED,
-                f"too many messages; try again in {wait:.0f} s",
-                message.message_id,
-            )
-            return
         # v2: one answer in flight per session, always (a client that sends
         # again before the END is told so); across a user's sessions the
         # answers queue instead (the user line in ChatTurn). v1: the original
@@ -470,6 +460,18 @@ class Session:
             metrics.message_outcome(Outcome.BUSY, session=self.id)
             await self._send_error(
                 ErrorCode.BUSY, "an answer is already in progress; wait for it or cancel it",
+                message.message_id,
+            )
+            return
+        # After the busy check: a message refused as busy was not taken, so it
+        # does not count towards the rate limit (docs/PROTOCOL.md §6).
+        wait = await services.check_rate(self.user)
+        if wait > 0:
+            metrics.message_outcome(Outcome.RATE_LIMITED, session=self.id)
+            self.log.info("rate limited", event="rate_limited")
+            await self._send_error(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages; try again in {wait:.0f} s",
                 message.message_id,
             )
             return
