@@ -775,6 +775,13 @@ def v2_cases() -> list[dict[str, Any]]:
             "wherever the surrogate is",
         ),
         v2_raw_error(
+            "body with a byte order mark",
+            f2("CHAT", '\ufeff{"id":1,"text":"hi"}'),
+            "protocol_error",
+            login=True,
+            note="RFC 8259 §8.1: no BOM in JSON on the wire",
+        ),
+        v2_raw_error(
             "lone surrogate in a key name",
             f2("CHAT", '{"id":1,"text":"hi","\\ud83d":1}'),
             "protocol_error",
