@@ -31,6 +31,8 @@ from chatcore.protocol import (
     Role,
 )
 
+from chat_server.config import HELLO_MODELS_BUDGET, hello_models_size
+
 from tests.fixtures.server import PASSWORD, USER
 from tests.fixtures.v1client import OriginalV1Client
 
@@ -218,6 +220,22 @@ def test_a_control_character_in_a_conversation_id_is_refused(live_server):
     assert isinstance(error, Error) and error.code is ErrorCode.PROTOCOL_ERROR
     assert "control character" in error.message
     assert live_server.history(USER) == []
+
+
+def test_the_longest_model_list_the_config_accepts_fits_a_hello_before_login(server_factory):
+    # The HELLO lists every offered model and is sent before login, when a
+    # client refuses frames over 4096 bytes (docs/PROTOCOL.md §10): the config
+    # refuses a list that would not fit, and the longest one it takes does.
+    models = ["llama3.2"]
+    while True:
+        longer = [*models, f"some-org/a-rather-long-model-name-{len(models):03d}:latest"]
+        if hello_models_size("llama3.2", tuple(longer)) > HELLO_MODELS_BUDGET:
+            break
+        models = longer
+    server = server_factory(CHAT_MODELS=",".join(models), CHAT_PULL_MODEL="false")
+    client = V2Client(server.port)  # our codec, with the limits of the spec
+    assert list(client.hello.models) == models
+    client.close()
 
 
 # -- BYE ------------------------------------------------------------------------------------

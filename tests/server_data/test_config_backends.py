@@ -15,7 +15,9 @@ from chat_server.config import (
     BackendKind,
     BackendSpec,
     ConfigError,
+    HELLO_MODELS_BUDGET,
     Settings,
+    hello_models_size,
     model_key,
 )
 
@@ -169,3 +171,15 @@ def test_chat_server_prints_each_mistake_on_its_own_line(tmp_path: Path) -> None
         "chat-server: configuration error: CHAT_BACKENDS: backend b: expected an http:// or"
         " https:// URL, got 'nourl'",
     ]
+
+
+def test_a_model_list_too_long_for_a_hello_before_login_is_refused() -> None:
+    # The v2 HELLO lists the models and travels before login, when clients
+    # refuse frames over 4096 bytes (docs/PROTOCOL.md §10).
+    names = ["llama3.2", *(f"some-org/a-rather-long-model-name-{i:03d}:latest" for i in range(120))]
+    [line] = problems({"CHAT_MODELS": ",".join(names)})
+    assert line.startswith("CHAT_MODELS: the server's HELLO lists every model")
+    assert f"at most {HELLO_MODELS_BUDGET} bytes in all" in line
+    fitting = names[: HELLO_MODELS_BUDGET // 60]
+    assert hello_models_size("llama3.2", tuple(fitting)) <= HELLO_MODELS_BUDGET
+    assert Settings.from_env({"CHAT_MODELS": ",".join(fitting)}).allowed_models() == tuple(fitting)

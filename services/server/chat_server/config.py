@@ -20,6 +20,7 @@ in the one :exc:`ConfigError`.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import re
@@ -31,7 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from argon2 import PasswordHasher, Type
 from chatcore.privacy import DEFAULT_REGIONS, parse_regions
-from chatcore.protocol import MAX_NAME_LENGTH, name_problem
+from chatcore.protocol import DEFAULT_MAX_UNAUTH_FRAME_SIZE, MAX_NAME_LENGTH, name_problem
 
 from .proxy_protocol import TrustedProxies
 from .store import is_database_url, validate_username
@@ -96,6 +97,22 @@ class BackendSpec:
         return f"{self.name}={self.kind.value}:{self.url or 'default'} parallel={self.max_parallel}{key}"
 
 
+#: The v2 HELLO names the default model and lists the offered ones, and it is sent
+#: before login, when a client refuses frames over DEFAULT_MAX_UNAUTH_FRAME_SIZE
+#: (docs/PROTOCOL.md §10). This much of it is kept for the rest: the version, the
+#: agent and the limits (seven today, ~330 bytes with every value at 2**53-1).
+HELLO_RESERVE = 768
+HELLO_MODELS_BUDGET = DEFAULT_MAX_UNAUTH_FRAME_SIZE - HELLO_RESERVE
+
+
+def hello_models_size(model: str, models: tuple[str, ...]) -> int:
+    """Bytes that ``model`` and ``models`` take in the HELLO body (its
+    ``"model":…,"models":[…]`` part, as the v2 writer encodes them)."""
+    part = json.dumps({"model": model, "models": list(models)}, separators=(",", ":"),
+                      ensure_ascii=False)
+    return len(part.encode("utf-8"))
+
+
 def model_key(name: str) -> str:
     """The form in which two model names are compared.
 
@@ -124,7 +141,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_PORT", "5050", "TCP port the chat server listens on (0 picks a free port)."),
     Variable("CHAT_MODEL", "llama3.2", "Default model: v1 clients and conversations that name none use it; pulled at start on Ollama backends."),
     Variable("OLLAMA_MODEL", None, "Older name of CHAT_MODEL, still accepted (CHAT_MODEL wins when both are set)."),
-    Variable("CHAT_MODELS", None, "Comma-separated models users may choose from (v2 clients); must include CHAT_MODEL; unset: only CHAT_MODEL."),
+    Variable("CHAT_MODELS", None, "Comma-separated models users may choose from (v2 clients); must include CHAT_MODEL and fit the v2 HELLO (3328 bytes of names in all); unset: only CHAT_MODEL."),
     Variable("CHAT_BACKENDS", None, "Model backends, comma-separated NAME=KIND:URL with KIND ollama or openai (an OpenAI-compatible server; its URL includes /v1), e.g. gpu=ollama:http://gpu:11434,cpu=openai:http://llamacpp:8080/v1; unset: one Ollama at OLLAMA_HOST, named ollama."),
     Variable("CHAT_BACKEND_<NAME>_PARALLEL", None, "Generations in flight at once on backend NAME (upper case); unset: CHAT_MAX_PARALLEL."),
     Variable("CHAT_BACKEND_<NAME>_API_KEY", None, "API key sent to backend NAME as a bearer token; never logged."),
@@ -504,6 +521,13 @@ def _model_side(env: Mapping[str, str], r: _Reader,
         elif model is not None:  # the default first, spelled as in CHAT_MODELS
             model = seen[model_key(model)]
             models = (model, *(m for m in models if m != model))
+
+        if model is not None and (size := hello_models_size(model, models)) > HELLO_MODELS_BUDGET:
+            problems.append(
+                f"CHAT_MODELS: the server's HELLO lists every model and travels before login,"
+                f" when clients accept frames of at most {DEFAULT_MAX_UNAUTH_FRAME_SIZE} bytes"
+                f" (docs/PROTOCOL.md §10): expected names of at most {HELLO_MODELS_BUDGET} bytes"
+                f" in all, got {size}")
 
     # -- backends
     specs: dict[str, BackendSpec] = {}
