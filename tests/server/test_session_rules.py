@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from chat_server.config import HELLO_MODELS_BUDGET, hello_models_size
 from chatcore.protocol import (
     MAX_NAME_LENGTH,
     AnswerDelta,
@@ -30,8 +31,6 @@ from chatcore.protocol import (
     Pong,
     Role,
 )
-
-from chat_server.config import HELLO_MODELS_BUDGET, hello_models_size
 
 from tests.fixtures.server import PASSWORD, USER
 from tests.fixtures.v1client import OriginalV1Client

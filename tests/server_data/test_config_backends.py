@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from chat_server.config import (
+    HELLO_MODELS_BUDGET,
     LEGACY_BACKEND,
     BackendKind,
     BackendSpec,
     ConfigError,
-    HELLO_MODELS_BUDGET,
     Settings,
     hello_models_size,
     model_key,
