@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from chat_server.admission import Admission, Refusal, Ticket, client_key
+from chat_server.admission import Admission, Limit, Ticket, Turnaway, client_key
 from chatcore.protocol import ErrorCode
 
 
@@ -21,9 +21,9 @@ def admit(adm: Admission, address: str, user: str | None = None) -> Ticket:
     return ticket
 
 
-def refused(adm: Admission, address: str) -> Refusal:
+def refused(adm: Admission, address: str) -> Turnaway:
     refusal = adm.admit(address)
-    assert isinstance(refusal, Refusal), refusal
+    assert isinstance(refusal, Turnaway), refusal
     assert refusal.code is ErrorCode.TOO_MANY_CONNECTIONS
     return refusal
 
@@ -45,7 +45,7 @@ def test_client_key(address, key) -> None:
 def test_server_limit_counts_every_address() -> None:
     adm = Admission(3, 10, 10)
     tickets = [admit(adm, f"10.0.0.{i}") for i in range(3)]
-    assert refused(adm, "10.0.0.9").limit == "server"
+    assert refused(adm, "10.0.0.9").limit is Limit.SERVER
     tickets[0].release()
     admit(adm, "10.0.0.9")
     assert len(adm) == 3
@@ -56,14 +56,14 @@ def test_a_connection_counts_before_it_has_a_session() -> None:
     adm = Admission(100, 10, 2)
     assert isinstance(adm.admit("10.0.0.1"), Ticket)
     assert isinstance(adm.admit("10.0.0.1"), Ticket)
-    assert refused(adm, "10.0.0.1").limit == "address_unauthenticated"
+    assert refused(adm, "10.0.0.1").limit is Limit.ADDRESS_UNAUTHENTICATED
 
 
 def test_unauthenticated_limit_per_address_frees_up_on_login() -> None:
     adm = Admission(100, 10, 2)
     a, _b = admit(adm, "10.0.0.1"), admit(adm, "10.0.0.1")
     refusal = refused(adm, "10.0.0.1")
-    assert refusal.limit == "address_unauthenticated" and "not logged in yet" in refusal.message
+    assert refusal.limit is Limit.ADDRESS_UNAUTHENTICATED and "not logged in yet" in refusal.message
     admit(adm, "10.0.0.2")  # another address is not affected
     assert a.member is not None
     a.member.user = "alice"  # type: ignore[misc]  # logs in: its place among the unauthenticated is free
@@ -77,7 +77,7 @@ def test_total_limit_per_address_counts_logged_in_connections_too() -> None:
                admit(adm, "2001:db8::3")]
     # Another host of the same /64 is the same client.
     refusal = refused(adm, "2001:db8::ffff")
-    assert refusal.limit == "address" and "your address" in refusal.message
+    assert refusal.limit is Limit.ADDRESS and "your address" in refusal.message
     admit(adm, "2001:db8:0:1::1")  # another /64
     tickets[0].release()
     admit(adm, "2001:db8::4")
@@ -111,7 +111,7 @@ def test_a_ticket_moves_to_the_real_client_address() -> None:
     assert adm.move(second, "192.0.2.1") is None
     third = admit(adm, "10.9.9.9")
     refusal = adm.move(third, "192.0.2.1")
-    assert refusal is not None and refusal.limit == "address"
+    assert refusal is not None and refusal.limit is Limit.ADDRESS
     assert adm.connections_from("192.0.2.1") == (2, 2)
     assert adm.connections_from("10.9.9.9") == (1, 1)
     third.release()
@@ -137,7 +137,7 @@ def test_a_balancers_connection_counts_per_address_once_its_client_is_named() ->
     assert adm.move(tickets[0], "192.0.2.1") is None
     assert adm.move(tickets[1], "192.0.2.1") is None
     refusal = adm.move(tickets[2], "192.0.2.1")  # a third, not logged in, from that client
-    assert refusal is not None and refusal.limit == "address_unauthenticated"
+    assert refusal is not None and refusal.limit is Limit.ADDRESS_UNAUTHENTICATED
     assert adm.move(tickets[2], "192.0.2.2") is None
     for ticket in tickets:
         ticket.release()

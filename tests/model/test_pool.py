@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from chat_server.backends import (
     Backend,
+    BackendHealth,
     BackendPool,
-    BackendState,
     Cause,
     ModelChunk,
     ModelError,
@@ -54,7 +54,7 @@ async def pool_of(*backends: Backend, models: tuple[str, ...] = ("llama3.2",),
     pool.start()
     try:
         if ready:
-            await until(lambda: all(s.state is not BackendState.STARTING for s in pool.status()))
+            await until(lambda: all(s.state is not BackendHealth.STARTING for s in pool.status()))
         yield pool
     finally:
         await pool.aclose()
@@ -266,7 +266,7 @@ def test_connection_refused_fails_over_and_takes_the_backend_out(standin_factory
                                              for i in range(4)))
             assert all(a[-1].backend == "good" for a in answers)
             states = {s.name: s.state for s in pool.status()}
-            assert states["gone"] is BackendState.DOWN
+            assert states["gone"] is BackendHealth.DOWN
 
     run(go())
     assert "backend gone (ollama at" in caplog.text and "is down: not reachable" in caplog.text
@@ -366,7 +366,7 @@ def test_a_stopped_backend_leaves_the_pool_and_rejoins_when_back(standin_factory
             assert not waiting.chunks
             victim = stands_by_name[long_a.backend]
             await asyncio.to_thread(victim.stop)
-            await until(lambda: any(s.state is BackendState.DOWN for s in pool.status()))
+            await until(lambda: any(s.state is BackendHealth.DOWN for s in pool.status()))
             await waiting.task
             assert waiting.error is None and waiting.text.startswith("Echo: patient")
             survivor = "b" if long_a.backend == "a" else "a"
@@ -376,7 +376,7 @@ def test_a_stopped_backend_leaves_the_pool_and_rejoins_when_back(standin_factory
                 assert (await answer(pool, f"more {i}", user=f"v{i}"))[-1].backend == survivor
             # The stopped backend comes back and rejoins: both are used again.
             await asyncio.to_thread(victim.start)
-            await until(lambda: all(s.state is BackendState.UP for s in pool.status()))
+            await until(lambda: all(s.state is BackendHealth.UP for s in pool.status()))
             answers = await asyncio.gather(*(answer(pool, f"again {i}", user=f"w{i}")
                                              for i in range(4)))
             assert {x[-1].backend for x in answers} == {"a", "b"}
@@ -412,10 +412,10 @@ def test_a_backend_that_is_down_at_start_joins_when_it_comes_up(standin_factory)
     async def go() -> None:
         async with pool_of(ollama("late", late), openai("early", early)) as pool:
             states = {s.name: s.state for s in pool.status()}
-            assert states == {"late": BackendState.DOWN, "early": BackendState.UP}
+            assert states == {"late": BackendHealth.DOWN, "early": BackendHealth.UP}
             assert pool.ready
             await asyncio.to_thread(late.start)
-            await until(lambda: all(s.state is BackendState.UP for s in pool.status()))
+            await until(lambda: all(s.state is BackendHealth.UP for s in pool.status()))
 
     run(go())
 

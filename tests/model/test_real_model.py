@@ -14,7 +14,13 @@ import time
 import urllib.request
 from typing import Any
 
-from chat_server.backends import BackendPool, BackendState, ModelChunk, OllamaBackend, OpenAIBackend
+from chat_server.backends import (
+    BackendHealth,
+    BackendPool,
+    ModelChunk,
+    OllamaBackend,
+    OpenAIBackend,
+)
 
 from tests.fixtures.llamacpp import LlamaServer
 from tests.fixtures.standin import StandIn
@@ -103,7 +109,7 @@ def test_pool_routes_each_model_to_the_backend_that_has_it(llama_server: LlamaSe
                            pull=False, probe_interval=1.0)
         pool.start()
         try:
-            while any(s.state is BackendState.STARTING for s in pool.status()):
+            while any(s.state is BackendHealth.STARTING for s in pool.status()):
                 await asyncio.sleep(0.02)
             status = {s.name: s.models for s in pool.status()}
             assert status == {"cpu": (llama_server.model,), "gpu": ("llama3.2",)}

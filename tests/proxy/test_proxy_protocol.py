@@ -11,8 +11,8 @@ from chat_server.proxy_protocol import (
     MAX_HEADER_BYTES,
     V1_MAX_BYTES,
     V2_SIGNATURE,
-    Command,
     HeaderReader,
+    ProxyCommand,
     ProxyProtocolError,
     TrustedProxies,
     crc32c,
@@ -42,7 +42,7 @@ def test_v1_tcp_lines_give_the_client_address(line: bytes, source: tuple[str, in
                                               destination: tuple[str, int]) -> None:
     header = parse(line + b"HELLO 0\r\n")
     assert header is not None
-    assert (header.version, header.command) == (1, Command.PROXY)
+    assert (header.version, header.command) == (1, ProxyCommand.PROXY)
     assert header.source == source and header.destination == destination
     assert header.length == len(line) <= V1_MAX_BYTES
 
@@ -53,7 +53,7 @@ def test_v1_tcp_lines_give_the_client_address(line: bytes, source: tuple[str, in
 def test_v1_unknown_keeps_the_connection_address(line: bytes) -> None:
     header = parse(line)
     assert header is not None
-    assert header.command is Command.LOCAL and header.source is None
+    assert header.command is ProxyCommand.LOCAL and header.source is None
     assert header.length == len(line)
 
 
@@ -102,7 +102,7 @@ def test_v2_proxy_ipv4_and_ipv6() -> None:
     v4 = _v2(0x21, 0x11, bytes([192, 0, 2, 7, 10, 0, 0, 1]) + struct.pack("!HH", 56324, 5050))
     header = parse(v4)
     assert header is not None
-    assert (header.version, header.command) == (2, Command.PROXY)
+    assert (header.version, header.command) == (2, ProxyCommand.PROXY)
     assert header.source == ("192.0.2.7", 56324) and header.destination == ("10.0.0.1", 5050)
     assert header.length == 28
     v6 = _v2(0x21, 0x21, ipaddress.ip_address("2001:db8::7").packed
@@ -115,7 +115,7 @@ def test_v2_local_keeps_the_connection_address() -> None:
     # HAProxy's health checks with check-send-proxy: LOCAL, UNSPEC, no addresses.
     header = parse(_v2(0x20, 0x00, b""))
     assert header is not None
-    assert header.command is Command.LOCAL and header.source is None and header.length == 16
+    assert header.command is ProxyCommand.LOCAL and header.source is None and header.length == 16
     # LOCAL discards whatever address block follows.
     header = parse(_v2(0x20, 0x11, b"\x01" * 12))
     assert header is not None and header.source is None and header.length == 28
@@ -123,7 +123,7 @@ def test_v2_local_keeps_the_connection_address() -> None:
 
 def test_v2_proxy_unspec_keeps_the_connection_address() -> None:
     header = parse(_v2(0x21, 0x00, b""))
-    assert header is not None and header.command is Command.PROXY and header.source is None
+    assert header is not None and header.command is ProxyCommand.PROXY and header.source is None
 
 
 def test_v2_tlvs_are_returned_and_checked() -> None:

@@ -49,9 +49,12 @@ import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from chatcore.protocol import Connection, Error, ErrorCode, Role
+
+from .metrics import RejectReason
 
 __all__ = [
     "KEEPALIVE_COUNT",
@@ -60,9 +63,10 @@ __all__ = [
     "MAX_SNIFFING",
     "SEND_BUFFER",
     "Admission",
+    "Limit",
     "Member",
-    "Refusal",
     "Ticket",
+    "Turnaway",
     "client_key",
     "configure_socket",
     "turn_away",
@@ -111,13 +115,31 @@ class Member(Protocol):
     def user(self) -> str | None: ...
 
 
+class Limit(StrEnum):
+    """Which limit turned a connection away (the log line's ``limit``)."""
+
+    SERVER = "server"
+    ADDRESS = "address"
+    ADDRESS_UNAUTHENTICATED = "address_unauthenticated"
+    #: Not a count: the server is stopping (ChatService turns new connections away).
+    SHUTDOWN = "shutdown"
+
+    @property
+    def reject_reason(self) -> RejectReason:
+        """The ``chat_connections_rejected_total`` reason it counts under."""
+        if self is Limit.SHUTDOWN:
+            return RejectReason.SHUTTING_DOWN
+        return RejectReason.CONNECTION_LIMIT if self is Limit.SERVER else RejectReason.ADDRESS_LIMIT
+
+
 @dataclass(frozen=True)
-class Refusal:
+class Turnaway:
+    """A connection refused by a limit: what the peer is told, and which limit."""
+
     code: ErrorCode
     #: For the peer.
     message: str
-    #: Which limit, for the log: "server", "address" or "address_unauthenticated".
-    limit: str
+    limit: Limit
 
 
 class Ticket:
@@ -174,14 +196,14 @@ class Admission:
     def __len__(self) -> int:
         return self.total
 
-    def admit(self, address: str, *, per_address: bool = True) -> Ticket | Refusal:
+    def admit(self, address: str, *, per_address: bool = True) -> Ticket | Turnaway:
         """A :class:`Ticket` for a new connection from ``address`` (counted in),
         or why it is refused (then nothing is counted). ``per_address=False``:
         count it under the server's total only, until :meth:`move` (a trusted
         balancer's connection, whose client is not known yet)."""
         if self.total >= self.max_connections:
-            return Refusal(ErrorCode.TOO_MANY_CONNECTIONS,
-                           "the server is at its connection limit; try again later", "server")
+            return Turnaway(ErrorCode.TOO_MANY_CONNECTIONS,
+                           "the server is at its connection limit; try again later", Limit.SERVER)
         key = client_key(address)
         if per_address and (refusal := self._room(key)) is not None:
             return refusal
@@ -191,7 +213,7 @@ class Admission:
             self._count(ticket)
         return ticket
 
-    def move(self, ticket: Ticket, address: str) -> Refusal | None:
+    def move(self, ticket: Ticket, address: str) -> Turnaway | None:
         """The connection turned out to come from ``address`` (a PROXY protocol
         header): count it there, or say why it may not stay (it then stays
         counted as it was; release it as usual)."""
@@ -207,23 +229,23 @@ class Admission:
         self._count(ticket)
         return None
 
-    def _room(self, key: str | None) -> Refusal | None:
+    def _room(self, key: str | None) -> Turnaway | None:
         entry = self._addresses.get(key)
         if entry is None:
             return None
         if entry.total >= self.max_per_address:
-            return Refusal(ErrorCode.TOO_MANY_CONNECTIONS,
+            return Turnaway(ErrorCode.TOO_MANY_CONNECTIONS,
                            "too many connections from your address; close some and try again",
-                           "address")
+                           Limit.ADDRESS)
         if len(entry.pending) >= min(self.max_unauthenticated_per_address, entry.prune_at):
             # Settle logins lazily; pruning when the set has doubled since the
             # last time keeps this O(1) amortised and the set small.
             entry.pending = {t for t in entry.pending if not t.logged_in}
             entry.prune_at = 2 * len(entry.pending) + 8
         if len(entry.pending) >= self.max_unauthenticated_per_address:
-            return Refusal(ErrorCode.TOO_MANY_CONNECTIONS,
+            return Turnaway(ErrorCode.TOO_MANY_CONNECTIONS,
                            "too many connections from your address are not logged in yet; "
-                           "try again in a moment", "address_unauthenticated")
+                           "try again in a moment", Limit.ADDRESS_UNAUTHENTICATED)
         return None
 
     def _count(self, ticket: Ticket) -> None:

@@ -24,10 +24,17 @@ from chatcore.protocol import ErrorCode, NoticeKind
 
 from . import __version__, admin, metrics, readiness
 from .accounts import AccountWatch, Login
-from .admission import SNIFF_SECONDS, Admission, Ticket, configure_socket, turn_away
-from .admission import Refusal as Turnaway
+from .admission import (
+    SNIFF_SECONDS,
+    Admission,
+    Limit,
+    Ticket,
+    Turnaway,
+    configure_socket,
+    turn_away,
+)
 from .auth import Authenticator
-from .backends import BackendPool, BackendState, ModelChunk, ModelState
+from .backends import BackendHealth, BackendPool, ModelChunk, ModelState
 from .bootstrap import InitialPasswordCheck, ensure_first_user, initial_password_path
 from .config import Settings
 from .coordination import Coordination, CoordinationError, LocalCoordination, open_coordination
@@ -118,8 +125,8 @@ class ChatService:
         if verdict is None:
             return None
         if verdict == BANNED_WORD:
-            return Refusal(NoticeKind.MODERATION, BANNED_WORD_REFUSAL, "banned_word")
-        return Refusal(NoticeKind.PRIVACY, verdict, "personal_data")
+            return Refusal(NoticeKind.MODERATION, BANNED_WORD_REFUSAL, metrics.Reason.BANNED_WORD)
+        return Refusal(NoticeKind.PRIVACY, verdict, metrics.Reason.PERSONAL_DATA)
 
     def resolve_model(self, name: str) -> str | None:
         return self.pool.resolve(name)
@@ -238,10 +245,10 @@ class ChatService:
         # A trusted balancer's connections count per address once its header named the client.
         behind_proxy = address in self.settings.trusted_proxies
         admitted: Ticket | Turnaway = (
-            Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", "shutdown")
+            Turnaway(ErrorCode.SHUTTING_DOWN, "the server is restarting", Limit.SHUTDOWN)
             if self.shutting_down else self.admission.admit(address, per_address=not behind_proxy))
         if isinstance(admitted, Turnaway):
-            metrics.connection_rejected(metrics.RejectReason.of_limit(admitted.limit))
+            metrics.connection_rejected(admitted.limit.reject_reason)
             await self._refuse(reader, writer, admitted, address)
             return None, False
         keep = False
@@ -252,7 +259,7 @@ class ChatService:
                 return None, False
             if behind_proxy and (refusal := self.admission.move(
                     admitted, client_address(writer))) is not None:
-                metrics.connection_rejected(metrics.RejectReason.of_limit(refusal.limit))
+                metrics.connection_rejected(refusal.limit.reject_reason)
                 await turn_away(reader, writer, refusal.code, refusal.message)
                 log.warning("connection refused: %s", refusal.code.value,
                             extra={"event": "reject", "limit": refusal.limit,
@@ -422,15 +429,15 @@ class ChatService:
         views = []
         loading = self.pool.availability(self.pool.default_model).state is ModelState.LOADING
         for b in self.pool.status():
-            if b.state is BackendState.STARTING:
+            if b.state is BackendHealth.STARTING:
                 state = metrics.BackendState.STARTING
-            elif b.state is BackendState.UP and b.models:
+            elif b.state is BackendHealth.UP and b.models:
                 state = metrics.BackendState.READY
-            elif b.state is BackendState.UP and loading:
+            elif b.state is BackendHealth.UP and loading:
                 state = metrics.BackendState.PULLING
             else:  # down, or up without any of the models it should serve
                 state = metrics.BackendState.UNAVAILABLE
-            detail = "" if b.state is BackendState.UP else f"backend {b.state.value}"
+            detail = "" if b.state is BackendHealth.UP else f"backend {b.state.value}"
             views.append(metrics.BackendView(b.name, state, ", ".join(b.models), detail,
                                              b.in_flight, b.max_parallel))
         return views

@@ -129,14 +129,6 @@ class RejectReason(StrEnum):
     HANDSHAKE = "handshake"  # the TLS handshake failed or timed out
     PROXY_UNTRUSTED = "proxy_untrusted"  # a PROXY header from outside CHAT_TRUSTED_PROXIES
 
-    @classmethod
-    def of_limit(cls, limit: str) -> RejectReason:
-        """The reason for an admission refusal, from the limit that refused it
-        ("server", "address", "address_unauthenticated", "shutdown")."""
-        if limit == "shutdown":
-            return cls.SHUTTING_DOWN
-        return cls.ADDRESS_LIMIT if limit.startswith("address") else cls.CONNECTION_LIMIT
-
 
 class LoginFailure(StrEnum):
     INVALID = "failure"  # wrong password, unknown or disabled user: all look the same
@@ -169,15 +161,6 @@ class Reason(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     MODEL_ERROR = "model_error"
     INTERNAL = "internal"
-
-    @classmethod
-    def of_rule(cls, rule: str) -> Reason:
-        """The reason of a moderation refusal, from the rule that refused it
-        (a rule this list does not know yet counts as ``other``)."""
-        for reason in OUTCOME_REASONS[Outcome.REFUSED]:
-            if reason.value == rule:
-                return reason
-        return cls.OTHER
 
 
 #: The (outcome, reason) pairs the server records; all start at 0 so that

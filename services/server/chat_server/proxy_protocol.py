@@ -42,8 +42,8 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "V1_MAX_BYTES",
     "V2_SIGNATURE",
-    "Command",
     "HeaderReader",
+    "ProxyCommand",
     "ProxyHeader",
     "ProxyProtocolError",
     "TrustedProxies",
@@ -83,7 +83,7 @@ class ProxyProtocolError(Exception):
     the peer's bytes."""
 
 
-class Command(enum.Enum):
+class ProxyCommand(enum.Enum):
     #: The balancer relays a client: the header names it.
     PROXY = "proxy"
     #: The balancer speaks for itself (a health check, or v1 ``UNKNOWN``): the
@@ -98,7 +98,7 @@ class ProxyHeader:
     then the connection's own addresses stand."""
 
     version: int
-    command: Command
+    command: ProxyCommand
     source: tuple[str, int] | None
     destination: tuple[str, int] | None
     length: int  # bytes the header took on the wire
@@ -167,14 +167,14 @@ def _parse_v1(buf: bytes) -> ProxyHeader | None:
     if m is None:
         raise ProxyProtocolError("v1 header: malformed")
     if m.group(1) is None:  # UNKNOWN
-        return ProxyHeader(1, Command.LOCAL, None, None, len(line))
+        return ProxyHeader(1, ProxyCommand.LOCAL, None, None, len(line))
     version = ipaddress.IPv4Address if m.group(1) == b"TCP4" else ipaddress.IPv6Address
     ports = [int(m.group(4)), int(m.group(5))]
     if any(p > 65535 for p in ports):
         raise ProxyProtocolError("v1 header: port out of range")
     source = (_host(m.group(2), version), ports[0])
     destination = (_host(m.group(3), version), ports[1])
-    return ProxyHeader(1, Command.PROXY, source, destination, len(line))
+    return ProxyHeader(1, ProxyCommand.PROXY, source, destination, len(line))
 
 
 def _iter_tlvs(data: bytes, what: str) -> Iterator[tuple[int, int, bytes]]:
@@ -221,39 +221,39 @@ def _parse_v2(buf: bytes, max_bytes: int) -> ProxyHeader | None:
         raise ProxyProtocolError("v2 header: unknown command")
     if len(buf) < V2_FIXED_BYTES:
         return None
-    command = Command.LOCAL if buf[12] & 0x0F == 0 else Command.PROXY
+    command = ProxyCommand.LOCAL if buf[12] & 0x0F == 0 else ProxyCommand.PROXY
     family = buf[13]
     (length,) = struct.unpack_from("!H", buf, 14)
     total = V2_FIXED_BYTES + length
     if total > max_bytes:
         raise ProxyProtocolError(f"v2 header: {total} bytes, more than the {max_bytes} accepted")
-    if command is Command.PROXY and family not in (0x00, *_V2_ADDRESS_BYTES):
+    if command is ProxyCommand.PROXY and family not in (0x00, *_V2_ADDRESS_BYTES):
         # 0x12/0x22 (UDP) and 0x31/0x32 (Unix sockets) cannot front a chat
         # connection; other values are not defined.
         raise ProxyProtocolError("v2 header: unsupported address family or transport")
     if len(buf) < total:
         return None
     header = bytes(buf[:total])
-    if command is Command.LOCAL:
+    if command is ProxyCommand.LOCAL:
         # The receiver uses the real endpoints and discards the address block;
         # TLVs after a block of a known size are still checked (a checksum).
         block = _V2_ANY_ADDRESS_BYTES.get(family)
         tlvs: tuple[tuple[int, bytes], ...] = ()
         if block is not None and length >= block:
             tlvs = _check_tlvs(header, V2_FIXED_BYTES + block)
-        return ProxyHeader(2, Command.LOCAL, None, None, total, tlvs)
+        return ProxyHeader(2, ProxyCommand.LOCAL, None, None, total, tlvs)
     address_bytes = _V2_ADDRESS_BYTES.get(family, 0)
     if length < address_bytes:
         raise ProxyProtocolError("v2 header: shorter than its address block")
     body = header[V2_FIXED_BYTES:]
     tlvs = _check_tlvs(header, V2_FIXED_BYTES + address_bytes)
     if family == 0x00:
-        return ProxyHeader(2, Command.PROXY, None, None, total, tlvs)
+        return ProxyHeader(2, ProxyCommand.PROXY, None, None, total, tlvs)
     size = 4 if family == 0x11 else 16
     src = ipaddress.ip_address(body[:size])
     dst = ipaddress.ip_address(body[size: 2 * size])
     sport, dport = struct.unpack_from("!HH", body, 2 * size)
-    return ProxyHeader(2, Command.PROXY, (str(src), sport), (str(dst), dport), total, tlvs)
+    return ProxyHeader(2, ProxyCommand.PROXY, (str(src), sport), (str(dst), dport), total, tlvs)
 
 
 def parse(buf: bytes, *, max_bytes: int = MAX_HEADER_BYTES) -> ProxyHeader | None:

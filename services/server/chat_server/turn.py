@@ -104,8 +104,8 @@ class Refusal:
     kind: NoticeKind
     #: The sentence for the user: the NOTICE's and the ERROR's message.
     message: str
-    #: For the log: ``banned_word`` or ``personal_data``.
-    rule: str
+    #: Which rule refused it: ``Reason.BANNED_WORD`` or ``Reason.PERSONAL_DATA``.
+    rule: Reason
 
 
 class TurnServices(Protocol):
@@ -242,9 +242,9 @@ class ChatTurn:
         # is neither answered nor stored, whatever else happened to it.
         refusal = await services.moderate(self.message.text)
         if refusal is not None:
-            metrics.message_outcome(Outcome.REFUSED, Reason.of_rule(refusal.rule), session=ctx.log.session)
-            ctx.log.warning("message refused: %s", refusal.rule.replace("_", " "),
-                            event="moderation", message_id=self.id, rule=refusal.rule)
+            metrics.message_outcome(Outcome.REFUSED, refusal.rule, session=ctx.log.session)
+            ctx.log.warning("message refused: %s", refusal.rule.value.replace("_", " "),
+                            event="moderation", message_id=self.id, rule=refusal.rule.value)
             # Always both, in this order, with the same text (docs/PROTOCOL.md
             # §6): the NOTICE says why, the ERROR ends the message. On v1 a
             # moderation notice closes the session and the error is dropped.

@@ -13,8 +13,8 @@ from .ollama_api import OllamaBackend
 from .openai_api import OpenAIBackend
 from .pool import (
     Availability,
+    BackendHealth,
     BackendPool,
-    BackendState,
     BackendStatus,
     ModelState,
     make_backend,
@@ -23,8 +23,8 @@ from .pool import (
 __all__ = [
     "Availability",
     "Backend",
+    "BackendHealth",
     "BackendPool",
-    "BackendState",
     "BackendStatus",
     "Cause",
     "Message",

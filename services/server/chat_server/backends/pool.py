@@ -40,8 +40,8 @@ from .openai_api import OpenAIBackend
 
 __all__ = [
     "Availability",
+    "BackendHealth",
     "BackendPool",
-    "BackendState",
     "BackendStatus",
     "ModelState",
     "make_backend",
@@ -56,7 +56,7 @@ MIN_PULL_DELAY = 2.0
 MAX_PULL_DELAY = 300.0
 
 
-class BackendState(enum.Enum):
+class BackendHealth(enum.Enum):
     STARTING = "starting"  # not probed yet
     UP = "up"  # answered its last probe: in the pool
     DOWN = "down"  # failed: out of the pool, probed with backoff
@@ -80,7 +80,7 @@ class BackendStatus:
 
     name: str
     kind: BackendKind
-    state: BackendState
+    state: BackendHealth
     models: tuple[str, ...]  # allowed models it serves now
     in_flight: int
     max_parallel: int
@@ -96,7 +96,7 @@ def make_backend(spec: BackendSpec, *, connect_timeout: float, read_timeout: flo
 @dataclass(eq=False)
 class _Member:
     backend: Backend
-    state: BackendState = BackendState.STARTING
+    state: BackendHealth = BackendHealth.STARTING
     served: dict[str, str] = field(default_factory=dict)  # allowed name -> the service's name
     pulling: dict[str, int] = field(default_factory=dict)  # allowed name -> percent
     pull_retry: dict[str, tuple[float, float]] = field(default_factory=dict)  # (when, delay)
@@ -174,9 +174,9 @@ class BackendPool:
         if pulling:
             return Availability(ModelState.LOADING,
                                 f"The model {model} is being downloaded ({max(pulling)}%).")
-        if any(m.state is BackendState.STARTING for m in members):
+        if any(m.state is BackendHealth.STARTING for m in members):
             return Availability(ModelState.LOADING, "The model service is starting.")
-        if any(m.state is BackendState.DOWN for m in members):
+        if any(m.state is BackendHealth.DOWN for m in members):
             return Availability(ModelState.UNAVAILABLE, Cause.UNREACHABLE.value)
         if any(model in m.pull_retry for m in members):
             return Availability(ModelState.UNAVAILABLE, Cause.PULL_FAILED.value)
@@ -244,7 +244,7 @@ class BackendPool:
                     probed = True
                     continue
                 detail = f"no healthy backend serves model {model}"
-                if any(m.state is BackendState.DOWN for m in self._members.values()):
+                if any(m.state is BackendHealth.DOWN for m in self._members.values()):
                     raise ModelUnavailable(Cause.UNREACHABLE, detail) from None
                 raise ModelUnavailable(Cause.NO_BACKEND, detail) from None
 
@@ -263,11 +263,11 @@ class BackendPool:
         (one probe per backend at a time, shared with its monitor); True if
         one of them serves it afterwards."""
         waiting = [m for m in self._members.values()
-                   if m.state is not BackendState.UP or model not in m.served]
+                   if m.state is not BackendHealth.UP or model not in m.served]
         if not waiting:
             return False
         await asyncio.gather(*(self._probe(m) for m in waiting), return_exceptions=True)
-        return any(m.state is BackendState.UP and model in self._serving(m) for m in waiting)
+        return any(m.state is BackendHealth.UP and model in self._serving(m) for m in waiting)
 
     # ------------------------------------------------------------------ health
     async def _monitor(self, member: _Member) -> None:
@@ -301,12 +301,12 @@ class BackendPool:
         return True
 
     def _mark_down(self, member: _Member, exc: ModelError) -> None:
-        if member.state is not BackendState.DOWN:
+        if member.state is not BackendHealth.DOWN:
             how = "not reachable" if exc.cause is Cause.UNREACHABLE else "failing"
             log.warning("backend %s is down: %s (%s); it leaves the pool until a probe succeeds",
                         member.backend.label, how, exc.detail,
                         extra={"event": "backend_down", "backend": member.name})
-        member.state = BackendState.DOWN
+        member.state = BackendHealth.DOWN
         self._sync(member)
 
     def _mark_up(self, member: _Member, names: Sequence[str]) -> None:
@@ -326,12 +326,12 @@ class BackendPool:
                             "it" if len(missing) == 1 else "them",
                             extra={"event": "backend_missing_model", "backend": member.name})
             member.reported_missing = reported
-        if member.state is not BackendState.UP:
+        if member.state is not BackendHealth.UP:
             offered = ", ".join(member.served) or "none of the allowed models"
-            back = "is back" if member.state is BackendState.DOWN else "is up"
+            back = "is back" if member.state is BackendHealth.DOWN else "is up"
             log.info("backend %s %s (models: %s); it is in the pool", member.backend.label, back,
                      offered, extra={"event": "backend_up", "backend": member.name})
-        member.state = BackendState.UP
+        member.state = BackendHealth.UP
         self._sync(member)
 
     def _serving(self, member: _Member) -> set[str]:
@@ -341,12 +341,12 @@ class BackendPool:
         """Tell the scheduler what the backend serves now; log model-level changes."""
         self.scheduler.set_resource(member.name, member.backend.max_parallel,
                                     serves=self._serving(member),
-                                    healthy=member.state is BackendState.UP)
+                                    healthy=member.state is BackendHealth.UP)
         servable = {m for m in self.models if self.scheduler.capacity(m) > 0}
         for m in self.models:
             if m in servable and m not in self._servable:
                 backends = [n for n, x in self._members.items()
-                            if x.state is BackendState.UP and m in self._serving(x)]
+                            if x.state is BackendHealth.UP and m in self._serving(x)]
                 log.info("model ready: %s (backends: %s)", m, ", ".join(backends),
                          extra={"event": "model_ready", "model": m})
             elif m not in servable and m in self._servable:
