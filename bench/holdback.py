@@ -8,7 +8,7 @@ Cases (``--cases``, default all):
 held     Streams answers token by token (one word per token, as the stand-in
          sends, and 1-3 characters per token) through the answer filter and
          reports the most text it ever held back, in characters and in words,
-         against the longest candidate the detectors accept (issue 9 §1 target:
+         against the longest candidate the detectors accept (the target:
          the candidate in progress plus one word). Corpora: prose, the stall
          report's ``w0 w1 … w199``, rows of years, prices, scores, version
          numbers, code, and text full of phone numbers and e-mail addresses.

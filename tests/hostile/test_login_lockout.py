@@ -1,5 +1,5 @@
 """
-Lockout as a weapon (issue 10.9), against a live server: strangers guessing an
+Lockout as a weapon (docs/SECURITY.md §6), against a live server: strangers guessing an
 account's password must not lock its owner out of their own address, while the
 guessers are slowed down.
 

@@ -1,5 +1,6 @@
 """
-Moderation attacks against a live server (issue 10 §3 and §5).
+Moderation attacks against a live server (docs/SECURITY.md §3-4, docs/BENCHMARKS.md
+"Stalls").
 
 * What a client receives, after every conversion, is clean: the answer is
   masked in the form it is sent (ASCII on v1), and look-alike forms of e-mail

@@ -220,7 +220,7 @@ def test_a_long_digit_run_is_released_past_the_longest_phone_number():
         "x" * 65536,
         "a." * 32768,
         "a " * 32768,  # single letters that keep spelling the beginning of "abcxyz"?
-        "+1 234 " * 9362,  # issue 10 §5
+        "+1 234 " * 9362,  # docs/BENCHMARKS.md, "Stalls"
         "98765 " * 10900,
         "raj at gmail dot " * 3000,
         "1" * 3000 + "@" + "a" * 3000,

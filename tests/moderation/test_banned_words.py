@@ -172,7 +172,7 @@ def test_adversarial_64k_inputs_finish(text):
     assert all(0 <= s < e <= len(text) for s, e in spans)
 
 
-# --------------------------------------------------------------------------- issue 10 §1-2
+# ------------------------------------------ the Scunthorpe problem (docs/SECURITY.md §4)
 DEFAULT = BannedWords.from_file(REPO / "cuss_words.txt")
 
 

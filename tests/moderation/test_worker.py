@@ -38,7 +38,8 @@ SLICE = 128  # chat_server.turn.FILTER_SLICE_CHARS
 
 _rng = random.Random(10)
 
-# Texts built to make one detector call as long as possible (issue 10 §5: a
+# Texts built to make one detector call as long as possible (docs/BENCHMARKS.md,
+# "Stalls": a
 # 64 KiB message of `+1 234 ` and a 1 MB answer of single digits stalled the
 # other sessions). Each is a message (it must not be checked on the loop) and
 # an answer (its costly steps must not run on the loop).

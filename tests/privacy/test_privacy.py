@@ -230,7 +230,7 @@ def test_adversarial_64k_inputs_finish(text):
     assert all(text[p.start : p.end] == p.text for p in found)
 
 
-# --------------------------------------------------------------------------- issue 10 §4
+# ----------------------------------- obfuscated e-mail addresses (docs/SECURITY.md §3)
 @pytest.mark.parametrize(
     "address",
     [

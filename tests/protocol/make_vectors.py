@@ -1051,7 +1051,7 @@ def token_cases() -> list[dict[str, Any]]:
 
 
 def settled_cases() -> list[dict[str, Any]]:
-    """One case per rule that docs/PROTOCOL.md settles (issue 9, section 2)."""
+    """One case per rule that docs/PROTOCOL.md settles."""
     nested_ok = '{"id":1,"text":"hi","x":' + "[" * 31 + "]" * 31 + "}"  # 32 levels
     nested_bad = '{"id":1,"text":"hi","x":' + "[" * 32 + "]" * 32 + "}"  # 33 levels
     return [

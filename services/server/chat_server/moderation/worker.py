@@ -3,7 +3,8 @@ chat_server.moderation.worker
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 
 Moderation's heavy steps in a process of their own, so that no message or
-answer can stall the other sessions (issue 10 §5).
+answer can stall the other sessions (docs/SECURITY.md §4, docs/BENCHMARKS.md
+"Stalls").
 
 Why a process. The detectors are pure Python plus ``phonenumbers`` (pure
 Python too) and many short regular-expression calls: a 64 KiB message of
