@@ -7,17 +7,24 @@ words (the Scunthorpe problem, docs/SECURITY.md §4).
 
 How a text is matched:
 
-* It is folded (:mod:`.normalize`: NFKD without marks, look-alikes, casefold,
+* It is folded (:mod:`.normalize`: look-alikes, NFKD without marks, casefold,
   no format characters) and cut into **tokens**: runs of letters, digits and the
-  leet symbols ``@ $ ! |`` (``!``/``|`` at a token's edge are punctuation).
+  leet symbols ``@ $ ! | ( < # + €`` (``! | ( <`` at a token's edge are
+  punctuation).
 * A token is considered only if it has a letter and no more digits than
   letters: ``455`` and ``A55`` (a road) are not ``ass``; ``a55h0le`` is.
 * Tokens are compared **whole** (word boundaries), after undoing leetspeak
-  (``sh1t``, ``$hit``, ``@ss``), so ``classic``, ``assessment``, ``bass``,
+  (``sh1t``, ``$hit``, ``@ss``, ``fu(k``, ``s#it``, ``8itch``, ``fvck``), so ``classic``, ``assessment``, ``bass``,
   ``assassin`` and ``Scunthorpe`` stay clean with ``ass``/``cunt`` banned. A token
   also matches with non-letters trimmed from its ends (``abcxyz123``).
 * A token may **stretch** a banned word: same letters, each run at least as long
-  (``abccxyyz``, ``shiiit``; but ``as`` is not ``ass``).
+  (``abccxyyz``, ``shiiit``; but ``as`` is not ``ass``). ``l`` and ``i`` are one
+  letter for matching (``1``, ``|``, ``!`` and a capital ``I`` stand for either),
+  but a lower-case ``l`` next to a lower-case ``i`` (or ``L`` next to ``I``) are
+  two letters, not a stretch: the names *Shilts* and *Blitch* are not
+  *shits* and *bitch*.
+* Single letters with the same leet symbol between each (``f|u|c|k``,
+  ``f!u!c!k``, ``s+h+i+t``) are read as those letters.
 * Tokens are **joined** across punctuation without spaces (``a.b.c.x.y.z``,
   ``abc-xyz``, ``f_u_c_k``), and runs of *single letters* are joined across spaces
   too (``a b c x y z``). Two whole words separated by a space are not joined
@@ -49,11 +56,13 @@ from .normalize import Folded, canonical, fold, prepare_fold, runs
 
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
-_TOKEN = re.compile(r"(?:[^\W_]|[@$!|])+")
+_TOKEN = re.compile(r"(?:[^\W_]|[@$!|(<#+€])+")
 _SPACE = re.compile(r"\s")
 _SPACES_HYPHENS = re.compile(r"[\s\-]+")
-_TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|]")
-_EDGE_PUNCT = "!|"
+_TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|(<#+€]")
+_EDGE_PUNCT = "!|(<"
+#: What may follow a common word after an apostrophe and leave it one.
+_CLITICS = frozenset({"s", "d", "m", "ll", "re", "ve"})
 #: Joined candidates (across punctuation or spaced letters) stop after a letter
 #: repeats this often: bounds the work on "a a a a a …".
 _MAX_JOIN_RUN = 4
@@ -141,6 +150,50 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def _alternating(word: str) -> str | None:
+    """The letters of ``f|u|c|k``: single letters with one and the same
+    symbol between each (a symbol at the end too, for a word still growing);
+    None for any other word."""
+    if len(word) < 3 or word[1].isalnum():
+        return None
+    sep = word[1]
+    letters = word[0::2]
+    if word[1::2].strip(sep) or not letters.isalpha():
+        return None
+    return letters
+
+
+def _real_runs(canon: str, raw: str, cases: str) -> tuple[str, tuple[int, ...]]:
+    """:func:`runs` of a canonical token, except that a lower-case ``l`` next
+    to a lower-case ``i`` (or ``L`` next to ``I``) starts a new run: they are
+    two letters as written, although both read ``i`` (``Blitch``). ``raw`` is
+    the folded token (``canon`` before leetspeak), ``cases`` per character
+    ``u`` (upper case), ``l`` (lower case) or ``-``."""
+    letters: list[str] = []
+    counts: list[int] = []
+    for k, ch in enumerate(canon):
+        if letters and letters[-1] == ch and not (
+            raw[k] != raw[k - 1] and raw[k] in "il" and raw[k - 1] in "il"
+            and cases[k] == cases[k - 1] and cases[k] != "-"
+        ):
+            counts[-1] += 1
+        else:
+            letters.append(ch)
+            counts.append(1)
+    return "".join(letters), tuple(counts)
+
+
+def _cases(text: str, folded: Folded) -> str:
+    """Per character of the folded copy: the case of the character of ``text``
+    it came from (see :func:`_real_runs`); only needed where an ``l`` meets an ``i``."""
+    ftext = folded.text
+    if "li" not in ftext and "il" not in ftext:
+        return ""
+    def case(ch: str) -> str:
+        return "u" if ch.isupper() else "l" if ch.islower() else "-"
+    return "".join(case(text[i]) for i in folded.starts)
+
+
 def _stretches(word: str, target: tuple[str, tuple[int, ...]]) -> bool:
     letters, counts = runs(word)
     return letters == target[0] and all(a >= b for a, b in zip(counts, target[1], strict=True))
@@ -202,18 +255,24 @@ class BannedWords:
         return self
 
     # ------------------------------------------------------------------ matching
-    def _match(self, canon: str) -> bool:
-        letters, counts = runs(canon)
+    def _match(self, canon: str, raw: str = "", cases: str = "") -> bool:
+        if cases and ("li" in raw or "il" in raw):
+            letters, counts = _real_runs(canon, raw, cases)
+        else:
+            letters, counts = runs(canon)
         for target in self._words.get(letters, ()):
             if all(a >= b for a, b in zip(counts, target, strict=True)):
                 return True
         return False
 
-    def _token_hits(self, folded: str, t: _Token) -> tuple[int, int] | None:
-        if t.eligible and self._match(t.canon):
-            return t.start, t.end
-        # With non-letters trimmed from the ends: "abcxyz!!", "abcxyz123".
+    def _token_hits(self, folded: str, t: _Token, cases: str = "") -> tuple[int, int] | None:
         word = folded[t.start : t.end]
+        if t.eligible and self._match(t.canon, word, cases[t.start : t.end]):
+            return t.start, t.end
+        spaced = _alternating(word)
+        if spaced is not None and self._match(canonical(spaced)):
+            return t.start, t.end  # f|u|c|k
+        # With non-letters trimmed from the ends: "abcxyz!!", "abcxyz123".
         a = 0
         while a < len(word) and not word[a].isalpha():
             a += 1
@@ -222,7 +281,7 @@ class BannedWords:
             b -= 1
         if (a or b < len(word)) and b > a:
             core = word[a:b]
-            if _eligible(core) and self._match(canonical(core)):
+            if _eligible(core) and self._match(canonical(core), core, cases[t.start + a : t.start + b]):
                 return t.start + a, t.start + b
         return None
 
@@ -279,14 +338,25 @@ class BannedWords:
 
     def _excused(self, word: str) -> bool:
         """A hit that is a common word of a supported language, and not
-        literally a listed entry (``assess``, ``Shiite``, ``who're``, ``aß``)."""
-        return _literal(word) not in self._literal and self._lexicon.is_common(word)
+        literally a listed entry (``assess``, ``Shiite``, ``who're``, ``aß``).
+        The word must look like the common word as well as be it: ``ſuck`` is
+        "suck" after NFKC, but its long s looks like an f."""
+        if _literal(word) in self._literal:
+            return False
+        if not self._lexicon.is_common(word):
+            # A common word with an English clitic: "assess's", "as's".
+            stem, apostrophe, clitic = word.replace("\u2019", "'").rpartition("'")
+            if not (apostrophe and clitic.lower() in _CLITICS and _literal(stem) not in self._literal
+                    and self._lexicon.is_common(stem)):
+                return False
+        return word.isascii() or fold(word).text == fold(unicodedata.normalize("NFKC", word)).text
 
     def _hits(self, text: str, folded: Folded, tokens: list[_Token]) -> list[tuple[int, int]]:
         """Every hit that is not excused, in the original text, sorted."""
         hits: list[tuple[int, int]] = []
+        cases = _cases(text, folded)
         for i, t in enumerate(tokens):
-            span = self._token_hits(folded.text, t)
+            span = self._token_hits(folded.text, t, cases)
             if span is not None:
                 hits.append(span)
             if not t.eligible:
@@ -408,7 +478,8 @@ class BannedWords:
         b = len(core)
         while not core[b - 1].isalpha():
             b -= 1
-        for form in dict.fromkeys((t, t.rstrip(_EDGE_PUNCT), core, core[:b])):
+        spaced = _alternating(t)
+        for form in dict.fromkeys((t, t.rstrip(_EDGE_PUNCT), core, core[:b], spaced or core)):
             letters = runs(canonical(form))[0]
             if letters in self._prefixes or letters in self._phrase_prefixes:
                 return True

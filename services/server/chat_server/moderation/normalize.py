@@ -7,19 +7,26 @@ back (docs/SECURITY.md §4). Per character:
 
 1. Invisible and filler characters count as nothing: every Unicode
    *Default_Ignorable_Code_Point* (zero-width space, soft hyphen, word joiner,
-   Hangul fillers, variation selectors, tag characters, BOM…) is dropped; the
-   blank Braille pattern (U+2800) reads as a space.
-2. NFKD, then combining marks (category M) dropped: fullwidth ``ＡＢＣ``,
-   mathematical ``𝐟``, circled ``ⓕ``, ligatures and accents fold to plain
-   letters (``fück`` -> ``fuck``), zalgo marks vanish.
-3. Look-alikes: Unicode's confusables data (UTS #39, the table behind its
+   bidi controls, Hangul fillers, variation selectors, tag characters, BOM…)
+   is dropped; the blank Braille pattern (U+2800) reads as a space. (What a
+   language model reads in tag characters is checked on messages separately:
+   ``worker.check_message``.)
+2. Look-alikes first: Unicode's confusables data (UTS #39, the table behind its
    "skeletons", as shipped by the ``confusable_homoglyphs`` package) gives, for
    a character that looks like an ASCII letter or digit, that character:
-   Cyrillic ``ѕ а о Н``, Greek ``ν ρ Κ``, Armenian ``օ ս``, Cherokee ``Ꭺ``,
-   Lisu ``ꓝ``… Latin-script letter forms and letter symbols the table leaves
-   out (small capitals ``ꜰ ᴋ ʀ``, enclosed ``🅕 🅤``, regional indicators
-   ``🇫``) are transliterated (``anyascii``); other scripts are not, so real
-   Cyrillic, Greek or Devanagari words are not read as English.
+   Cyrillic ``ѕ а о Н``, Greek ``ν ρ Κ ϲ``, Armenian ``օ ս``, Cherokee ``Ꭺ``,
+   Lisu ``ꓝ``, long ``ſ`` (an ``f``, although NFKD makes it an ``s``), the
+   ogonek ``˛`` (an ``i``)… The character as written is looked up before
+   any decomposition, so a compatibility mapping that changes what it looks
+   like does not hide it.
+3. Otherwise NFKD, then combining marks (category M) dropped: fullwidth ``ＡＢＣ``,
+   mathematical ``𝐟``, circled ``ⓕ``, ligatures and accents fold to plain
+   letters (``fück`` -> ``fuck``), zalgo marks vanish; each part of the
+   decomposition is looked up in the confusables again. Latin-script letter
+   forms and letter symbols the table leaves out (small capitals ``ꜰ ᴋ ʀ``,
+   enclosed ``🅕 🅤``, regional indicators ``🇫``) are transliterated
+   (``anyascii``); other scripts are not, so real Cyrillic, Greek or
+   Devanagari words are not read as English.
 4. ``str.casefold()``, except that ``ß`` stays ``ß`` (German *aß* is not *ass*).
 
 The copy is only for detection (UTS #39: a skeleton must never be displayed);
@@ -41,7 +48,7 @@ from dataclasses import dataclass
 import regex
 from anyascii import anyascii
 
-__all__ = ["LEET", "Folded", "canonical", "fold", "prepare_fold", "runs"]
+__all__ = ["LEET", "LEET_SYMBOLS", "Folded", "canonical", "fold", "prepare_fold", "runs"]
 
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 _LATIN_OR_COMMON = regex.compile(r"[\p{Script=Latin}\p{Script=Common}]")
@@ -80,9 +87,14 @@ def _prototypes() -> dict[str, str]:
 #: forms merge "l" into "i" on *both* sides (list and text), so one lookup
 #: covers both readings.
 LEET = {
-    "@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "|": "i", "l": "i",
-    "0": "o", "$": "s", "5": "s", "7": "t",
+    "@": "a", "4": "a", "8": "b", "(": "c", "<": "c", "3": "e", "€": "e", "#": "h",
+    "1": "i", "!": "i", "|": "i", "l": "i", "0": "o", "$": "s", "5": "s", "7": "t",
+    "+": "t", "v": "u",
 }
+#: The leet symbols that are not letters or digits: they are part of a token
+#: (``fu(k``, ``s#it``, ``shi+``), except ``!|(<`` at a token's edges,
+#: where they are punctuation (``(word``, ``wow!``).
+LEET_SYMBOLS = "@$!|(<#+€"
 _LEET_TABLE = str.maketrans(LEET)
 
 
@@ -114,6 +126,9 @@ def _fold_char(ch: str) -> str:
     if ch in "ßẞ":
         return "ß"
     protos = _prototypes()
+    p = protos.get(ch)
+    if p is not None:
+        return p.casefold()  # looks like an ASCII letter or digit as written
     out = []
     for c in unicodedata.normalize("NFKD", ch):
         if unicodedata.category(c)[0] == "M" or _IGNORABLE.match(c):

@@ -126,10 +126,37 @@ def slice_inline(delta: str) -> bool:
 
 def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str) -> str | None:
     """``BANNED_WORD``, the privacy notice, or None: moderation's verdict on a
-    user's message (banned words first). Runs in either process."""
-    if banned.contains(text):
-        return BANNED_WORD
-    return privacy.refusal_notice(text)
+    user's message (banned words first). Runs in either process.
+
+    A message is checked as a person sees it and, where that differs, as the
+    model reads it: Unicode tag characters (U+E0020-U+E007E) are invisible,
+    and the detectors drop them, but a language model reads each as the ASCII
+    character it encodes ("ASCII smuggling"), so a banned word, an e-mail
+    address or a phone number hidden in them is refused too."""
+    readings = [text]
+    hidden = model_reading(text)
+    if hidden is not None:
+        readings.append(hidden)
+    for reading in readings:
+        if banned.contains(reading):
+            return BANNED_WORD
+    for reading in readings:
+        notice = privacy.refusal_notice(reading)
+        if notice is not None:
+            return notice
+    return None
+
+
+_TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+
+
+def model_reading(text: str) -> str | None:
+    """``text`` with its tag characters read as the ASCII they encode (what a
+    language model sees), or None when it has none."""
+    if text.isascii():
+        return None
+    decoded = text.translate(_TAGS)
+    return decoded if decoded != text else None
 
 
 #: What checking a message may use per character at its peak (the detectors'
