@@ -54,7 +54,8 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   - a run-word shaped like a date (``2026-12-01``, ``01.12.2026``,
     ``20261201``), an IPv4 address or network, a decimal number
     (``0.8414709848``), or a version or part number whose later groups include
-    a single digit (``10.0.19041``, ``978-3-16-148410-0``); groups joined by
+    a single digit (``10.0.19041``, ``978-3-16-148410-0``; but not after a
+    ``+`` and a country code: ``+91 9-8-7-6-5-4-3-2-1-0``); groups joined by
     dots alone count only when grouped exactly as a national format
     (``212.736.5000``, ``06.12.34.56.78``);
   - brackets that do not pair up (``arr[3632][10]``).
@@ -91,6 +92,7 @@ from typing import Literal
 
 import phonenumbers
 import regex
+from anyascii import anyascii
 from phonenumbers import PhoneMetadata, PhoneNumberType
 
 __all__ = [
@@ -193,11 +195,25 @@ class _Mapped:
 
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 _FULL_STOPS = frozenset("\u3002\uff61\ufe12\ufe52\u2024")
+#: Combining marks that decorate any character (keycaps, circles, underlines,
+#: accents from the generic blocks): nothing, so ``9️⃣`` and ``9̲`` are digits.
+#: Script-specific marks (Devanagari vowel signs…) stay: they are letters' parts.
+_GENERIC_MARKS = regex.compile(
+    r"[\p{Me}\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+#: Characters written between the parts of an address or a number the way a
+#: full stop, a hyphen or a plus is, but that NFKC leaves alone: middle dots,
+#: bullets and dot operators; minus signs (not Unicode dashes); the heavy plus.
+_LIKE = {
+    **dict.fromkeys("\u00b7\u2022\u2219\u22c5\u2027\u30fb\uff65\u2e31", "."),
+    **dict.fromkeys("\u2212\u2796\u02d7\u207b\u208b\u2043", "-"),
+    "\u2795": "+",
+    "\u24b6": "@", "\u24d0": "@",  # circled a, written for "@"
+}
 
 
 @functools.lru_cache(maxsize=8192)
 def _fold_char(ch: str) -> str:
-    if _IGNORABLE.match(ch):
+    if _IGNORABLE.match(ch) or _GENERIC_MARKS.match(ch):
         return ""
     if ch in _FULL_STOPS:
         return "."
@@ -209,6 +225,13 @@ def _fold_char(ch: str) -> str:
     d = unicodedata.digit(ch, None)
     if d is not None and cat in ("Nd", "No"):
         return str(d)
+    like = _LIKE.get(ch)
+    if like is not None:
+        return like
+    if cat in ("So", "No"):
+        t = anyascii(ch)
+        if len(t) == 1 and t.isdigit():
+            return t  # a digit symbol the Unicode data gives no value (🄋)
     if cat in ("Lo", "Nl"):
         v = unicodedata.numeric(ch, None)
         if (v is not None and v == int(v) and 0 <= v <= 9 and "CJK" in unicodedata.name(ch, "")) \
@@ -243,28 +266,64 @@ def _fold(text: str) -> _Mapped:
 # --------------------------------------------------------------------------- e-mail
 # Bounded quantifiers only: each alternative matches at most a few characters,
 # so a search is linear however the input is built.
+#: Brackets, quotes and marks an obfuscated "@" or "." is put between:
+#: [at] (at) {at} <at> «at» "at" 'at' “at” *at* #at#.
+_OPEN = r"[\[({<\u00ab\u2039\"'\u201c\u2018*#]"
+_CLOSE = r"[\])}>\u00bb\u203a\"'\u201d\u2019*#]"
+#: "@" and "." spelt out: English, Indian English ("at the rate", "atrate"), Spanish
+#: (arroba, punto), French (arobase), German (Punkt). Not "point": in English
+#: prose "at that point in time" would read as an address.
+_AT_WORDS = ("at the rate of", "at the rate", "atrate", "arobase", "arroba", "at")
+_DOT_WORDS = ("punkt", "punto", "dot")
+
+
+def _words(words: Iterable[str]) -> str:
+    return "(?:" + "|".join(w.replace(" ", "[ \t]") for w in words) + ")"
+
+
+#: Spaces, or one line break with spaces around it.
+_BREAK = r"(?:[ \t]{1,3}|[ \t]{0,3}\r?\n[ \t]{0,3})"
 _AT_FORMS = re.compile(
-    r"[ \t]{0,3}[\[({<][ \t]{0,2}(?:at|@)[ \t]{0,2}[\])}>][ \t]{0,3}"  # name [at] domain, (@)
-    r"|(?<=[^\s])[ \t]{1,3}at[ \t]{1,3}(?=[^\s])"  # name at domain
-    r"|[ \t]{1,3}@[ \t]{0,3}|@[ \t]{1,3}",  # name @ domain
+    r"[ \t]{0,3}" + _OPEN + r"[ \t]{0,2}(?:" + _words(_AT_WORDS) + r"|@)[ \t]{0,2}" + _CLOSE
+    + r"[ \t]{0,3}"  # name [at] domain, (@), "at"
+    r"|(?<=[^\s])[ \t]{1,3}" + _words(_AT_WORDS) + r"[ \t]{1,3}(?=[^\s])"  # name at domain
+    r"|" + _BREAK + r"?@(?:" + _BREAK + r"?@){1,3}" + _BREAK + r"?"  # name@@domain, name @ @ domain
+    r"|" + _BREAK + r"@" + _BREAK + r"?|@" + _BREAK,  # name @ domain, a line break before or after
     re.IGNORECASE,
 )
 _DOT_FORMS = re.compile(
-    r"[ \t]{0,3}[\[({<][ \t]{0,2}(?:dot|\.)[ \t]{0,2}[\])}>][ \t]{0,3}"  # [dot], (.)
-    r"|(?<=[^\s])[ \t]{1,3}dot[ \t]{1,3}(?=[^\s])"  # domain dot com
+    r"[ \t]{0,3}" + _OPEN + r"[ \t]{0,2}(?:" + _words(_DOT_WORDS) + r"|\.)[ \t]{0,2}" + _CLOSE
+    + r"[ \t]{0,3}"  # [dot], (.)
+    r"|(?<=[^\s])[ \t]{1,3}" + _words(_DOT_WORDS) + r"[ \t]{1,3}(?=[^\s])"  # domain dot com
+    r"|(?<=[^\s_-])[_-]dot[_-](?=[^\s_-])"  # domain-dot-com, domain_dot_com
     r"|(?<=[^\s.])[ \t]{1,3}\.[ \t]{1,3}(?=[^\s.])",  # domain . com
     re.IGNORECASE,
 )
-_ESCAPES = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});?|%[0-9a-fA-F]{2}")
+#: HTML character references (also escaped once more: &amp;#64;), percent
+#: escapes (also of "%": %2540), quoted-printable (=40) and backslash escapes
+#: (\u0040, \x40) of "@" and ".".
+_ESCAPES = re.compile(
+    r"&(?:amp;)?(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});?|%(?:25)?[0-9a-fA-F]{2}"
+    r"|=(?:40|2[eE])|\\(?:u00|x)(?:40|2[eE])"
+)
 
 
 def _unescape(m: re.Match[str]) -> str:
     s = m.group()
-    c = chr(int(s[1:], 16)) if s[0] == "%" else html.unescape(s if s.endswith(";") else s + ";")
+    if s[0] == "&":
+        ref = "&" + s[5:] if s.startswith("&amp;") and len(s) > 5 else s
+        c = html.unescape(ref if ref.endswith(";") else ref + ";")
+    else:
+        c = chr(int(s[-2:], 16))
     return c if c in ("@", ".") else s
 
 
-_LOCAL_PUNCT = frozenset("._%+-")
+#: What may stand in a local part besides letters and digits: RFC 5322's
+#: atext, less "! ? * ` { | }", which end words and sentences in prose and code
+#: (a word ending in one would be held back while an answer streams) and are
+#: not seen in real addresses. A local part never ends the mask early:
+#: "o'brien@…" and "id=raj@…" are masked whole, not from the "brien".
+_LOCAL_PUNCT = frozenset(".#$%&'+-/=^_~")
 
 
 def _is_mark(ch: str) -> bool:
@@ -335,12 +394,25 @@ def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
 
 
 # Local-part and domain characters (and "@") up to the end of an ASCII text.
-_ASCII_CHAIN = re.compile(r"[A-Za-z0-9._%+@-]*\Z")
+_ASCII_CHAIN = re.compile(r"[A-Za-z0-9.#$%&'+/=^_~@-]*\Z")
+
+
+def _prefixes(words: Iterable[str]) -> str:
+    """Every non-empty beginning of the words, longest first, as a regex."""
+    out = sorted({w[:i] for w in words for i in range(1, len(w) + 1)}, key=len, reverse=True)
+    return _words(out)
+
+
+_WORD_PREFIX = _prefixes((*_AT_WORDS, *_DOT_WORDS))
 # A possibly unfinished obfuscation at the very end of a text.
 _PARTIAL_TAIL = re.compile(
-    r"(?:[ \t]{1,3}(?:[\[({<][ \t]{0,2})?(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"
-    r"|[\[({<][ \t]{0,2}(?:a|at|d|do|dot|@|\.)?[ \t]{0,2}[\])}>]?[ \t]{0,3}"  # glued: raj[at]
-    r"|&#?[0-9a-zA-Z]{0,8}|%[0-9a-fA-F]?)\Z",
+    r"(?:" + _BREAK + r"(?:" + _OPEN + r"[ \t]{0,2})?(?:" + _WORD_PREFIX + r"|@|\.)?[ \t]{0,2}"
+    + _CLOSE + r"?[ \t]{0,3}"
+    r"|" + _OPEN + r"[ \t]{0,2}(?:" + _WORD_PREFIX + r"|@|\.)?[ \t]{0,2}" + _CLOSE
+    + r"?[ \t]{0,3}"  # glued: raj[at]
+    r"|" + _BREAK + r"?@(?:" + _BREAK + r"?@){0,3}" + _BREAK + r"?"  # raj @, raj@@, raj@ + line break
+    r"|&(?:a(?:m(?:p(?:;#?[0-9a-zA-Z]{0,8})?)?)?|#?[0-9a-zA-Z]{0,8})"
+    r"|%(?:25?)?[0-9a-fA-F]?|=[0-9a-fA-F]?|\\(?:u0?0?[0-9a-fA-F]?|x[0-9a-fA-F]?)?)\Z",
     re.IGNORECASE,
 )
 
@@ -373,7 +445,7 @@ def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
         s = found.start() if found is not None else end
     else:
         s = end
-        while s > lo and (_is_domain_char(text[s - 1]) or text[s - 1] in "@_%+"):
+        while s > lo and (_is_local_char(text[s - 1]) or text[s - 1] == "@"):
             s -= 1
     chain = text[s:end]
     at = chain.rfind("@")
@@ -396,7 +468,8 @@ _RUN = re.compile(
 _GROUP = re.compile(r"[0-9]+")
 # Quick tests for the common case: no e-mail form at all, and too few digits
 # for a phone number.
-_MAYBE_EMAIL = re.compile(r"[@&%]|(?<![^\s\[({<])(?:at|dot)(?![^\s\])}>])", re.IGNORECASE)
+_MAYBE_EMAIL = re.compile(r"[@&%=\\]|(?<![A-Za-z])(?:at|dot|arroba|arobase|punto|punkt)(?![A-Za-z])",
+                          re.IGNORECASE)
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 # A run (or its lead) that reaches the end of the text.
 _TRAILING_RUN = re.compile(r"(?:(?:\(?\+|\()?[0-9][\r\n0-9" + _SEP_CHARS + r"]*|\(?\+|\()\Z")
@@ -544,7 +617,7 @@ def _is_glue(ch: str) -> bool:
     return unicodedata.category(ch) == "Sc"
 
 
-def _other_shape(word: str) -> bool:
+def _other_shape(word: str, versions: bool = True) -> bool:
     """A run-word (digit groups joined without a space) that is something
     else: a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
     address or network (``10.0.0.0/8``), a decimal number (``0.8414709848``;
@@ -568,7 +641,7 @@ def _other_shape(word: str) -> bool:
     seps = set(word) - _DIGIT_SET
     if seps == {"."} and len(groups) == 2 and (groups[0] == "0" or groups[0][0] != "0"):
         return True  # a decimal number
-    return len(seps) == 1 and seps <= {".", "-"} and len(groups) >= 3 \
+    return versions and len(seps) == 1 and seps <= {".", "-"} and len(groups) >= 3 \
         and any(len(g) == 1 for g in groups[1:])
 
 
@@ -807,7 +880,9 @@ class PersonalDataDetector:
             s, e = groups[a][0], groups[b - 1][1]
             bad = (left_glued and s == first_s) or (right_glued and e == last_e)
             if not bad and not (a == 0 and "+" in lead):
-                bad = _other_shape(text[s:e])
+                # After a "+" and its country code, single digits between
+                # dashes or dots are a number spelt out, not a version.
+                bad = _other_shape(text[s:e], versions="+" not in lead)
             if bad:
                 for g in range(a, b):
                     barred[g] = True
