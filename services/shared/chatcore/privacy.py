@@ -160,6 +160,14 @@ class _Mapped:
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         return self.starts[start], self.ends[end - 1]
 
+    def finding_span(self, start: int, end: int, length: int) -> tuple[int, int]:
+        """:meth:`original_span`, with what follows it and folds to nothing
+        (the ``U+FE0F U+20E3`` of a keycap ``0️⃣``, an underline): a mask
+        leaves none of it behind. ``length``: the original's."""
+        s, e = self.starts[start], self.ends[end - 1]
+        nxt = self.starts[end] if end < len(self.text) else length
+        return s, max(e, nxt) if nxt - e <= _MAX_TRAILING_MARKS else e
+
     def original_index(self, i: int, length: int) -> int:
         """The original index of derived position ``i`` (``length`` at the end)."""
         return self.starts[i] if i < len(self.text) else length
@@ -194,6 +202,9 @@ class _Mapped:
 
 
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+#: At most this many characters that fold to nothing are added to the end of
+#: a finding (a keycap's two; more is decoration, not part of the number).
+_MAX_TRAILING_MARKS = 4
 _FULL_STOPS = frozenset("\u3002\uff61\ufe12\ufe52\u2024")
 #: Combining marks that decorate any character (keycaps, circles, underlines,
 #: accents from the generic blocks): nothing, so ``9️⃣`` and ``9̲`` are digits.
@@ -411,6 +422,8 @@ _PARTIAL_TAIL = re.compile(
     r"|" + _OPEN + r"[ \t]{0,2}(?:" + _WORD_PREFIX + r"|@|\.)?[ \t]{0,2}" + _CLOSE
     + r"?[ \t]{0,3}"  # glued: raj[at]
     r"|" + _BREAK + r"?@(?:" + _BREAK + r"?@){0,3}" + _BREAK + r"?"  # raj @, raj@@, raj@ + line break
+    # "raj at the r": the copy read "at" as "@" before "at the rate" was complete
+    r"|@" + _prefixes(w[3:] for w in _AT_WORDS if w.startswith("at ")) + r"[ \t]{0,3}"
     r"|&(?:a(?:m(?:p(?:;#?[0-9a-zA-Z]{0,8})?)?)?|#?[0-9a-zA-Z]{0,8})"
     r"|%(?:25?)?[0-9a-fA-F]?|=[0-9a-fA-F]?|\\(?:u0?0?[0-9a-fA-F]?|x[0-9a-fA-F]?)?)\Z",
     re.IGNORECASE,
@@ -468,7 +481,7 @@ _RUN = re.compile(
 _GROUP = re.compile(r"[0-9]+")
 # Quick tests for the common case: no e-mail form at all, and too few digits
 # for a phone number.
-_MAYBE_EMAIL = re.compile(r"[@&%=\\]|(?<![A-Za-z])(?:at|dot|arroba|arobase|punto|punkt)(?![A-Za-z])",
+_MAYBE_EMAIL = re.compile(r"[@&%=\\]|(?<![A-Za-z])(?:at|atrate|dot|arroba|arobase|punto|punkt)(?![A-Za-z])",
                           re.IGNORECASE)
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 # A run (or its lead) that reaches the end of the text.
@@ -945,13 +958,13 @@ class PersonalDataDetector:
             or _DOT_FORMS.search(folded.text) is not None else folded
         email_spans = _find_emails(emails) if emails is not folded or "@" in folded.text else []
         for s, e in email_spans:
-            found.append((*emails.original_span(s, e), "email"))
+            found.append((*emails.finding_span(s, e, n), "email"))
         email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)
         if first_only and found:
             return Scan([PersonalData(k, s, e, text[s:e]) for s, e, k in found[:1]], n)
         phones, blocked_f, phone_open_f = self._phones(folded, final)
         for s, e in phones:
-            found.append((*folded.original_span(s, e), "phone"))
+            found.append((*folded.finding_span(s, e, n), "phone"))
         phone_open = folded.original_index(phone_open_f, n)
         blocked = [folded.original_span(a, b) for a, b in blocked_f if a < b]
         open_start = min(email_open, phone_open)

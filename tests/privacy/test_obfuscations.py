@@ -1,0 +1,113 @@
+"""
+Obfuscated e-mail addresses and phone numbers, generated as classes (every
+"@" form with every "." form, every digit form, every separator the module
+docstring claims), and what must stay untouched next to them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from chatcore.privacy import find_personal_data, mask_personal_data
+
+AT_FORMS = [
+    "@", "\uff20", "\ufe6b", "&#64;", "&#x40;", "&commat;", "&#064;", "%40", "%2540", "&amp;#64;",
+    "=40", "\\u0040", "\\x40", " @ ", "@@", " @ @ ", "@\n", "\n@",
+    "[at]", "(at)", "{at}", "<at>", "\u00abat\u00bb", "\u201cat\u201d", "'at'", "*at*", "#at#",
+    " at ", " AT ", " [at] ", " (at) ", "[@]", "(@)", " at the rate ", " at the rate of ", " atrate ",
+    " arroba ", " arobase ", "\u24d0", "\u24b6",
+]
+DOT_FORMS = [
+    ".", "\u3002", "\uff0e", "\uff61", "\ufe52", "&#46;", "&#x2e;", "&period;", "%2E", "=2E",
+    " dot ", " DOT ", "[dot]", "(dot)", "{dot}", "<dot>", "[.]", "(.)", " . ",
+    "\u00b7", "\u2022", "\u2219", "\u22c5", "-dot-", "_dot_", " punto ", " punkt ",
+]
+
+
+@pytest.mark.parametrize("at", AT_FORMS)
+def test_every_at_form_with_every_dot_form_attack_is_one_address(at):
+    missed = []
+    for dot in DOT_FORMS:
+        address = f"john{dot}smith{at}example{dot}com"
+        text = f"write to {address} please"
+        found = [(p.kind, p.text) for p in find_personal_data(text)]
+        if found != [("email", address)]:
+            missed.append((address, found))
+    assert not missed, missed
+
+
+@pytest.mark.parametrize(
+    "local",
+    ["o'brien", "id=raj", "tom&jerry", "a#b", "x$y", "a^b", "a~b", "dept/sales", "john_smith", "first.last+tag"],
+)
+def test_a_local_part_with_rfc_5322_characters_attack_is_masked_whole(local):
+    text = f"mail {local}@example.com now"
+    assert mask_personal_data(text) == "mail [email removed] now"
+
+
+DIGIT_FORMS = {
+    "fullwidth": lambda d: chr(0xFF10 + d),
+    "arabic_indic": lambda d: chr(0x660 + d),
+    "devanagari": lambda d: chr(0x966 + d),
+    "bengali": lambda d: chr(0x9E6 + d),
+    "mathematical_bold": lambda d: chr(0x1D7CE + d),
+    "double_struck": lambda d: chr(0x1D7D8 + d),
+    "circled": lambda d: "\u24ea\u2460\u2461\u2462\u2463\u2464\u2465\u2466\u2467\u2468"[d],
+    "dingbat_sans_circled": lambda d: "\U0001f10b" if d == 0 else chr(0x2780 + d - 1),
+    "keycap": lambda d: f"{d}\ufe0f\u20e3",
+    "underlined": lambda d: f"{d}\u0332",
+    "enclosing_circle": lambda d: f"{d}\u20dd",
+    "superscript": lambda d: "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"[d],
+    "thai": lambda d: chr(0xE50 + d),
+    "cjk": lambda d: "\u3007\u4e00\u4e8c\u4e09\u56db\u4e94\u516d\u4e03\u516b\u4e5d"[d],
+}
+
+
+@pytest.mark.parametrize("form", sorted(DIGIT_FORMS))
+@pytest.mark.parametrize("number", ["+91 98765 43210", "98765 43210", "(212) 736-5000"])
+def test_phone_number_in_every_digit_form_attack_is_masked_without_a_trace(form, number):
+    written = "".join(DIGIT_FORMS[form](int(c)) if c.isdigit() else c for c in number)
+    text = f"call {written} now"
+    assert mask_personal_data(text) == "call [phone removed] now", written
+
+
+@pytest.mark.parametrize("sep", [" ", "-", ".", "\u2212", "\u2013", "\u2014", "\u2012", "\u00b7", "\u2022",
+                                 "\u00a0", "\u2009", "\u202f", "\u3000", "\u200b", "\u2060", "\u00ad"])
+def test_phone_number_with_unusual_separators_attack_is_found(sep):
+    for written in (f"+91{sep}98765{sep}43210", f"(212){sep}736{sep}5000"):
+        text = f"call {written} now"
+        assert mask_personal_data(text) == "call [phone removed] now", written
+
+
+@pytest.mark.parametrize("sep", ["-", ".", "\u2212", "\u2013", " "])
+def test_international_number_spelt_digit_by_digit_attack_is_found(sep):
+    text = f"call +91 {sep.join('9876543210')} now"
+    assert mask_personal_data(text) == "call [phone removed] now"
+
+
+@pytest.mark.parametrize("plus", ["+", "\uff0b", "\ufe62", "\u207a", "\u2795", "00", "011 "])
+def test_international_prefix_look_alikes_attack_is_found(plus):
+    text = f"call {plus}44 20 7946 0958 now"
+    assert mask_personal_data(text) == "call [phone removed] now"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "on 2026-12-01 at 12:30", "v10.0.19041", "costs $1,234,567.89", "\u20b9 98,765.43",
+        "IP 192.168.100.200", "ISBN 978-3-16-148410-0", "order #9876543210", "invoice INV-2026-000123",
+        "UUID 123e4567-e89b-12d3-a456-426614174000", "pi is 3.14159265358979", "at 10:30:45.123",
+        "2026-12-01T12:30:00Z", "MAC 00:1A:2B:3C:4D:5E", "version 2.0.1 \u00b7 build 7", "5 \u2212 3 = 2",
+        "item \u2022 42", "Hello! Wow? **bold** `code` {x}", "it's 'at' home", "see \u24d0 and \u24d1",
+        "mail raj at that point in time", "I'm at home, dot", "stay_at_home.py", "look-at-me",
+    ],
+)
+def test_numbers_and_prose_near_the_new_forms_are_not_personal_data(text):
+    assert find_personal_data(text) == [], text
+
+
+def test_the_forms_combine_linearly_on_long_input():
+    # Every new form back to back: the scan stays linear (no blow-up).
+    text = "".join(a + d for a, d in itertools.product(AT_FORMS, DOT_FORMS)) * 3
+    assert isinstance(find_personal_data(text), list)
