@@ -99,6 +99,79 @@ def test_users_message_in_lookalike_form_attack_is_refused(guard: Guard, text: s
     guard.check()
 
 
+#: Round two (after issue 10): forms that still got through, one of each class.
+EVASIONS_ANSWER = (
+    "Write to o'brien@example.ie, john.smith=40example.com, raj&amp;#64;gmail.com, "
+    "juan arroba ejemplo punto com, raj at the rate gmail dot com, raj\u00abat\u00bbgmail\u00b7com, "
+    "john.smith@\nexample.com or call +91\u221298765\u221243210, "
+    "9\ufe0f\u20e38\ufe0f\u20e37\ufe0f\u20e36\ufe0f\u20e35\ufe0f\u20e3 4\ufe0f\u20e33\ufe0f\u20e32\ufe0f\u20e3"
+    "1\ufe0f\u20e30\ufe0f\u20e3, 9\u03328\u03327\u03326\u03325\u0332 4\u03323\u03322\u03321\u03320\u0332, "
+    "+91 9-8-7-6-5-4-3-2-1-0. You \u017fuck, fu\u03f2k, sh\u02dbt, f|u|c|k, s+h+i+t, fu(k, 8itch and fvck. Done."
+)
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_second_round_evasions_in_the_answer_attack_are_masked(guard: Guard, protocol: str) -> None:
+    if protocol == "v1":
+        with OriginalV1Client(guard.server.port) as v1:
+            v1.login(USER, PASSWORD)
+            chunks, how = v1.answer(say(EVASIONS_ANSWER))
+        text = answer_text(chunks)
+        assert how == "terminator"
+    else:
+        client = logged_in(guard.server.port, USER, PASSWORD)
+        reply = client.chat(say(EVASIONS_ANSWER))
+        client.close()
+        assert isinstance(reply.end, AnswerEnd)
+        text = reply.text
+    for leaked in ("brien", "john", "juan", "raj", "98765", "43210", "\u20e3", "\u0332", "fvck", "8itch"):
+        assert leaked not in text, (leaked, text)
+    assert text.count("[email removed]") == 7 and text.count("[phone removed]") == 4, text
+    assert text.startswith("Write to ") and text.endswith(" Done."), text
+    assert clean(text), text
+    guard.check()
+
+
+def _tags(text: str) -> str:
+    return "".join(chr(0xE0000 + ord(c)) for c in text)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("you \u017fuck", NoticeKind.MODERATION),
+        ("you f|u|c|k", NoticeKind.MODERATION),
+        ("you fu(k and s#it", NoticeKind.MODERATION),
+        ("hello " + _tags("fuck you"), NoticeKind.MODERATION),  # ASCII smuggling
+        ("hi" + _tags(" call +91 98765 43210"), NoticeKind.PRIVACY),
+        ("mail o'brien=40example.ie", NoticeKind.PRIVACY),
+        ("mail raj at the rate gmail dot com", NoticeKind.PRIVACY),
+        ("mail juan arroba ejemplo punto com", NoticeKind.PRIVACY),
+        ("call +91\u221298765\u221243210", NoticeKind.PRIVACY),
+        ("call 9\ufe0f\u20e38\ufe0f\u20e37\ufe0f\u20e36\ufe0f\u20e35\ufe0f\u20e3 "
+         "4\ufe0f\u20e33\ufe0f\u20e32\ufe0f\u20e31\ufe0f\u20e30\ufe0f\u20e3", NoticeKind.PRIVACY),
+    ],
+)
+def test_second_round_evasions_in_a_message_attack_are_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat(text)
+    client.close()
+    assert isinstance(reply.error, Error)
+    assert [n.kind for n in reply.notices if isinstance(n, Notice)] == [kind]
+    guard.check()
+
+
+def test_names_and_clitics_that_looked_like_stretched_words_attack_is_answered(guard: Guard) -> None:
+    innocent = "Randy Shilts met Mr Blitch; the assess's weight? C++ and Q&A, an A+ grade. Hello! Wow?"
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    asked = client.chat(innocent)
+    answered = client.chat(say(innocent))
+    client.close()
+    assert isinstance(asked.end, AnswerEnd), asked.events
+    assert answered.text == innocent
+    guard.check()
+
+
 def test_innocent_words_attack_is_answered(guard: Guard) -> None:
     client = logged_in(guard.server.port, USER, PASSWORD)
     reply = client.chat("We need to re-assess the risk; who're the Shiite scholars? Er a\u00df einen Apfel.")

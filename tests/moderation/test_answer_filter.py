@@ -298,6 +298,9 @@ PIECES = [
     # what is not a phone number (identifiers, times, dates, amounts) next to what is
     "0535096e", "0535096", "e4b1", "12:30", ":", "2026-12-01", "0.8414709848", "INV-", "#",
     "$", "\u20b9", "%", "_", "Tel:", "USD", "Rs.", "a716", "192.168.1.1", "/", "=", "030.12345678", "arr[3][4]",
+    # second round (after issue 10)
+    "o'brien", "=40", "&amp;#64;", "arroba", "punto", "at the rate", "\u00abat\u00bb", "<<at>>", "\u2212",
+    "9\ufe0f\u20e3", "f|u|c|k", "\u017fuck", "@@", "-dot-", "\u00b7", "C++", "Shilts",
 ]
 SEPARATORS = ["", " ", " ", "  ", "\n", ", ", ". ", "-", "!", "?", " (", ") ", "\u00a0", "\t", ":"]
 
@@ -395,6 +398,19 @@ TRICKY = [
     "mail w12[.]raj@gmail.com now",
     "mail raj@gmail.com dot abcxyz now",
     "you a[.]$s now",  # a join whose last token is not a word yet
+    # second round: forms held while they may still become a finding
+    "mail o'brien@example.ie and id=raj@example.com now",
+    "mail john.smith=40example.com or raj&amp;#64;gmail.com now",
+    "mail raj at the rate gmail dot com or raj atrate gmail.com now",
+    "mail juan arroba ejemplo punto com now",
+    "mail raj\u00abat\u00bbgmail\u00b7com or raj<<at>>gmail.com now",
+    "mail john.smith@\nexample.com or john.smith\n@example.com now",
+    "mail john@@example.com or raj_dot_kumar@gmail-dot-com now",
+    "call +91\u221298765\u221243210 or +91 9-8-7-6-5-4-3-2-1-0 now",
+    "call 9\ufe0f\u20e38\ufe0f\u20e37\ufe0f\u20e36\ufe0f\u20e35\ufe0f\u20e3 4\ufe0f\u20e33\ufe0f\u20e3"
+    "2\ufe0f\u20e31\ufe0f\u20e30\ufe0f\u20e3 now",
+    "you \u017fuck, f|u|c|k, s+h+i+t, fu(k and 8itch now",
+    "Shilts and Blitch; assess's weight, C++ and Q&A. Hello! Wow? done",
 ]
 
 
@@ -409,6 +425,9 @@ def test_every_two_way_split_of_tricky_text_matches_the_whole(text):
 
 # Issue 10 §3: what is masked is what the client receives.
 V1_ATTACKS = [
+    "mail raj\u00abat\u00bbgmail\u00b7com now",  # anyascii alone: raj<<at>>gmail-com
+    "call +91\u279698765\u279643210 now",  # anyascii alone: +91:heavy_minus_sign:98765...
+    "mail raj\u24d0gmail.com now",  # anyascii alone: rajagmail.com
     "mail john.smith@example\u3002com now",
     "call \u277e\u277d\u277c\u277b\u277a \u2779\u2778\u2777\u2776\u24ff now",
     "you \ua730\u1d1c\u1d04\u1d0b now",
@@ -417,14 +436,16 @@ V1_ATTACKS = [
 
 @pytest.mark.parametrize("text", V1_ATTACKS)
 def test_masking_before_transliteration_attack_is_masked_in_the_v1_form(text):
+    from chat_server.moderation import to_v1_answer_text
     from chatcore.protocol import to_v1_text
 
     words = BannedWords(["fuck"])
-    sent = mask_answer(text, words, transform=to_v1_text)
+    sent = mask_answer(text, words, transform=to_v1_answer_text)
     assert sent.isascii()
     assert detector_for().find(sent) == [] and not words.contains(sent), sent
     assert sent != to_v1_text(text)
+    assert "[email removed]" in sent or "[phone removed]" in sent or "****" in sent, sent
     # Streaming in any two pieces gives the same.
     for i in range(len(text) + 1):
-        f = AnswerFilter(words, transform=to_v1_text)
+        f = AnswerFilter(words, transform=to_v1_answer_text)
         assert f.feed(text[:i]) + f.feed(text[i:]) + f.finish() == sent

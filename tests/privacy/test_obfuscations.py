@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from chatcore.privacy import find_personal_data, mask_personal_data
+from chatcore.privacy import find_personal_data, mask_personal_data, structural_ascii
+from chatcore.protocol import to_v1_text
 
 AT_FORMS = [
     "@", "\uff20", "\ufe6b", "&#64;", "&#x40;", "&commat;", "&#064;", "%40", "%2540", "&amp;#64;",
@@ -21,7 +22,7 @@ AT_FORMS = [
 DOT_FORMS = [
     ".", "\u3002", "\uff0e", "\uff61", "\ufe52", "&#46;", "&#x2e;", "&period;", "%2E", "=2E",
     " dot ", " DOT ", "[dot]", "(dot)", "{dot}", "<dot>", "[.]", "(.)", " . ",
-    "\u00b7", "\u2022", "\u2219", "\u22c5", "-dot-", "_dot_", " punto ", " punkt ",
+    "\u00b7", "\u2219", "\u22c5", "-dot-", "_dot_", " punto ", " punkt ",
 ]
 
 
@@ -34,6 +35,18 @@ def test_every_at_form_with_every_dot_form_attack_is_one_address(at):
         found = [(p.kind, p.text) for p in find_personal_data(text)]
         if found != [("email", address)]:
             missed.append((address, found))
+    assert not missed, missed
+
+
+@pytest.mark.parametrize("at", AT_FORMS)
+def test_every_address_form_is_still_an_address_in_the_original_clients_ascii(at):
+    # The server masks v1 answers after transliteration: what anyascii makes of
+    # a form ("·" -> "-", "«" -> "<<", "ⓐ" -> "a") must still be found.
+    missed = []
+    for dot in DOT_FORMS:
+        text = to_v1_text(structural_ascii(f"write to john{dot}smith{at}example{dot}com please"))
+        if [p.kind for p in find_personal_data(text)] != ["email"] or "smith" in mask_personal_data(text):
+            missed.append(text)
     assert not missed, missed
 
 
@@ -72,12 +85,19 @@ def test_phone_number_in_every_digit_form_attack_is_masked_without_a_trace(form,
     assert mask_personal_data(text) == "call [phone removed] now", written
 
 
-@pytest.mark.parametrize("sep", [" ", "-", ".", "\u2212", "\u2013", "\u2014", "\u2012", "\u00b7", "\u2022",
+@pytest.mark.parametrize("sep", [" ", "-", ".", "\u2212", "\u2013", "\u2014", "\u2012", "\u00b7",
                                  "\u00a0", "\u2009", "\u202f", "\u3000", "\u200b", "\u2060", "\u00ad"])
 def test_phone_number_with_unusual_separators_attack_is_found(sep):
     for written in (f"+91{sep}98765{sep}43210", f"(212){sep}736{sep}5000"):
         text = f"call {written} now"
         assert mask_personal_data(text) == "call [phone removed] now", written
+
+
+@pytest.mark.parametrize("form", sorted(DIGIT_FORMS))
+def test_phone_number_in_every_digit_form_is_still_one_in_the_original_clients_ascii(form):
+    written = "".join(DIGIT_FORMS[form](int(c)) if c.isdigit() else c for c in "+91\u221298765\u279643210")
+    text = to_v1_text(structural_ascii(f"call {written} now"))
+    assert mask_personal_data(text) == "call [phone removed] now", text
 
 
 @pytest.mark.parametrize("sep", ["-", ".", "\u2212", "\u2013", " "])

@@ -52,7 +52,6 @@ from chatcore.protocol import (
     Role,
     ServerHello,
     State,
-    to_v1_text,
 )
 
 from . import __version__, metrics
@@ -61,6 +60,7 @@ from .config import Settings
 from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
 from .metrics import LoginFailure, Outcome, Reason
+from .moderation import to_v1_answer_text
 from .peer import client_address
 from .stop import StopReason
 from .turn import ChatTurn, TurnContext, TurnServices
@@ -481,7 +481,7 @@ class Session:
             send=self.send,
             log=self.log,
             services=services,
-            to_client_text=to_v1_text if self.conn.version == 1 else None,
+            to_client_text=to_v1_answer_text if self.conn.version == 1 else None,
         )
         self.turns.append(ChatTurn(ctx, message))
         if not self.answering:

@@ -110,6 +110,7 @@ __all__ = [
     "mask_personal_data",
     "parse_regions",
     "refusal_notice",
+    "structural_ascii",
 ]
 
 EMAIL_NOTICE = "you are not allowed to share email address with the chat help"
@@ -212,10 +213,11 @@ _FULL_STOPS = frozenset("\u3002\uff61\ufe12\ufe52\u2024")
 _GENERIC_MARKS = regex.compile(
     r"[\p{Me}\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 #: Characters written between the parts of an address or a number the way a
-#: full stop, a hyphen or a plus is, but that NFKC leaves alone: middle dots,
-#: bullets and dot operators; minus signs (not Unicode dashes); the heavy plus.
+#: full stop, a hyphen or a plus is, but that NFKC leaves alone: middle dots
+#: and dot operators (not the bullet "•", which starts list items); minus
+#: signs (not Unicode dashes); the heavy plus.
 _LIKE = {
-    **dict.fromkeys("\u00b7\u2022\u2219\u22c5\u2027\u30fb\uff65\u2e31", "."),
+    **dict.fromkeys("\u00b7\u2219\u22c5\u2027\u30fb\uff65\u2e31", "."),
     **dict.fromkeys("\u2212\u2796\u02d7\u207b\u208b\u2043", "-"),
     "\u2795": "+",
     "\u24b6": "@", "\u24d0": "@",  # circled a, written for "@"
@@ -258,6 +260,26 @@ def _fold_char(ch: str) -> str:
     return "".join(out)
 
 
+_STRUCTURAL = frozenset("@.-+0123456789")
+
+
+def structural_ascii(text: str) -> str:
+    """``text`` with every character the detectors read as ``@``, ``.``,
+    ``-``, ``+`` or a digit written as that ASCII character, the rest as it
+    is. A transliteration to ASCII applied after it keeps what the detectors
+    saw: anyascii alone writes a middle dot as ``-`` (``gmail·com`` would
+    become ``gmail-com``, no longer an address), the heavy minus as
+    ``:heavy_minus_sign:`` and a circled ``ⓐ`` as ``a``. Per character, so
+    it maps a concatenation to the concatenation of its images."""
+    if text.isascii():
+        return text
+    out = []
+    for ch in text:
+        f = ch if ch.isascii() else _fold_char(ch)
+        out.append(f if len(f) == 1 and f in _STRUCTURAL else ch)
+    return "".join(out)
+
+
 def _fold(text: str) -> _Mapped:
     """The detection copy (see the module docstring), per character."""
     if text.isascii():
@@ -279,8 +301,8 @@ def _fold(text: str) -> _Mapped:
 # so a search is linear however the input is built.
 #: Brackets, quotes and marks an obfuscated "@" or "." is put between:
 #: [at] (at) {at} <at> «at» "at" 'at' “at” *at* #at#.
-_OPEN = r"[\[({<\u00ab\u2039\"'\u201c\u2018*#]"
-_CLOSE = r"[\])}>\u00bb\u203a\"'\u201d\u2019*#]"
+_OPEN = r"(?:<<|[\[({<\u00ab\u2039\"'\u201c\u2018*#])"  # "<<": a guillemet in ASCII
+_CLOSE = r"(?:>>|[\])}>\u00bb\u203a\"'\u201d\u2019*#])"
 #: "@" and "." spelt out: English, Indian English ("at the rate", "atrate"), Spanish
 #: (arroba, punto), French (arobase), German (Punkt). Not "point": in English
 #: prose "at that point in time" would read as an address.

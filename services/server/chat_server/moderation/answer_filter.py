@@ -39,7 +39,8 @@ and without it one such word could make the filter hold an unbounded answer.
 ``transform`` is applied to each delta first (per character: it must map a
 concatenation to the concatenation of its images, as transliteration does):
 on the original protocol the answer is sent as ASCII, and it is that ASCII
-that must be clean, so the filter masks the transliterated text.
+that must be clean, so the filter masks the transliterated text
+(:func:`to_v1_answer_text`).
 """
 
 from __future__ import annotations
@@ -54,17 +55,29 @@ from chatcore.privacy import (
     PersonalData,
     PersonalDataDetector,
     detector_for,
+    structural_ascii,
 )
+from chatcore.protocol import to_v1_text
 
 from .banned_words import BannedWords, WatchedBannedWords
 
-__all__ = ["MAX_WORD", "AnswerFilter", "mask_answer"]
+__all__ = ["MAX_WORD", "AnswerFilter", "mask_answer", "to_v1_answer_text"]
 
 #: Longest run of non-whitespace characters masked as one piece.
 MAX_WORD = 1024
 #: A window that is one word is scanned on every delta only up to this length
 #: (what an ordinary word with its punctuation needs to go out before it ends).
 PARTIAL_WORD = 64
+
+
+def to_v1_answer_text(text: str) -> str:
+    """The original client's form of answer text, the ``transform`` the server
+    gives the filter on v1: ASCII (``to_v1_text``), with what the detectors
+    read as ``@ . - +`` or a digit written as that character first
+    (:func:`chatcore.privacy.structural_ascii`), so that transliteration cannot
+    turn an address or a number the detectors would find into one they do not
+    (``raj@gmail·com`` is not sent as ``raj@gmail-com``)."""
+    return to_v1_text(structural_ascii(text))
 
 
 def _detector(privacy: bool | PersonalDataDetector | None) -> PersonalDataDetector | None:
