@@ -66,6 +66,14 @@ ATTACKS = {
     "overlapping_banned_hits": "s h i t " * 500,
     "confusable_banned_words": "\u0455\u04bb\u0456\u0442 " * 800,
     "one_confusable_word": "x " + "\u0455\u04bb\u0456" * 1300,
+    # second round (after issue 10)
+    "guillemet_at_forms": "raj\u00abat\u00bbgmail\u00b7" * 400,
+    "line_breaks_around_at_signs": "a\n@\n" * 1000,
+    "keycap_digits": "9\ufe0f\u20e3" * 1500,
+    "minus_separated_digits": "1\u2212" * 2000,
+    "tag_characters": "".join(chr(0xE0000 + ord(c)) for c in "fuck you 98765 43210 ") * 200,
+    "single_letters_with_pipes": "f|u|c|k " * 500,
+    "spelt_out_at_the_rate": "raj at the rate gmail dot " * 150,
 }
 
 

@@ -220,6 +220,16 @@ def test_personal_data_is_frozen():
         "1 " * 32768,
         "+1" * 32768,
         "98765 " * 10900,
+        # second round: the forms added after issue 10
+        "\u00abat\u00bb" * 16000,
+        "=40" * 21000,
+        "a\n@\n" * 16000,
+        "o'b" * 21000,
+        "1\u2212" * 32000,
+        "9\ufe0f\u20e3 " * 16000,
+        "x at the rate " * 4600,
+        "a-dot-" * 10900,
+        "&amp;#64;" * 7200,
     ],
     ids=lambda t: repr(t[:8]),
 )
