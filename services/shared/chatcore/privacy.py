@@ -11,11 +11,19 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   character, where it came from, so findings index the caller's text. Per
   character: invisible and filler characters (Unicode *Default_Ignorable_Code_Point*:
   zero-width space, soft hyphen, Hangul fillers, variation selectors, tags…)
-  are dropped; NFKC (fullwidth, superscripts, circled ``①``); every digit form
-  becomes an ASCII digit (Arabic-Indic ``٩``, enclosed ``❾ ⓽ ⓿``, CJK numerals
-  ``〇一二…九``); dashes become ``-``; ideographic and other full stops
-  (``。 ｡ ﹒``) become ``.``. Folding is per character, so the fold of a
-  concatenation is the concatenation of the folds.
+  and combining marks that decorate any character (keycap ``9️⃣``, underline
+  ``9̲``, enclosing circle; the generic combining blocks) are dropped; NFKC
+  (fullwidth, superscripts, circled ``①``); every digit form becomes an ASCII
+  digit (Arabic-Indic ``٩``, enclosed ``❾ ⓽ ⓿ 🄋``, CJK numerals ``〇一二…九``);
+  dashes and minus signs become ``-``; ideographic and other full stops
+  (``。 ｡ ﹒``), middle dots and dot operators (``· ∙ ⋅ ・``) become ``.``; the
+  heavy plus ``➕`` is ``+``; a circled ``ⓐ`` is ``@``. Folding is per
+  character, so the fold of a concatenation is the concatenation of the folds.
+  A finding's span takes the characters after it that fold to nothing (a
+  keycap's), so a mask leaves none of them behind. :func:`structural_ascii`
+  writes what the fold reads as ``@ . - +`` or a digit as that ASCII
+  character: the server applies it before transliterating an answer for the
+  original client, so the ASCII it masks keeps what the detectors saw.
 * **Phones** are found by a linear scan for *runs*: digit groups joined by at
   most four separator characters (space, ``- . / ( ) [ ]``, and at most one
   line break), optionally led by ``+`` or ``(``. A *run-word* is a stretch of
@@ -67,12 +75,20 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   streaming caller can settle everything but the last few groups of a long
   run (see :meth:`PersonalDataDetector.scan`).
 * **E-mails** are found by scanning outward from each ``@`` (local part at most
-  64 characters, domain at most 253, a dot and a final label of two or more
-  letters), after the common obfuscations are read back: ``[at] (at) {at} <at>
-  [@] (@)`` and ``at`` as a word for ``@``; ``[dot] (dot) [.] (.)`` and ``dot``
-  as a word for ``.``; spaces around ``@``, and around a ``.`` with spaces on
-  both sides; HTML character references (``&#64;``, ``&commat;``, ``&#x2e;``)
-  and percent escapes (``%40``, ``%2E``).
+  64 characters of letters, digits and RFC 5322's ``. # $ % & ' + - / = ^ _ ~``,
+  so ``o'brien@…`` is masked whole; domain at most 253, a dot and a final label
+  of two or more letters), after the common obfuscations are read back:
+  ``at``/``@`` between brackets, quotes or marks (``[at] (at) {at} <at> <<at>>
+  «at» "at" 'at' “at” *at* #at# [@] (@)``) and ``at``, ``at the rate (of)``,
+  ``atrate`` (Indian English), ``arroba`` (Spanish), ``arobase`` (French) as
+  words for ``@``; ``@@`` and ``@ @``; the same brackets around ``dot`` or
+  ``.``, and ``dot``, ``punto``, ``Punkt`` as words or ``-dot-``/``_dot_`` for
+  ``.`` (not ``point``: "at that point in time" would read as an address);
+  spaces or one line break around ``@``, spaces around a ``.`` with spaces on
+  both sides; HTML character references, also escaped twice (``&#64;``,
+  ``&commat;``, ``&#x2e;``, ``&amp;#64;``), percent escapes, also of ``%``
+  (``%40``, ``%2E``, ``%2540``), quoted-printable (``=40``, ``=2E``) and
+  backslash escapes (``\u0040``, ``\x40``).
 
 Every pass is linear in the input (docs/SECURITY.md §3 measured a quadratic
 e-mail regex): bounded regular expressions without nested quantifiers, an outward scan per ``@`` over disjoint ranges, and a bounded
