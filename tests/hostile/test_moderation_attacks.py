@@ -99,7 +99,7 @@ def test_users_message_in_lookalike_form_attack_is_refused(guard: Guard, text: s
     guard.check()
 
 
-#: Round two (after issue 10): forms that still got through, one of each class.
+#: Round two: forms that still got through (docs/SECURITY.md §3, §4), one of each class.
 EVASIONS_ANSWER = (
     "Write to o'brien@example.ie, john.smith=40example.com, raj&amp;#64;gmail.com, "
     "juan arroba ejemplo punto com, raj at the rate gmail dot com, raj\u00abat\u00bbgmail\u00b7com, "

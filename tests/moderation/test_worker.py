@@ -66,7 +66,7 @@ ATTACKS = {
     "overlapping_banned_hits": "s h i t " * 500,
     "confusable_banned_words": "\u0455\u04bb\u0456\u0442 " * 800,
     "one_confusable_word": "x " + "\u0455\u04bb\u0456" * 1300,
-    # second round (after issue 10)
+    # second round: classes that still got through (docs/SECURITY.md §3, §4)
     "guillemet_at_forms": "raj\u00abat\u00bbgmail\u00b7" * 400,
     "line_breaks_around_at_signs": "a\n@\n" * 1000,
     "keycap_digits": "9\ufe0f\u20e3" * 1500,

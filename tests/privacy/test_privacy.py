@@ -220,7 +220,7 @@ def test_personal_data_is_frozen():
         "1 " * 32768,
         "+1" * 32768,
         "98765 " * 10900,
-        # second round: the forms added after issue 10
+        # second round: the forms of docs/SECURITY.md §3 added later
         "\u00abat\u00bb" * 16000,
         "=40" * 21000,
         "a\n@\n" * 16000,
