@@ -237,6 +237,18 @@ def test_the_longest_model_list_the_config_accepts_fits_a_hello_before_login(ser
     client.close()
 
 
+def test_every_frame_after_login_fits_the_default_frame_limit(live_server):
+    # A client does not announce its frame limit: the server's frames stay
+    # within the default (65536 bytes), even for an answer longer than that
+    # which reaches the server in one piece (docs/PROTOCOL.md §10).
+    client = logged_in(live_server.port, USER, PASSWORD)  # our codec: default limits
+    text = "語" * 21_000  # 63,000 bytes of UTF-8: the answer echoes it, and more
+    reply = client.chat(f"[standin:burst] [standin:tokens=1000] {text}")
+    assert reply.end is not None, [type(e).__name__ for e in reply.events]
+    assert len(reply.text.encode()) > 65_536 and text in reply.text
+    client.close()
+
+
 # -- BYE ------------------------------------------------------------------------------------
 
 
