@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from chatcore.protocol import AnswerDelta, AnswerEnd, Error, ErrorCode, Notice
+from chatcore.protocol import AnswerDelta, AnswerEnd, ConnectionClosed, Error, ErrorCode, Notice
 
 from tests.fixtures.server import PASSWORD, USER
 
@@ -41,6 +41,31 @@ def test_sigterm_lets_the_answer_in_flight_finish_and_stores_it(live_server):
     client.close()
     [turn] = live_server.history(USER)
     assert turn["status"] == "complete" and turn["answer_tokens"] == 40
+
+
+def test_a_chat_sent_during_the_shutdown_while_an_answer_runs_is_busy_and_the_answer_finishes(
+        live_server):
+    # One answer per connection, always (docs/PROTOCOL.md §6): a CHAT before the
+    # END gets busy, also once SIGTERM has come, and the answer in flight still
+    # ends with its END; only then is the session told to reconnect.
+    client = logged_in(live_server.port, USER, PASSWORD)
+    first = client.start_chat("finish me [standin:tokens=60] [standin:delay-ms=50]")
+    assert isinstance(client.next_event(), AnswerDelta)
+    stopper = threading.Thread(target=live_server.stop, args=(signal.SIGTERM,))
+    stopper.start()
+    live_server.wait_for_log("waiting for 1 answers in flight")
+    second = client.start_chat("and this")
+    events = []
+    while not isinstance(event := client.next_event(timeout=30), ConnectionClosed):
+        events.append(event)
+    stopper.join(timeout=30)
+    errors = [e for e in events if isinstance(e, Error)]
+    assert [(e.code, e.message_id) for e in errors] == [
+        (ErrorCode.BUSY, second), (ErrorCode.SHUTTING_DOWN, None)], events
+    ends = [e for e in events if isinstance(e, AnswerEnd)]
+    assert [(e.message_id, e.reason) for e in ends] == [(first, "stop")], events
+    assert events.index(ends[0]) < events.index(errors[1])
+    client.close()
 
 
 def test_sigterm_deadline_stores_the_unfinished_answer_as_interrupted(server_factory):

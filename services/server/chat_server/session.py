@@ -446,16 +446,12 @@ class Session:
         services = self.services
         assert self.user is not None
         metrics.message_received(self.id)
-        if services.shutting_down:
-            metrics.message_outcome(Outcome.INTERRUPTED, Reason.SHUTDOWN, session=self.id)
-            await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
-                                   message.message_id)
-            raise SessionEnded("shutting down")
         # v2: one answer in flight per session, always (a client that sends
-        # again before the END is told so); across a user's sessions the
-        # answers queue instead (the user line in ChatTurn). v1: the original
-        # client waits for each answer, so its queue only fills if a client
-        # pipelines, and the messages are answered in order.
+        # again before the END is told so, also while the server shuts down);
+        # across a user's sessions the answers queue instead (the user line in
+        # ChatTurn). v1: the original client waits for each answer, so its
+        # queue only fills if a client pipelines, and the messages are answered
+        # in order.
         if self.conn.version != 1 and self.answering:
             metrics.message_outcome(Outcome.BUSY, session=self.id)
             await self._send_error(
@@ -463,6 +459,14 @@ class Session:
                 message.message_id,
             )
             return
+        if services.shutting_down and not self.answering:
+            # (With an answer in flight, v2 got busy above, and a v1 message
+            # queues behind it: that answer still finishes in the grace period,
+            # and then the session is told to reconnect.)
+            metrics.message_outcome(Outcome.INTERRUPTED, Reason.SHUTDOWN, session=self.id)
+            await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
+                                   message.message_id)
+            raise SessionEnded("shutting down")
         # After the busy check: a message refused as busy was not taken, so it
         # does not count towards the rate limit (docs/PROTOCOL.md §6).
         wait = await services.check_rate(self.user)
