@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from chatcore.protocol import Authenticate, AuthResult, Bye, Error, ErrorCode
 
-from tests.faults.test_storage import database_env
+from tests.fixtures.postgres import database_env
 from tests.fixtures.server import PASSWORD, USER, LiveServer
 from tests.server.clients import V2Client
 

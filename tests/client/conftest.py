@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.client.terminal import CHAT_CLIENT, REPO, Client, client_env
 from tests.client.v1_peer import V1Peer
-
-REPO = Path(__file__).resolve().parents[2]
-#: The installed console script, exactly what a user runs.
-CHAT_CLIENT = str(REPO / ".venv" / "bin" / "chat-client")
-
-
-def client_env(**extra: str) -> dict[str, str]:
-    """The environment minus any CHAT_* settings of the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env.update(extra)
-    return env
 
 
 def run_client(args: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None,
@@ -41,3 +30,17 @@ def v1_peer() -> Iterator[V1Peer]:
     peer = V1Peer().start()
     yield peer
     peer.stop()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[object]:
+    clients: list[Client] = []
+
+    def make(args: list[str], **env: str) -> Client:
+        c = Client(args, tmp_path, **env)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()

@@ -7,86 +7,16 @@ they do for a user. Assertions read what reached the screen.
 
 from __future__ import annotations
 
-import io
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pexpect
-import pytest
 from chatcore.privacy import EMAIL_NOTICE
 
-from tests.client.conftest import CHAT_CLIENT, REPO, client_env
+from tests.client.conftest import REPO
+from tests.client.terminal import PROMPT, user_args
 from tests.client.v1_peer import GOODBYE, V1Peer
 from tests.fixtures.server import PASSWORD, USER
-
-PROMPT = "you>"  # prompt_toolkit moves the cursor instead of printing the space
-
-
-class Client:
-    """A chat-client on a pty, with the whole transcript kept for assertions."""
-
-    def __init__(self, args: list[str], tmp_path: Path, **env: str) -> None:
-        self.state_home = tmp_path / "state"
-        self.transcript = io.StringIO()
-        self.child = pexpect.spawn(
-            CHAT_CLIENT, args, cwd=str(REPO), encoding="utf-8", timeout=30,
-            dimensions=(40, 120),
-            env=client_env(TERM="xterm", XDG_STATE_HOME=str(self.state_home),
-                           # A pty from pexpect never answers cursor-position requests.
-                           PROMPT_TOOLKIT_NO_CPR="1", **env),
-        )
-        self.child.logfile_read = self.transcript
-
-    def expect(self, pattern: str, timeout: float = 30) -> str:
-        """Wait for literal ``pattern``; returns the output before it."""
-        self.child.expect_exact(pattern, timeout=timeout)
-        return self.child.before
-
-    def type(self, text: str) -> None:
-        self.child.send(text + "\r")  # a terminal's Enter key sends CR
-
-    def run(self, text: str, marker: str) -> str:
-        """Enter ``text``, wait for ``marker`` then the next prompt; returns the
-        output in between. (Waiting for the prompt alone is not enough: the
-        prompt_toolkit redraws the accepted line, prompt included, right away.)"""
-        start = len(self.transcript.getvalue())
-        self.type(text)
-        self.expect(marker)
-        self.expect(PROMPT)
-        return self.transcript.getvalue()[start:]
-
-    def login(self, password: str) -> None:
-        self.expect("Password:")
-        self.child.sendline(password)
-
-    def close(self) -> None:
-        if self.child.isalive():
-            self.child.kill(signal.SIGKILL)
-        self.child.close()
-
-    @property
-    def history_file(self) -> Path:
-        return self.state_home / "chat-client" / "history"
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[object]:
-    clients: list[Client] = []
-
-    def make(args: list[str], **env: str) -> Client:
-        c = Client(args, tmp_path, **env)
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.close()
-
-
-def _server(server: object) -> list[str]:
-    return ["--host", "127.0.0.1", "--port", str(server.port), "--user", USER]  # type: ignore[attr-defined]
 
 
 def _last_user_message(request: dict) -> str:
@@ -95,7 +25,7 @@ def _last_user_message(request: dict) -> str:
 
 def test_session_end_to_end(live_server, spawn):
     standin = live_server.standin
-    c = spawn(_server(live_server))
+    c = spawn(user_args(live_server.port))
     c.login(PASSWORD)
     welcome = c.expect(PROMPT)
     assert "llama3.2" in welcome  # the model name from the server's hello
@@ -154,7 +84,7 @@ def test_session_end_to_end(live_server, spawn):
 
 
 def test_alt_enter_inserts_a_newline(live_server, spawn):
-    c = spawn(_server(live_server))
+    c = spawn(user_args(live_server.port))
     c.login(PASSWORD)
     c.expect(PROMPT)
     c.child.send("line one")
@@ -165,7 +95,7 @@ def test_alt_enter_inserts_a_newline(live_server, spawn):
 
 
 def test_ctrl_c_stops_the_answer_not_the_program(live_server, spawn):
-    c = spawn(_server(live_server))
+    c = spawn(user_args(live_server.port))
     c.login(PASSWORD)
     c.expect(PROMPT)
     c.type("long one [standin:delay-ms=200] [standin:tokens=300]")
@@ -188,7 +118,7 @@ def test_server_notice_is_shown(live_server, spawn):
     # A banned word: the server's moderation notice, visibly marked.
     word = next(w.strip() for w in (REPO / "cuss_words.txt").read_text().splitlines()
                 if w.strip() and not w.startswith("#"))
-    c = spawn(_server(live_server))
+    c = spawn(user_args(live_server.port))
     c.login(PASSWORD)
     c.expect(PROMPT)
     shown = c.run(f"you {word}", "moderation:")
@@ -198,7 +128,7 @@ def test_server_notice_is_shown(live_server, spawn):
 
 def test_lost_connection_says_so_and_exits_6(live_server, spawn):
     # Reconnecting off (tests/client/test_reconnect.py covers it being on).
-    c = spawn(_server(live_server), CHAT_RECONNECT_ATTEMPTS="0")
+    c = spawn(user_args(live_server.port), CHAT_RECONNECT_ATTEMPTS="0")
     c.login(PASSWORD)
     c.expect(PROMPT)
     live_server.stop(signal.SIGKILL)
@@ -212,7 +142,7 @@ def test_lost_connection_says_so_and_exits_6(live_server, spawn):
 def test_disabled_account_ends_the_session_with_exit_3_and_no_reconnect(server_factory, spawn):
     # Reconnecting stays on: a revoked session must not try it.
     server = server_factory(CHAT_ACCOUNT_CHECK_INTERVAL="0.2")
-    c = spawn(_server(server))
+    c = spawn(user_args(server.port))
     c.login(PASSWORD)
     c.expect(PROMPT)
     assert server.cli("users", "disable", USER).returncode == 0
@@ -226,7 +156,7 @@ def test_disabled_account_ends_the_session_with_exit_3_and_no_reconnect(server_f
 
 
 def test_bad_password_on_the_terminal_exits_3(live_server, spawn):
-    c = spawn(_server(live_server))
+    c = spawn(user_args(live_server.port))
     c.login("not the password")
     c.expect("authentication failed")
     c.child.expect(pexpect.EOF)

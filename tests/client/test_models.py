@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.client.conftest import run_client, server_args
-from tests.client.test_interactive import PROMPT, Client, _server
+from tests.client.terminal import PROMPT, Client, user_args
 from tests.fixtures.server import PASSWORD, USER
 
 
@@ -60,7 +60,7 @@ def test_model_flag_usage_errors(args, problem):
 
 def test_models_and_model_commands(two_model_server, tmp_path):
     server, gpu, cpu = two_model_server
-    c = Client(_server(server), tmp_path)
+    c = Client(user_args(server.port), tmp_path)
     try:
         _models_and_model_commands(c, gpu, cpu)
     finally:

@@ -113,13 +113,18 @@ def test_model_error_exits_5(live_server):
     assert "Traceback" not in r.stderr
 
 
-def test_server_killed_mid_answer_exits_6(live_server):
-    proc = subprocess.Popen(
-        [CHAT_CLIENT, *server_args(live_server), "--user", USER,
+def _slow_answer(server: object) -> subprocess.Popen[str]:
+    """``--message`` asking for a 200-token answer at 5 tokens a second."""
+    return subprocess.Popen(
+        [CHAT_CLIENT, *server_args(server), "--user", USER,
          "--message", "go slowly [standin:delay-ms=200] [standin:tokens=200]"],
         env=client_env(CHAT_PASSWORD=PASSWORD), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL, text=True, cwd=REPO,
     )
+
+
+def test_server_killed_mid_answer_exits_6(live_server):
+    proc = _slow_answer(live_server)
     try:
         assert proc.stdout is not None and proc.stderr is not None
         # The answer streams: its first word is on stdout long before its end.
@@ -137,12 +142,7 @@ def test_server_killed_mid_answer_exits_6(live_server):
 
 def test_account_disabled_mid_answer_exits_3_without_reconnecting(server_factory):
     server = server_factory(CHAT_ACCOUNT_CHECK_INTERVAL="0.2")
-    proc = subprocess.Popen(
-        [CHAT_CLIENT, *server_args(server), "--user", USER,
-         "--message", "go slowly [standin:delay-ms=200] [standin:tokens=200]"],
-        env=client_env(CHAT_PASSWORD=PASSWORD), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, text=True, cwd=REPO,
-    )
+    proc = _slow_answer(server)
     try:
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.read(5) == "Echo:"

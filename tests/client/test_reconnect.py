@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -20,8 +19,8 @@ import pytest
 from chat_client.reconnect import Backoff
 
 from tests.client.conftest import CHAT_CLIENT, REPO, client_env
-from tests.client.test_interactive import PROMPT, Client
-from tests.faults.test_storage import database_env
+from tests.client.terminal import PROMPT, Client, user_args
+from tests.fixtures.postgres import database_env
 from tests.fixtures.relay import Relay
 from tests.fixtures.server import PASSWORD, USER, LiveServer
 from tests.server.clients import wait_until
@@ -29,26 +28,17 @@ from tests.server.clients import wait_until
 LONG = "[standin:delay-ms=60] [standin:tokens=60]"
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[object]:
-    clients: list[Client] = []
-
-    def make(args: list[str], **env: str) -> Client:
-        c = Client(args, tmp_path, **env)
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.close()
-
-
-def _args(port: int) -> list[str]:
-    return ["--host", "127.0.0.1", "--port", str(port), "--user", USER]
+def _piped_client(port: int) -> subprocess.Popen[str]:
+    """A chat-client without a terminal: lines on stdin, answers on stdout."""
+    return subprocess.Popen(
+        [CHAT_CLIENT, *user_args(port)], cwd=REPO, text=True,
+        env=client_env(CHAT_PASSWORD=PASSWORD), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
 
 
 def _logged_in(spawn, port: int, **env: str) -> Client:
-    c = spawn(_args(port), **env)
+    c = spawn(user_args(port), **env)
     c.login(PASSWORD)
     c.expect(PROMPT)
     return c
@@ -242,11 +232,7 @@ def test_a_refused_token_asks_for_the_password_again(live_server, spawn):
 
 
 def test_without_a_terminal_a_refused_token_exits_3(live_server):
-    proc = subprocess.Popen(
-        [CHAT_CLIENT, *_args(live_server.port)], cwd=REPO, text=True,
-        env=client_env(CHAT_PASSWORD=PASSWORD), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = _piped_client(live_server.port)
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write("hello\n")
@@ -271,11 +257,7 @@ def test_a_message_that_never_left_goes_out_once_on_the_new_connection(live_serv
     # line: it learns that the server left only when it tries to send. That
     # message provably never reached the server, so it goes out (once) on the
     # new connection.
-    proc = subprocess.Popen(
-        [CHAT_CLIENT, *_args(live_server.port)], cwd=REPO, text=True,
-        env=client_env(CHAT_PASSWORD=PASSWORD), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = _piped_client(live_server.port)
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write("hello\n")

@@ -30,11 +30,11 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from chatcore.protocol import AnswerDelta, AnswerEnd, NoticeKind
 
+from tests.fixtures.postgres import database_env
 from tests.server.clients import logged_in
 
 from ._helpers import USERS, Chatter, assert_acknowledged_turns_stored, history_by_user
@@ -102,16 +102,6 @@ def test_database_becomes_unwritable_then_writable_again(server_factory, how: st
     log = server.log_text()
     assert "could not store a turn" in log
     assert "Traceback" not in log, log[-4000:]
-
-
-def database_env(engine: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Server environment for ``engine`` (PostgreSQL: password in CHAT_DB_PASSWORD)."""
-    if engine == "sqlite":
-        return {}
-    url = urlsplit(request.getfixturevalue("postgres_db"))
-    host = url.netloc.rpartition("@")[2]
-    return {"CHAT_DB": urlunsplit(url._replace(netloc=f"{url.username}@{host}")),
-            "CHAT_DB_PASSWORD": url.password or ""}
 
 
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -224,3 +224,17 @@ def test_the_private_state_check_tells_own_class_from_another():
         "def outside(a): return a._x\n"
     )
     assert private_reaches(source) == ["4: b._y", "5: a._x"]
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in fixtures, conftest or helper modules (not named
+    test_*), so each test module stands for its own package's behaviour."""
+    tests = Path(__file__).resolve().parents[1]
+    found = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.relative_to(tests)}: {n}" for n in names
+                      if n.startswith("tests.") and n.rsplit(".", 1)[-1].startswith("test_")]
+    assert found == []

@@ -416,12 +416,12 @@ class InteractiveSession:
             self._ensure_connected()
             outcome = self._turn(text)
         note = ""
-        if outcome.reason == "cancelled" and self._interrupts == 0:
+        if outcome.cancelled and self._interrupts == 0:
             # Not the user's Ctrl-C: the server stopped it (shutting down).
             note = STOPPED_NOTE
             self.ui.notice("the server stopped this answer"
                            + ("; /retry asks again" if self._can_reconnect else ""), label="cut")
-        elif outcome.reason == "cancelled":
+        elif outcome.cancelled:
             self.ui.notice("answer stopped", label="cancel")
         elif outcome.end is not None and outcome.error is None:
             self.ui.answer_stats(outcome.end)

@@ -21,6 +21,7 @@ from chatcore.protocol import (
     AnswerEnd,
     Bye,
     ConnectionClosed,
+    EndReason,
     Error,
     ErrorCode,
     Notice,
@@ -43,8 +44,6 @@ TICK = 0.1
 class TurnOutcome:
     message_id: int
     text: str = ""
-    #: ``"stop"``, ``"length"``, ``"cancelled"``, or ``"refused"`` / ``"error"`` / ``"lost"``.
-    reason: str = ""
     end: AnswerEnd | None = None
     error: Error | None = None
     #: The refusal notice text, when the server refused the message.
@@ -56,6 +55,13 @@ class TurnOutcome:
     #: False when the message could not even be written (the connection was
     #: known to be gone): the server never saw it, so sending it again is safe.
     sent: bool = True
+
+    @property
+    def cancelled(self) -> bool:
+        """The answer ended with ``END`` reason ``cancelled`` (the user's Ctrl-C, or
+        the server stopped it), not as a refusal."""
+        return (self.refusal is None and self.end is not None
+                and self.end.reason == EndReason.CANCELLED)
 
     @property
     def ok(self) -> bool:
@@ -104,7 +110,7 @@ def run_turn(
     try:
         message_id = conn.send_message(text, conversation, model)
     except ConnectionLost as exc:
-        return TurnOutcome(message_id=0, reason="lost", failure=exc, sent=False)
+        return TurnOutcome(message_id=0, failure=exc, sent=False)
     out = TurnOutcome(message_id=message_id)
     parts: list[str] = []
     asked_to_cancel = False
@@ -118,7 +124,6 @@ def run_turn(
             if event is None:
                 on_tick()
                 if time.monotonic() - last_heard > timeout:
-                    out.reason = "lost"
                     out.failure = ConnectionLost(
                         f"no answer from {conn.address} for {timeout:g} seconds"
                     )
@@ -137,12 +142,10 @@ def run_turn(
             elif isinstance(event, AnswerEnd):
                 if _matches(event.message_id, message_id):
                     out.end = event
-                    out.reason = "refused" if out.refusal else event.reason
                     return out
             elif isinstance(event, Error):
                 if event.fatal or _matches(event.message_id, message_id):
                     out.error = event
-                    out.reason = "refused" if event.code is ErrorCode.REFUSED else "error"
                     if event.code is ErrorCode.SESSION_REVOKED:
                         # The account was disabled or removed, or its password changed:
                         # reconnecting with the session token won't help.
@@ -158,12 +161,10 @@ def run_turn(
                 out.failure = ConnectionLost(
                     f"the server closed the connection (connection to {conn.address} lost)"
                 )
-                out.reason = "refused" if out.refusal else "lost"
                 return out
             # Anything else (a stray hello, a Pong) is not part of this turn.
     except ConnectionLost as exc:
         out.failure = exc
-        out.reason = "refused" if out.refusal else "lost"
         return out
     finally:
         out.text = "".join(parts)

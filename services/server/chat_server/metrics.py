@@ -152,7 +152,6 @@ class Reason(StrEnum):
     NONE = "none"
     BANNED_WORD = "banned_word"
     PERSONAL_DATA = "personal_data"
-    OTHER = "other"
     USER = "user"
     DISCONNECT = "disconnect"
     SHUTDOWN = "shutdown"
@@ -167,7 +166,7 @@ class Reason(StrEnum):
 #: ``rate()`` and the alert rules see them from the first scrape.
 OUTCOME_REASONS: Final[dict[Outcome, tuple[Reason, ...]]] = {
     Outcome.ANSWERED: (Reason.NONE,),
-    Outcome.REFUSED: (Reason.BANNED_WORD, Reason.PERSONAL_DATA, Reason.OTHER),
+    Outcome.REFUSED: (Reason.BANNED_WORD, Reason.PERSONAL_DATA),
     Outcome.RATE_LIMITED: (Reason.NONE,),
     Outcome.BUSY: (Reason.NONE,),
     Outcome.REJECTED: (Reason.UNKNOWN_MODEL,),
