@@ -388,10 +388,6 @@ class BannedWords:
         return "".join(parts)
 
     # ------------------------------------------------------------------ streaming support
-    @property
-    def has_phrases(self) -> bool:
-        return bool(self._phrases)
-
     def scan(self, text: str) -> tuple[list[tuple[int, int]], int]:
         """For a text that may go on (a streaming answer): ``(spans, open_start)``.
 

@@ -245,10 +245,6 @@ class DetectionWorker:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    @property
-    def running(self) -> bool:
-        return self._pool is not None
-
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the worker (a thread if there is none, or it failed)."""
         async with self._slots:
