@@ -76,8 +76,9 @@ test-unit: $(VENV)/.stamp-test ## Unit tests (no Docker needed)
 test-integration: $(VENV)/.stamp-test ## Integration tests: the compose stack with the Ollama stand-in, and with llama.cpp and a tiny real model (needs Docker)
 	$(PYTEST) -m integration tests/integration $(ARGS)
 
-lint: $(VENV)/.stamp-all ## ruff and mypy
+lint: $(VENV)/.stamp-all ## ruff, mypy and vulture (dead code)
 	$(PY) -m ruff check .
+	$(PY) -m vulture
 	MYPYPATH=services/shared:services/server:services/client \
 	  $(PY) -m mypy -p chatcore -p chat_server -p chat_client
 

@@ -80,7 +80,6 @@ class Chatter:
                 while not chunks or (chunks[-1] != TERMINATOR and chunks[-1].strip() != b"<GoodBye>"
                                      and len(chunks[-1]) == 64):
                     chunks.append(self.v1.read_chunk())
-                self.v1_closed = len(chunks[-1]) < 64 or chunks[-1].strip() == b"<GoodBye>"
                 body = b"".join(c for c in chunks if c != TERMINATOR and c.strip() != b"<GoodBye>")
                 text = body.decode("ascii").rstrip()
                 if "[ERROR] " in text:

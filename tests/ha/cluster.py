@@ -78,10 +78,6 @@ class HAProxy:
     def stop(self) -> None:
         run(["docker", "rm", "-f", self.name], timeout=60)
 
-    def reload(self, text: str) -> None:
-        self.cfg.write_text(text)
-        run(["docker", "kill", "--signal", "USR2", self.name], timeout=30)
-
 
 @dataclass
 class Cluster:

@@ -33,7 +33,6 @@ V1_TERMINATOR = b" " * HEADER
 V1_GOODBYE = b"<GoodBye>"
 V1_INVALID_USERNAME = b"invalid username : closing connection"
 V1_INVALID_PASSWORD = b"invalid password : closing connection"
-V1_REFUSALS = (V1_INVALID_USERNAME, V1_INVALID_PASSWORD)
 _V2_HEADER = re.compile(rb"([A-Z][A-Z_]{0,15}) ([0-9]{1,10}) *")
 
 #: RSS may drift a little after an attack (allocator arenas, caches); an attack

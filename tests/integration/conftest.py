@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,6 @@ class Stack:
     password: str
     base_cmd: list[str]
     host: str = "127.0.0.1"
-    extra_users: dict[str, str] = field(default_factory=dict)
 
     # -- compose ------------------------------------------------------------------------
     def compose(self, *args: str, input: str | None = None, timeout: float = COMMAND_TIMEOUT,

@@ -5,13 +5,12 @@ Helpers for the codec tests (after h11/tests/helpers.py).
   it needs data, whole or one byte at a time.
 - :class:`ConnectionPair` joins a client and a server codec with an in-memory
   link, so every test exercises both directions.
-- :func:`event_to_json` / :func:`event_from_json` and :func:`bytes_from_json`
-  are the conformance-vector encoding (tests/vectors/README.md).
+- :func:`event_from_json` and :func:`bytes_from_json` read the conformance-vector
+  encoding (tests/vectors/README.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -142,21 +141,6 @@ def bytes_from_json(text: str) -> bytes:
     """Vectors store bytes as a string of code points U+0000..U+00FF."""
     return text.encode("latin-1")
 
-
-def bytes_to_json(data: bytes) -> str:
-    return data.decode("latin-1")
-
-
-def event_to_json(event: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(event).__name__}
-    for f in dataclasses.fields(event):  # type: ignore[arg-type]
-        value = getattr(event, f.name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, (p.ErrorCode, p.NoticeKind)):
-            value = value.value
-        out[f.name] = value
-    return out
 
 
 def event_from_json(obj: dict[str, Any]) -> Event:
