@@ -7,6 +7,7 @@ a thread meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import pickle
 import random
@@ -89,12 +90,18 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
+#: No time budget for steps on the loop: where a step runs then depends on the
+#: text alone, not on how busy the machine is (the budget has its own test).
+UNTIMED = math.inf
+
+
 async def stepped(worker: DetectionWorker, text: str, *, slice_chars: int = SLICE,
                   transform=None) -> tuple[str, SteppedAnswerFilter, int]:  # type: ignore[no-untyped-def]
     """``text`` through a stepped filter in the turn's slices; also the most a
     step on the loop scanned beyond its slice. Checks that no step on the
     loop had HEAVY_DIGITS new digits (a bounded number of phone checks)."""
-    filt = SteppedAnswerFilter(AnswerFilter(SHIPPED, transform=transform), worker)
+    filt = SteppedAnswerFilter(AnswerFilter(SHIPPED, transform=transform), worker,
+                               step_budget=UNTIMED)
     out = []
     most_local = 0
     for i in range(0, len(text), slice_chars):
@@ -166,7 +173,7 @@ def test_digit_heavy_slices_go_to_the_worker_and_prose_stays_on_the_loop(worker)
 
 def test_an_answer_stays_in_the_worker_from_its_first_digit_heavy_slice_on(worker):
     async def scenario() -> tuple[bool, bool, int, int, str]:
-        filt = SteppedAnswerFilter(AnswerFilter(SHIPPED), worker)
+        filt = SteppedAnswerFilter(AnswerFilter(SHIPPED), worker, step_budget=UNTIMED)
         out = [await filt.feed("Here is the list you asked for: ")]
         before = filt.remote
         out.append(await filt.feed("98765 43210, 98765 "))  # a run still open when it goes
@@ -177,6 +184,22 @@ def test_an_answer_stays_in_the_worker_from_its_first_digit_heavy_slice_on(worke
     before, after, local, remote, out = run(scenario())
     assert (before, after, local, remote) == (False, True, 1, 3)
     assert out == mask_answer("Here is the list you asked for: 98765 43210, 98765 43211 and that is all.", SHIPPED)
+
+
+
+def test_a_step_on_the_loop_over_its_time_budget_sends_the_rest_of_the_answer_to_the_worker(worker):
+    async def scenario() -> tuple[bool, int, int, str]:
+        # Budget 0: every step on the loop is over it, however fast.
+        filt = SteppedAnswerFilter(AnswerFilter(SHIPPED), worker, step_budget=0.0)
+        out = [await filt.feed("Plain prose, nothing to find here. ")]
+        after_first = filt.remote
+        out.append(await filt.feed("And more prose after it. "))
+        out.append(await filt.finish())
+        return after_first, filt.local_steps, filt.remote_steps, "".join(out)
+
+    after_first, local, remote, out = run(scenario())
+    assert (after_first, local, remote) == (True, 1, 2)
+    assert out == "Plain prose, nothing to find here. And more prose after it. "
 
 
 PIECES = ["w12", "2019", "v3.2", "(212)", "736-5000", "0044", "+91", "98765", "43210", "raj", "@", "gmail",

@@ -305,9 +305,12 @@ class SteppedAnswerFilter:
     worker's memo of phone checks is there. A remote step does not hold the
     loop, so it may be larger (the turn feeds ``REMOTE_SLICE_CHARS``)."""
 
-    def __init__(self, filt: AnswerFilter, worker: DetectionWorker) -> None:
+    def __init__(self, filt: AnswerFilter, worker: DetectionWorker, *,
+                 step_budget: float = LOCAL_STEP_BUDGET) -> None:
         self._filt = filt
         self._worker = worker
+        #: Seconds a step may take on the loop before the answer turns remote.
+        self._step_budget = step_budget
         self._remote = False
         #: Steps run on the loop / in the worker (what tests and benches count).
         self.local_steps = 0
@@ -339,7 +342,7 @@ class SteppedAnswerFilter:
         self.local_steps += 1
         t0 = time.perf_counter()
         out, _ = _filter_step(self._filt, delta, finish)
-        if time.perf_counter() - t0 > LOCAL_STEP_BUDGET:
+        if time.perf_counter() - t0 > self._step_budget:
             self._remote = True
         return out
 
