@@ -249,6 +249,26 @@ def test_every_frame_after_login_fits_the_default_frame_limit(live_server):
     client.close()
 
 
+def test_the_login_deadline_counts_from_the_connect_not_from_the_first_byte(server_factory):
+    # auth_timeout_ms is "time from connecting to a successful login" (§4): a
+    # client that waits before its first byte does not get a fresh deadline.
+    server = server_factory(CHAT_AUTH_TIMEOUT="3")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        connected = time.monotonic()
+        time.sleep(2.5)
+        conn = Connection(Role.CLIENT, version=2)
+        sock.sendall(conn.send(ClientHello((2,))))
+        # After the deadline (3 s from the connect), well before 3 s from the HELLO.
+        time.sleep(max(0.0, connected + 4.2 - time.monotonic()))
+        with contextlib.suppress(OSError):
+            sock.sendall(_frame("AUTH", f'{{"user":"{USER}","password":"{PASSWORD}"}}'))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"([A-Z_]+) \d+ {2,}", data) == [b"HELLO", b"ERROR"], data
+    assert b'"code":"auth_timeout"' in data
+
+
 # -- BYE ------------------------------------------------------------------------------------
 
 

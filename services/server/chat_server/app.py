@@ -211,6 +211,9 @@ class ChatService:
         assert task is not None
         self.tasks.add(task)
         admitted: Ticket | None = None
+        # The login deadline counts from here (the gate's wait for the first
+        # byte and a TLS handshake are part of it).
+        connected_at = asyncio.get_running_loop().time()
         try:
             admitted, tls = await self._open(reader, writer)
             if admitted is None:
@@ -219,7 +222,7 @@ class ChatService:
             admitted.attach(session)
             self.sessions.add(session)
             try:
-                await session.run()
+                await session.run(connected_at=connected_at)
             finally:
                 self.sessions.discard(session)
                 if session.user is not None:

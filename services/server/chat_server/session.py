@@ -165,10 +165,13 @@ class Session:
         return self._worker if self.answering else None
 
     # ------------------------------------------------------------------ main
-    async def run(self) -> None:
+    async def run(self, *, connected_at: float | None = None) -> None:
+        """The session, to its end. ``connected_at`` (the event loop's clock):
+        when the connection was accepted; the login deadline counts from then
+        (docs/PROTOCOL.md §4 ``auth_timeout_ms``), not from the first byte."""
         reason = "closed"
         try:
-            await self._authenticate()
+            await self._authenticate(connected_at)
             await self._chat_loop()
             reason = "bye"
         except SessionEnded as exc:
@@ -247,10 +250,12 @@ class Session:
         await self.wire.close()
 
     # ------------------------------------------------------------------ auth
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, connected_at: float | None) -> None:
         settings = self.settings
+        if connected_at is None:
+            connected_at = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(settings.auth_timeout):
+            async with asyncio.timeout_at(connected_at + settings.auth_timeout):
                 opened = False
                 while True:
                     event = await self.wire.next_event(idle_timeout=None)
