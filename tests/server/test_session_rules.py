@@ -335,6 +335,25 @@ def test_a_chat_refused_as_busy_does_not_count_towards_the_rate_limit(server_fac
     client.close()
 
 
+def test_v1_goodbye_while_an_answer_streams_is_answered_with_the_disconnect_reply(live_server):
+    # v1's BYE is the <GoodBye> frame; a client that does not wait for the
+    # answer's end still gets the bare reply, after whole chunks only.
+    def v1(body: bytes) -> bytes:
+        return str(len(body)).encode().ljust(64) + body
+
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        sock.sendall(v1(USER.encode()) + v1(PASSWORD.encode()) + v1(f"hi {SLOW}".encode()))
+        data = b""
+        while len(data) < 36 + 64:  # the login replies and a first chunk of the answer
+            data += sock.recv(65536)
+        sock.sendall(v1(b"<GoodBye>"))
+        while chunk := sock.recv(65536):
+            data += chunk
+    disconnected = b"[DISCONNECTED]disconnected from server"
+    assert data.endswith(disconnected), data[-100:]
+    assert (len(data) - 36 - len(disconnected)) % 64 == 0
+
+
 # -- pipelining ------------------------------------------------------------------------------
 
 
