@@ -7,10 +7,11 @@ every failure comes out as ``ModelUnavailable`` or ``ModelFailed`` whose
 ``str()`` is safe to show a user.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .base import Backend, Message, ModelChunk
 from .errors import Cause, ModelError, ModelFailed, ModelUnavailable
 from .ollama_api import OllamaBackend
-from .openai_api import OpenAIBackend
 from .pool import (
     Availability,
     BackendHealth,
@@ -37,3 +38,16 @@ __all__ = [
     "OpenAIBackend",
     "make_backend",
 ]
+
+if TYPE_CHECKING:
+    from .openai_api import OpenAIBackend
+
+
+def __getattr__(name: str) -> Any:
+    # OpenAIBackend on first use: importing the `openai` package costs about
+    # 0.8 s of CPU (see make_backend), not worth paying without such a backend.
+    if name == "OpenAIBackend":
+        from .openai_api import OpenAIBackend
+
+        return OpenAIBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

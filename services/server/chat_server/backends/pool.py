@@ -36,7 +36,6 @@ from ..scheduler import FairScheduler, NoCapacity, PositionCallback
 from .base import Backend, Message, ModelChunk
 from .errors import Cause, ModelError, ModelFailed, ModelUnavailable
 from .ollama_api import OllamaBackend
-from .openai_api import OpenAIBackend
 
 __all__ = [
     "Availability",
@@ -88,7 +87,17 @@ class BackendStatus:
 
 def make_backend(spec: BackendSpec, *, connect_timeout: float, read_timeout: float) -> Backend:
     """The client object for one configured backend."""
-    cls = OllamaBackend if spec.kind is BackendKind.OLLAMA else OpenAIBackend
+    cls: type[Backend]
+    if spec.kind is BackendKind.OLLAMA:
+        cls = OllamaBackend
+    else:
+        # Imported when a backend needs it: the official `openai` package takes
+        # about 0.8 s of CPU to import (its type modules), which every start of
+        # a server with Ollama backends only (the default), and every `chat-server`
+        # command, would pay for nothing.
+        from .openai_api import OpenAIBackend
+
+        cls = OpenAIBackend
     return cls(spec.name, spec.url, max_parallel=spec.max_parallel, api_key=spec.api_key,
                connect_timeout=connect_timeout, read_timeout=read_timeout)
 
