@@ -29,6 +29,12 @@ from chatcore.protocol import NEED_DATA, Connection, Event
 
 #: Bytes asked of the socket per read (h11's examples use the same).
 MAX_RECV = 64 * 1024
+#: A wire lets the other tasks run after this many events. A read of 64 KiB
+#: may hold thousands of small frames (a flood of PINGs), and reading from a
+#: stream that has data buffered does not suspend: without this, one client's
+#: burst would be decoded and answered in one step of the event loop while
+#: every other session waits (docs/SECURITY.md §10).
+FAIR_BATCH = 16
 #: A frame, once started, must be complete within this many seconds, however
 #: slowly its bytes trickle in (nginx's client_header_timeout semantics).
 FRAME_DEADLINE = 30.0
@@ -65,7 +71,7 @@ _timer_context = _TimerContext()
 class Wire:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_deadline", "_expired", "_frame_started", "_reader_task", "_timer", "closed", "conn",
+        "_burst", "_deadline", "_expired", "_frame_started", "_reader_task", "_timer", "closed", "conn",
         "frame_deadline", "last_traffic", "reader", "write_deadline", "writer",
     )
 
@@ -84,6 +90,8 @@ class Wire:
         self.frame_deadline = frame_deadline
         self.write_deadline = write_deadline
         self._frame_started: float | None = None
+        #: Events returned since this wire last let the other tasks run.
+        self._burst = 0
         #: While a read waits: when it times out (loop time), and its task.
         self._deadline: float | None = None
         self._reader_task: asyncio.Task[object] | None = None
@@ -111,6 +119,10 @@ class Wire:
                 await self.write(out)
             if event is not NEED_DATA:
                 self._frame_started = None
+                self._burst += 1
+                if self._burst >= FAIR_BATCH:
+                    self._burst = 0
+                    await asyncio.sleep(0)
                 return event  # type: ignore[return-value]
             if self._frame_started is None:
                 timeout = idle_timeout
