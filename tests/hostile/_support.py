@@ -18,11 +18,13 @@ import json
 import re
 import socket
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
 from chatcore.protocol import ErrorCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.server import LiveServer
 from tests.fixtures.v1client import OriginalV1Client, answer_text
@@ -153,6 +155,22 @@ def v1_login(port: int, user: str, password: str) -> socket.socket:
     sock.sendall(v1_frame(password))
     assert sock.recv(64) == b" password accepted"
     return sock
+
+
+# ---------------------------------------------------------------------------- metrics
+_METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
+#: Never send loopback test traffic through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def connections_rejected(server: LiveServer) -> float:
+    """``chat_connections_rejected_total`` summed over its reasons (the server
+    must run with ``CHAT_METRICS_PORT=0``)."""
+    m = server.wait_for_log(_METRICS_LINE)
+    with _OPENER.open(f"http://127.0.0.1:{m.group(2)}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "chat_connections_rejected_total")
 
 
 # ---------------------------------------------------------------------------- invariants

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from chat_server.logs import SessionLogger, setup_logging
+from chat_server.logs import LogSampler, SessionLogger, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +103,24 @@ def test_levels_and_replacing_handlers() -> None:
         setup_logging("xml", "info")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         setup_logging("text", "loud")
+
+
+# ---- a flood of identical lines (docs/SECURITY.md §10) -----------------------------------
+def test_log_sampler_logs_one_line_per_key_per_interval_and_counts_the_rest():
+    now = [100.0]
+    sampler = LogSampler(interval=10.0, clock=lambda: now[0])
+    assert sampler.admit(("address", "10.0.0.1")) == 0  # the first is logged
+    assert [sampler.admit(("address", "10.0.0.1")) for _ in range(500)] == [None] * 500
+    assert sampler.admit(("address", "10.0.0.2")) == 0  # another key is not held back
+    now[0] += 10.0
+    assert sampler.admit(("address", "10.0.0.1")) == 500  # the next line says how many were left out
+    assert sampler.admit(("address", "10.0.0.1")) is None
+
+
+def test_log_sampler_forgets_keys_beyond_its_bound():
+    sampler = LogSampler(interval=10.0, max_keys=3, clock=lambda: 0.0)
+    for key in range(3):
+        assert sampler.admit(key) == 0
+    assert sampler.admit(99) == 0  # a full table starts afresh instead of growing
+    assert sampler.admit(0) == 0  # so key 0 was forgotten: logged again at once
+    assert sampler.admit(99) is None

@@ -41,6 +41,7 @@ from .coordination import Coordination, CoordinationError, LocalCoordination, op
 from .gate import Gate
 from .gate import start_server as start_gated_server
 from .history_cache import ConversationCache
+from .logs import LogSampler
 from .memory import freeze_startup_objects
 from .moderation.answer_filter import AnswerFilter
 from .moderation.banned_words import WatchedBannedWords
@@ -91,6 +92,7 @@ class ChatService:
         #: Connection limits (server, per address); connections at the gate count.
         self.admission = Admission(settings.max_connections, settings.max_connections_per_address,
                                    settings.max_unauthenticated_per_address)
+        self._refusals_logged = LogSampler()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         #: From SIGTERM: the readiness check answers 503 (CHAT_DRAIN_DELAY
@@ -264,9 +266,7 @@ class ChatService:
                     admitted, client_address(writer))) is not None:
                 metrics.connection_rejected(refusal.limit.reject_reason)
                 await turn_away(reader, writer, refusal.code, refusal.message)
-                log.warning("connection refused: %s", refusal.code.value,
-                            extra={"event": "reject", "limit": refusal.limit,
-                                   "peer": client_address(writer)})
+                self._log_refusal(refusal, client_address(writer))
                 return None, False
             keep = True
             return admitted, opened.tls
@@ -283,8 +283,19 @@ class ChatService:
                 writer.close()
             elif await self.gate.open(reader, writer, timeout=SNIFF_SECONDS) is not None:
                 await turn_away(reader, writer, refusal.code, refusal.message)
-        log.warning("connection refused: %s", refusal.code.value,
-                    extra={"event": "reject", "limit": refusal.limit, "peer": address})
+        self._log_refusal(refusal, address)
+
+    def _log_refusal(self, refusal: Turnaway, address: str) -> None:
+        """One line per limit and address every 10 s, with how many were left
+        out: a client reconnecting in a loop is refused thousands of times a
+        second (docs/SECURITY.md §10); the metric counts every one."""
+        left_out = self._refusals_logged.admit((refusal.limit, address))
+        if left_out is None:
+            return
+        extra: dict[str, object] = {"event": "reject", "limit": refusal.limit, "peer": address}
+        if left_out:
+            extra["not_logged_before"] = left_out
+        log.warning("connection refused: %s", refusal.code.value, extra=extra)
 
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> int:

@@ -26,12 +26,14 @@ import json
 import logging
 import secrets
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 __all__ = [
     "JsonFormatter",
+    "LogSampler",
     "SessionLogger",
     "TextFormatter",
     "login_name_fields",
@@ -203,6 +205,37 @@ class SessionLogger(logging.LoggerAdapter):
 # as the server runs (so repeated attempts can be told apart and counted), and
 # nobody can test guesses against a logged hash without the key.
 _NAME_KEY = secrets.token_bytes(32)
+
+
+class LogSampler:
+    """At most one log line per key every ``interval`` seconds.
+
+    A flood of identical events (one client reconnecting thousands of times a
+    second and refused each time) must not become a flood of log lines: each
+    costs the event loop a formatted write, and together they fill the disk.
+    :meth:`admit` says whether to log this one, and how many were left out
+    since the last that was logged (to put in that line). At most ``max_keys``
+    keys are remembered (then the table starts afresh)."""
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._clock = clock
+        self._keys: dict[Hashable, tuple[float, int]] = {}
+
+    def admit(self, key: Hashable) -> int | None:
+        """None: leave this line out. Otherwise log it, with the returned
+        number of lines left out before it."""
+        now = self._clock()
+        last = self._keys.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._keys[key] = (last[0], last[1] + 1)
+            return None
+        if last is None and len(self._keys) >= self.max_keys:
+            self._keys.clear()
+        self._keys[key] = (now, 0)
+        return 0 if last is None else last[1]
 
 
 def name_hash(name: str) -> str:
