@@ -106,7 +106,8 @@ EVASIONS_ANSWER = (
     "john.smith@\nexample.com or call +91\u221298765\u221243210, "
     "9\ufe0f\u20e38\ufe0f\u20e37\ufe0f\u20e36\ufe0f\u20e35\ufe0f\u20e3 4\ufe0f\u20e33\ufe0f\u20e32\ufe0f\u20e3"
     "1\ufe0f\u20e30\ufe0f\u20e3, 9\u03328\u03327\u03326\u03325\u0332 4\u03323\u03322\u03321\u03320\u0332, "
-    "+91 9-8-7-6-5-4-3-2-1-0. You \u017fuck, fu\u03f2k, sh\u02dbt, f|u|c|k, s+h+i+t, fu(k, 8itch and fvck. Done."
+    "+91 9-8-7-6-5-4-3-2-1-0. You \u017fuck, fu\u03f2k, sh\u02dbt, f|u|c|k, s+h+i+t, fu(k, 8itch and fvck. "
+    "Displayed backwards: \u202ekcuf\u202c. Done."
 )
 
 
@@ -128,6 +129,7 @@ def test_second_round_evasions_in_the_answer_attack_are_masked(guard: Guard, pro
         assert leaked not in text, (leaked, text)
     assert text.count("[email removed]") == 7 and text.count("[phone removed]") == 4, text
     assert text.startswith("Write to ") and text.endswith(" Done."), text
+    assert "\u202e" not in text  # no right-to-left override: "kcuf" reads as written
     assert clean(text), text
     guard.check()
 
@@ -143,6 +145,7 @@ def _tags(text: str) -> str:
         ("you f|u|c|k", NoticeKind.MODERATION),
         ("you fu(k and s#it", NoticeKind.MODERATION),
         ("hello " + _tags("fuck you"), NoticeKind.MODERATION),  # ASCII smuggling
+        ("you \u202ekcuf\u202c", NoticeKind.MODERATION),  # displayed right to left
         ("hi" + _tags(" call +91 98765 43210"), NoticeKind.PRIVACY),
         ("mail o'brien=40example.ie", NoticeKind.PRIVACY),
         ("mail raj at the rate gmail dot com", NoticeKind.PRIVACY),

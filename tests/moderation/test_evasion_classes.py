@@ -12,7 +12,9 @@ Evasion classes of the banned-word matcher, generated rather than hand-picked
   with an English clitic (*assess's*), and text that uses the new leet symbols
   for what they are (``C++``, ``Q&A``, ``#1``, ``A+``).
 * A message is also judged as the model reads it: tag characters hidden in it
-  ("ASCII smuggling") are read as the ASCII they encode.
+  ("ASCII smuggling") are read as the ASCII they encode; and as it is
+  displayed: a right-to-left override shows the letters after it reversed.
+  An answer loses its directional overrides, so it reads the same both ways.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from chat_server.moderation import BannedWords
-from chat_server.moderation.worker import BANNED_WORD, check_message, model_reading
+from chat_server.moderation import BannedWords, mask_answer, to_v1_answer_text, to_v2_answer_text
+from chat_server.moderation.worker import (
+    BANNED_WORD,
+    check_message,
+    displayed_reading,
+    model_reading,
+)
 from chatcore.privacy import EMAIL_NOTICE, PHONE_NOTICE, detector_for
 
 SHIPPED = BannedWords.from_file(Path(__file__).resolve().parents[2] / "cuss_words.txt")
@@ -144,3 +151,29 @@ def test_tag_characters_of_a_flag_emoji_are_harmless():
     assert check_message(SHIPPED, PRIVACY, f"{england} hello") is None
     assert model_reading("plain text") is None
     assert model_reading("caf\u00e9") is None
+
+
+RLO, PDF = "\u202e", "\u202c"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"you {RLO}kcuf{PDF} now", f"{RLO}tihs", f"ok {RLO}woN .kcuf\nfine", f"mail {RLO}moc.elpmaxe@nhoj{PDF}"],
+)
+def test_right_to_left_override_attack_in_a_message_is_refused(text):
+    assert check_message(SHIPPED, PRIVACY, text) is not None
+    assert displayed_reading(text) != text
+
+
+def test_displayed_reading_reverses_only_the_overridden_part():
+    assert displayed_reading(f"ab {RLO}cde{PDF} fg") == "ab edc" + PDF + " fg"
+    assert displayed_reading("no override here") is None
+    assert check_message(SHIPPED, PRIVACY, f"{RLO}olleh, a normal word{PDF}") is None
+
+
+@pytest.mark.parametrize("transform", [to_v2_answer_text, to_v1_answer_text])
+def test_right_to_left_override_attack_in_an_answer_is_masked_as_displayed(transform):
+    text = f"you {RLO}kcuf{PDF} and \u202dshit{PDF} now"
+    sent = mask_answer(text, SHIPPED, transform=transform)
+    assert RLO not in sent and "\u202d" not in sent
+    assert "****" in sent and "kcuf" in sent  # shown in logical order now: not the word

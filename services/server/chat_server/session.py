@@ -60,7 +60,7 @@ from .config import Settings
 from .health import HEALTHCHECK_AGENT
 from .logs import SessionLogger, name_hash
 from .metrics import LoginFailure, Outcome, Reason
-from .moderation import to_v1_answer_text
+from .moderation import to_v1_answer_text, to_v2_answer_text
 from .peer import client_address
 from .stop import StopReason
 from .turn import ChatTurn, TurnContext, TurnServices
@@ -490,7 +490,7 @@ class Session:
             send=self.send,
             log=self.log,
             services=services,
-            to_client_text=to_v1_answer_text if self.conn.version == 1 else None,
+            to_client_text=to_v1_answer_text if self.conn.version == 1 else to_v2_answer_text,
         )
         self.turns.append(ChatTurn(ctx, message))
         if not self.answering:

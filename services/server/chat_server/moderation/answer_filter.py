@@ -61,7 +61,7 @@ from chatcore.protocol import to_v1_text
 
 from .banned_words import BannedWords, WatchedBannedWords
 
-__all__ = ["MAX_WORD", "AnswerFilter", "mask_answer", "to_v1_answer_text"]
+__all__ = ["MAX_WORD", "AnswerFilter", "mask_answer", "to_v1_answer_text", "to_v2_answer_text"]
 
 #: Longest run of non-whitespace characters masked as one piece.
 MAX_WORD = 1024
@@ -70,13 +70,31 @@ MAX_WORD = 1024
 PARTIAL_WORD = 64
 
 
+#: Explicit directional overrides (LRO, RLO): a terminal or page that applies
+#: the Unicode bidi algorithm shows the letters after one in reverse order, so
+#: the logical "kcuf" after an RLO reads as the banned word ("Trojan Source",
+#: CVE-2021-42574). Embeddings and isolates reorder runs, not the letters of a
+#: word, and stay.
+_OVERRIDES = dict.fromkeys(map(ord, "\u202d\u202e"))
+
+
+def to_v2_answer_text(text: str) -> str:
+    """The answer as a v2 client gets it, the ``transform`` the server gives
+    the filter on v2: without explicit directional overrides, so that what is
+    masked reads the same in logical and in displayed order."""
+    if "\u202e" in text or "\u202d" in text:
+        return text.translate(_OVERRIDES)
+    return text
+
+
 def to_v1_answer_text(text: str) -> str:
     """The original client's form of answer text, the ``transform`` the server
     gives the filter on v1: ASCII (``to_v1_text``), with what the detectors
     read as ``@ . - +`` or a digit written as that character first
     (:func:`chatcore.privacy.structural_ascii`), so that transliteration cannot
     turn an address or a number the detectors would find into one they do not
-    (``raj@gmail·com`` is not sent as ``raj@gmail-com``)."""
+    (``raj@gmail·com`` is not sent as ``raj@gmail-com``). anyascii drops the
+    directional overrides (:func:`to_v2_answer_text`)."""
     return to_v1_text(structural_ascii(text))
 
 

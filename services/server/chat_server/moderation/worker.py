@@ -74,7 +74,9 @@ __all__ = [
     "DetectionWorker",
     "SteppedAnswerFilter",
     "check_message",
+    "displayed_reading",
     "message_inline",
+    "model_reading",
     "numeric_chars",
     "slice_inline",
 ]
@@ -128,15 +130,16 @@ def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str)
     """``BANNED_WORD``, the privacy notice, or None: moderation's verdict on a
     user's message (banned words first). Runs in either process.
 
-    A message is checked as a person sees it and, where that differs, as the
-    model reads it: Unicode tag characters (U+E0020-U+E007E) are invisible,
-    and the detectors drop them, but a language model reads each as the ASCII
-    character it encodes ("ASCII smuggling"), so a banned word, an e-mail
-    address or a phone number hidden in them is refused too."""
+    A message is checked as written and, where they differ, as the model
+    reads it and as it is displayed: Unicode tag characters (U+E0020-U+E007E)
+    are invisible, and the detectors drop them, but a language model reads
+    each as the ASCII character it encodes ("ASCII smuggling"); a right-to-left
+    override shows the letters after it reversed (:func:`displayed_reading`).
+    A banned word, an e-mail address or a phone number in either is refused."""
     readings = [text]
-    hidden = model_reading(text)
-    if hidden is not None:
-        readings.append(hidden)
+    for other in (model_reading(text), displayed_reading(text)):
+        if other is not None:
+            readings.append(other)
     for reading in readings:
         if banned.contains(reading):
             return BANNED_WORD
@@ -148,6 +151,33 @@ def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str)
 
 
 _TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+_ENDS_OVERRIDE = frozenset("\u202c\u2069\n\r\u2029")
+
+
+def displayed_reading(text: str) -> str | None:
+    """``text`` as a bidi-aware display shows it where a right-to-left
+    override (U+202E) reverses what follows it, up to its PDF (U+202C), a PDI
+    or the end of the line ("\u202ekcuf" is seen as the banned word); None
+    when it has none. Nesting is not modelled: a segment ends at the first end."""
+    if "\u202e" not in text:
+        return None
+    out: list[str] = []
+    segment: list[str] | None = None
+    for ch in text:
+        if segment is None:
+            if ch == "\u202e":
+                segment = []
+            else:
+                out.append(ch)
+        elif ch in _ENDS_OVERRIDE:
+            out.extend(reversed(segment))
+            out.append(ch)
+            segment = None
+        else:
+            segment.append(ch)
+    if segment is not None:
+        out.extend(reversed(segment))
+    return "".join(out)
 
 
 def model_reading(text: str) -> str | None:
