@@ -78,6 +78,17 @@ def test_masking_of_lookalike_forms_attack_v2(guard: Guard) -> None:
     guard.check()
 
 
+def assert_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
+    """A user's message ``text`` is refused with one notice of ``kind``, and
+    nobody else's session stalled meanwhile."""
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat(text)
+    client.close()
+    assert isinstance(reply.error, Error)
+    assert [n.kind for n in reply.notices if isinstance(n, Notice)] == [kind]
+    guard.check()
+
+
 @pytest.mark.parametrize(
     ("text", "kind"),
     [
@@ -91,12 +102,7 @@ def test_masking_of_lookalike_forms_attack_v2(guard: Guard) -> None:
     ],
 )
 def test_users_message_in_lookalike_form_attack_is_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
-    client = logged_in(guard.server.port, USER, PASSWORD)
-    reply = client.chat(text)
-    client.close()
-    assert isinstance(reply.error, Error)
-    assert [n.kind for n in reply.notices if isinstance(n, Notice)] == [kind]
-    guard.check()
+    assert_refused(guard, text, kind)
 
 
 #: Round two: forms that still got through (docs/SECURITY.md §3, §4), one of each class.
@@ -156,12 +162,7 @@ def _tags(text: str) -> str:
     ],
 )
 def test_second_round_evasions_in_a_message_attack_are_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
-    client = logged_in(guard.server.port, USER, PASSWORD)
-    reply = client.chat(text)
-    client.close()
-    assert isinstance(reply.error, Error)
-    assert [n.kind for n in reply.notices if isinstance(n, Notice)] == [kind]
-    guard.check()
+    assert_refused(guard, text, kind)
 
 
 def test_names_and_clitics_that_looked_like_stretched_words_attack_is_answered(guard: Guard) -> None:
