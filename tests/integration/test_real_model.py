@@ -317,7 +317,7 @@ def test_cancel_stops_the_generation_in_llamacpp(real_stack: Stack, llama: Llama
     before = llama.tokens_predicted()
     turn = library_turn(real_stack, LONG, cancel_after=1)
     end = turn.outcome.end
-    assert turn.outcome.reason == "cancelled" and end is not None, turn.outcome
+    assert turn.outcome.cancelled and end is not None, turn.outcome
     assert end.answer_tokens < MAX_TOKENS
     # On llama.cpp's side the request ended there: no slot is generating, and
     # the tokens it produced for it are a fraction of what the uncancelled
