@@ -9,13 +9,18 @@ one client flooded PINGs). The wire now lets other tasks run every
 ``FAIR_BATCH`` events.
 
 What is asserted is an order, not a time: with one client's burst in the
-server's socket buffer and another client's PING right behind it, the other
-client's PONG comes back before most of the burst is answered.
+server's socket buffer and another client's PING waiting beside it (both sent
+while the server is stopped), the other client's PONG comes back before most
+of the burst is answered.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
+import signal
+import threading
+import time
 
 import pytest
 from chat_server.wire import FAIR_BATCH
@@ -36,9 +41,24 @@ def _pongs(data: bytes, nonce: str) -> int:
 def test_ping_flood_attack_does_not_hold_other_sessions(guard: Guard) -> None:
     flooder = v2_login(guard.server.port, USER, PASSWORD)
     other = v2_login(guard.server.port, USER, PASSWORD)
+    assert guard.server.proc is not None
+    pid = guard.server.proc.pid
+    # The burst and the other client's PING must both wait in the server's
+    # socket buffers before it reads either, or the order measures how fast
+    # the second sendall follows the first (CI once saw 199 PONGs of the burst
+    # go out before the other PING had even arrived). So the server is stopped
+    # while they are sent: the burst fills its buffer (the rest waits in a
+    # thread's sendall), the PING lands behind it, then the server goes on.
+    os.kill(pid, signal.SIGSTOP)
     try:
-        flooder.sendall(v2_frame("PING", {"nonce": "f"}) * BURST)
+        sender = threading.Thread(target=flooder.sendall,
+                                  args=(v2_frame("PING", {"nonce": "f"}) * BURST,))
+        sender.start()
+        time.sleep(0.5)  # the kernel moves what fits into the buffers meanwhile
         other.sendall(v2_frame("PING", {"nonce": "o"}))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
         # One thread reads both sockets as their bytes arrive: how many of the
         # flood's PONGs came back before the other session's one?
         sel = selectors.DefaultSelector()
@@ -56,6 +76,7 @@ def test_ping_flood_attack_does_not_hold_other_sessions(guard: Guard) -> None:
             if flood_before_other is None and _pongs(got["o"], "o"):
                 flood_before_other = _pongs(got["f"], "f")
         sel.close()
+        sender.join(30)
     finally:
         flooder.close()
         other.close()
