@@ -442,8 +442,9 @@ def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
     return spans
 
 
-# Local-part and domain characters (and "@") up to the end of an ASCII text.
-_ASCII_CHAIN = re.compile(r"[A-Za-z0-9.#$%&'+/=^_~@-]*\Z")
+# Local-part and domain characters (and "@") up to the end of an ASCII text:
+# the local part's punctuation is _LOCAL_PUNCT's (the domain's "." and "-" are in it).
+_ASCII_CHAIN = re.compile("[A-Za-z0-9@" + re.escape("".join(sorted(_LOCAL_PUNCT))) + r"]*\Z")
 
 
 def _prefixes(words: Iterable[str]) -> str:
