@@ -52,14 +52,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .lexicon import common_words
-from .normalize import Folded, canonical, fold, prepare_fold, runs
+from .normalize import LEET_SYMBOLS, Folded, canonical, fold, prepare_fold, runs
 
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
-_TOKEN = re.compile(r"(?:[^\W_]|[@$!|(<#+€])+")
+#: A letter or digit, or a leet symbol (normalize.LEET_SYMBOLS).
+_TOKEN_CHAR_CLASS = r"[^\W_]|[" + re.escape(LEET_SYMBOLS) + "]"
+_TOKEN = re.compile(f"(?:{_TOKEN_CHAR_CLASS})+")
 _SPACE = re.compile(r"\s")
 _SPACES_HYPHENS = re.compile(r"[\s\-]+")
-_TOKEN_CHAR = re.compile(r"[^\W_]|[@$!|(<#+€]")
+_TOKEN_CHAR = re.compile(_TOKEN_CHAR_CLASS)
 _EDGE_PUNCT = "!|(<"
 #: What may follow a common word after an apostrophe and leave it one.
 _CLITICS = frozenset({"s", "d", "m", "ll", "re", "ve"})
