@@ -26,12 +26,8 @@ from pathlib import Path
 
 import pytest
 from chat_server.moderation import BannedWords, mask_answer, to_v1_answer_text, to_v2_answer_text
-from chat_server.moderation.worker import (
-    BANNED_WORD,
-    check_message,
-    displayed_reading,
-    model_reading,
-)
+from chat_server.moderation.normalize import displayed_reading, model_reading
+from chat_server.moderation.worker import BANNED_WORD, check_message
 from chatcore.privacy import EMAIL_NOTICE, PHONE_NOTICE, detector_for
 
 SHIPPED = BannedWords.from_file(Path(__file__).resolve().parents[2] / "cuss_words.txt")

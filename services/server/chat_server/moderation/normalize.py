@@ -35,6 +35,12 @@ matches map back to the caller's text. Everything is per character, hence
 ``fold(a + b) == fold(a) + fold(b)``: the streaming answer filter relies on it.
 
 Leetspeak is handled later, per token, by :func:`canonical`.
+
+Two other readings of a message are made here too, because they are about how
+text is read rather than what it says: :func:`model_reading` (tag characters as
+the ASCII a language model reads in them) and :func:`displayed_reading` (the
+order a right-to-left override shows letters in). The worker checks a message
+in each reading (``worker.check_message``).
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ from dataclasses import dataclass
 import regex
 from anyascii import anyascii
 
-__all__ = ["LEET", "LEET_SYMBOLS", "Folded", "canonical", "fold", "prepare_fold", "runs"]
+__all__ = [
+    "LEET", "LEET_SYMBOLS", "Folded", "canonical", "displayed_reading", "fold", "model_reading",
+    "prepare_fold", "runs",
+]
 
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 _LATIN_OR_COMMON = regex.compile(r"[\p{Script=Latin}\p{Script=Common}]")
@@ -201,3 +210,43 @@ def _runs(word: str) -> tuple[str, tuple[int, ...]]:
             letters.append(ch)
             counts.append(1)
     return "".join(letters), tuple(counts)
+
+
+# --------------------------------------------------------------------------- readings
+_TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+_ENDS_OVERRIDE = frozenset("\u202c\u2069\n\r\u2029")
+
+
+def displayed_reading(text: str) -> str | None:
+    """``text`` as a bidi-aware display shows it where a right-to-left
+    override (U+202E) reverses what follows it, up to its PDF (U+202C), a PDI
+    or the end of the line ("\u202ekcuf" is seen as the banned word); None
+    when it has none. Nesting is not modelled: a segment ends at the first end."""
+    if "\u202e" not in text:
+        return None
+    out: list[str] = []
+    segment: list[str] | None = None
+    for ch in text:
+        if segment is None:
+            if ch == "\u202e":
+                segment = []
+            else:
+                out.append(ch)
+        elif ch in _ENDS_OVERRIDE:
+            out.extend(reversed(segment))
+            out.append(ch)
+            segment = None
+        else:
+            segment.append(ch)
+    if segment is not None:
+        out.extend(reversed(segment))
+    return "".join(out)
+
+
+def model_reading(text: str) -> str | None:
+    """``text`` with its tag characters read as the ASCII they encode (what a
+    language model sees), or None when it has none."""
+    if text.isascii():
+        return None
+    decoded = text.translate(_TAGS)
+    return decoded if decoded != text else None

@@ -63,6 +63,7 @@ from chatcore.privacy import PersonalDataDetector
 from ..memory import apply_allocation_policy, give_back
 from .answer_filter import AnswerFilter
 from .banned_words import BannedWords, WatchedBannedWords
+from .normalize import displayed_reading, model_reading
 
 __all__ = [
     "BANNED_WORD",
@@ -74,9 +75,7 @@ __all__ = [
     "DetectionWorker",
     "SteppedAnswerFilter",
     "check_message",
-    "displayed_reading",
     "message_inline",
-    "model_reading",
     "numeric_chars",
     "slice_inline",
 ]
@@ -134,7 +133,8 @@ def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str)
     reads it and as it is displayed: Unicode tag characters (U+E0020-U+E007E)
     are invisible, and the detectors drop them, but a language model reads
     each as the ASCII character it encodes ("ASCII smuggling"); a right-to-left
-    override shows the letters after it reversed (:func:`displayed_reading`).
+    override shows the letters after it reversed
+    (:func:`~chat_server.moderation.normalize.displayed_reading`).
     A banned word, an e-mail address or a phone number in either is refused."""
     readings = [text]
     for other in (model_reading(text), displayed_reading(text)):
@@ -148,45 +148,6 @@ def check_message(banned: BannedWords, privacy: PersonalDataDetector, text: str)
         if notice is not None:
             return notice
     return None
-
-
-_TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
-_ENDS_OVERRIDE = frozenset("\u202c\u2069\n\r\u2029")
-
-
-def displayed_reading(text: str) -> str | None:
-    """``text`` as a bidi-aware display shows it where a right-to-left
-    override (U+202E) reverses what follows it, up to its PDF (U+202C), a PDI
-    or the end of the line ("\u202ekcuf" is seen as the banned word); None
-    when it has none. Nesting is not modelled: a segment ends at the first end."""
-    if "\u202e" not in text:
-        return None
-    out: list[str] = []
-    segment: list[str] | None = None
-    for ch in text:
-        if segment is None:
-            if ch == "\u202e":
-                segment = []
-            else:
-                out.append(ch)
-        elif ch in _ENDS_OVERRIDE:
-            out.extend(reversed(segment))
-            out.append(ch)
-            segment = None
-        else:
-            segment.append(ch)
-    if segment is not None:
-        out.extend(reversed(segment))
-    return "".join(out)
-
-
-def model_reading(text: str) -> str | None:
-    """``text`` with its tag characters read as the ASCII they encode (what a
-    language model sees), or None when it has none."""
-    if text.isascii():
-        return None
-    decoded = text.translate(_TAGS)
-    return decoded if decoded != text else None
 
 
 #: What checking a message may use per character at its peak (the detectors'
