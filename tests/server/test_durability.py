@@ -101,6 +101,34 @@ def test_sigterm_deadline_tells_a_queued_message_to_come_back_and_stores_it(serv
     assert len(server.standin.requests()) == 1  # it never reached the model
 
 
+def test_a_message_sent_again_after_shutdown_replaces_its_unanswered_turn(server_factory):
+    # The sequel of the test above: the client sends the message again, as
+    # docs/PROTOCOL.md lets it, to the restarted server. The history then holds
+    # the question once, answered; the unanswered attempt is gone.
+    server = server_factory(users={USER: PASSWORD, "bob": "bob's password"},
+                            CHAT_SHUTDOWN_GRACE="1", CHAT_MAX_PARALLEL="1")
+    client = logged_in(server.port, USER, PASSWORD)
+    before = client.chat("before", conversation="c").text
+    bob = logged_in(server.port, "bob", "bob's password")
+    bob.start_chat("hold the slot [standin:tokens=400] [standin:delay-ms=50]")
+    assert isinstance(bob.next_event(), AnswerDelta)
+    mid = client.start_chat("queued", conversation="c")
+    assert isinstance(client.next_event(), Notice)
+    assert server.stop(signal.SIGTERM) == 0
+    assert client.collect(mid).events[-1].code is ErrorCode.SHUTTING_DOWN
+    assert [t["status"] for t in server.history(USER)] == ["complete", "interrupted"]
+    server.start()
+    client = logged_in(server.port, USER, PASSWORD)
+    reply = client.chat("queued", conversation="c")
+    assert reply.end is not None
+    turns = server.history(USER)
+    assert [(t["user"], t["status"], t["answer"]) for t in turns] == [
+        ("before", "complete", before), ("queued", "complete", reply.text)]
+    # The same text once more is a new question: both answers stay.
+    client.chat("queued", conversation="c")
+    assert [t["user"] for t in server.history(USER)] == ["before", "queued", "queued"]
+
+
 def test_history_survives_a_restart(live_server):
     client = logged_in(live_server.port, USER, PASSWORD)
     client.chat("before restart")

@@ -77,24 +77,47 @@ async def test_one_refresh_gives_the_history_and_the_newest_turns_model(
     """A message reads its conversation once (chat_server.turn): the model must
     come with the history, and follow the newest turn wherever it was saved."""
     cache = ConversationCache(users, 10 * 1024 * KB)
-    assert await cache.conversation("alice", "c") == ([], None)
+    assert await cache.conversation("alice", "c") == ([], None, None)
     await users.save_turn(turn("alice", "c", "one", model="small"))
-    messages, model = await cache.conversation("alice", "c")
+    messages, model, _ = await cache.conversation("alice", "c")
     assert (len(messages), model) == (2, "small")
     # Another replica goes on with another model; this cache holds "small".
     async with await open_store(store_target) as replica:
         await replica.save_turn(turn("alice", "c", "two", model="big"))
-    messages, model = await cache.conversation("alice", "c")
+    messages, model, _ = await cache.conversation("alice", "c")
     assert [m["content"] for m in messages if m["role"] == "user"] == ["one", "two"]
     assert model == "big"
     # A turn that did not complete is not history, but it did change the model.
     await users.save_turn(turn("alice", "c", "stopped", status=TurnStatus.CANCELLED,
                                model="small"))
-    messages, model = await cache.conversation("alice", "c")
+    messages, model, _ = await cache.conversation("alice", "c")
     assert (len(messages), model) == (4, "small")
     # Other conversations and users have their own.
-    assert await cache.conversation("alice", "other") == ([], None)
-    assert await cache.conversation("bob", "c") == ([], None)
+    assert await cache.conversation("alice", "other") == ([], None, None)
+    assert await cache.conversation("bob", "c") == ([], None, None)
+
+
+async def test_the_newest_turn_is_reported_unanswered_only_if_interrupted_before_any_text(
+        users: Store, store_target: str) -> None:
+    """What lets a question asked again replace its unanswered attempt
+    (chat_server.turn): the id of the newest turn, when that turn was cut off
+    before any answer text; no other turn is ever named."""
+    cache = ConversationCache(users, 10 * 1024 * KB)
+    await users.save_turn(turn("alice", "c", "one"))
+    assert (await cache.conversation("alice", "c")).unanswered is None
+    cut = await users.save_turn(turn("alice", "c", "two", answer="", status=TurnStatus.INTERRUPTED))
+    assert (await cache.conversation("alice", "c")).unanswered == cut
+    # Also when another replica saved it, and in a fresh cache.
+    assert (await ConversationCache(users, KB * KB).conversation("alice", "c")).unanswered == cut
+    assert (await cache.conversation("alice", "other")).unanswered is None
+    # Answered (even partly), cancelled or failed: not an unanswered attempt.
+    for later in (turn("alice", "c", "three", answer="half", status=TurnStatus.INTERRUPTED),
+                  turn("alice", "c", "four", answer="", status=TurnStatus.CANCELLED),
+                  turn("alice", "c", "five", answer="", status=TurnStatus.ERROR),
+                  turn("alice", "c", "six")):
+        async with await open_store(store_target) as replica:
+            await replica.save_turn(later)
+        assert (await cache.conversation("alice", "c")).unanswered is None, later
 
 
 async def test_a_conversation_not_kept_still_has_its_model(users: Store) -> None:
@@ -103,7 +126,7 @@ async def test_a_conversation_not_kept_still_has_its_model(users: Store) -> None
     for budget in (0, 50 * KB):
         cache = ConversationCache(users, budget)
         await users.save_turn(turn("alice", f"huge{budget}", "h" * (60 * KB), model="small"))
-        messages, model = await cache.conversation("alice", f"huge{budget}")
+        messages, model, _ = await cache.conversation("alice", f"huge{budget}")
         assert (len(messages), model) == (2, "small")
         assert len(cache) == 0
 

@@ -179,6 +179,50 @@ async def test_turns_after_id_returns_only_newer_turns(store: Store) -> None:
     assert await store.turns("alice", after_id=ids[-1]) == []
 
 
+async def test_a_question_asked_again_replaces_its_unanswered_attempt(store: Store) -> None:
+    await store.add_user("alice", "h")
+    first = await store.save_turn(make_turn(n=0))
+    cut = await store.save_turn(make_turn(n=1, status=TurnStatus.INTERRUPTED, answer_text=""))
+    again = make_turn(n=2, user_text="question 1")
+    new = await store.save_turn(again, supersedes=cut)
+    assert [(t.id, t.user_text, t.status) for t in await store.turns("alice")] == [
+        (first, "question 0", TurnStatus.COMPLETE), (new, "question 1", TurnStatus.COMPLETE)]
+
+
+@pytest.mark.parametrize("attempt, why", [
+    ({"status": TurnStatus.INTERRUPTED, "answer_text": "half an answer"}, "the model said something"),
+    ({"status": TurnStatus.COMPLETE}, "answered"),
+    ({"status": TurnStatus.CANCELLED, "answer_text": ""}, "cancelled by the user"),
+    ({"status": TurnStatus.ERROR, "answer_text": ""}, "a model failure, kept as a record"),
+    ({"status": TurnStatus.INTERRUPTED, "answer_text": "", "user_text": "something else"},
+     "another question"),
+    ({"status": TurnStatus.INTERRUPTED, "answer_text": "", "conversation": "c2"},
+     "another conversation"),
+    ({"status": TurnStatus.INTERRUPTED, "answer_text": "", "user": "bob"}, "another user"),
+])
+async def test_supersedes_never_removes_a_turn_that_is_not_the_same_unanswered_question(
+        store: Store, attempt: dict[str, object], why: str) -> None:
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    fields: dict[str, object] = {"n": 1, "user_text": "question 1", **attempt}
+    old = await store.save_turn(make_turn(**fields))  # type: ignore[arg-type]
+    new = await store.save_turn(make_turn(n=2, user_text="question 1"), supersedes=old)
+    kept = await store.turns(str(fields.get("user", "alice")))
+    assert old in [t.id for t in kept], why
+    assert new in [t.id for t in await store.turns("alice")]
+
+
+async def test_supersedes_only_looks_back(store: Store) -> None:
+    # A turn saved after the one that names it is not replaced (ids grow with time).
+    # Here: a turn naming the id it is itself given.
+    await store.add_user("alice", "h")
+    cut = await store.save_turn(make_turn(n=1, status=TurnStatus.INTERRUPTED, answer_text=""))
+    again = make_turn(n=2, user_text="question 1", status=TurnStatus.INTERRUPTED, answer_text="")
+    new = await store.save_turn(again, supersedes=cut + 1)
+    assert new == cut + 1  # (ids are consecutive in a fresh table, on both engines)
+    assert [t.id for t in await store.turns("alice")] == [cut, new]
+
+
 async def test_text_survives_exactly(store: Store) -> None:
     await store.add_user("alice", "h")
     texts = ["", "plain", "emoji 👋🏽 and ZWJ 👩‍💻", "RTL שלום", "\\ ' \" ? % %s $1 ;",

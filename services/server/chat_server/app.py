@@ -40,7 +40,7 @@ from .config import Settings
 from .coordination import Coordination, CoordinationError, LocalCoordination, open_coordination
 from .gate import Gate
 from .gate import start_server as start_gated_server
-from .history_cache import ConversationCache
+from .history_cache import Conversation, ConversationCache
 from .logs import LogSampler
 from .memory import freeze_startup_objects
 from .moderation.answer_filter import AnswerFilter
@@ -148,8 +148,8 @@ class ChatService:
     async def check_rate(self, user: str) -> float:
         return await self.coordination.check_rate(user)
 
-    async def save(self, turn: TurnRecord) -> bool:
-        return await self.save_turn(turn)
+    async def save(self, turn: TurnRecord, *, supersedes: int | None = None) -> bool:
+        return await self.save_turn(turn, supersedes=supersedes)
 
     def generate(
         self, user: str, model: str, messages: list[Message], on_position: PositionCallback
@@ -166,20 +166,22 @@ class ChatService:
             AnswerFilter(self.banned, privacy=self.privacy, transform=to_client_text), self.detection)
 
     # ------------------------------------------------------------------ history
-    async def conversation(self, user: str, conversation: str) -> tuple[list[Message], str]:
-        """The conversation's completed turns as chat messages and the model it
-        goes on with, from one read of the store through the cache (so a
-        conversation survives reconnects, restarts and a move to another
-        replica, and a turn saved elsewhere is seen, model and all)."""
-        messages, model = await self.conversations.conversation(user, conversation)
+    async def conversation(self, user: str, conversation: str) -> Conversation:
+        """The conversation's completed turns as chat messages, the model it
+        goes on with, and its newest turn if that went unanswered, from one read
+        of the store through the cache (so a conversation survives reconnects,
+        restarts and a move to another replica, and a turn saved elsewhere is
+        seen, model and all)."""
+        found = await self.conversations.conversation(user, conversation)
         # A conversation whose model is no longer offered goes on with the default.
-        return messages, (self.pool.resolve(model) if model else None) or self.pool.default_model
+        model = (self.pool.resolve(found.model) if found.model else None) or self.pool.default_model
+        return found._replace(model=model)
 
-    async def save_turn(self, turn: TurnRecord) -> bool:
+    async def save_turn(self, turn: TurnRecord, *, supersedes: int | None = None) -> bool:
         """Store a turn durably (before its END goes out); False if the store failed."""
         try:
             with metrics.store_write():
-                await self.store.save_turn(turn)
+                await self.store.save_turn(turn, supersedes=supersedes)
         except StoreError as exc:
             log.error("could not store a turn: %s", exc, extra={"event": "store_error"})
             return False

@@ -57,6 +57,10 @@ class Conversation(NamedTuple):
     #: The model of its newest stored turn, whatever that turn's status; None:
     #: no turn yet.
     model: str | None
+    #: The id of its newest stored turn if that turn was interrupted before any
+    #: answer text (the message a client sends again after a shutdown or a lost
+    #: connection); None otherwise.
+    unanswered: int | None = None
 
 
 @dataclass
@@ -65,6 +69,7 @@ class _Entry:
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user_text, answer_text)
     size: int = ENTRY_OVERHEAD
     model: str | None = None  # the model of the newest stored turn (any status)
+    unanswered: int | None = None  # the newest turn's id, if interrupted with no answer
 
 
 class ConversationCache:
@@ -91,8 +96,8 @@ class ConversationCache:
         return key in self._entries
 
     async def conversation(self, user: str, conversation: str) -> Conversation:
-        """The conversation's complete turns and the model of its newest turn,
-        from one refresh (one query for the turns newer than those held). A
+        """The conversation's complete turns, the model of its newest turn and
+        whether that turn went unanswered, from one refresh (one query for the turns newer than those held). A
         store failure is logged; the caller gets what the cache has (nothing,
         if it had nothing)."""
         key = (user, conversation)
@@ -106,12 +111,12 @@ class ConversationCache:
                         extra={"event": "store_error"})
             if entry is None:
                 return Conversation([], None)
-            return Conversation(_messages(entry), entry.model)
+            return Conversation(_messages(entry), entry.model, entry.unanswered)
         # Another call may have filled or refreshed the entry while we waited.
         entry = self._entries.get(key) or entry or _Entry()
         self._extend(key, entry, new)
         self._keep(key, entry)
-        return Conversation(_messages(entry), entry.model)
+        return Conversation(_messages(entry), entry.model, entry.unanswered)
 
     def release(self, user: str) -> None:
         """A session of ``user`` ended: forget their conversations, and let the
@@ -135,6 +140,8 @@ class ConversationCache:
                 continue  # already added by a concurrent refresh
             entry.last_id = turn.id
             entry.model = turn.model
+            entry.unanswered = (turn.id if turn.status is TurnStatus.INTERRUPTED
+                                and not turn.answer_text else None)
             if turn.status is TurnStatus.COMPLETE:
                 entry.turns.append((turn.user_text, turn.answer_text))
                 grown = _turn_bytes(turn.user_text, turn.answer_text)

@@ -60,6 +60,7 @@ from . import metrics
 from .backends import ModelChunk, ModelError, ModelUnavailable
 from .coalesce import ANSWER_BUFFER_LIMIT, PAUSE_BUDGET, BufferStats, ConsumerTooSlow, coalesce
 from .context import trim_history
+from .history_cache import Conversation
 from .logs import SessionLogger
 from .memory import give_back
 from .metrics import Outcome, Reason
@@ -132,13 +133,15 @@ class TurnServices(Protocol):
     ) -> AbstractAsyncContextManager[None]:
         """Hold the user's one answer at a time (waiting in line, told the place)."""
 
-    async def conversation(self, user: str, conversation: str) -> tuple[list[Message], str]:
+    async def conversation(self, user: str, conversation: str) -> Conversation:
         """The conversation so far, from one read of the store: its completed
-        turns as chat messages, and the model it goes on with (its newest
-        turn's, while that is offered; else the default)."""
+        turns as chat messages, the model it goes on with (its newest turn's,
+        while that is offered; else the default: never None), and its newest
+        turn's id if that turn went unanswered."""
 
-    async def save(self, turn: StoredTurn) -> bool:
-        """Store a turn; False (logged) if storage failed."""
+    async def save(self, turn: StoredTurn, *, supersedes: int | None = None) -> bool:
+        """Store a turn (replacing ``supersedes`` if that was the same question,
+        unanswered: see ``Store.save_turn``); False (logged) if storage failed."""
 
     def generate(
         self, user: str, model: str, messages: list[Message], on_position: PositionCallback
@@ -209,6 +212,8 @@ class ChatTurn:
         self._started = False  # the answer task has begun running
         #: Why the answer could not start: its model is being pulled or loaded.
         self._loading: str | None = None
+        #: The conversation's newest turn, if it went unanswered (its id).
+        self._supersedes: int | None = None
         #: The most model output that waited for this client (characters).
         self.buffer = BufferStats()
 
@@ -310,9 +315,12 @@ class ChatTurn:
                 # 4. the conversation so far and its model: one read of the
                 # store, in line, so the previous answer of the user is in it
                 # whichever replica gave it.
-                history, model = await services.conversation(ctx.user, self.conversation)
-                if not self.message.model:
-                    self.model = model
+                found = await services.conversation(ctx.user, self.conversation)
+                history = found.messages
+                if not self.message.model and found.model:
+                    self.model = found.model
+                # Asked again after it went unanswered: the new turn replaces it.
+                self._supersedes = found.unanswered
                 if self.stop_reason is None and (
                         loading := services.model_loading(self.model)) is not None:
                     # Not an answer: nothing is stored, and run() tells the
@@ -398,7 +406,8 @@ class ChatTurn:
                 # Stopped before it read its conversation (in line, say): it is
                 # stored and ended with the model it would have had.
                 with contextlib.suppress(Exception):
-                    _, self.model = await services.conversation(ctx.user, self.conversation)
+                    found = await services.conversation(ctx.user, self.conversation)
+                    self.model, self._supersedes = found.model or "", found.unanswered
             with contextlib.suppress(PeerGone, LocalProtocolError):
                 await self._emit(await filt.finish())
             if reason is StopReason.SHUTDOWN and not self.answer:
@@ -501,7 +510,7 @@ class ChatTurn:
             answer_tokens=self.answer_tokens,
             status=status,
         )
-        saved = await services.save(turn)
+        saved = await services.save(turn, supersedes=self._supersedes)
         # A long answer leaves its frames and filter windows behind in the heap.
         give_back(max(len(answer), self.buffer.total))
         if not saved:

@@ -216,8 +216,14 @@ class Store(ABC):
     # -- turns ---------------------------------------------------------------
 
     @abstractmethod
-    async def save_turn(self, turn: TurnRecord) -> int:
-        """Store a turn durably (committed when this returns) and return its id."""
+    async def save_turn(self, turn: TurnRecord, *, supersedes: int | None = None) -> int:
+        """Store a turn durably (committed when this returns) and return its id.
+
+        ``supersedes`` names an earlier turn the new one replaces when the user
+        asked the same question again after it went unanswered: that turn is
+        deleted in the same transaction, but only if it is the same user's, in
+        the same conversation, was interrupted with no answer text, and has the
+        same user text. Any other turn is kept."""
 
     @abstractmethod
     async def turns(

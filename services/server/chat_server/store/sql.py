@@ -28,6 +28,7 @@ from .base import (
     Store,
     StoreError,
     TurnRecord,
+    TurnStatus,
     UserExists,
     UserRecord,
     validate_username,
@@ -209,24 +210,36 @@ class SQLStore(Store):
 
     # -- turns ----------------------------------------------------------------------
 
-    async def save_turn(self, turn: TurnRecord) -> int:
+    async def save_turn(self, turn: TurnRecord, *, supersedes: int | None = None) -> int:
         if len(turn.conversation) > MAX_CONVERSATION_LENGTH:
             raise StoreError(
                 f"cannot save turn: conversation id longer than {MAX_CONVERSATION_LENGTH} characters"
             )
+        insert = (
+            "INSERT INTO turns (username, conversation, created_at, completed_at, model, "
+            "user_text, answer_text, prompt_tokens, answer_tokens, status, backend) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                turn.user, _text(turn.conversation), self._to_db_time(turn.created_at),
+                None if turn.completed_at is None else self._to_db_time(turn.completed_at),
+                turn.model, _text(turn.user_text), _text(turn.answer_text),
+                turn.prompt_tokens, turn.answer_tokens, turn.status.value,
+                None if turn.backend is None else _text(turn.backend),
+            ),
+        )
         try:
-            rows = await self._query(
-                "INSERT INTO turns (username, conversation, created_at, completed_at, model, "
-                "user_text, answer_text, prompt_tokens, answer_tokens, status, backend) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (
-                    turn.user, _text(turn.conversation), self._to_db_time(turn.created_at),
-                    None if turn.completed_at is None else self._to_db_time(turn.completed_at),
-                    turn.model, _text(turn.user_text), _text(turn.answer_text),
-                    turn.prompt_tokens, turn.answer_tokens, turn.status.value,
-                    None if turn.backend is None else _text(turn.backend),
-                ),
-            )
+            if supersedes is None:  # the common case: one statement, no transaction
+                rows = await self._query(*insert)
+            else:
+                async with self._transaction() as tx:
+                    rows = await tx.query(*insert)
+                    await tx.execute(
+                        "DELETE FROM turns WHERE id = ? AND id < ? AND username = ? "
+                        "AND conversation = ? AND status = ? AND answer_text = '' "
+                        "AND user_text = ?",
+                        (supersedes, rows[0][0], turn.user, _text(turn.conversation),
+                         TurnStatus.INTERRUPTED.value, _text(turn.user_text)),
+                    )
         except ConstraintError as exc:
             if exc.kind == "foreign_key":
                 # The user was removed while the conversation was going on.
