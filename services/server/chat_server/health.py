@@ -26,6 +26,7 @@ from chatcore.protocol import (
     ProtocolError,
     Role,
     ServerHello,
+    frame_name,
 )
 
 from .config import Settings
@@ -65,7 +66,7 @@ def probe(host: str, port: int, timeout: float = TIMEOUT, *, tls: bool = False) 
             if isinstance(event, Error):
                 return False, f"server error: {event.code.value}: {event.message}"
             if not isinstance(event, ServerHello):
-                return False, f"unexpected reply {type(event).__name__}"
+                return False, f"unexpected reply {frame_name(event)}"
             with contextlib.suppress(OSError, ProtocolError):
                 sock.sendall(conn.send(Bye("healthcheck")))
             if event.limits.get("model_ready", 0) != 1:

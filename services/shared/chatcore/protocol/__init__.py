@@ -33,6 +33,7 @@ from ._events import (
     Ping,
     Pong,
     ServerHello,
+    frame_name,
     name_problem,
 )
 from ._header import HEADER_SIZE, encode_v1_frame
@@ -89,6 +90,7 @@ __all__ = (
     "ServerHello",
     "State",
     "encode_v1_frame",
+    "frame_name",
     "name_problem",
     "to_v1_text",
 )

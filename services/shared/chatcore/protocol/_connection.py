@@ -15,7 +15,7 @@ from typing import Protocol
 
 from ._buffer import FrameLimits, ReceiveBuffer
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import AuthResult, Bye, ConnectionClosed, Error, Event
+from ._events import AuthResult, Bye, ConnectionClosed, Error, Event, frame_name
 from ._state import ENTRY_STATE, Role, State, next_state
 from ._v1 import V1ClientCodec, V1ServerCodec
 from ._v2 import V2Codec
@@ -193,13 +193,13 @@ class Connection:
             LocalProtocolError: the event is illegal in this state or version.
         """
         if not isinstance(event, Event) or isinstance(event, ConnectionClosed):
-            raise LocalProtocolError(f"can't send {event!r}")
+            raise LocalProtocolError(f"can't send {frame_name(event)}")
         if self._state is State.ERROR:
             raise LocalProtocolError("the peer broke the protocol: use error_reply()")
         new_state = next_state(self.role, self._state, event)
         if new_state is None:
             raise LocalProtocolError(
-                f"can't send {type(event).__name__} in state {self._state.name}"
+                f"can't send {frame_name(event)} in state {self._state.name}"
             )
         if self._codec is None or self._closed_silently:
             # A server that has not seen a byte yet doesn't know which
@@ -274,7 +274,7 @@ class Connection:
                 if self._state is State.CLOSED:
                     continue  # sent before the peer saw our close (Rule 4)
                 raise RemoteProtocolError(
-                    f"unexpected {type(event).__name__} in state {self._state.name}",
+                    f"unexpected {frame_name(event)} in state {self._state.name}",
                     ErrorCode.UNEXPECTED_FRAME,
                 )
             self._apply(event, new_state)

@@ -39,6 +39,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ServerHello",
+    "frame_name",
     "name_problem",
 ]
 
@@ -82,9 +83,27 @@ class Event:
     __slots__ = ()
 
 
+def _json_kind(value: object) -> str:
+    """What ``value`` is called in JSON (RFC 8259 §1), for an error text a peer
+    may read: never a Python class name."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "another kind of value"
+
+
 def _check_str(name: str, value: object, *, allow_empty: bool = True) -> None:
     if not isinstance(value, str):
-        raise LocalProtocolError(f"{name} must be str, not {type(value).__name__}")
+        raise LocalProtocolError(f"{name} must be a string, not {_json_kind(value)}")
     if not allow_empty and not value:
         raise LocalProtocolError(f"{name} must not be empty")
 
@@ -117,7 +136,7 @@ def _check_name(name: str, value: object, *, allow_empty: bool = True) -> None:
 
 def _check_int(name: str, value: object, *, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise LocalProtocolError(f"{name} must be int, not {type(value).__name__}")
+        raise LocalProtocolError(f"{name} must be an integer, not {_json_kind(value)}")
     if value < minimum:
         raise LocalProtocolError(f"{name} must be >= {minimum}")
 
@@ -364,3 +383,31 @@ class Bye(Event):
 class ConnectionClosed(Event):
     """Returned by ``next_event()`` once the peer's EOF (``receive_data(b"")``)
     has been reached with no partial frame pending."""
+
+
+#: The frame TYPE each event travels as (docs/PROTOCOL.md §4): the name an
+#: error text gives it, since a peer knows the frames, not our classes.
+_FRAME_TYPES: dict[type[Event], str] = {
+    ClientHello: "HELLO",
+    ServerHello: "HELLO",
+    Authenticate: "AUTH",
+    AuthResult: "AUTH_RESULT",
+    ChatMessage: "CHAT",
+    AnswerDelta: "DELTA",
+    AnswerEnd: "END",
+    Error: "ERROR",
+    Notice: "NOTICE",
+    Cancel: "CANCEL",
+    Ping: "PING",
+    Pong: "PONG",
+    Bye: "BYE",
+    ConnectionClosed: "EOF",
+}
+
+
+def frame_name(event: object) -> str:
+    """``event``'s frame TYPE as docs/PROTOCOL.md names it (``HELLO``, ``CHAT``,
+    ...; ``EOF`` for :class:`ConnectionClosed`), for error texts; anything that
+    is not an event is "a value that is not a frame"."""
+    name = _FRAME_TYPES.get(type(event)) if isinstance(event, Event) else None
+    return name or "a value that is not a frame"

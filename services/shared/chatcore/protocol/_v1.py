@@ -39,6 +39,7 @@ from ._events import (
     Notice,
     NoticeKind,
     Ping,
+    frame_name,
 )
 from ._header import HEADER_SIZE, encode_v1_frame, parse_v1_header
 from ._state import State
@@ -294,7 +295,7 @@ class V1ServerCodec:
             return b"", []
         if isinstance(event, Ping):
             return b"", []  # informational: v1 has no liveness probe
-        raise LocalProtocolError(f"{type(event).__name__} can't be expressed in protocol v1")
+        raise LocalProtocolError(f"{frame_name(event)} can't be expressed in protocol v1")
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
         if self._close_sent:
@@ -468,7 +469,7 @@ class V1ClientCodec:
             return encode_v1_frame(V1_GOODBYE), []
         if isinstance(event, (Error, Ping)):
             return b"", []  # v1 clients have no way to say either
-        raise LocalProtocolError(f"{type(event).__name__} can't be expressed in protocol v1")
+        raise LocalProtocolError(f"{frame_name(event)} can't be expressed in protocol v1")
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
         return b""  # the original server understands nothing but frames of text

@@ -36,6 +36,7 @@ from ._events import (
     Ping,
     Pong,
     ServerHello,
+    frame_name,
 )
 from ._header import HEADER_SIZE, encode_v2_frame, parse_v2_header
 from ._state import Role, State
@@ -121,7 +122,7 @@ def event_to_frame(event: Event) -> tuple[str, dict[str, Any]]:
         return "PONG", {"nonce": event.nonce}
     if isinstance(event, Bye):
         return "BYE", {"reason": event.reason}
-    raise LocalProtocolError(f"{type(event).__name__} can't be sent")
+    raise LocalProtocolError(f"{frame_name(event)} can't be sent")
 
 
 def encode_event(event: Event) -> bytes:
@@ -247,7 +248,7 @@ def _check_text(frame_type: str, key: str, value: str) -> None:
 def _client_hello(b: _Body) -> Event:
     versions = b.value("versions", _REQUIRED)
     if not isinstance(versions, list) or not versions:
-        raise _invalid(b.type, "'versions' must be a non-empty list")
+        raise _invalid(b.type, "'versions' must be a non-empty array")
     for v in versions:
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_INT:
             raise _invalid(b.type, "'versions' must hold positive integers")
@@ -264,7 +265,7 @@ def _server_hello(b: _Body) -> Event:
             raise _invalid(b.type, "'limits' must map names to integers")
     models = b.value("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-        raise _invalid(b.type, "'models' must be a list of non-empty strings")
+        raise _invalid(b.type, "'models' must be an array of non-empty strings")
     for m in models:
         _check_text(b.type, "models", m)
     return ServerHello(
