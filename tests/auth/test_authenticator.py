@@ -444,7 +444,7 @@ def test_throttle_tables_are_bounded(store: Store, hasher: CountingHasher) -> No
         run(auth.verify(f"ok{i}", "pw", f"10.1.{i // 250}.{i % 250}"))
     t = auth.throttle
     assert max(len(t.pairs), len(t.addresses), len(t.accounts)) <= 50
-    assert len(t._trusted) <= 50
+    assert t.trusted_accounts <= 50
 
 
 def test_disabled_user_fails_like_a_wrong_password(store: Store, hasher: CountingHasher) -> None:

@@ -234,7 +234,7 @@ class _FakePeer:
 def test_password_over_plaintext_is_warned_about_unless_loopback(capsys, address, warned):
     conn = ChatConnection(_FakePeer(address), version=2, address=f"{address}:5050")  # type: ignore[arg-type]
     opts = cli.resolve(cli.build_parser().parse_args([]), {})
-    cli._warn_plaintext(conn, opts)
+    cli.warn_plaintext(conn, opts)
     err = capsys.readouterr().err
     assert ("unencrypted" in err) is warned
     assert err.count("\n") == (1 if warned else 0)

@@ -46,13 +46,8 @@ class InvariantBroken(AssertionError):
     """The codec broke one of the invariants above."""
 
 
-def _limit(conn: Connection) -> int:
-    authed = getattr(conn, "_authenticated", conn.state is State.CHATTING)
-    return conn.max_frame_size if authed else conn.max_unauthenticated_frame_size
-
-
 def _buffered(conn: Connection) -> int:
-    return len(getattr(conn, "_buf", b""))
+    return len(conn.trailing_data[0])
 
 
 def _react(conn: Connection, event: object) -> None:
@@ -107,7 +102,7 @@ def feed(conn: Connection, pieces: Iterable[bytes], *, eof: bool = True) -> list
             if failed:
                 raise InvariantBroken(f"event {event!r} after a protocol error")
             if event is NEED_DATA:
-                limit = _limit(conn)
+                limit = conn.frame_limit
                 if _buffered(conn) > HEADER_SIZE + limit:
                     raise InvariantBroken(
                         f"holding {_buffered(conn)} bytes with a frame limit of {limit}")

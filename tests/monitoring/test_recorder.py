@@ -155,7 +155,7 @@ def test_refusal_window_memory_is_bounded():
         window.record(f"user{i}")
     for _ in range(50):
         window.record("user999")
-    assert len(window._times) == 100  # the oldest users went first
+    assert len(window) == 100  # the oldest users went first
     assert window.count("user0") == 0
     assert window.max_count() == 10  # capped per user
 

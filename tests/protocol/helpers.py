@@ -105,16 +105,17 @@ class ConnectionPair:
     def send(self, role: Role, *events: Event, bytewise: bool = False) -> list[Event]:
         """Send ``events`` from ``role``; return what the peer received."""
         data = b"".join(self.conn(role).send(e) for e in events)
-        got = self._deliver(role.peer, data, bytewise)
+        got = self.deliver(role.peer, data, bytewise)
         return got
 
-    def _deliver(self, to: Role, data: bytes, bytewise: bool) -> list[Event]:
+    def deliver(self, to: Role, data: bytes, bytewise: bool = False) -> list[Event]:
+        """Feed ``data`` (sent by ``to.peer``) to ``to``; return what it received."""
         got = feed(self.conn(to), data, bytewise=bytewise)
         self.received[to] += got
         # Automatic replies bounce until both sides are quiet.
         reply = self.conn(to).data_to_send()
         if reply:
-            self._deliver(to.peer, reply, bytewise)
+            self.deliver(to.peer, reply, bytewise)
         return got
 
     def login(self, user: str = "alice", password: str = "secret") -> None:

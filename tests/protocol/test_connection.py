@@ -362,3 +362,16 @@ class TestClosedState:
         data = pair.server.send(p.Bye("shutdown"))
         assert data == b"<GoodBye>".ljust(64)
         assert feed(pair.client, data) == [p.Bye("goodbye")]
+
+
+def test_trailing_data_is_what_was_received_and_not_parsed_yet():
+    """The public view of the receive buffer (h11's ``trailing_data``), which the
+    fuzz harness's memory bound reads: a partial frame stays, a parsed one goes."""
+    server = Connection(Role.SERVER)
+    hello = Connection(Role.CLIENT, version=2).send(p.ClientHello(agent="t"))
+    server.receive_data(hello + b"AUTH 4")
+    assert isinstance(server.next_event(), p.ClientHello)
+    assert server.next_event() is NEED_DATA
+    assert server.trailing_data == (b"AUTH 4", False)
+    server.receive_data(b"")
+    assert server.trailing_data == (b"AUTH 4", True)

@@ -86,7 +86,7 @@ class Lifecycle(RuleBasedStateMachine):
                 peer.receive_data(b"")
                 assert drain(peer) == [p.ConnectionClosed()]
             return
-        received = self.pair._deliver(role.peer, data, bytewise=False)
+        received = self.pair.deliver(role.peer, data, bytewise=False)
         if peer.state is not State.CLOSED or received:
             assert received == [event]
         if isinstance(event, p.AuthResult) and event.ok:

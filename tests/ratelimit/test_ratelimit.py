@@ -79,4 +79,5 @@ def test_memory_per_key_is_bounded_by_limit() -> None:
     for _ in range(1000):
         rl.check("spammer")
         clock.now += 0.01
-    assert len(rl._log["spammer"]) == 4
+    assert len(rl) == 1
+    assert rl.held == 4

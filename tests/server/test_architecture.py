@@ -206,18 +206,30 @@ def _class_members(cls: ast.ClassDef) -> set[str]:
     return names
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__") and name not in STDLIB_PRIVATE
+
+
 def private_reaches(source: str) -> list[str]:
-    """``obj._name`` where ``obj`` is not ``self``/``cls`` and ``_name`` is not
-    a member of the class the code is in (another class's private state)."""
+    """``obj._name`` (or ``getattr(obj, "_name")``, ``setattr``, ``hasattr``)
+    where ``obj`` is not ``self``/``cls`` and ``_name`` is not a member of the
+    class the code is in (another class's private state)."""
     found: list[str] = []
+
+    def own(obj: ast.expr) -> bool:
+        return isinstance(obj, ast.Name) and obj.id in ("self", "cls")
 
     def walk(node: ast.AST, members: set[str]) -> None:
         if isinstance(node, ast.ClassDef):
             members = _class_members(node)
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                and not node.attr.startswith("__") and node.attr not in STDLIB_PRIVATE
-                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
-                and node.attr not in members):
+        if (isinstance(node, ast.Attribute) and _private(node.attr)
+                and not own(node.value) and node.attr not in members):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                and isinstance(name := node.args[1].value, str) and _private(name)
+                and not own(node.args[0]) and name not in members):
             found.append(f"{node.lineno}: {ast.unparse(node)}")
         for child in ast.iter_child_nodes(node):
             walk(child, members)
@@ -239,8 +251,35 @@ def test_the_private_state_check_tells_own_class_from_another():
         "    def same(self, other): return other._x\n"
         "    def other(self, b): return b._y\n"
         "def outside(a): return a._x\n"
+        "def hidden(a): return getattr(a, '_z', None), getattr(a, 'z'), getattr(self, '_z')\n"
     )
-    assert private_reaches(source) == ["4: b._y", "5: a._x"]
+    assert private_reaches(source) == ["4: b._y", "5: a._x", "6: getattr(a, '_z', None)"]
+
+
+TESTS = Path(__file__).resolve().parents[1]
+
+#: The only tests that read another object's private state, and why no public
+#: observable can stand in: a database connection's own session settings
+#: (SQLite PRAGMAs, PostgreSQL SET) are visible on that connection alone, and
+#: the store opens its connections itself.
+TESTS_READING_PRIVATE_STATE = {
+    "server_data/test_store_postgres.py": {"store._query"},
+    "server_data/test_store_sqlite.py": {"store._call", "store._connection"},
+}
+
+
+def test_no_test_reaches_into_private_state():
+    """Tests assert on what the code shows (return values, public read-only
+    properties, metrics, the wire), so that a refactoring of internals does not
+    break them and a test cannot pass on state nobody else can see."""
+    found = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        name = path.relative_to(TESTS).as_posix()
+        hits = [hit for hit in private_reaches(path.read_text())
+                if hit.split(": ", 1)[1] not in TESTS_READING_PRIVATE_STATE.get(name, set())]
+        if hits:
+            found[name] = hits
+    assert found == {}
 
 
 def test_no_test_module_imports_another():

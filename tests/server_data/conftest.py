@@ -8,10 +8,12 @@ Async tests run on asyncio through anyio's pytest plugin.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from chat_server.store import Store, open_store
 
@@ -44,3 +46,22 @@ async def store(store_target: str) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+def read_database(target: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read over a connection of our own, not the store's: what
+    is in the database, as any other program would see it."""
+    if target.startswith(("postgresql://", "postgres://")):
+        with psycopg.connect(target) as conn:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+    conn = sqlite3.connect(target)
+    try:
+        return [tuple(row) for row in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def database_rows(store_target: str) -> Callable[[str], list[tuple[Any, ...]]]:
+    """``database_rows(sql)``: :func:`read_database` on this test's database."""
+    return lambda sql: read_database(store_target, sql)

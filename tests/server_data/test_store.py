@@ -444,10 +444,10 @@ async def test_session_token_round_trip(store: Store) -> None:
         assert await store.verify_session_token(bad) is None
 
 
-async def test_session_tokens_are_stored_hashed(store: Store) -> None:
+async def test_session_tokens_are_stored_hashed(store: Store, database_rows) -> None:
     await store.add_user("alice", "h")
     issued = await store.create_session_token("alice", timedelta(days=1))
-    rows = await store._query("SELECT token_hash FROM session_tokens")  # type: ignore[attr-defined]
+    rows = database_rows("SELECT token_hash FROM session_tokens")
     assert len(rows) == 1
     (stored,) = rows[0]
     assert issued.token not in stored
@@ -507,7 +507,8 @@ async def test_session_tokens_die_with_the_password_a_disabled_or_removed_user(
         assert await store.verify_session_token(fresh.token) == "alice"
 
 
-async def test_tokens_per_user_are_capped_and_dead_ones_are_dropped(store_target: str) -> None:
+async def test_tokens_per_user_are_capped_and_dead_ones_are_dropped(store_target: str,
+                                                                     database_rows) -> None:
     clock = FakeClock()
     async with await open_store(store_target, clock=clock) as store:
         await store.add_user("alice", "h")
@@ -522,7 +523,7 @@ async def test_tokens_per_user_are_capped_and_dead_ones_are_dropped(store_target
         for t in tokens[5:]:
             assert await store.verify_session_token(t.token) == "alice"
         assert await store.verify_session_token(short.token) is None
-        rows = await store._query("SELECT COUNT(*) FROM session_tokens")  # type: ignore[attr-defined]
+        rows = database_rows("SELECT COUNT(*) FROM session_tokens")
         assert rows[0][0] <= MAX_SESSION_TOKENS_PER_USER + 1
 
 

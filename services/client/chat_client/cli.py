@@ -35,7 +35,7 @@ from .render import PlainUI, RichUI
 from .tls import TLSOptions, UntrustedCertificate
 from .trust import KnownHosts, default_known_hosts_path, host_key, parse_fingerprint
 
-__all__ = ["Options", "build_parser", "main"]
+__all__ = ["Options", "build_parser", "main", "warn_plaintext"]
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5050
@@ -379,7 +379,7 @@ def _connect(opts: Options, stdin: IO[str], *, can_confirm: bool) -> ChatConnect
                                   timeout=opts.connect_timeout, tls=opts.tls)
 
 
-def _warn_plaintext(conn: ChatConnection, opts: Options) -> None:
+def warn_plaintext(conn: ChatConnection, opts: Options) -> None:
     """Once per run: a password is about to cross a network unencrypted."""
     if conn.encrypted or conn.loopback:
         return
@@ -418,7 +418,7 @@ def run(opts: Options, *, stdin: IO[str] | None = None) -> int:
     # One-shot mode never asks whether to trust a certificate: it fails with exit 7.
     conn = _connect(opts, stdin, can_confirm=can_prompt and not oneshot)
     try:
-        _warn_plaintext(conn, opts)
+        warn_plaintext(conn, opts)
         conn.handshake(DEFAULT_HANDSHAKE_TIMEOUT)
         conn.login(user, password, DEFAULT_HANDSHAKE_TIMEOUT)
     except BaseException:

@@ -309,6 +309,11 @@ class RefusalWindow:
         self._times: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """Users whose refusal times are held (at most ``max_users``)."""
+        with self._lock:
+            return len(self._times)
+
     def record(self, user: str) -> None:
         now = self._clock()
         with self._lock:

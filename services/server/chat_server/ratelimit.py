@@ -54,6 +54,12 @@ class RateLimiter:
         """Number of keys currently remembered (for tests and metrics)."""
         return len(self._log)
 
+    @property
+    def held(self) -> int:
+        """Timestamps held over all keys: the limiter's memory, which is at most
+        ``per_minute`` per remembered key (for tests and metrics)."""
+        return sum(len(times) for times in self._log.values())
+
     def check(self, key: str) -> float:
         if self._limit == 0:
             return 0.0

@@ -14,13 +14,15 @@ import enum
 
 from .store import TurnStatus
 
-__all__ = ["PASSWORD_CHANGED", "SESSION_REVOKED", "StopReason"]
+__all__ = ["ACCOUNT_ENDED_MESSAGE", "PASSWORD_CHANGED_MESSAGE", "StopReason"]
 
-#: A disabled or removed user's answer in flight, and session, end with this.
-SESSION_REVOKED = "your session was ended: this account has been disabled or removed"
-#: Those of a user whose password was changed after they logged in, with this.
-PASSWORD_CHANGED = ("your session was ended: the password of this account was changed; "
-                    "log in with the new one")
+#: The ``session_revoked`` message (a text for the user, not a reason: see
+#: :attr:`StopReason.revocation`) that ends a disabled or removed user's answer
+#: in flight, and session.
+ACCOUNT_ENDED_MESSAGE = "your session was ended: this account has been disabled or removed"
+#: The one that ends those of a user whose password was changed after they logged in.
+PASSWORD_CHANGED_MESSAGE = ("your session was ended: the password of this account was "
+                            "changed; log in with the new one")
 
 
 class StopReason(enum.Enum):
@@ -55,6 +57,6 @@ class StopReason(enum.Enum):
 
 
 _REVOCATIONS = {
-    StopReason.ACCOUNT_ENDED: SESSION_REVOKED,
-    StopReason.PASSWORD_CHANGED: PASSWORD_CHANGED,
+    StopReason.ACCOUNT_ENDED: ACCOUNT_ENDED_MESSAGE,
+    StopReason.PASSWORD_CHANGED: PASSWORD_CHANGED_MESSAGE,
 }

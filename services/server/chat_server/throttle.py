@@ -232,6 +232,12 @@ class LoginThrottle:
         while len(self._trusted) > p.max_entries:
             self._trusted.popitem(last=False)
 
+    @property
+    def trusted_accounts(self) -> int:
+        """Accounts with a trusted address held (at most ``max_entries`` of the
+        account policy)."""
+        return len(self._trusted)
+
     def trusted(self, user: str, key: str | None) -> bool:
         """``user`` logged in successfully from the address ``key`` recently."""
         since = self._trusted.get(user, {}).get(key)

@@ -148,6 +148,14 @@ class Connection:
         """The receive limit in force now (one of the two above)."""
         return self._limits.current
 
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """The bytes received and not parsed yet, and whether the peer's EOF
+        came (h11's ``trailing_data``). After :data:`NEED_DATA` this is at
+        most one incomplete frame within :attr:`frame_limit`: the codec never
+        buffers more (docs/PROTOCOL.md §10)."""
+        return self._buffer.peek(len(self._buffer)), self._buffer.eof
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the peer; ``b""`` means EOF.
 
