@@ -140,6 +140,22 @@ def _invalid(frame_type: str, why: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"invalid {frame_type} frame: {why}", ErrorCode.PROTOCOL_ERROR)
 
 
+#: Digits beyond which an integer literal is not converted to an ``int``: every
+#: integer this protocol uses has at most 16 (2**53-1).
+_MAX_INT_DIGITS = 20
+
+
+def _parse_int(literal: str) -> int | float:
+    """A JSON integer literal. One longer than :data:`_MAX_INT_DIGITS` digits is
+    valid JSON of any length (RFC 8259 §6), but CPython's ``int()`` refuses more
+    than 4300 digits and takes time quadratic in the length below that; it reads
+    as an infinite float, so a known key refuses it as out of range and an
+    unknown key ignores it like any other value (docs/PROTOCOL.md §3)."""
+    if len(literal) > _MAX_INT_DIGITS + literal.startswith("-"):
+        return float("-inf") if literal.startswith("-") else float("inf")
+    return int(literal)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -354,6 +370,7 @@ def decode_frame(frame_type: str, body: bytes, sender: Role) -> Event:
         obj = json.loads(
             body.decode("utf-8"),
             parse_constant=_reject_constant,
+            parse_int=_parse_int,
             object_pairs_hook=_object_without_duplicates,
         )
     except _DuplicateKey:
