@@ -47,6 +47,7 @@ from chatcore.protocol import (
     Role,
     ServerHello,
     State,
+    frame_name,
 )
 
 from . import __version__
@@ -185,6 +186,10 @@ class ChatConnection:
                 if on_notice is not None:
                     on_notice(event)
                 continue
+            if isinstance(event, Pong):
+                # Legal from the server before login too (docs/PROTOCOL.md §5),
+                # and never an answer to what we wait for.
+                continue
             return event
 
     def _unexpected(self, event: Event, what: str) -> Exception:
@@ -192,7 +197,7 @@ class ChatConnection:
             return server_error(event)
         if isinstance(event, ConnectionClosed | Bye):
             return ConnectionLost(f"the server closed the connection while we waited for {what}")
-        return ConnectionLost(f"unexpected {type(event).__name__} from the server instead of {what}")
+        return ConnectionLost(f"unexpected {frame_name(event)} from the server instead of {what}")
 
     @property
     def encrypted(self) -> bool:
