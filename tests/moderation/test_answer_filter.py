@@ -301,12 +301,24 @@ PIECES = [
     # second round: classes that still got through (docs/SECURITY.md §3, §4)
     "o'brien", "=40", "&amp;#64;", "arroba", "punto", "at the rate", "\u00abat\u00bb", "<<at>>", "\u2212",
     "9\ufe0f\u20e3", "f|u|c|k", "\u017fuck", "@@", "-dot-", "\u00b7", "C++", "Shilts",
+    # third round: separators, escapes and lists of numbers (docs/SECURITY.md §3)
+    "98765_43210", "987|654", "~", "|", "*", "\\", "'", "\u2022", "\u2028", "&#57;", "&#5", "%39", "%3",
+    "&nbsp;", "&#x39;", "\\u0039", "1", "2", "4", "9", "10", "16", "25", "21 22 23 24", "10:30",
+    "2_147_483_647",
 ]
 SEPARATORS = ["", " ", " ", "  ", "\n", ", ", ". ", "-", "!", "?", " (", ") ", "\u00a0", "\t", ":"]
 
 texts = st.lists(
     st.tuples(st.sampled_from(PIECES), st.sampled_from(SEPARATORS)), max_size=30
 ).map(lambda items: "".join(w + s for w, s in items))
+#: Lists of numbers and phone numbers in groups, back to back: whether a
+#: group is a list's term depends on its neighbours, also on those still to come.
+number_texts = st.lists(
+    st.tuples(st.one_of(st.integers(min_value=0, max_value=120).map(str),
+                        st.sampled_from(["98765", "43210", "212", "736", "5000", "+91", "0958", "&#57;"])),
+              st.sampled_from([" ", " ", ", ", "-", " | ", "\n", "_"])),
+    max_size=24,
+).map(lambda items: "".join(f"{n}{sep}" for n, sep in items))
 raw_texts = st.text(
     alphabet=st.sampled_from(list("abcxyzsoniht 0123456789\n+-.()[]@!$|xX,'_* \u200b\u00a0\u0430\u0455\uff58:#%=/\u20b9")),
     max_size=80,
@@ -322,6 +334,13 @@ def split(text: str, cuts: list[int]) -> list[str]:
 @given(text=texts, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=20))
 def test_streaming_equals_whole_text_mask_for_any_split(text, cuts):
     assert stream(split(text, cuts))[0] == mask_answer(text, BANNED) == mask_direct(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=number_texts, cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=20))
+def test_streaming_equals_whole_text_mask_on_lists_of_numbers(text, cuts):
+    assert stream(split(text, cuts))[0] == mask_answer(text, BANNED) == mask_direct(text)
+    assert stream(list(text))[0] == mask_direct(text)
 
 
 @settings(max_examples=500, deadline=None)

@@ -131,3 +131,93 @@ def test_the_forms_combine_linearly_on_long_input():
     # Every new form back to back: the scan stays linear (no blow-up).
     text = "".join(a + d for a, d in itertools.product(AT_FORMS, DOT_FORMS)) * 3
     assert isinstance(find_personal_data(text), list)
+
+
+# --------------------------------------------------------------------------- third round
+#: Every character written between digit groups (ASCII punctuation, Unicode
+#: dashes, spaces, bullets, bars, slashes and colons), each as the only
+#: separator of a number, also with spaces around it.
+GROUP_SEPARATORS = [
+    "_", "~", "|", ":", "*", "/", "\\", "'", "\u2022", "\u2023", "\u25e6", "\u2217", "\u2219", "\u22c5",
+    "\u2502", "\u2503", "\u2223", "\u00a6", "\u2044", "\u2215", "\u2216", "\u2236", "\uff3f", "\uff5c",
+    "\uff1a", "\uff5e", "\u301c", "\uff0a", "\uff0f", "\uff3c", "\ufe63", "\u2010", "\u2011", "\u2015",
+    "\u2e3a", "\u2028", "\u2003", "\u205f", "\u1680", "\u00b7", "\u30fb",
+]
+DOT_LIKE = "\u2219\u22c5\u00b7\u30fb"
+
+
+@pytest.mark.parametrize(
+    ("sep", "number"),
+    [
+        pytest.param(sep, number, id=f"U+{ord(sep):04X}-{number}")
+        for sep in GROUP_SEPARATORS
+        for number in ["98765{s}43210", "+91{s}98765{s}43210", "212{s}736{s}5000", "+44{s}20{s}7946{s}0958"]
+        # Two groups joined by a dot are a decimal number (0.8414709848).
+        if not (number == "98765{s}43210" and sep in DOT_LIKE)
+    ],
+)
+def test_phone_number_with_any_group_separator_attack_is_masked(sep, number):
+    for s in (sep, f" {sep} "):
+        written = number.format(s=s)
+        text = f"call {written} now"
+        assert mask_personal_data(text) == "call [phone removed] now", written
+
+
+def _html_dec(c: str) -> str:
+    return f"&#{ord(c)};"
+
+
+def _html_hex(c: str) -> str:
+    return f"&#x{ord(c):x};"
+
+
+def _percent(c: str) -> str:
+    return f"%{ord(c):02X}"
+
+
+NUMBER_ESCAPES = {
+    "html_decimal": _html_dec,
+    "html_hex": _html_hex,
+    "html_padded": lambda c: f"&#00{ord(c)};",
+    "html_twice": lambda c: f"&amp;#{ord(c)};",
+    "percent": _percent,
+    "percent_twice": lambda c: f"%25{ord(c):02X}",
+    "unicode_escape": lambda c: f"\\u{ord(c):04x}",
+    "hex_escape": lambda c: f"\\x{ord(c):02x}",
+}
+
+
+@pytest.mark.parametrize("form", sorted(NUMBER_ESCAPES))
+@pytest.mark.parametrize("which", ["digits", "separators", "every_other"])
+def test_phone_number_with_escaped_digits_or_separators_attack_is_masked(form, which):
+    esc = NUMBER_ESCAPES[form]
+    for number in ("+91 98765 43210", "(212) 736-5000"):
+        out = []
+        for i, c in enumerate(number):
+            escape = {"digits": c.isdigit(), "separators": not c.isdigit(), "every_other": i % 2 == 0}[which]
+            out.append(esc(c) if escape else c)
+        written = "".join(out)
+        text = f"call {written} now"
+        assert mask_personal_data(text) == "call [phone removed] now", written
+
+
+@pytest.mark.parametrize("entity", ["&nbsp;", "&ndash;", "&mdash;", "&minus;", "&#8209;", "&#x2011;", "&thinsp;",
+                                    "&#32;", "%20", "%2D", "&apos;", "&sol;", "&verbar;", "&lowbar;"])
+def test_phone_number_with_named_or_numbered_separator_entities_attack_is_masked(entity):
+    text = f"call 98765{entity}43210 or 212{entity}736{entity}5000 now"
+    assert mask_personal_data(text) == "call [phone removed] or [phone removed] now", entity
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "at 10:30-11:45 and 13:00~14:30", "ratio 16:9, 4:3, 21:9", "John 3:16", "score 3:1",
+        "int max 2_147_483_647", "1_000_000_000", "1'234'567.89 CHF", "he is 5'10\"",
+        "| 2019 | 2020 | 2021 | 2022 |", "3 * 7 * 11 * 13 * 17", "1000 * 1000 * 1000 = 10^9",
+        "10.0.0.1:8080 and 192.168.1.100:443", "C:\\Users\\me\\2021\\report.txt",
+        "&#169; 2026 &mdash; all rights reserved", "page%201 of 12", "&lt;div&gt;1234&lt;/div&gt;",
+        "50% off, 25%20 discount", "\u2022 2026 \u2022 2027 \u2022 2028",
+    ],
+)
+def test_numbers_next_to_the_new_separators_are_not_phone_numbers(text):
+    assert find_personal_data(text) == [], text

@@ -241,3 +241,95 @@ def test_every_configured_regions_example_numbers_are_found_in_every_format(regi
         for fmt in FORMATS:
             written = phonenumbers.format_number(number, fmt)
             assert [p.text for p in detector.find(f"call {written} now")] == [written], (kind, written)
+
+
+# --------------------------------------------------------------------------- lists of numbers
+ROUND_STEPS = [*range(1, 11), 15, 20, 25, 50, 100, 250, 500, 1000]
+
+
+def _written(terms: list[int], joiner: str) -> str:
+    return joiner.join(map(str, terms))
+
+
+@SETTINGS
+@given(start=st.integers(min_value=0, max_value=3000), step=st.sampled_from(ROUND_STEPS),
+       count=st.integers(min_value=5, max_value=40), down=st.booleans(),
+       joiner=st.sampled_from([" ", ", ", "  ", " | ", "\t", " - ", ",", " * "]))
+def test_counting_lists_with_a_round_step_are_never_phone_numbers(start, step, count, down, joiner):
+    terms = [start + step * n for n in range(count)]
+    if down:
+        terms.reverse()
+    if max(terms) < 10:
+        return  # single digits spaced out are how a phone number is spelt (below)
+    text = _written(terms, joiner)
+    for sentence in (text, f"the values are {text}.", f"[{text}]"):
+        assert phones(sentence) == [], sentence
+
+
+def _fibonacci(a: int, b: int, n: int) -> list[int]:
+    out = [a, b]
+    while len(out) < n:
+        out.append(out[-1] + out[-2])
+    return out
+
+
+def _primes_from(lo: int, n: int) -> list[int]:
+    out: list[int] = []
+    k = max(lo, 2)
+    while len(out) < n:
+        if all(k % p for p in range(2, int(k**0.5) + 1)):
+            out.append(k)
+        k += 1
+    return out
+
+
+SEQUENCES = {
+    "squares": lambda s, n: [k * k for k in range(s + 1, s + 1 + n)],
+    "cubes": lambda s, n: [k**3 for k in range(s + 2, s + 2 + n)],
+    "triangular": lambda s, n: [k * (k + 1) // 2 for k in range(s + 1, s + 1 + n)],
+    "powers_of_two": lambda s, n: [2**k for k in range(s % 8, s % 8 + n)],
+    "powers_of_three": lambda s, n: [3**k for k in range(s % 5, s % 5 + n)],
+    "fibonacci": lambda s, n: _fibonacci(s % 5 + 1, s % 5 + 2, n),
+    "primes": lambda s, n: _primes_from(s, n),
+    "doubling_from": lambda s, n: [(s + 1) * 2**k for k in range(n)],
+}
+
+
+@SETTINGS
+@given(kind=st.sampled_from(sorted(SEQUENCES)), start=st.integers(min_value=0, max_value=60),
+       count=st.integers(min_value=6, max_value=20), joiner=st.sampled_from([" ", ", ", " | ", "  "]))
+def test_mathematical_sequences_are_never_phone_numbers(kind, start, count, joiner):
+    terms = SEQUENCES[kind](start, count)
+    text = _written(terms, joiner)
+    if len({len(str(t)) for t in terms}) == 1 and min(terms) < 10:
+        return  # single digits: nothing tells them from a number spelt digit by digit
+    for sentence in (text, f"{kind}: {text}, and so on"):
+        assert phones(sentence) == [], sentence
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 2 3 4 5 6 7 8 9 10", "0 1 2 3 4 5 6 7 8 9 10 11 12", "10 9 8 7 6 5 4 3 2 1", "1 4 9 16 25 36 49 64 81 100",
+        "1 1 2 3 5 8 13 21 34 55 89 144", "2 3 5 7 11 13 17 19 23 29 31 37", "1 2 4 8 16 32 64 128 256 512 1024",
+        "20 21 22 23 24 25 26 27 28 29 30", "2020 2021 2022 2023 2024 2025", "100 200 300 400 500 600 700",
+        "1 3 6 10 15 21 28 36 45 55", "Chapter 1 2 3 4 5 6 7 8 9 10 11 12 13",
+    ],
+)
+def test_the_reported_counting_lists_are_not_phone_numbers(text):
+    assert phones(text) == [], text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9 8 7 6 5 4 3 2 1 0",  # a number spelt digit by digit
+        "98 76 54 32 10",  # in pairs: a step of 22 is a digit pattern, not counting
+        "+1 2 3 4 5 6 7 8 9 10",  # after "+" and a country code it is a number
+        "9 12 34 56 789 0",  # not monotonic
+        "list 1 2 3 then 98765 43210",  # a number after a list
+        "1 2 3 4 5 6 7 8 9 10 98765 43210",  # a number right after a list
+    ],
+)
+def test_phone_numbers_written_like_lists_are_still_found(text):
+    assert phones(text) != [], text

@@ -25,9 +25,12 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   character: the server applies it before transliterating an answer for the
   original client, so the ASCII it masks keeps what the detectors saw.
 * **Phones** are found by a linear scan for *runs*: digit groups joined by at
-  most four separator characters (space, ``- . / ( ) [ ]``, and at most one
-  line break), optionally led by ``+`` or ``(``. A *run-word* is a stretch of
-  a run without a space; numbers start and end at whole run-words. Inside a
+  most four separator characters (space, ``- . / ( ) [ ] _ ~ | : * ' \\``, and
+  at most one line break; not a comma), optionally led by ``+`` or ``(``,
+  on a copy where HTML, percent and backslash escapes of digits and
+  separators are read back (``&#57;``, ``&nbsp;``, ``%39``, ``\\u0039``).
+  A *run-word* is a stretch of a run without a space; numbers start and end
+  at whole run-words. Inside a
   run, numbers are chosen greedily from the left: at each run-word, the
   longest window of whole run-words with at most :data:`MAX_PHONE_DIGITS`
   digits that libphonenumber (``phonenumbers``) calls valid, and reportable:
@@ -66,7 +69,9 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
     ``+`` and a country code: ``+91 9-8-7-6-5-4-3-2-1-0``); groups joined by
     dots alone count only when grouped exactly as a national format
     (``212.736.5000``, ``06.12.34.56.78``);
-  - brackets that do not pair up (``arr[3632][10]``).
+  - brackets that do not pair up (``arr[3632][10]``);
+  - terms of a list of numbers (``1 2 3 4 5 6 7 8 9 10``, squares, primes,
+    ``2020 2021 2022 2023 2024``; :func:`_in_list` gives the rule).
 
   tests/privacy/test_phone_false_positives.py states these as properties
   over generated UUIDs, tokens, dates, addresses, versions and amounts.
@@ -237,6 +242,16 @@ _LIKE = {
     **dict.fromkeys("\u2212\u2796\u02d7\u207b\u208b\u2043", "-"),
     "\u2795": "+",
     "\u24b6": "@", "\u24d0": "@",  # circled a, written for "@"
+    # Separators between digit groups NFKC leaves alone: bullets and star
+    # operators ("*"), vertical bars and box-drawing lines ("|"), division
+    # and fraction slashes, set minus ("/" and "\\"), the ratio colon (":"),
+    # line and paragraph separators (a line break).
+    **dict.fromkeys("\u2022\u2023\u25e6\u2217\u22c6\u2218\u2731\u2732\u204e", "*"),
+    **dict.fromkeys("\u2502\u2503\u2223\u00a6\u2758\u23d0\u2551", "|"),
+    **dict.fromkeys("\u2044\u2215\u29f8", "/"),
+    **dict.fromkeys("\u2216\u29f5\u29f9", "\\"),
+    **dict.fromkeys("\u2236\ua789", ":"),
+    **dict.fromkeys("\u2028\u2029\x85", "\n"),
 }
 
 
@@ -365,6 +380,36 @@ def _unescape(m: re.Match[str]) -> str:
     else:
         c = chr(int(s[-2:], 16))
     return c if c in ("@", ".") else s
+
+
+#: Escapes of the characters of a phone number (digits, "+", separators):
+#: HTML character references, complete with their ";" (``&#57;``, ``&#x39;``,
+#: ``&nbsp;``, ``&ndash;``, also escaped twice: ``&amp;#57;``), percent escapes
+#: (``%39``, ``%20``, ``%2539``) and backslash escapes (``\u0039``, ``\x39``).
+#: The ";" is required so that an escape read while an answer streams is the
+#: escape the whole answer has ("&#5" may still become "&#53;").
+_NUMBER_ESCAPES = re.compile(
+    r"&(?:amp;)?(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});|%(?:25)?[0-9a-fA-F]{2}"
+    r"|\\(?:u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2})"
+)
+# The beginning of such an escape at the end of a text.
+_PARTIAL_NUMBER_ESCAPE = re.compile(
+    r"(?:&(?:#[xX]?[0-9a-fA-F]{0,7}|[a-zA-Z]{1,8}|amp;(?:#[xX]?[0-9a-fA-F]{0,7}|[a-zA-Z]{0,8}))?"
+    r"|%(?:25?[0-9a-fA-F]?|[0-9a-fA-F])?|\\(?:u[0-9a-fA-F]{0,3}|x[0-9a-fA-F]?)?)\Z"
+)
+_NUMBER_CHARS = frozenset("0123456789+()[]-./_~|:*'\\ \t")
+
+
+def _unescape_number(m: re.Match[str]) -> str:
+    s = m.group()
+    if s[0] == "&":
+        c = html.unescape("&" + s[5:] if s.startswith("&amp;") else s)
+    else:
+        c = chr(int(s[-4:] if s[1] == "u" else s[-2:], 16))
+    if len(c) != 1:
+        return s
+    f = c if c.isascii() else _fold_char(c)
+    return f if len(f) == 1 and f in _NUMBER_CHARS else s
 
 
 #: What may stand in a local part besides letters and digits: RFC 5322's
@@ -510,9 +555,16 @@ def _email_open_start(m: _Mapped, spans: list[tuple[int, int]]) -> int:
 
 # --------------------------------------------------------------------------- phone
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
-_SEP_CHARS = r" \t./()\[\]-"
+#: Characters between the digit groups of a number: space, tab and the
+#: punctuation people put there ("98765_43210", "987|654|3210", "987:654:3210",
+#: "987*654*3210", "987~654~3210", "987'654'3210", "987\\654\\3210" as much
+#: as "987-654-3210").
+#: What each means elsewhere (an hour, a thousands group, a range) is judged
+#: per run-word (:func:`_other_shape`).
+_SEP_CHARS = r" \t./()\[\]\-_~|:*'\\"
 # A run: an optional lead, digit groups, separators of at most four characters
-# (one line break at most). The classes are disjoint, so matching is linear.
+# (one line break at most). A comma is not one: "1,234" and "1, 2" are
+# thousands and lists far more often than a phone number's groups. The classes are disjoint, so matching is linear.
 _RUN = re.compile(
     r"(?:\(?\+|\()?[0-9]+(?:(?:[" + _SEP_CHARS + r"]{1,4}|[" + _SEP_CHARS + r"]{0,3}\r?\n["
     + _SEP_CHARS + r"]{0,3})[0-9]+)*"
@@ -643,8 +695,15 @@ _LATIN = regex.compile(r"[\p{Script=Latin}\p{Mn}]")
 # Dates as one run-word: 2026-12-01, 01.12.2026, 12/01/26.
 _DATE_YMD = re.compile(r"([0-9]{4})([-./])([0-9]{1,2})\2([0-9]{1,2})")
 _DATE_DMY = re.compile(r"([0-9]{1,2})([-./])([0-9]{1,2})\2([0-9]{2}|[0-9]{4})")
-_IPV4 = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3})(?:/([0-9]{1,2}))?")
+_IPV4 = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3})(?:/([0-9]{1,2})|:[0-9]{1,5})?")
 _DIGIT_SET = frozenset("0123456789")
+# Hours and minutes (and seconds, fractions of them): "9:00", "13:45:10", "100:00".
+_TIME = re.compile(r"[0-9]{1,3}(?::[0-5][0-9]){1,2}")
+_NOT_COLON = re.compile(r"[^0-9:]+")
+# Digit separators of amounts inside a run-word: thousands ("1'234'567.89",
+# "2_147_483_647"; a comma never joins a run).
+_THOUSANDS_SEPS = frozenset("'_")
+_THOUSANDS = re.compile(r"[1-9][0-9]{0,2}(?:(?P<s>['_])[0-9]{3})(?:(?P=s)[0-9]{3})*(?:\.[0-9]+)?")
 # An amount: a currency sign or code right before the digits (one space at most).
 _CURRENCY_BEFORE = regex.compile(r"(?:\p{Sc}|(?<![A-Za-z])(?:Rs\.?|INR|USD|EUR|GBP|AUD|CAD)) ?\Z")
 
@@ -671,7 +730,8 @@ def _is_glue(ch: str) -> bool:
 
 def _other_shape(word: str, versions: bool = True) -> bool:
     """A run-word (digit groups joined without a space) that is something
-    else: a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
+    else: hours and minutes (``12:30``, ``10:30-11:45``), a number literal
+    with digit separators (``2_147_483_647``), a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
     address or network (``10.0.0.0/8``), a decimal number (``0.8414709848``;
     ``030.1234567`` is not one), or a version or part number whose later
     groups include a single digit (``2.0.1``, ``978-3-16-148410-0``)."""
@@ -691,10 +751,96 @@ def _other_shape(word: str, versions: bool = True) -> bool:
         return True
     groups = _GROUP.findall(word)
     seps = set(word) - _DIGIT_SET
+    if ":" in seps and all(_TIME.fullmatch(piece) for piece in _NOT_COLON.split(word) if ":" in piece):
+        return True  # hours and minutes, also a range of them ("10:30-11:45")
+    if seps & _THOUSANDS_SEPS and _THOUSANDS.fullmatch(word):
+        return True  # an amount with digit separators ("1'234'567.89", "2_147_483_647")
     if seps == {"."} and len(groups) == 2 and (groups[0] == "0" or groups[0][0] != "0"):
         return True  # a decimal number
     return versions and len(seps) == 1 and seps <= {".", "-"} and len(groups) >= 3 \
         and any(len(g) == 1 for g in groups[1:])
+
+
+#: A list of numbers has at least this many terms.
+_LIST_TERMS = 5
+#: Neighbouring terms read on each side of a candidate to tell a list.
+_LIST_REACH = _LIST_TERMS - 1
+
+
+def _round_step(d: int) -> bool:
+    """A step people count in: 1 to 10, or a multiple of 5."""
+    return 0 < abs(d) <= 10 or d % 5 == 0
+
+
+def _in_list(digits: list[str], i: int, j: int, first: int, open_run: bool) -> bool | None:
+    """Are the digit groups ``i..j`` (inclusive) terms of a list of numbers,
+    not a phone number written in groups? None: it depends on what may still
+    come (``open_run``: the run reaches the end of a text that goes on, so its
+    last group may grow and more may follow; ``first``: groups before it, a
+    country code after "+", are never terms).
+
+    A list is at least :data:`_LIST_TERMS` terms without leading zeros,
+    strictly increasing or decreasing, and (a) neighbours at most four times
+    apart with the number of digits changing somewhere ("1 2 3 … 9 10",
+    squares, primes, powers of two, Fibonacci: "8 13 21 34 55 89"), or (b) a
+    constant step people count in (1 to 10 or a multiple of 5) with a term of
+    two or more digits ("21 22 23 24 25", "2020 2021 2022 2023 2024"), or (c)
+    terms of two or more digits whose steps are at most a third of the smaller
+    neighbour ("36 45 55 66 78", "41 43 47 53 59"). Digits
+    spaced out one by one ("9 8 7 6 5 4 3 2 1 0") and pairs in a digit
+    pattern ("98 76 54 32 10": steps of 22) are neither: those are how phone
+    numbers are written. The terms read are the candidate's and at most
+    :data:`_LIST_REACH` on each side, so the answer is local."""
+    if i < first or j - i + 1 > MAX_PHONE_DIGITS:
+        return False
+    terms = digits[i : j + 1]
+    if any(len(t) > 1 and t[0] == "0" for t in terms):
+        return False
+    values = [int(t) for t in terms]
+    if len(values) < 2:
+        return False
+    up = values[1] > values[0]
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    if any((d > 0) != up or d == 0 for d in steps):
+        return False
+
+    def fits_ratio(a: int, b: int) -> bool:
+        lo, hi = min(a, b), max(a, b)
+        return (b > a) == up and a != b and hi <= 4 * max(lo, 1)
+
+    def fits_step(a: int, b: int) -> bool:
+        return b - a == steps[0]
+
+    def fits_gently(a: int, b: int) -> bool:
+        return (b > a) == up and a != b and min(a, b) >= 10 and abs(b - a) <= min(a, b) // 3
+
+    last = len(digits) - 1
+    uncertain = False
+    verdict = False
+    for fits in (fits_ratio, fits_step, fits_gently):
+        if not all(fits(a, b) for a, b in itertools.pairwise(values)):
+            continue
+        lo, hi = i, j
+        while lo - 1 >= first and lo > i - _LIST_REACH and not (len(digits[lo - 1]) > 1 and digits[lo - 1][0] == "0") \
+                and fits(int(digits[lo - 1]), int(digits[lo])):
+            lo -= 1
+        while hi + 1 < len(digits) and hi < j + _LIST_REACH and not (len(digits[hi + 1]) > 1 and digits[hi + 1][0] == "0") \
+                and fits(int(digits[hi]), int(digits[hi + 1])):
+            hi += 1
+        stretch = digits[lo : hi + 1]
+        widths = {len(t) for t in stretch}
+        ok = len(stretch) >= _LIST_TERMS and (
+            len(widths) > 1 if fits is fits_ratio
+            else max(widths) > 1 and _round_step(steps[0]) if fits is fits_step
+            else True)
+        # With the run still open, its last group may grow and more may follow.
+        if open_run and (hi >= last or (hi + 1 == last and hi < j + _LIST_REACH)):
+            uncertain = True
+        elif ok:
+            verdict = True
+    if verdict:
+        return True
+    return None if uncertain else False
 
 
 _BRACKET = re.compile(r"[()\[\]]")
@@ -868,6 +1014,7 @@ class PersonalDataDetector:
                         open_start = min(open_start, points[-1])
                         break
                     found = None
+                    unsettled = False
                     s = rs if i == 0 else groups[i][0]
                     if i > 0 and text[s - 1] == "(":
                         s -= 1
@@ -886,9 +1033,18 @@ class PersonalDataDetector:
                             dotted = jj - i >= 2 and not_dot[jj] == not_dot[i]
                             if _brackets_ok(text, s, e) and self._phone_ok(
                                     plus and i == 0, acc[:cut], tuple(lengths[i : jj + 1]), dotted):
-                                found = (jj, e)
-                                break
+                                listed = _in_list(digits, i, jj, 1 if plus else 0, run_open)
+                                if listed is None:
+                                    unsettled = True
+                                    break
+                                if not listed:
+                                    found = (jj, e)
+                                    break
                         cut -= len(digits[jj])
+                    if unsettled:
+                        # Whether it is part of a list depends on groups still to come.
+                        open_start = min(open_start, points[-1])
+                        break
                     if found is not None:
                         spans.append((s, found[1]))
                         i = found[0] + 1
@@ -1001,11 +1157,22 @@ class PersonalDataDetector:
         email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)
         if first_only and found:
             return Scan([PersonalData(k, s, e, text[s:e]) for s, e, k in found[:1]], n)
-        phones, blocked_f, phone_open_f = self._phones(folded, final)
+        digits = folded.sub(_NUMBER_ESCAPES, _unescape_number) \
+            if "&" in folded.text or "%" in folded.text or "\\" in folded.text else folded
+        cut = n
+        if not final:
+            # An escape still being written ("&#5", "%3") may become a digit or
+            # a separator: the phones are scanned as if the text went on there.
+            tail = _PARTIAL_NUMBER_ESCAPE.search(digits.text, max(0, len(digits.text) - 16))
+            if tail is not None and tail.start() < len(digits.text):
+                t = tail.start()
+                cut = digits.original_index(t, n)
+                digits = _Mapped(digits.text[:t], digits.starts[:t], digits.ends[:t])
+        phones, blocked_f, phone_open_f = self._phones(digits, final)
         for s, e in phones:
-            found.append((*folded.finding_span(s, e, n), "phone"))
-        phone_open = folded.original_index(phone_open_f, n)
-        blocked = [folded.original_span(a, b) for a, b in blocked_f if a < b]
+            found.append((*digits.finding_span(s, e, cut), "phone"))
+        phone_open = min(cut, digits.original_index(phone_open_f, cut))
+        blocked = [digits.original_span(a, b) for a, b in blocked_f if a < b]
         open_start = min(email_open, phone_open)
         found.sort(key=lambda f: (f[0], f[2] != "email", -f[1]))
         out: list[PersonalData] = []
