@@ -299,3 +299,23 @@ def test_error_reply_never_echoes_the_peer_bytes() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         feed(conn, b"AUTH 12".ljust(64) + secret)
     assert secret not in conn.error_reply(info.value)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_early_refusal_states_no_size_it_does_not_know(version: int) -> None:
+    """Refused on a header still arriving (or with an 11th digit), the frame
+    announces at least the digits seen so far: the message says so, instead
+    of a size the peer never announced; a complete header gets its size."""
+    prefix = b"" if version == 1 else b"CHAT "
+    cases = [(prefix + b"99999", "at least 99999 bytes"),
+             # v2's LENGTH has at most 10 digits, v1's 20.
+             (prefix + b"9" * 11 + b" " * 40,
+              "at least 9999999999 bytes" if version == 2 else "of 99999999999 bytes"),
+             ((prefix + b"99999").ljust(64), "of 99999 bytes")]
+    for data, said in cases:
+        conn = Connection(Role.SERVER)
+        conn.receive_data(data)
+        with pytest.raises(RemoteProtocolError) as info:
+            conn.next_event()
+        assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+        assert said in str(info.value), (data, str(info.value))

@@ -52,14 +52,22 @@ def _bad_header() -> RemoteProtocolError:
     return RemoteProtocolError("invalid frame header", ErrorCode.PROTOCOL_ERROR)
 
 
-def _check_limit(digits: bytes, limit: int) -> int:
+def _check_limit(digits: bytes, limit: int, *, more: bool = False) -> int:
+    """``more``: a digit follows, or may still arrive, so the frame announces
+    at least ``digits`` (the refusal must not state a size it does not know)."""
     length = int(digits)
     if length > limit:
+        size = f"at least {length}" if more else str(length)
         raise RemoteProtocolError(
-            f"frame body of {length} bytes exceeds the limit of {limit} bytes",
+            f"frame body of {size} bytes exceeds the limit of {limit} bytes",
             ErrorCode.FRAME_TOO_LARGE,
         )
     return length
+
+
+def _more_digits(head: bytes, end: int) -> bool:
+    """The digits that end at ``end`` may go on: the header is cut there, or a digit follows."""
+    return end == len(head) or 0x30 <= head[end] <= 0x39
 
 
 def parse_v1_header(buf: bytes | bytearray, limit: int) -> int | None:
@@ -72,7 +80,7 @@ def parse_v1_header(buf: bytes | bytearray, limit: int) -> int | None:
     head = bytes(buf[:HEADER_SIZE])
     m = _V1_LENGTH.match(head)
     if m is not None:
-        _check_limit(m.group(), limit)
+        _check_limit(m.group(), limit, more=_more_digits(head, m.end()))
     if len(head) < HEADER_SIZE:
         if _V1_PARTIAL.fullmatch(head) is None:
             raise _bad_header()
@@ -89,7 +97,7 @@ def parse_v2_header(buf: bytes | bytearray, limit: int) -> tuple[str, int] | Non
     head = bytes(buf[:HEADER_SIZE])
     m = _V2_LENGTH.match(head)
     if m is not None:
-        _check_limit(m.group(1), limit)
+        _check_limit(m.group(1), limit, more=_more_digits(head, m.end()))
     if len(head) < HEADER_SIZE:
         if _V2_PARTIAL.fullmatch(head) is None:
             raise _bad_header()
