@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 
 from tests.fixtures.server import PASSWORD, USER, LiveServer, make_server_env
 from tests.fixtures.standin import StandIn
-from tests.hostile._support import parse_v2, raw, read_until_closed, v2_login
+from tests.hostile._support import (
+    V1_TERMINATOR,
+    parse_v2,
+    raw,
+    read_until_closed,
+    v1_chunks,
+    v1_frame,
+    v1_login,
+    v2_login,
+)
 
 AUTH_TIMEOUT = 2
 #: The limit before login (§10), which every header here is judged by.
@@ -131,6 +140,59 @@ def test_a_connection_that_sends_nothing_is_closed_without_a_reply_at_the_login_
     started = time.monotonic()
     assert read_until_closed(sock, timeout=AUTH_TIMEOUT + 10) == b""
     assert time.monotonic() - started >= AUTH_TIMEOUT - 0.5
+
+
+# -- §9: v1 has no message ids, so its replies come in the order of its messages ---------
+
+#: About a second of answer from the stand-in.
+SLOW = "[standin:tokens=40] [standin:delay-ms=25]"
+
+
+def _v1_replies(sock: socket.socket, count: int) -> list[str]:
+    """The next ``count`` replies, each up to its 64-space terminator, as the
+    original client reads them."""
+    replies: list[str] = []
+    data = b""
+    while True:
+        chunks = v1_chunks(data[:len(data) - len(data) % 64])
+        if V1_TERMINATOR in chunks:
+            end = chunks.index(V1_TERMINATOR)
+            replies.append(b"".join(chunks[:end]).decode("ascii").strip())
+            data = data[(end + 1) * 64:]
+            continue
+        if len(replies) >= count:
+            return replies
+        chunk = sock.recv(65536)
+        assert chunk, (replies, data)
+        data += chunk
+
+
+def test_v1_replies_come_in_the_order_of_the_messages(server_factory) -> None:
+    """Errors too: a message refused by the rate limit while an earlier answer
+    streamed got its [ERROR] chunks and terminator before that answer, so a v1
+    client read the refusal as the answer to its first message."""
+    live = server_factory(CHAT_RATE_LIMIT="2")
+    sock = v1_login(live.port, USER, PASSWORD)
+    sock.sendall(v1_frame(f"first {SLOW}") + b"".join(v1_frame(f"q{i}") for i in range(3)))
+    replies = _v1_replies(sock, 4)
+    assert replies[0].startswith("Echo: first"), replies
+    assert replies[1].startswith("Echo: q0"), replies
+    assert [r.split(":")[0] for r in replies[2:]] == ["[ERROR] rate_limited"] * 2, replies
+
+
+def test_v1_frames_behind_a_waiting_message_are_not_read(server: LiveServer) -> None:
+    """A v1 message that arrives during an answer waits for it, and the server
+    reads nothing behind it meanwhile: a broken header behind it is refused
+    after the first answer's terminator, not in the middle of it (so a v1
+    client that pipelines waits in TCP instead of piling up messages in the
+    server's memory)."""
+    sock = v1_login(server.port, USER, PASSWORD)
+    sock.sendall(v1_frame(f"first {SLOW}") + v1_frame(f"second {SLOW}") + b"x".ljust(64))
+    chunks = v1_chunks(read_until_closed(sock))
+    end = chunks.index(V1_TERMINATOR)
+    assert b"".join(chunks[:end]).startswith(b"Echo: first"), chunks[:3]
+    assert not any(c.startswith(b"[ERROR]") for c in chunks[:end]), chunks[:end]
+    assert any(c.startswith(b"[ERROR] protocol_error") for c in chunks[end:]), chunks[end:]
 
 
 # -- §3 and §10: the header grammar, property-based ------------------------------------

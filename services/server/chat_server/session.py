@@ -411,6 +411,8 @@ class Session:
             self._ping_sent = None  # any frame shows the peer is there
             if isinstance(event, ChatMessage):
                 self._last_activity = time.monotonic()
+                if self.conn.version == 1:
+                    await self._v1_wait_for_answer()
                 await self._on_message(event)
             elif isinstance(event, Cancel):
                 self._last_activity = time.monotonic()
@@ -447,6 +449,18 @@ class Session:
             if self.conn.state is State.CLOSED:
                 raise SessionEnded("closed by the protocol")
 
+    async def _v1_wait_for_answer(self) -> None:
+        """v1 has no message ids: the replies to a client's messages (answers,
+        and errors such as rate_limited) must come in the order of the
+        messages. So a v1 message read while an answer is in flight waits for
+        it here, and nothing behind it is read meanwhile: a client that
+        pipelines waits in TCP, not in our memory (docs/PROTOCOL.md §9)."""
+        while self._worker is not None and self.answering:
+            timeout = max(0.0, self._quiet_deadline() - time.monotonic())
+            await asyncio.wait({self._worker}, timeout=timeout)
+            if self.answering:
+                await self._on_quiet()
+
     async def _on_message(self, message: ChatMessage) -> None:
         services = self.services
         assert self.user is not None
@@ -454,9 +468,8 @@ class Session:
         # v2: one answer in flight per session, always (a client that sends
         # again before the END is told so, also while the server shuts down);
         # across a user's sessions the answers queue instead (the user line in
-        # ChatTurn). v1: the original client waits for each answer, so its
-        # queue only fills if a client pipelines, and the messages are answered
-        # in order.
+        # ChatTurn). v1: the chat loop reads a message only once the answer
+        # before it has ended, so the messages are answered in order.
         if self.conn.version != 1 and self.answering:
             metrics.message_outcome(Outcome.BUSY, session=self.id)
             await self._send_error(
@@ -466,7 +479,7 @@ class Session:
             return
         if services.shutting_down and not self.answering:
             # (With an answer in flight, v2 got busy above, and a v1 message
-            # queues behind it: that answer still finishes in the grace period,
+            # is not read yet: that answer still finishes in the grace period,
             # and then the session is told to reconnect.)
             metrics.message_outcome(Outcome.INTERRUPTED, Reason.SHUTDOWN, session=self.id)
             await self._send_error(ErrorCode.SHUTTING_DOWN, "the server is restarting; try again shortly",
