@@ -221,3 +221,52 @@ def test_phone_number_with_named_or_numbered_separator_entities_attack_is_masked
 )
 def test_numbers_next_to_the_new_separators_are_not_phone_numbers(text):
     assert find_personal_data(text) == [], text
+
+
+def _spaced(word: str, gap: str = " ") -> str:
+    return gap.join(word)
+
+
+@pytest.mark.parametrize("gap", [" ", "\t", "\u00a0", "\u2009"])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "{l} @ {d} . {t}", "{l}@{d}.{t}", "{l} at {d} dot {t}", "{l} [at] {d} [dot] {t}", "{l} (at) {d} . {t}",
+        "{l} arroba {d} punto {t}", "{l}&#64;{d}&#46;{t}",
+    ],
+)
+@pytest.mark.parametrize("spaced", ["local", "domain", "tld", "all"])
+def test_letter_spaced_address_attack_is_masked_whole(gap, form, spaced):
+    local, domain, tld = "john", "example", "com"
+    parts = {
+        "l": _spaced(local, gap) if spaced in ("local", "all") else local,
+        "d": _spaced(domain, gap) if spaced in ("domain", "all") else domain,
+        "t": _spaced(tld, gap) if spaced in ("tld", "all") else tld,
+    }
+    address = form.format(**parts)
+    text = f"write to {address} please"
+    assert mask_personal_data(text) == "write to [email removed] please", address
+
+
+@pytest.mark.parametrize("address", ["j.o.h.n at e x a m p l e dot com", "j-o-h-n at e x a m p l e dot c o m",
+                                     "J O H N @ E X A M P L E . C O M", "r a j 9 8 @ g m a i l . c o m"])
+def test_letter_spaced_address_mixed_with_other_forms_attack_is_masked(address):
+    assert mask_personal_data(f"mail {address} today") == "mail [email removed] today", address
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "meet at 5 dot com", "see you at 10 dot org", "look at this dot net", "we met at noon dot com",
+        "I am at home dot com", "she is at work dot net", "arrive at 9 dot com", "laugh at them dot org",
+        "plan a b c then d", "x y z at the end", "grade a at b", "options a, b and c at all",
+    ],
+)
+def test_prose_with_spelt_at_and_dot_is_not_an_address(text):
+    assert find_personal_data(text) == [], text
+
+
+@pytest.mark.parametrize("address", ["john at gmail dot com", "sales at acme dot co dot uk", "raj at 163 dot com",
+                                     "mia arroba correo punto es", "john at example dot com"])
+def test_spelt_out_address_with_a_plausible_domain_attack_is_still_masked(address):
+    assert [p.kind for p in find_personal_data(f"mail {address} now")] == ["email"], address

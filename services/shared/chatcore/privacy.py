@@ -93,7 +93,11 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
   both sides; HTML character references, also escaped twice (``&#64;``,
   ``&commat;``, ``&#x2e;``, ``&amp;#64;``), percent escapes, also of ``%``
   (``%40``, ``%2E``, ``%2540``), quoted-printable (``=40``, ``=2E``) and
-  backslash escapes (``\u0040``, ``\x40``).
+  backslash escapes (``\u0040``, ``\x40``). Letters or digits spaced out
+  one space apart are read as one word (``j o h n @ e x a m p l e . c o m``).
+  Where the ``@`` is a bare word (``at``, ``arroba``), the domain must not
+  begin with a word that follows "at" in prose or with a one- or two-digit
+  number ("meet at 5 dot com", "look at this dot net" are no addresses).
 
 Every pass is linear in the input (docs/SECURITY.md §3 measured a quadratic
 e-mail regex): bounded regular expressions without nested quantifiers, an outward scan per ``@`` over disjoint ranges, and a bounded
@@ -452,12 +456,51 @@ def _domain_length(domain: str) -> int:
     return best
 
 
+#: Single letters or digits spaced out ("j o h n", "e x a m p l e"), at the
+#: start of a word and up to its end or an "@" or ".": read as one word.
+_SPACED_OUT = re.compile(
+    r"(?<![^\s@.(\[<'\"])[^\W_](?:[ \t][^\W_])+(?=[\s@.,;:!?)\]>'\"]|\Z)")
+
+
+def _join_spaced(m: re.Match[str]) -> str:
+    return m.group().replace(" ", "").replace("\t", "")
+
+
 def _email_copy(folded: _Mapped) -> _Mapped:
-    return folded.sub(_ESCAPES, _unescape).sub(_AT_FORMS, "@").sub(_DOT_FORMS, ".")
+    return folded.sub(_ESCAPES, _unescape).sub(_SPACED_OUT, _join_spaced) \
+        .sub(_AT_FORMS, "@").sub(_DOT_FORMS, ".")
 
 
-def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
-    """Spans in ``m`` (the e-mail copy) of e-mail addresses."""
+_AT_WORD_SET = frozenset(_AT_WORDS)
+#: Words that follow the preposition "at" in prose (determiners, pronouns,
+#: times of day): "look at this dot net", "meet at noon dot com" are no address.
+_AFTER_AT = frozenset((
+    "a", "an", "the", "this", "that", "these", "those", "it", "its", "me", "you", "him", "her", "us",
+    "them", "my", "your", "his", "our", "their", "all", "any", "some", "each", "every", "least", "most",
+    "first", "last", "once", "home", "work", "school", "night", "noon", "midnight", "dawn", "dusk",
+    "times", "one", "which", "what", "whom", "whose",
+))
+
+
+def _spelt_at(m: _Mapped, at: int, original: str) -> bool:
+    """Was the "@" at ``at`` written as a bare word ("at", "arroba")?"""
+    written = original[m.starts[at] : m.ends[at]]
+    return " ".join(written.split()).casefold() in _AT_WORD_SET
+
+
+def _plausible_after_spelt_at(local: str, domain: str) -> bool:
+    """An address with its "@" spelt as a bare word must look like one: the
+    domain does not start with a word that follows "at" in prose, or with a
+    number of one or two digits (an hour: "meet at 5 dot com"), and the local
+    part has a letter."""
+    first = domain.split(".", 1)[0].casefold()
+    if first in _AFTER_AT or (first.isdigit() and len(first) <= 2):
+        return False
+    return any(c.isalpha() for c in local)
+
+
+def _find_emails(m: _Mapped, original: str | None = None) -> list[tuple[int, int]]:
+    """Spans in ``m`` (the e-mail copy of ``original``) of e-mail addresses."""
     text = m.text
     n = len(text)
     spans: list[tuple[int, int]] = []
@@ -477,6 +520,9 @@ def _find_emails(m: _Mapped) -> list[tuple[int, int]]:
         while e < hi and _is_domain_char(text[e]):
             e += 1
         length = _domain_length(text[at + 1 : e]) if s < at else 0
+        if length and original is not None and _spelt_at(m, at, original) \
+                and not _plausible_after_spelt_at(text[s:at], text[at + 1 : at + 1 + length]):
+            length = 0
         if length:
             end = at + 1 + length
             spans.append((s, end))
@@ -786,7 +832,8 @@ def _in_list(digits: list[str], i: int, j: int, first: int, open_run: bool) -> b
     constant step people count in (1 to 10 or a multiple of 5) with a term of
     two or more digits ("21 22 23 24 25", "2020 2021 2022 2023 2024"), or (c)
     terms of two or more digits whose steps are at most a third of the smaller
-    neighbour ("36 45 55 66 78", "41 43 47 53 59"). Digits
+    neighbour ("36 45 55 66 78", "41 43 47 53 59"), or (d) terms of two or
+    more digits with a constant second difference ("16 25 36 49 64 81"). Digits
     spaced out one by one ("9 8 7 6 5 4 3 2 1 0") and pairs in a digit
     pattern ("98 76 54 32 10": steps of 22) are neither: those are how phone
     numbers are written. The terms read are the candidate's and at most
@@ -838,6 +885,32 @@ def _in_list(digits: list[str], i: int, j: int, first: int, open_run: bool) -> b
             uncertain = True
         elif ok:
             verdict = True
+    # (d) A constant, non-zero second difference (squares, triangular numbers:
+    # "16 25 36 49 64 81"), terms of two or more digits.
+    if len(values) >= 3 and not verdict:
+        second = steps[1] - steps[0]
+        if second != 0 and min(values) >= 10 \
+                and all(b - a == second for a, b in itertools.pairwise(steps)):
+            def term(g: int) -> int | None:
+                t = digits[g]
+                return None if t[0] == "0" and len(t) > 1 else int(t)
+            lo, hi = i, j
+            while lo - 1 >= first and lo > i - _LIST_REACH:
+                before = term(lo - 1)
+                b, c = int(digits[lo]), int(digits[lo + 1])
+                if before is None or before < 10 or (b - before) != (c - b) - second:
+                    break
+                lo -= 1
+            while hi + 1 < len(digits) and hi < j + _LIST_REACH:
+                a, b = int(digits[hi - 1]), int(digits[hi])
+                after = term(hi + 1)
+                if after is None or after < 10 or (after - b) != (b - a) + second:
+                    break
+                hi += 1
+            if open_run and (hi >= last or (hi + 1 == last and hi < j + _LIST_REACH)):
+                uncertain = True
+            elif hi - lo + 1 >= _LIST_TERMS:
+                verdict = True
     if verdict:
         return True
     return None if uncertain else False
@@ -1151,7 +1224,7 @@ class PersonalDataDetector:
         # a dot form alone ("w12[.]r") may still become its local part.
         emails = _email_copy(folded) if _MAYBE_EMAIL.search(folded.text) is not None \
             or _DOT_FORMS.search(folded.text) is not None else folded
-        email_spans = _find_emails(emails) if emails is not folded or "@" in folded.text else []
+        email_spans = _find_emails(emails, text) if emails is not folded or "@" in folded.text else []
         for s, e in email_spans:
             found.append((*emails.finding_span(s, e, n), "email"))
         email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)
