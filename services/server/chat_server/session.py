@@ -52,6 +52,7 @@ from chatcore.protocol import (
     Role,
     ServerHello,
     State,
+    frame_name,
 )
 
 from . import __version__, metrics
@@ -64,7 +65,7 @@ from .moderation import to_v1_answer_text, to_v2_answer_text
 from .peer import client_address
 from .stop import StopReason
 from .turn import ChatTurn, TurnContext, TurnServices
-from .wire import FrameTimeout, PeerGone, Wire
+from .wire import Ended, FrameTimeout, PeerGone, Wire
 
 log = logging.getLogger("chat_server.session")
 
@@ -178,6 +179,8 @@ class Session:
             reason = str(exc) or "ended"
         except PeerGone as exc:
             reason = f"peer gone ({exc})"
+        except Ended:
+            reason = "ended by the server"
         except RemoteProtocolError as exc:
             reason = f"protocol error: {exc}"
             self.log.warning("protocol error from peer: %s", exc, event="protocol_error")
@@ -208,14 +211,14 @@ class Session:
 
     async def _send_error(self, code: ErrorCode, message: str, message_id: int | None = None) -> None:
         """Best-effort error to the peer (it may already be gone)."""
-        if self.conn.state is State.ERROR or self.wire.closed:
+        if self.conn.state is State.ERROR or self.wire.closed or self.wire.ended:
             return
         with contextlib.suppress(PeerGone, LocalProtocolError):
             await self.wire.send(Error(code, message, message_id))
 
     async def send(self, event: Event) -> None:
         """Send an event; :exc:`PeerGone` if the connection is already closed."""
-        if self.wire.closed or self.conn.state is State.ERROR:
+        if self.wire.closed or self.wire.ended or self.conn.state is State.ERROR:
             raise PeerGone("connection closed")
         await self.wire.send(event)
 
@@ -234,20 +237,27 @@ class Session:
         changed (chat_server.accounts; ``reason`` says which): stop the answers
         (each stores what it has; one in flight ends with ERROR session_revoked
         carrying its id), send ERROR session_revoked (fatal; unless the
-        answer's already was the end) and close; :meth:`run` then ends."""
+        answer's already was the end) and end the connection: :meth:`run`
+        stops reading and closes it lingering, so the ERROR is not lost to a
+        reset while the client is still sending (docs/SECURITY.md)."""
         message = reason.revocation
         if message is None:
             raise ValueError(f"{reason} does not end a session")
         self._ended_by_server = reason.value
         await self._stop_worker(reason)
         await self._send_error(ErrorCode.SESSION_REVOKED, message)
-        await self.wire.close()
+        self.wire.end()
 
     async def shutdown(self, message: str) -> None:
-        """Server shutdown after answers in flight are done: tell the peer, close."""
+        """Server shutdown after answers in flight are done: tell the peer
+        (ERROR shutting_down, once logged in), end the connection; :meth:`run`
+        closes it lingering (bounded by ``wire.LINGER_SECONDS``, in each
+        session's own task, so many sessions drain at once)."""
+        if self._ended_by_server is None:
+            self._ended_by_server = "server shutdown"
         if self.user is not None and self.conn.state is State.CHATTING:
             await self._send_error(ErrorCode.SHUTTING_DOWN, message)
-        await self.wire.close()
+        self.wire.end()
 
     # ------------------------------------------------------------------ auth
     async def _authenticate(self, connected_at: float | None) -> None:
@@ -413,6 +423,8 @@ class Session:
                 self._last_activity = time.monotonic()
                 if self.conn.version == 1:
                     await self._v1_wait_for_answer()
+                    if self.wire.ended:  # revoked or stopping meanwhile: not taken
+                        raise Ended("ended by the server")
                 await self._on_message(event)
             elif isinstance(event, Cancel):
                 self._last_activity = time.monotonic()
@@ -445,7 +457,7 @@ class Session:
                               code=event.code.value)
                 raise SessionEnded(f"client error {event.code.value}")
             else:  # the state table lets nothing else through
-                raise AssertionError(f"unhandled {type(event).__name__}")
+                raise AssertionError(f"unhandled {frame_name(event)}")
             if self.conn.state is State.CLOSED:
                 raise SessionEnded("closed by the protocol")
 
@@ -521,8 +533,10 @@ class Session:
             if self.conn.state is State.CLOSED and not self._leaving:
                 # v1 moderation: the codec has closed the session (warning + <GoodBye>).
                 # (Not the client's BYE: the chat loop answers it, then closes.)
+                # The chat loop stops reading and closes lingering, so those
+                # last words are not lost to a reset (docs/SECURITY.md).
                 self.turns.clear()
-                await self.wire.close()
+                self.wire.end()
                 return
 
     async def _stop_worker(self, reason: StopReason) -> None:
@@ -537,4 +551,3 @@ class Session:
                 with contextlib.suppress(BaseException):
                     await worker
         self.turns.clear()
-

@@ -53,6 +53,11 @@ class PeerGone(Exception):
     """The peer closed, reset, or stopped reading; nothing more can be sent."""
 
 
+class Ended(Exception):
+    """Another task ended the connection (:meth:`Wire.end`): its last frame is
+    sent; the reading task stops reading and closes it (lingering)."""
+
+
 class FrameTimeout(Exception):
     """A frame started but did not complete within :data:`FRAME_DEADLINE`."""
 
@@ -72,7 +77,7 @@ class Wire:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
         "_burst", "_deadline", "_expired", "_frame_started", "_reader_task", "_timer", "closed", "conn",
-        "frame_deadline", "last_traffic", "reader", "write_deadline", "writer",
+        "ended", "frame_deadline", "last_traffic", "reader", "write_deadline", "writer",
     )
 
     def __init__(
@@ -97,9 +102,12 @@ class Wire:
         self._reader_task: asyncio.Task[object] | None = None
         #: The read timer (it may be set for an earlier deadline than the current one).
         self._timer: asyncio.TimerHandle | None = None
-        #: The timer cancelled the read.
+        #: This wire cancelled the read (its timer, or :meth:`end`).
         self._expired = False
         self.closed = False
+        #: Another task ended the connection (:meth:`end`): nothing more is
+        #: read or written; the reading task closes it.
+        self.ended = False
         #: When a byte last went either way (monotonic): the keepalive clock.
         self.last_traffic = time.monotonic()
 
@@ -109,11 +117,13 @@ class Wire:
         ``idle_timeout`` bounds the wait for the *first* byte of a frame;
         once a frame has started, :data:`FRAME_DEADLINE` bounds the rest.
         Raises ``TimeoutError`` (idle), :exc:`FrameTimeout`,
-        :exc:`PeerGone` or the codec's ``RemoteProtocolError``.
+        :exc:`PeerGone`, :exc:`Ended` or the codec's ``RemoteProtocolError``.
         """
         while True:
             if self.closed:
                 raise PeerGone("connection closed")
+            if self.ended:
+                raise Ended("ended by the server")
             event = self.conn.next_event()
             if out := self.conn.data_to_send():
                 await self.write(out)
@@ -132,6 +142,7 @@ class Wire:
                     raise FrameTimeout("frame not completed in time")
             task = asyncio.current_task()
             cancelling = 0 if task is None else task.cancelling()
+            self._reader_task = task
             if timeout is not None and task is not None:
                 self._arm(timeout, task)
             try:
@@ -143,6 +154,8 @@ class Wire:
                 assert task is not None
                 if task.uncancel() > cancelling:
                     raise  # cancelled by someone else too
+                if self.ended:
+                    raise Ended("ended by the server") from None
                 if self._frame_started is not None:
                     raise FrameTimeout("frame not completed in time") from None
                 raise TimeoutError from None
@@ -160,7 +173,7 @@ class Wire:
         """The read about to start times out after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._deadline, self._reader_task = deadline, task
+        self._deadline = deadline
         timer = self._timer
         if timer is not None:
             if timer.when() <= deadline:
@@ -183,6 +196,21 @@ class Wire:
         wire._expired = True
         task.cancel()
 
+    def end(self) -> None:
+        """Another task has sent this connection's last frame (a fatal ERROR:
+        the session was revoked, the server is stopping, v1 moderation): the
+        task reading the wire stops (its read now, or its next one, raises
+        :exc:`Ended`) and closes the connection with :meth:`close_lingering`,
+        the one reader of the stream. Nothing more is written."""
+        if self.ended or self.closed:
+            return
+        self.ended = True
+        task = self._reader_task
+        if (task is not None and not self._expired and not task.done()
+                and task is not asyncio.current_task()):
+            self._expired = True
+            task.cancel()
+
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -195,7 +223,7 @@ class Wire:
             await self.write(data)
 
     async def write(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.ended:
             raise PeerGone("connection already closed")
         try:
             # write() is synchronous, so bytes from concurrent senders never
