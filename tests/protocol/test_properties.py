@@ -297,3 +297,48 @@ def test_garbage_raises_only_remote_protocol_error(
             raise AssertionError("next_event() must keep raising after an error")
         assert isinstance(conn.error_reply(exc), bytes)
         assert conn.state is p.State.CLOSED
+
+
+def _chat_frame(body: bytes) -> bytes:
+    return f"CHAT {len(body)}".encode().ljust(64) + body
+
+
+@FAST
+@given(digits=st.integers(1, 6000), negative=st.booleans(), fraction=st.booleans())
+def test_a_number_of_any_length_under_an_unknown_key_is_ignored(
+        digits: int, negative: bool, fraction: bool) -> None:
+    """docs/PROTOCOL.md §3: unknown keys are ignored whatever their valid JSON
+    value; CPython's int() refuses literals of more than 4300 digits, which
+    must not make a valid body unreadable."""
+    number = (b"-" if negative else b"") + b"9" * digits + (b".5" if fraction else b"")
+    pair = ConnectionPair()
+    pair.login()
+    [event] = pair.deliver(Role.SERVER, _chat_frame(b'{"id":7,"x":' + number + b',"text":"t"}'))
+    assert event == p.ChatMessage(text="t", message_id=7)
+
+
+@FAST
+@given(value=st.one_of(st.integers(-(10**30), 10**30), st.integers(2**53 - 3, 2**53 + 3)),
+       padding=st.integers(0, 5000))
+def test_a_known_integer_is_read_exactly_when_in_range_and_refused_naming_its_key_otherwise(
+        value: int, padding: int) -> None:
+    """§3: ``id`` is an integer in 0..2^53-1; anything else, however long its
+    literal (leading zeros aside, which JSON forbids), is a protocol_error
+    that names the key."""
+    literal = str(value).encode()
+    if padding and value > 0:
+        literal = b"9" * padding + literal  # a longer literal, so a larger value
+        value = int(literal.decode()) if padding < 4000 else 2**53
+    pair = ConnectionPair()
+    pair.login()
+    frame = _chat_frame(b'{"id":' + literal + b',"text":"t"}')
+    if 0 <= value <= 2**53 - 1:
+        [event] = pair.deliver(Role.SERVER, frame)
+        assert isinstance(event, p.ChatMessage) and event.message_id == value
+    else:
+        try:
+            pair.deliver(Role.SERVER, frame)
+        except RemoteProtocolError as exc:
+            assert exc.code is p.ErrorCode.PROTOCOL_ERROR and "'id'" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"id {literal[:40]!r} was accepted")
