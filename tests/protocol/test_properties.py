@@ -16,8 +16,8 @@ from chatcore.protocol import (
     NoticeKind,
     RemoteProtocolError,
     Role,
+    to_v1_text,
 )
-from chatcore.protocol._v1 import to_v1_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -282,6 +282,55 @@ def test_no_test_reaches_into_private_state():
     assert found == {}
 
 
+#: Tests that import a private module of ours (``pkg._module``) and why: the
+#: state table is the data docs/PROTOCOL.md §5 names as the source of its table.
+TESTS_IMPORTING_PRIVATE_MODULES = {
+    "protocol/test_connection.py": {"chatcore.protocol._state"},
+}
+
+
+def private_module_imports(source: str) -> set[str]:
+    """Modules of our packages with a private part (``_name``) that ``source``
+    imports by absolute name."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        found |= {n for n in names if n.split(".")[0] in PACKAGES
+                  and any(part.startswith("_") and not part.startswith("__")
+                          for part in n.split(".")[1:])}
+    return found
+
+
+def test_tests_use_the_public_interface_of_our_modules():
+    """A test that imports ``chatcore.protocol._v1`` pins an internal layout
+    that the package is free to change; the public names are re-exported."""
+    found = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        name = path.relative_to(TESTS).as_posix()
+        extra = private_module_imports(path.read_text()) - TESTS_IMPORTING_PRIVATE_MODULES.get(
+            name, set())
+        if extra:
+            found[name] = sorted(extra)
+    assert found == {}
+
+
+def test_no_package_imports_a_private_module_of_another():
+    found = {name: sorted(hits) for name, path in MODULES.items()
+             if (hits := {m for m in private_module_imports(path.read_text())
+                          if m.split(".")[0] != name.split(".")[0]})}
+    assert found == {}
+
+
+def test_the_private_import_check_finds_absolute_imports_of_private_modules():
+    source = ("from chatcore.protocol._v1 import to_v1_text\n"
+              "import chat_server._x.y\n"
+              "from chatcore.protocol import to_v1_text\n"
+              "from ._support import raw\n"
+              "from os import _exit\n")
+    assert private_module_imports(source) == {"chatcore.protocol._v1", "chat_server._x.y"}
+
+
 def test_no_test_module_imports_another():
     """Shared test code lives in fixtures, conftest or helper modules (not named
     test_*), so each test module stands for its own package's behaviour."""
