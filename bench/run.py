@@ -193,6 +193,7 @@ class ServerProc:
             # Every load client connects from 127.0.0.1: lift the per-address limits.
             "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
             "CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS": "1000000",
+            "CHAT_CONNECT_RATE_PER_ADDRESS": "0",
             # No allocator variables: the server applies its own policy
             # (chat_server/memory.py), as it must when run natively.
         })

@@ -16,6 +16,16 @@ own protocol, then a close; see :func:`turn_away`):
   crowd out anyone else's login. This is the limit an anonymous attacker meets;
   the total per address is the one a user with an account meets.
 
+* per client address, *new* connections per second
+  (``CHAT_CONNECT_RATE_PER_ADDRESS``, bursts up to
+  ``CHAT_CONNECT_BURST_PER_ADDRESS``; :class:`ConnectRate`, a token bucket):
+  a client reconnecting in a loop costs the server an accept, a task, the gate
+  and a codec per connection, however quickly each one closes. Refused
+  connections get the same ``too_many_connections`` reply, but only a few per
+  second per address (:data:`RATE_REPLIES_PER_SECOND`); the rest of a storm is
+  dropped the moment it is accepted (:meth:`Admission.shed`, called before the
+  connection gets a task), so a storm costs little more than its accepts.
+
 A connection is admitted when it is accepted, before its first byte (a socket
 that never sends anything holds a place too), and holds a :class:`Ticket` until
 it closes. Its address is :func:`chat_server.peer.client_address` (the one
@@ -44,10 +54,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -61,8 +73,10 @@ __all__ = [
     "KEEPALIVE_IDLE",
     "KEEPALIVE_INTERVAL",
     "MAX_SNIFFING",
+    "RATE_REPLIES_PER_SECOND",
     "SEND_BUFFER",
     "Admission",
+    "ConnectRate",
     "Limit",
     "Member",
     "Ticket",
@@ -88,6 +102,11 @@ SNIFF_SECONDS = 1.0
 #: Refused connections that may wait for their first bytes at once; beyond that a
 #: refused connection is closed without a reply (a flood must not hold sockets).
 MAX_SNIFFING = 256
+#: Connections refused by the connection rate that still get a reply, per
+#: second and address (in bursts of up to :data:`RATE_REPLY_BURST`): enough
+#: for a client to learn why; the rest of a storm is dropped without one.
+RATE_REPLIES_PER_SECOND = 1.0
+RATE_REPLY_BURST = 3
 
 
 def client_key(address: str | tuple[Any, ...] | None) -> str | None:
@@ -96,7 +115,13 @@ def client_key(address: str | tuple[Any, ...] | None) -> str | None:
     address tuple."""
     if address is None:
         return None
-    host = str(address[0] if isinstance(address, tuple) else address)
+    return _key_of_host(str(address[0] if isinstance(address, tuple) else address))
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_of_host(host: str) -> str:
+    """:func:`client_key` of a host string (cached: every accepted connection
+    asks, and parsing an address costs more than the rest of a refusal)."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -121,6 +146,8 @@ class Limit(StrEnum):
     SERVER = "server"
     ADDRESS = "address"
     ADDRESS_UNAUTHENTICATED = "address_unauthenticated"
+    #: New connections from one address came faster than CHAT_CONNECT_RATE_PER_ADDRESS.
+    ADDRESS_RATE = "address_rate"
     #: Not a count: the server is stopping (ChatService turns new connections away).
     SHUTDOWN = "shutdown"
 
@@ -129,6 +156,8 @@ class Limit(StrEnum):
         """The ``chat_connections_rejected_total`` reason it counts under."""
         if self is Limit.SHUTDOWN:
             return RejectReason.SHUTTING_DOWN
+        if self is Limit.ADDRESS_RATE:
+            return RejectReason.ADDRESS_RATE
         return RejectReason.CONNECTION_LIMIT if self is Limit.SERVER else RejectReason.ADDRESS_LIMIT
 
 
@@ -140,6 +169,8 @@ class Turnaway:
     #: For the peer.
     message: str
     limit: Limit
+    #: Whether the peer is told (False: closed without a word, a storm's rest).
+    reply: bool = True
 
 
 class Ticket:
@@ -178,16 +209,97 @@ class _Address:
     prune_at: int = 8
 
 
+class ConnectRate:
+    """New connections per address: a token bucket per key (``rate`` tokens a
+    second, at most ``burst``), and a smaller one of refusals that get a reply.
+
+    Memory: one small list per key seen recently; a key whose buckets have
+    refilled is forgotten (swept when the table has doubled since the last
+    sweep, so the cost is O(1) amortised and the table stays near the number
+    of addresses connecting within ``burst / rate`` seconds)."""
+
+    __slots__ = ("_buckets", "_clock", "_sweep_at", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate < 0 or burst < 1:
+            raise ValueError("a connection rate must be >= 0 with a burst >= 1")
+        #: Per second; 0 turns the limit off.
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        #: key -> [connection tokens, reply tokens, when last refilled]
+        self._buckets: dict[str | None, list[float]] = {}
+        self._sweep_at = 1024
+
+    def _refilled(self, key: str | None) -> list[float] | None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None
+        now = self._clock()
+        elapsed = now - bucket[2]
+        if elapsed > 0:
+            bucket[0] = min(self.burst, bucket[0] + elapsed * self.rate)
+            bucket[1] = min(RATE_REPLY_BURST, bucket[1] + elapsed * RATE_REPLIES_PER_SECOND)
+            bucket[2] = now
+        return bucket
+
+    def take(self, key: str | None) -> bool:
+        """A new connection from ``key``: ``True`` (a token taken) if it may come in."""
+        if self.rate == 0:
+            return True
+        bucket = self._refilled(key)
+        if bucket is None:
+            if len(self._buckets) >= self._sweep_at:
+                self._sweep()
+            self._buckets[key] = [self.burst - 1.0, float(RATE_REPLY_BURST), self._clock()]
+            return True
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True
+        return False
+
+    def reply(self, key: str | None) -> bool:
+        """A connection from ``key`` refused by the rate: ``True`` (a reply
+        token taken) if it is told so, ``False`` if it is closed without a word."""
+        bucket = self._refilled(key)
+        if bucket is None or bucket[1] < 1:
+            return False
+        bucket[1] -= 1
+        return True
+
+    def exhausted(self, key: str | None) -> bool:
+        """``key`` is over its rate and has no reply left: its next connection
+        would be closed without a word (nothing is taken)."""
+        if self.rate == 0:
+            return False
+        bucket = self._refilled(key)
+        return bucket is not None and bucket[0] < 1 and bucket[1] < 1
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        full = self.burst / self.rate if self.rate else 0.0
+        self._buckets = {k: b for k, b in self._buckets.items() if now - b[2] < full}
+        self._sweep_at = max(1024, 2 * len(self._buckets))
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 class Admission:
     """Counts connections by address and decides on each new one."""
 
     def __init__(self, max_connections: int, max_per_address: int,
-                 max_unauthenticated_per_address: int) -> None:
+                 max_unauthenticated_per_address: int, *,
+                 connect_rate: float = 0.0, connect_burst: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if min(max_connections, max_per_address, max_unauthenticated_per_address) < 1:
             raise ValueError("connection limits must be >= 1")
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        #: New connections per second and address (0: no limit).
+        self.rate = ConnectRate(connect_rate, connect_burst, clock=clock)
         self.total = 0
         #: Refused connections waiting to show their protocol (see :meth:`refuse`).
         self.sniffing = 0
@@ -205,7 +317,7 @@ class Admission:
             return Turnaway(ErrorCode.TOO_MANY_CONNECTIONS,
                            "the server is at its connection limit; try again later", Limit.SERVER)
         key = client_key(address)
-        if per_address and (refusal := self._room(key)) is not None:
+        if per_address and (refusal := self._rate(key) or self._room(key)) is not None:
             return refusal
         ticket = Ticket(self, key, per_address)
         self.total += 1
@@ -220,7 +332,7 @@ class Admission:
         key = client_key(address)
         if ticket.counted and key == ticket.key:
             return None
-        refusal = self._room(key)
+        refusal = self._rate(key) or self._room(key)
         if refusal is not None:
             return refusal
         if ticket.counted:
@@ -228,6 +340,20 @@ class Admission:
         ticket.key, ticket.counted = key, True
         self._count(ticket)
         return None
+
+    def shed(self, address: str) -> bool:
+        """Whether a connection just accepted from ``address`` is to be
+        dropped at once, before it gets a task or a byte is read: its address
+        is over the connection rate and has had its replies for now (the rest
+        of a reconnect storm). Counts nothing (the connection never existed)."""
+        return self.rate.exhausted(client_key(address))
+
+    def _rate(self, key: str | None) -> Turnaway | None:
+        if self.rate.take(key):
+            return None
+        return Turnaway(ErrorCode.TOO_MANY_CONNECTIONS,
+                        "too many new connections from your address; wait a few seconds "
+                        "before connecting again", Limit.ADDRESS_RATE, reply=self.rate.reply(key))
 
     def _room(self, key: str | None) -> Turnaway | None:
         entry = self._addresses.get(key)

@@ -91,7 +91,9 @@ class ChatService:
         self.sessions: set[Session] = set()
         #: Connection limits (server, per address); connections at the gate count.
         self.admission = Admission(settings.max_connections, settings.max_connections_per_address,
-                                   settings.max_unauthenticated_per_address)
+                                   settings.max_unauthenticated_per_address,
+                                   connect_rate=settings.connect_rate_per_address,
+                                   connect_burst=settings.connect_burst_per_address)
         self._refusals_logged = LogSampler()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
@@ -267,7 +269,7 @@ class ChatService:
             if behind_proxy and (refusal := self.admission.move(
                     admitted, client_address(writer))) is not None:
                 metrics.connection_rejected(refusal.limit.reject_reason)
-                await turn_away(reader, writer, refusal.code, refusal.message)
+                await turn_away(reader, writer, refusal.code, refusal.message, sniff=refusal.reply)
                 self._log_refusal(refusal, client_address(writer))
                 return None, False
             keep = True
@@ -281,11 +283,23 @@ class ChatService:
         """Over a limit: answer in the peer's protocol (what it speaks is known
         within a second, or it is closed), then close."""
         with self.admission.refusing() as reply:
-            if not reply:  # a flood: no time spent on it
+            if not (reply and refusal.reply):  # a flood: no time spent on it
                 writer.close()
             elif await self.gate.open(reader, writer, timeout=SNIFF_SECONDS) is not None:
                 await turn_away(reader, writer, refusal.code, refusal.message)
         self._log_refusal(refusal, address)
+
+    def _shed(self, host: str) -> bool:
+        """As a connection is accepted: drop it there and then when its address
+        is over the connection rate and has had its replies (a reconnect
+        storm's rest; chat_server.admission). A trusted balancer's connections
+        are judged once their PROXY header names the client."""
+        if host in self.settings.trusted_proxies or not self.admission.shed(host):
+            return False
+        metrics.connection_rejected(Limit.ADDRESS_RATE.reject_reason)
+        self._log_refusal(Turnaway(ErrorCode.TOO_MANY_CONNECTIONS, "", Limit.ADDRESS_RATE,
+                                   reply=False), host)
+        return True
 
     def _log_refusal(self, refusal: Turnaway, address: str) -> None:
         """One line per limit and address every 10 s, with how many were left
@@ -338,7 +352,7 @@ class ChatService:
         # collector's way (chat_server.memory).
         frozen = freeze_startup_objects()
         log.debug("%d startup objects frozen", frozen, extra={"event": "gc_freeze"})
-        server = await start_gated_server(self.handle, s.host, s.port, backlog=1024)
+        server = await start_gated_server(self.handle, s.host, s.port, backlog=1024, shed=self._shed)
         sockname = server.sockets[0].getsockname()
         log.info("chat-server listening on %s:%s (model %s)", sockname[0], sockname[1], s.model,
                  extra={"event": "listening"})

@@ -158,6 +158,8 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_MAX_CONNECTIONS", "10000", "Concurrent connections; further clients are refused with a busy error."),
     Variable("CHAT_MAX_CONNECTIONS_PER_ADDRESS", "256", "Concurrent connections from one client address (an IPv6 client by its /64); further ones are refused."),
     Variable("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", "32", "Connections from one client address that have not logged in yet; further ones are refused until some log in or time out."),
+    Variable("CHAT_CONNECT_RATE_PER_ADDRESS", "20", "New connections per second from one client address (sustained; the PROXY-named client behind a trusted balancer); faster ones are refused, most without a reply. 0 turns the limit off."),
+    Variable("CHAT_CONNECT_BURST_PER_ADDRESS", "100", "New connections one client address may open at once before CHAT_CONNECT_RATE_PER_ADDRESS applies (a NAT's users reconnecting after a restart)."),
     Variable("CHAT_MAX_FRAME_BYTES", "65536", "Largest frame body accepted after login (1024 to 16 MiB)."),
     Variable("CHAT_AUTH_TIMEOUT", "10", "Seconds a new connection has to log in."),
     Variable("CHAT_SESSION_TOKEN_TTL", "86400", "Seconds a session token (issued to v2 clients at each login, to reconnect without the password) stays valid; 0 issues none."),
@@ -220,6 +222,8 @@ class Settings:
     max_connections: int = 10000
     max_connections_per_address: int = 256
     max_unauthenticated_per_address: int = 32
+    connect_rate_per_address: int = 20  # new connections per second; 0 = off
+    connect_burst_per_address: int = 100
     max_frame_bytes: int = 65536
     auth_timeout: float = 10.0
     session_token_ttl: float = 86400.0  # 0: no session tokens
@@ -303,6 +307,8 @@ class Settings:
             max_connections=r.integer("CHAT_MAX_CONNECTIONS", 1, 1_000_000),
             max_connections_per_address=r.integer("CHAT_MAX_CONNECTIONS_PER_ADDRESS", 1, 1_000_000),
             max_unauthenticated_per_address=r.integer("CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS", 1, 1_000_000),
+            connect_rate_per_address=r.integer("CHAT_CONNECT_RATE_PER_ADDRESS", 0, 1_000_000),
+            connect_burst_per_address=r.integer("CHAT_CONNECT_BURST_PER_ADDRESS", 1, 1_000_000),
             max_frame_bytes=r.integer("CHAT_MAX_FRAME_BYTES", 1024, 16 * 1024 * 1024),
             auth_timeout=r.seconds("CHAT_AUTH_TIMEOUT"),
             session_token_ttl=r.seconds("CHAT_SESSION_TOKEN_TTL", allow_zero=True),
@@ -765,6 +771,8 @@ _FIELD_OF_VARIABLE: dict[str, str] = {
     "CHAT_MAX_CONNECTIONS": "max_connections",
     "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
     "CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS": "max_unauthenticated_per_address",
+    "CHAT_CONNECT_RATE_PER_ADDRESS": "connect_rate_per_address",
+    "CHAT_CONNECT_BURST_PER_ADDRESS": "connect_burst_per_address",
     "CHAT_MAX_FRAME_BYTES": "max_frame_bytes",
     "CHAT_AUTH_TIMEOUT": "auth_timeout",
     "CHAT_SESSION_TOKEN_TTL": "session_token_ttl",

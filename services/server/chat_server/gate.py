@@ -67,7 +67,7 @@ from .peer import (
 )
 from .proxy_protocol import ProxyProtocolError, looks_like_header
 
-__all__ = ["TLS_REQUIRED_MESSAGE", "Gate", "Kind", "Opened", "start_server"]
+__all__ = ["TLS_REQUIRED_MESSAGE", "Gate", "Kind", "Opened", "Shed", "start_server"]
 
 log = logging.getLogger("chat_server.gate")
 
@@ -123,8 +123,9 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
 
     def __init__(self, reader: asyncio.StreamReader,
                  cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, shed: Shed | None = None) -> None:
         super().__init__(reader, cb, loop=loop)
+        self._shed = shed
         #: The connection is lost.
         self.is_lost = False
         #: While the gate waits for readability: done when the connection is
@@ -140,6 +141,11 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
             self._drain_waiters: list[asyncio.Future[None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._shed is not None and self._shed(_host(transport.get_extra_info("peername"))):
+            # Dropped before it has a task or a byte is read (a reconnect storm).
+            self.is_lost = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
         transport.pause_reading()  # type: ignore[attr-defined]
         # Before super(): so this runs ahead of the gate's first step.
         asyncio.get_running_loop().call_soon(_hold, transport)
@@ -152,30 +158,40 @@ class _PausedAtStart(asyncio.StreamReaderProtocol):
         super().connection_lost(exc)
 
 
+def _host(peer: object) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "?")
+
+
 def _hold(transport: asyncio.BaseTransport) -> None:
     if not transport.is_closing():
         transport.resume_reading()  # type: ignore[attr-defined]
         transport.pause_reading()  # type: ignore[attr-defined]
 
 
+#: Called with the TCP peer's host as each connection is accepted: ``True``
+#: drops it there and then (no task, no read, no reply).
+Shed = Callable[[str], bool]
+
+
 async def start_server(
     client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
-    host: str, port: int, *, backlog: int = 100,
+    host: str, port: int, *, backlog: int = 100, shed: Shed | None = None,
 ) -> asyncio.Server:
-    """:func:`asyncio.start_server`, with connections paused until the gate has peeked.
+    """:func:`asyncio.start_server`, with connections paused until the gate has
+    peeked, and those ``shed`` says to drop dropped as they are accepted.
 
     ``client_connected_cb`` must catch its own errors and close the connection
     on them: its task gets no done-callback that would (asyncio's, a closure
     with its own context, costs ~250 bytes on every connection for as long as
     it lives)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(protocol_factory(client_connected_cb, loop),
+    return await loop.create_server(protocol_factory(client_connected_cb, loop, shed),
                                     host, port, backlog=backlog)
 
 
 def protocol_factory(
     client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
-    loop: asyncio.AbstractEventLoop,
+    loop: asyncio.AbstractEventLoop, shed: Shed | None = None,
 ) -> Callable[[], asyncio.StreamReaderProtocol]:
     """Makes the protocol of each accepted connection (paused until the gate has peeked).
 
@@ -186,7 +202,7 @@ def protocol_factory(
     def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> asyncio.Task[None]:
         return loop.create_task(client_connected_cb(reader, writer))
 
-    return lambda: _PausedAtStart(asyncio.StreamReader(loop=loop), connected, loop)
+    return lambda: _PausedAtStart(asyncio.StreamReader(loop=loop), connected, loop, shed)
 
 
 class Gate:

@@ -140,6 +140,14 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Neither format names a source file, line, thread or process: skip
+    # finding them for every record (the optimisations of the logging HOWTO).
+    # The stack walk for the caller was 9 % of the event loop's time under a
+    # connection flood (docs/BENCHMARKS.md, "Connection floods").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
 

@@ -123,6 +123,7 @@ class RejectReason(StrEnum):
 
     CONNECTION_LIMIT = "connection_limit"
     ADDRESS_LIMIT = "address_limit"
+    ADDRESS_RATE = "address_rate"  # new connections from one address too fast (CHAT_CONNECT_RATE_PER_ADDRESS)
     SHUTTING_DOWN = "shutting_down"
     TLS_REQUIRED = "tls_required"  # plaintext v2 while CHAT_REQUIRE_TLS=true
     V1_DISABLED = "v1_disabled"  # v1 while CHAT_ALLOW_V1=false

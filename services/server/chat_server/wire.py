@@ -25,7 +25,7 @@ import contextvars
 import threading
 import time
 
-from chatcore.protocol import NEED_DATA, Connection, Event
+from chatcore.protocol import NEED_DATA, Connection, Event, State
 
 #: Bytes asked of the socket per read (h11's examples use the same).
 MAX_RECV = 64 * 1024
@@ -35,6 +35,16 @@ MAX_RECV = 64 * 1024
 #: burst would be decoded and answered in one step of the event loop while
 #: every other session waits (docs/SECURITY.md §10).
 FAIR_BATCH = 16
+#: Before login, a connection may take this many reads without an event
+#: coming out of them (a frame split over TCP segments takes a few) ...
+PRE_LOGIN_READS = 4
+#: ... after which reading it pauses for this long (the transport stops
+#: reading: the kernel collects what the peer sends, and the next read takes
+#: it all at once). A peer that sends a frame one byte per ``send()`` would
+#: otherwise cost the event loop a wake-up, a read and a parse per byte, for
+#: every such connection, and the logged-in sessions wait behind them
+#: (docs/SECURITY.md §10). A client that sends whole frames never meets it.
+PRE_LOGIN_READ_PAUSE = 0.1
 #: A frame, once started, must be complete within this many seconds, however
 #: slowly its bytes trickle in (nginx's client_header_timeout semantics).
 FRAME_DEADLINE = 30.0
@@ -47,6 +57,9 @@ WRITE_BUFFER_LOW = 64 * 1024
 #: peer still sends for at most this long, and at most this many bytes.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+
+
+_PRE_LOGIN = frozenset({State.HANDSHAKE, State.NEGOTIATING, State.AUTHENTICATING})
 
 
 class PeerGone(Exception):
@@ -76,8 +89,21 @@ _timer_context = _TimerContext()
 class Wire:
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_burst", "_deadline", "_expired", "_frame_started", "_reader_task", "_timer", "closed", "conn",
-        "ended", "frame_deadline", "last_traffic", "reader", "write_deadline", "writer",
+        "_burst",
+        "_deadline",
+        "_expired",
+        "_frame_started",
+        "_reader_task",
+        "_reads",
+        "_timer",
+        "closed",
+        "conn",
+        "ended",
+        "frame_deadline",
+        "last_traffic",
+        "reader",
+        "write_deadline",
+        "writer",
     )
 
     def __init__(
@@ -97,6 +123,8 @@ class Wire:
         self._frame_started: float | None = None
         #: Events returned since this wire last let the other tasks run.
         self._burst = 0
+        #: Reads since the last event (before login: :data:`PRE_LOGIN_READS`).
+        self._reads = 0
         #: While a read waits: when it times out (loop time), and its task.
         self._deadline: float | None = None
         self._reader_task: asyncio.Task[object] | None = None
@@ -129,6 +157,7 @@ class Wire:
                 await self.write(out)
             if event is not NEED_DATA:
                 self._frame_started = None
+                self._reads = 0
                 self._burst += 1
                 if self._burst >= FAIR_BATCH:
                     self._burst = 0
@@ -167,7 +196,22 @@ class Wire:
                 self.last_traffic = time.monotonic()
                 if self._frame_started is None:
                     self._frame_started = self.last_traffic
+                self._reads += 1
+                if self._reads > PRE_LOGIN_READS and self.conn.state in _PRE_LOGIN:
+                    self._reads = 0
+                    await self._pause_reading(PRE_LOGIN_READ_PAUSE)
             self.conn.receive_data(data)
+
+    async def _pause_reading(self, seconds: float) -> None:
+        """Stop reading the socket for ``seconds`` (what comes meanwhile waits
+        in the kernel). The frame deadline still counts."""
+        transport = self.writer.transport
+        transport.pause_reading()  # type: ignore[attr-defined]
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()  # type: ignore[attr-defined]
 
     def _arm(self, timeout: float, task: asyncio.Task[object]) -> None:
         """The read about to start times out after ``timeout`` seconds."""
