@@ -63,7 +63,8 @@ def test_an_idle_logged_in_session_costs_the_server_under_its_budget(server_fact
     out = tmp_path / "traced-bytes"
     server = server_factory(command=("-m", "tests.memory.traced_server"),
                             TRACED_BYTES_FILE=str(out),
-                            CHAT_MAX_CONNECTIONS_PER_ADDRESS=str(2 * (WARM + SESSIONS)))
+                            CHAT_MAX_CONNECTIONS_PER_ADDRESS=str(2 * (WARM + SESSIONS)),
+                            CHAT_CONNECT_RATE_PER_ADDRESS="0")
     clients: list[V2Client] = [logged_in(server.port, USER, PASSWORD) for _ in range(WARM)]
     time.sleep(0.5)  # the last login's work has ended
     before = _traced_bytes(server, out)
