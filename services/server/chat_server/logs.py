@@ -140,11 +140,8 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Neither format names a source file, line, thread or process: skip
-    # finding them for every record (the optimisations of the logging HOWTO).
-    # The stack walk for the caller was 9 % of the event loop's time under a
-    # connection flood (docs/BENCHMARKS.md, "Connection floods").
-    logging._srcfile = None
+    # Neither format names a thread or process: skip finding them for every
+    # record (the logging HOWTO's optimisations).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
