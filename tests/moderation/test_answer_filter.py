@@ -468,3 +468,20 @@ def test_masking_before_transliteration_attack_is_masked_in_the_v1_form(text):
     for i in range(len(text) + 1):
         f = AnswerFilter(words, transform=to_v1_answer_text)
         assert f.feed(text[:i]) + f.feed(text[i:]) + f.finish() == sent
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(min_value=0, max_value=1800), cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=30))
+def test_number_heavy_answers_stream_out_unmasked(start, cuts):
+    # The innocent corpus (tests/privacy/innocent_corpus.py) through the
+    # streaming filter, cut anywhere: nothing is masked, nothing is lost.
+    from tests.privacy.innocent_corpus import corpus
+
+    text = "\n".join(_CORPUS_DOCS(corpus)[start : start + 12])
+    assert stream(split(text, cuts))[0] == text
+
+
+def _CORPUS_DOCS(make, _cache: dict[str, list[str]] = {}) -> list[str]:  # noqa: B006 - a memo
+    if "docs" not in _cache:
+        _cache["docs"] = make()
+    return _cache["docs"]

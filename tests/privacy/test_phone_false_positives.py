@@ -333,3 +333,23 @@ def test_the_reported_counting_lists_are_not_phone_numbers(text):
 )
 def test_phone_numbers_written_like_lists_are_still_found(text):
     assert phones(text) != [], text
+
+
+# --------------------------------------------------------------------------- arithmetic
+@SETTINGS
+@given(a=st.integers(min_value=100, max_value=99999), b=st.integers(min_value=100, max_value=99999),
+       op=st.sampled_from([" * ", " - ", " + ", " \u00d7 ", " / "]), spaced=st.booleans())
+def test_arithmetic_with_its_result_is_never_a_phone_number(a, b, op, spaced):
+    result = {" * ": a * b, " \u00d7 ": a * b, " - ": a - b, " + ": a + b, " / ": a // max(b, 1)}[op]
+    eq = " = " if spaced else "="
+    for text in (f"{a}{op}{b}{eq}{result}", f"so {a}{op}{b}{eq}{result}.", f"f({a}) == {a * b}",
+                 f"{a} * {a} - {b} * {b}{eq}{a * a - b * b}", f"the result is -{a * b}"):
+        if op == " / " and text.startswith(f"{a} / {b}"):
+            continue  # "212 / 736-5000" is how Germans write a phone number
+        assert phones(text) == [], text
+
+
+@pytest.mark.parametrize("text", ["phone = 98765 43210", "call 98765*43210", "tel 212 736 5000 = office",
+                                  "x: +91 98765 43210", "* 98765 43210", "- 98765 43210"])
+def test_a_phone_number_next_to_an_operator_sign_is_still_found(text):
+    assert phones(text) != [], text

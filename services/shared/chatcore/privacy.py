@@ -71,7 +71,7 @@ client's two notices. What counts (pinned by tests/privacy/test_privacy.py):
     (``212.736.5000``, ``06.12.34.56.78``);
   - brackets that do not pair up (``arr[3632][10]``);
   - terms of a list of numbers (``1 2 3 4 5 6 7 8 9 10``, squares, primes,
-    ``2020 2021 2022 2023 2024``; :func:`_in_list` gives the rule).
+    ``2020 2021 2022 2023 2024``; :func:`_list_ends` gives the rule).
 
   tests/privacy/test_phone_false_positives.py states these as properties
   over generated UUIDs, tokens, dates, addresses, versions and amounts.
@@ -246,11 +246,12 @@ _LIKE = {
     **dict.fromkeys("\u2212\u2796\u02d7\u207b\u208b\u2043", "-"),
     "\u2795": "+",
     "\u24b6": "@", "\u24d0": "@",  # circled a, written for "@"
-    # Separators between digit groups NFKC leaves alone: bullets and star
-    # operators ("*"), vertical bars and box-drawing lines ("|"), division
+    # Separators between digit groups NFKC leaves alone: bullets (one "•"),
+    # star operators ("*"), vertical bars and box-drawing lines ("|"), division
     # and fraction slashes, set minus ("/" and "\\"), the ratio colon (":"),
     # line and paragraph separators (a line break).
-    **dict.fromkeys("\u2022\u2023\u25e6\u2217\u22c6\u2218\u2731\u2732\u204e", "*"),
+    **dict.fromkeys("\u2022\u2023\u25e6\u204c\u204d\u2218", "\u2022"),
+    **dict.fromkeys("\u2217\u22c6\u2731\u2732\u204e", "*"),
     **dict.fromkeys("\u2502\u2503\u2223\u00a6\u2758\u23d0\u2551", "|"),
     **dict.fromkeys("\u2044\u2215\u29f8", "/"),
     **dict.fromkeys("\u2216\u29f5\u29f9", "\\"),
@@ -401,7 +402,7 @@ _PARTIAL_NUMBER_ESCAPE = re.compile(
     r"(?:&(?:#[xX]?[0-9a-fA-F]{0,7}|[a-zA-Z]{1,8}|amp;(?:#[xX]?[0-9a-fA-F]{0,7}|[a-zA-Z]{0,8}))?"
     r"|%(?:25?[0-9a-fA-F]?|[0-9a-fA-F])?|\\(?:u[0-9a-fA-F]{0,3}|x[0-9a-fA-F]?)?)\Z"
 )
-_NUMBER_CHARS = frozenset("0123456789+()[]-./_~|:*'\\ \t")
+_NUMBER_CHARS = frozenset("0123456789+()[]-./_~|:*'\\ \t\u2022")
 
 
 def _unescape_number(m: re.Match[str]) -> str:
@@ -607,7 +608,7 @@ _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR
 #: as "987-654-3210").
 #: What each means elsewhere (an hour, a thousands group, a range) is judged
 #: per run-word (:func:`_other_shape`).
-_SEP_CHARS = r" \t./()\[\]\-_~|:*'\\"
+_SEP_CHARS = r" \t./()\[\]\-_~|:*'\\\u2022"
 # A run: an optional lead, digit groups, separators of at most four characters
 # (one line break at most). A comma is not one: "1,234" and "1, 2" are
 # thousands and lists far more often than a phone number's groups. The classes are disjoint, so matching is linear.
@@ -754,6 +755,41 @@ _THOUSANDS = re.compile(r"[1-9][0-9]{0,2}(?:(?P<s>['_])[0-9]{3})(?:(?P=s)[0-9]{3
 _CURRENCY_BEFORE = regex.compile(r"(?:\p{Sc}|(?<![A-Za-z])(?:Rs\.?|INR|USD|EUR|GBP|AUD|CAD)) ?\Z")
 
 
+def _word_start(text: str, i: int) -> int:
+    """The start of the word (no whitespace) around ``i``: a left operand
+    ("f(71)" of "f(71) == …") is read from there, so no cut parts the two."""
+    lo = max(0, i - _MAX_LOCAL)
+    while i > lo and not text[i - 1].isspace():
+        i -= 1
+    return i
+
+
+def _operator_tail(text: str) -> int:
+    """Where an operator still waiting for its right operand at the end of
+    ``text`` begins (from its left operand's word: "f(71) ==", "80118 *");
+    ``len(text)`` if none."""
+    found = _OPERATOR_TAIL.search(text, max(0, len(text) - 10))
+    return _word_start(text, found.start()) if found is not None else len(text)
+
+
+def _context_before(text: str, rs: int) -> int:
+    """Where the context a run's judgement reads before it begins (a currency
+    sign or code and a space, the left side of an equation, a factor, a minus
+    sign); ``rs`` if none."""
+    if rs == 0:
+        return rs
+    if text[rs - 1] == "-":
+        return rs - 2 if rs > 1 else rs - 1
+    found = _EQUATION_BEFORE.search(text, max(0, rs - 10), rs)
+    if found is not None:
+        return _word_start(text, found.start())
+    if rs > 1 and text[rs - 1] == " ":
+        amount = _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs)
+        if amount is not None:
+            return amount.start()
+    return rs
+
+
 def _is_identifier(word: str) -> bool:
     """A code word with a letter glued to a digit (``0535096e``, ``a716``,
     ``v1.2``, ``INV-2041``), or letters with path, query or snake-case glue
@@ -809,8 +845,6 @@ def _other_shape(word: str, versions: bool = True) -> bool:
 
 #: A list of numbers has at least this many terms.
 _LIST_TERMS = 5
-#: Neighbouring terms read on each side of a candidate to tell a list.
-_LIST_REACH = _LIST_TERMS - 1
 
 
 def _round_step(d: int) -> bool:
@@ -818,102 +852,130 @@ def _round_step(d: int) -> bool:
     return 0 < abs(d) <= 10 or d % 5 == 0
 
 
-def _in_list(digits: list[str], i: int, j: int, first: int, open_run: bool) -> bool | None:
-    """Are the digit groups ``i..j`` (inclusive) terms of a list of numbers,
-    not a phone number written in groups? None: it depends on what may still
-    come (``open_run``: the run reaches the end of a text that goes on, so its
-    last group may grow and more may follow; ``first``: groups before it, a
-    country code after "+", are never terms).
+def _chain(k: int, fits: Callable[[int], bool], same: Callable[[int], bool], base: int) -> list[int]:
+    """Right to left: for each index ``g``, how many consecutive links
+    ``g, g+1, …`` hold (``fits``) and agree with the next (``same``), plus
+    ``base``; ``base`` where link ``g`` does not hold."""
+    out = [base] * (k + 1)
+    for g in range(k - 1, -1, -1):
+        if fits(g):
+            out[g] = (out[g + 1] + 1 if g + 1 < k and fits(g + 1) and same(g) else base + 1)
+    return out
 
-    A list is at least :data:`_LIST_TERMS` terms without leading zeros,
-    strictly increasing or decreasing, and (a) neighbours at most four times
-    apart with the number of digits changing somewhere ("1 2 3 … 9 10",
-    squares, primes, powers of two, Fibonacci: "8 13 21 34 55 89"), or (b) a
-    constant step people count in (1 to 10 or a multiple of 5) with a term of
-    two or more digits ("21 22 23 24 25", "2020 2021 2022 2023 2024"), or (c)
-    terms of two or more digits whose steps are at most a third of the smaller
-    neighbour ("36 45 55 66 78", "41 43 47 53 59"), or (d) terms of two or
-    more digits with a constant second difference ("16 25 36 49 64 81"). Digits
-    spaced out one by one ("9 8 7 6 5 4 3 2 1 0") and pairs in a digit
-    pattern ("98 76 54 32 10": steps of 22) are neither: those are how phone
-    numbers are written. The terms read are the candidate's and at most
-    :data:`_LIST_REACH` on each side, so the answer is local."""
-    if i < first or j - i + 1 > MAX_PHONE_DIGITS:
-        return False
-    terms = digits[i : j + 1]
-    if any(len(t) > 1 and t[0] == "0" for t in terms):
-        return False
-    values = [int(t) for t in terms]
-    if len(values) < 2:
-        return False
-    up = values[1] > values[0]
-    steps = [b - a for a, b in itertools.pairwise(values)]
-    if any((d > 0) != up or d == 0 for d in steps):
-        return False
 
-    def fits_ratio(a: int, b: int) -> bool:
-        lo, hi = min(a, b), max(a, b)
-        return (b > a) == up and a != b and hi <= 4 * max(lo, 1)
+def _list_ends(digits: list[str], term: list[bool], open_run: bool) -> list[int | None]:
+    """For each digit group ``t`` of a run, where the list of numbers that
+    starts at ``t`` ends (one past its last term); ``t`` if none starts
+    there; None if that depends on what may still come (``open_run``: the
+    run reaches the end of a text that goes on). ``term``: may the group be
+    a term (no leading zero, not part of something else)?
 
-    def fits_step(a: int, b: int) -> bool:
-        return b - a == steps[0]
+    A list is at least :data:`_LIST_TERMS` terms, strictly increasing or
+    decreasing, and (a) neighbours at most four times apart with the number
+    of digits changing in its first five ("6 7 8 9 10", primes, powers of
+    two, Fibonacci), or
+    (b) a constant step that people count in (1 to 10, a multiple of 5) or
+    no larger than the smallest term, with a term of two or more digits
+    ("21 22 23 24 25", "2020 2021 2022", "11 22 33 44 55"), or (c) terms of
+    two or more digits whose steps are no larger than the smaller neighbour
+    ("36 45 55 66 78", "10946 17711 28657 46368"), or (d) a constant,
+    non-zero second or third difference (squares, cubes: "16 25 36 49 64",
+    "0 1 8 27 64 125"). Digits spaced out one by one ("9 8 7 6 5 4 3 2 1 0")
+    and pairs in a digit pattern ("98 76 54 32 10": steps of 22) are none of
+    these: that is how phone numbers are written.
 
-    def fits_gently(a: int, b: int) -> bool:
-        return (b > a) == up and a != b and min(a, b) >= 10 and abs(b - a) <= min(a, b) // 3
+    Only the groups from ``t`` on are read, never those before it: the phone
+    scan may start afresh at ``t`` (a streaming filter cuts there) and must
+    decide the same. Linear in the number of groups."""
+    k = len(digits)
+    v = [int(t) for t in digits]
+    w = [len(t) for t in digits]
+    link = [g + 1 < k and term[g] and term[g + 1] and v[g] != v[g + 1] for g in range(k)]
+    d = [v[g + 1] - v[g] if g + 1 < k else 0 for g in range(k)]
 
-    last = len(digits) - 1
-    uncertain = False
-    verdict = False
-    for fits in (fits_ratio, fits_step, fits_gently):
-        if not all(fits(a, b) for a, b in itertools.pairwise(values)):
-            continue
-        lo, hi = i, j
-        while lo - 1 >= first and lo > i - _LIST_REACH and not (len(digits[lo - 1]) > 1 and digits[lo - 1][0] == "0") \
-                and fits(int(digits[lo - 1]), int(digits[lo])):
-            lo -= 1
-        while hi + 1 < len(digits) and hi < j + _LIST_REACH and not (len(digits[hi + 1]) > 1 and digits[hi + 1][0] == "0") \
-                and fits(int(digits[hi]), int(digits[hi + 1])):
-            hi += 1
-        stretch = digits[lo : hi + 1]
-        widths = {len(t) for t in stretch}
-        ok = len(stretch) >= _LIST_TERMS and (
-            len(widths) > 1 if fits is fits_ratio
-            else max(widths) > 1 and _round_step(steps[0]) if fits is fits_step
-            else True)
-        # With the run still open, its last group may grow and more may follow.
-        if open_run and (hi >= last or (hi + 1 == last and hi < j + _LIST_REACH)):
-            uncertain = True
-        elif ok:
-            verdict = True
-    # (d) A constant, non-zero second difference (squares, triangular numbers:
-    # "16 25 36 49 64 81"), terms of two or more digits.
-    if len(values) >= 3 and not verdict:
-        second = steps[1] - steps[0]
-        if second != 0 and min(values) >= 10 \
-                and all(b - a == second for a, b in itertools.pairwise(steps)):
-            def term(g: int) -> int | None:
-                t = digits[g]
-                return None if t[0] == "0" and len(t) > 1 else int(t)
-            lo, hi = i, j
-            while lo - 1 >= first and lo > i - _LIST_REACH:
-                before = term(lo - 1)
-                b, c = int(digits[lo]), int(digits[lo + 1])
-                if before is None or before < 10 or (b - before) != (c - b) - second:
-                    break
-                lo -= 1
-            while hi + 1 < len(digits) and hi < j + _LIST_REACH:
-                a, b = int(digits[hi - 1]), int(digits[hi])
-                after = term(hi + 1)
-                if after is None or after < 10 or (after - b) != (b - a) + second:
-                    break
-                hi += 1
-            if open_run and (hi >= last or (hi + 1 == last and hi < j + _LIST_REACH)):
-                uncertain = True
-            elif hi - lo + 1 >= _LIST_TERMS:
-                verdict = True
-    if verdict:
-        return True
-    return None if uncertain else False
+    def up(g: int) -> bool:
+        return d[g] > 0
+
+    def ratio(g: int) -> bool:
+        return link[g] and max(v[g], v[g + 1]) <= 4 * max(min(v[g], v[g + 1]), 1)
+
+    def gentle(g: int) -> bool:
+        return link[g] and min(v[g], v[g + 1]) >= 10 and abs(d[g]) <= min(v[g], v[g + 1])
+
+    def same_dir(g: int) -> bool:
+        return up(g) == up(g + 1)
+
+    def same_step(g: int) -> bool:
+        return d[g] == d[g + 1]
+
+    ratio_len = _chain(k, ratio, same_dir, 1)
+    gentle_len = _chain(k, gentle, same_dir, 1)
+    step_len = _chain(k, lambda g: link[g], same_step, 1)
+    dd = [d[g + 1] - d[g] if g + 2 < k else 0 for g in range(k)]
+    poly2 = _chain(k, lambda g: link[g] and g + 1 < k and link[g + 1] and dd[g] != 0,
+                   lambda g: dd[g] == dd[g + 1], 2)
+    ddd = [dd[g + 1] - dd[g] if g + 3 < k else 0 for g in range(k)]
+    poly3 = _chain(k, lambda g: link[g] and g + 2 < k and link[g + 1] and link[g + 2] and ddd[g] != 0,
+                   lambda g: ddd[g] == ddd[g + 1], 3)
+    # The first index at or after g where the number of digits changes / a
+    # term of two or more digits stands.
+    change = [k] * (k + 1)
+    multi = [k] * (k + 1)
+    for g in range(k - 1, -1, -1):
+        change[g] = g + 1 if g + 1 < k and w[g + 1] != w[g] else change[g + 1]
+        multi[g] = g if v[g] >= 10 else multi[g + 1]
+    last = k - 1
+    out: list[int | None] = []
+    for t in range(k):
+        long_list = False  # a list of more than _LIST_TERMS terms starts here
+        undecided = False
+        end = t
+        # Per rule: its chain from t, the terms it needs, and whether its
+        # condition holds on those first terms.
+        e5 = min(t + _LIST_TERMS - 1, k - 1)
+        for length, needed, holds in (
+            (ratio_len[t], _LIST_TERMS, change[t] <= e5),
+            (step_len[t], _LIST_TERMS,
+             multi[t] <= e5 and (_round_step(d[t]) or abs(d[t]) <= min(v[t], v[e5]))),
+            (gentle_len[t], _LIST_TERMS, True),
+            (poly2[t] if poly2[t] > 2 else 1, _LIST_TERMS, True),
+            (poly3[t] if poly3[t] > 3 else 1, _LIST_TERMS + 1, True),
+        ):
+            # Terms known for certain: with the run open, its last group may
+            # still grow (and break the chain) and more may follow.
+            growing = open_run and t + length - 1 >= last - 1
+            known = min(length, last - t) if growing else length
+            is_list = known >= needed and holds
+            if is_list and known > needed:
+                long_list = True
+            elif growing and known <= needed:
+                undecided = True  # may still become a list, or a longer one
+            elif is_list:
+                end = max(end, t + length)
+        # A long list is passed one term at a time (the scan may start afresh
+        # at each, and its rest is still a list); its last _LIST_TERMS terms
+        # are passed at once.
+        out.append(t + 1 if long_list else None if undecided else end)
+    return out
+
+
+# The right side of an equation ("=" or "==" after a number or a bracket), or
+# a factor ("×", or "*" between spaces: see _TIMES).
+_OPERATOR_TAIL = re.compile(r"[0-9)\]!][ \t]{0,3}(?:={1,2}|\*|\u00d7)[ \t]{0,3}-?\Z")
+_EQUATION_BEFORE = re.compile(r"(?:[0-9)\]!][ \t]{0,3}={1,2}|\u00d7)[ \t]{0,3}-?\Z")
+# "=" and a number after a run: the run is the left side of an equation
+# ("tel 212 736 5000 = office" is not one). Spaces and tabs only, no more than
+# a run's separator may have, so a streaming scan has not settled the run.
+_EQUALS_AFTER = re.compile(r"[ \t]{0,3}(?:={1,2}[ \t]{0,3}[-0-9(]|\u00d7)")
+# The same, its right side not written yet (at the end of a streaming text).
+_EQUALS_PENDING = re.compile(r"[ \t]{0,3}={1,2}[ \t]{0,3}")
+# A "*" with spaces around it between numbers multiplies them ("20731 * 30111");
+# glued, it joins a number's groups ("987*654*3210").
+_TIMES = re.compile(r"(?<=[0-9])[ \t]+\*[ \t]+(?=[0-9])")
+
+
+def _times(m: re.Match[str]) -> str:
+    return m.group().replace("*", "\u00d7")
 
 
 _BRACKET = re.compile(r"[()\[\]]")
@@ -1047,26 +1109,37 @@ class PersonalDataDetector:
             if not grow and sum(map(len, digits)) < _MIN_PHONE_DIGITS:
                 continue  # too few digits for any number, and no more will come
             run_open = grow or (not final and (_CODE_TAIL.fullmatch(text, run_end, n) is not None
-                                               or text[run_end:n] == ","))
+                                               or text[run_end:n] == ","
+                                               or _EQUALS_PENDING.fullmatch(text, run_end, n) is not None))
             # Numbers start and end at whole words of the run: "2-4" is one
             # word, so no number ends between its 2 and its 4.
             word_start = [g == 0 or _has_space(text, groups[g - 1][1], groups[g][0]) for g in range(k)]
             word_end = [*word_start[1:], True]
             last_word = max(g for g in range(k) if word_start[g])
-            barred = self._barred(text, groups, word_start, lead, rs, run_end)
-            if not lead and rs > 1 and text[rs - 1] == " ":
-                # The run's judgement reads the word before it ("$ 120",
-                # "USD 98765 43210"): no cut may part them.
-                amount = _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs)
-                if amount is not None:
-                    blocked.append((amount.start(), rs + 1))
+            spelt: list[int] = []
+            barred = self._barred(text, groups, word_start, lead, rs, run_end, spelt)
+            if not lead:
+                # The run's judgement reads what stands before it ("$ 120",
+                # "USD 98765 43210", "f(1) == 785400427"): no cut may part them.
+                context = _context_before(text, rs)
+                if context < rs:
+                    blocked.append((context, rs + 1))
+            # The number that starts at a "+" may spell its digits out like a
+            # version ("+91 9-8-7-6-5-4-3-2-1-0"): its window alone reads them.
+            barred_first = barred.copy()
+            for g in spelt:
+                barred_first[g] = False
             if has_letters:
                 self._bar_identifiers(text, groups, word_start, barred)
+                self._bar_identifiers(text, groups, word_start, barred_first)
             lengths = [e - s for s, e in groups]
             # Separators other than a single ".", counted up to each group.
             not_dot = [0]
             for g in range(k - 1):
                 not_dot.append(not_dot[-1] + (text[groups[g][1] : groups[g + 1][0]] != "."))
+            term = [not barred[g] and not (lengths[g] > 1 and digits[g][0] == "0") for g in range(k)]
+            list_ends: list[int | None] = _list_ends(digits, term, run_open) if k >= _LIST_TERMS \
+                else list(range(k))
             points = [rs]  # where the scan starts afresh: cuts may fall there only
             i = 0
             while i < k:
@@ -1078,10 +1151,11 @@ class PersonalDataDetector:
                 else:
                     total = 0
                     j = i
-                    while j < k and not barred[j] and total + len(digits[j]) <= MAX_PHONE_DIGITS:
+                    window_barred = barred_first if plus and i == 0 else barred
+                    while j < k and not window_barred[j] and total + len(digits[j]) <= MAX_PHONE_DIGITS:
                         total += len(digits[j])
                         j += 1
-                    if run_open and (j == k or (barred[j] and j >= last_word)):
+                    if run_open and (j == k or (window_barred[j] and j >= last_word)):
                         # The window may still grow, its last group get longer,
                         # or the last word turn out to be part of something else.
                         open_start = min(open_start, points[-1])
@@ -1089,6 +1163,22 @@ class PersonalDataDetector:
                     found = None
                     unsettled = False
                     s = rs if i == 0 else groups[i][0]
+                    # The first group from here on that starts a list of numbers
+                    # (or may): no number reaches it.
+                    stop = i
+                    while stop < j and list_ends[stop] == stop:
+                        stop += 1
+                    if plus and i == 0:
+                        stop = j  # after "+" and a country code: a number ("+33 6 12 34 56 78")
+                    if stop == i:
+                        if list_ends[i] is None:
+                            open_start = min(open_start, points[-1])
+                            break
+                        j = i  # a list starts here: skip it (below)
+                    elif stop < j:
+                        if list_ends[stop] is None and run_open:
+                            unsettled = True
+                        j = stop
                     if i > 0 and text[s - 1] == "(":
                         s -= 1
                     acc = "".join(digits[i:j])
@@ -1106,21 +1196,18 @@ class PersonalDataDetector:
                             dotted = jj - i >= 2 and not_dot[jj] == not_dot[i]
                             if _brackets_ok(text, s, e) and self._phone_ok(
                                     plus and i == 0, acc[:cut], tuple(lengths[i : jj + 1]), dotted):
-                                listed = _in_list(digits, i, jj, 1 if plus else 0, run_open)
-                                if listed is None:
-                                    unsettled = True
-                                    break
-                                if not listed:
-                                    found = (jj, e)
-                                    break
+                                found = (jj, e)
+                                break
                         cut -= len(digits[jj])
                     if unsettled:
-                        # Whether it is part of a list depends on groups still to come.
+                        # Whether a list starts in it depends on groups still to come.
                         open_start = min(open_start, points[-1])
                         break
                     if found is not None:
                         spans.append((s, found[1]))
                         i = found[0] + 1
+                    elif stop == i:
+                        i = list_ends[i] or i + 1  # past the list
                     else:
                         i += 1
                 while i < k and not word_start[i]:
@@ -1137,11 +1224,13 @@ class PersonalDataDetector:
 
     @staticmethod
     def _barred(text: str, groups: list[tuple[int, int]], word_start: list[bool], lead: str,
-                rs: int, run_end: int) -> list[bool]:
+                rs: int, run_end: int, versions: list[int]) -> list[bool]:
         """Per group: is it part of something that is not a phone number? A
         whole run-word is barred when it is glued to a letter or a sign at the
         run's ends, is an hour or minute (``12:30``), a thousands group
-        (``1,234``), or has the shape of a date, an IPv4 address or a decimal."""
+        (``1,234``), or has the shape of a date, an IPv4 address or a decimal.
+        ``versions`` receives the groups barred only as a version in a run
+        led by "+" (see :meth:`_phones`)."""
         k = len(groups)
         barred = [False] * k
         words: list[tuple[int, int]] = []  # group index ranges
@@ -1153,20 +1242,31 @@ class PersonalDataDetector:
         first_s, last_e = groups[0][0], groups[-1][1]
         left_glued = not lead and rs > 0 and (
             _is_glue(text[rs - 1]) or (text[rs - 1] in ":," and rs > 1 and text[rs - 2].isdigit())
+            # a negative number, the result of an equation: "= -5487112164", "f(1) == 785400427"
+            or (text[rs - 1] == "-" and (rs == 1 or text[rs - 2] in " \t\n=(["))
+            or _EQUATION_BEFORE.search(text, max(0, rs - 10), rs) is not None
             or _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs) is not None)
         right_glued = run_end < len(text) and (
             _is_glue(text[run_end]) or (text[run_end] in ":," and run_end + 1 < len(text)
-                                        and text[run_end + 1].isdigit()))
+                                        and text[run_end + 1].isdigit())
+            # a term of an equation or a factor: "20731 - 30111 = -9380", "… - 39639 * 39639"
+            or _EQUALS_AFTER.match(text, run_end) is not None)
         for a, b in words:
             s, e = groups[a][0], groups[b - 1][1]
             bad = (left_glued and s == first_s) or (right_glued and e == last_e)
+            spelt = False
             if not bad and not (a == 0 and "+" in lead):
+                bad = _other_shape(text[s:e])
                 # After a "+" and its country code, single digits between
-                # dashes or dots are a number spelt out, not a version.
-                bad = _other_shape(text[s:e], versions="+" not in lead)
+                # dashes or dots are a number spelt out, not a version: for
+                # the number that starts at the "+" only (the scan may start
+                # afresh after it, without the "+").
+                spelt = bad and "+" in lead and not _other_shape(text[s:e], versions=False)
             if bad:
                 for g in range(a, b):
                     barred[g] = True
+                    if spelt:
+                        versions.append(g)
         return barred
 
     @staticmethod
@@ -1209,14 +1309,13 @@ class PersonalDataDetector:
             if final:
                 return Scan([], n)
             m = _Mapped(text, [], [])
-            open_start = _email_open_start(m, [])
+            open_start = min(_email_open_start(m, []), _operator_tail(text))
             run = _TRAILING_RUN.search(text, max(0, n - 64))
             if run is not None:
                 rs = run.start()
-                amount = _CURRENCY_BEFORE.search(text, max(0, rs - 5), rs) \
-                    if rs > 1 and text[rs - 1] == " " else None
-                # The run's judgement will read an amount's sign a space before it.
-                open_start = min(open_start, rs if amount is None else amount.start())
+                # The run's judgement will read what stands before it (an
+                # amount's sign, the left side of an equation).
+                open_start = min(open_start, _context_before(text, rs))
             return Scan([], open_start)
         folded = _fold(text)
         found: list[tuple[int, int, Kind]] = []
@@ -1232,6 +1331,8 @@ class PersonalDataDetector:
             return Scan([PersonalData(k, s, e, text[s:e]) for s, e, k in found[:1]], n)
         digits = folded.sub(_NUMBER_ESCAPES, _unescape_number) \
             if "&" in folded.text or "%" in folded.text or "\\" in folded.text else folded
+        if "*" in digits.text:
+            digits = digits.sub(_TIMES, _times)
         cut = n
         if not final:
             # An escape still being written ("&#5", "%3") may become a digit or
@@ -1245,6 +1346,8 @@ class PersonalDataDetector:
         for s, e in phones:
             found.append((*digits.finding_span(s, e, cut), "phone"))
         phone_open = min(cut, digits.original_index(phone_open_f, cut))
+        if not final:
+            phone_open = min(phone_open, digits.original_index(_operator_tail(digits.text), cut))
         blocked = [digits.original_span(a, b) for a, b in blocked_f if a < b]
         open_start = min(email_open, phone_open)
         found.sort(key=lambda f: (f[0], f[2] != "email", -f[1]))

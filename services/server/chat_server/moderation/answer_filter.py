@@ -16,7 +16,8 @@ both detectors for a *scan* of that text (:meth:`BannedWords.scan`,
 something may still turn into a finding once more text arrives (the last word,
 a join of single letters that still spells the beginning of a banned word,
 words that begin a phrase, an e-mail address in progress, the last
-:data:`~chatcore.privacy.MAX_PHONE_DIGITS` digits of a run of digit groups),
+:data:`~chatcore.privacy.MAX_PHONE_DIGITS` digits of a run of digit groups or
+the last few terms of a list of numbers that may still grow),
 and the spans no cut may split. It sends everything up to the open start
 (even part of a word: ``One,`` goes out with its comma), but never into a
 finding or a digit run. It keeps a **window** from the last **cut** at or
