@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
+import time
 
 import pytest
 from chat_server.admission import RATE_REPLY_BURST
@@ -138,3 +140,50 @@ def test_behind_a_balancer_the_connection_rate_applies_to_each_named_client(
     # Everyone else behind the same balancer still gets in: its own address is no limit.
     for i in range(6):
         assert via_balancer(f"192.0.2.{20 + i}") == "HELLO"
+
+
+def test_a_logged_in_session_is_answered_in_order_while_twenty_connections_dribble_bytes(
+        guard: Guard) -> None:
+    # 20 connections that never log in send a HELLO body one byte per send();
+    # before login the wire reads such a peer a few times, then pauses it
+    # (tests/wire/test_read_budget.py proves the budget); meanwhile a session
+    # that is logged in gets every PING answered, in order.
+    port = guard.server.port
+    dribblers = [raw(port, source=OTHER_ADDRESS) for _ in range(20)]
+    for sock in dribblers:
+        sock.sendall(b"HELLO 4000".ljust(64))
+    stop = threading.Event()
+    sent = [0]
+
+    def dribble() -> None:
+        while not stop.is_set():
+            for sock in dribblers:
+                try:
+                    sock.send(b" ")
+                    sent[0] += 1
+                except OSError:
+                    pass
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    session = v2_login(port, USER, PASSWORD)
+    wait_until(lambda: sent[0] > 2000, timeout=30)  # the dribble is under way
+    try:
+        data = b""
+        for n in range(50):
+            time.sleep(0.01)  # 50 PINGs over half a second or more of dribbling
+            session.sendall(v2_frame("PING", {"nonce": f"p{n}"}))
+            while sum(k == "PONG" for k, _ in parse_v2(data)) <= n:
+                chunk = session.recv(65536)
+                assert chunk, data
+                data += chunk
+        nonces = [b["nonce"] for k, b in parse_v2(data) if k == "PONG"]
+        assert nonces == [f"p{n}" for n in range(50)]
+    finally:
+        stop.set()
+        thread.join(10)
+        session.close()
+        for sock in dribblers:
+            sock.close()
+    guard.check()
