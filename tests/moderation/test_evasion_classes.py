@@ -173,3 +173,34 @@ def test_right_to_left_override_attack_in_an_answer_is_masked_as_displayed(trans
     sent = mask_answer(text, SHIPPED, transform=transform)
     assert RLO not in sent and "\u202d" not in sent
     assert "****" in sent and "kcuf" in sent  # shown in logical order now: not the word
+
+
+# --------------------------------------------------------------------------- third round
+#: Single-character substitutions from the public leet alphabets that the
+#: first table lacked, per letter.
+MORE_LEET = {"c": "\u00a2\u00a9", "s": "\u00a7", "t": "\u2020", "r": "\u00ae", "o": "\u00b0", "b": "6",
+             "g": "9", "k": "\u03ba", "n": "\u03b7"}
+
+
+@pytest.mark.parametrize("letter", sorted(MORE_LEET))
+def test_more_leet_substitutions_attack_is_caught_in_every_position(letter):
+    missed = []
+    for word in sorted(SHIPPED.entries):
+        for i, ch in enumerate(word):
+            if ch != letter:
+                continue
+            for sub in MORE_LEET[letter]:
+                written = word[:i] + sub + word[i + 1 :]
+                if not SHIPPED.contains(f"you {written} there"):
+                    missed.append(written)
+    assert missed == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\u00a9 2026 Acme Ltd.", "see \u00a7 5 of the act", "it is 20\u00b0C today", "Acme\u00ae Widgets",
+     "Smith \u2020 1901", "6 or 9", "\u03ba and \u03b7 in the formula", "a \u00a2 is a cent", "69 apples",
+     "\u043c\u0430\u0439\u043a", "\u0448\u043a\u043e\u043b\u0430 \u043f\u0438\u0432\u043e"],
+)
+def test_text_using_the_new_leet_characters_for_what_they_are_is_not_refused(text):
+    assert not SHIPPED.contains(text), text

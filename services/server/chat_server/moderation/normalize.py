@@ -99,11 +99,18 @@ LEET = {
     "@": "a", "4": "a", "8": "b", "(": "c", "<": "c", "3": "e", "€": "e", "#": "h",
     "1": "i", "!": "i", "|": "i", "l": "i", "0": "o", "$": "s", "5": "s", "7": "t",
     "+": "t", "v": "u",
+    # From the public leet alphabets: symbols (cent, copyright, section, dagger,
+    # registered, degree), digits (6 b, 9 g), and the Greek kappa and eta the
+    # confusables data does not give as k and n. Not the Cyrillic ones (ка,
+    # пе, ша…): the fold already reads many Cyrillic letters as Latin ones,
+    # and with more, real Russian words read as English ("майк" as "wank").
+    "¢": "c", "©": "c", "§": "s", "†": "t", "®": "r", "°": "o", "6": "b", "9": "g",
+    "κ": "k", "η": "n",
 }
 #: The leet symbols that are not letters or digits: they are part of a token
 #: (``fu(k``, ``s#it``, ``shi+``), except ``!|(<`` at a token's edges,
 #: where they are punctuation (``(word``, ``wow!``).
-LEET_SYMBOLS = "@$!|(<#+€"
+LEET_SYMBOLS = "@$!|(<#+€¢©§†®°"
 _LEET_TABLE = str.maketrans(LEET)
 
 
