@@ -165,6 +165,52 @@ def test_second_round_evasions_in_a_message_attack_are_refused(guard: Guard, tex
     assert_refused(guard, text, kind)
 
 
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("call 98765_43210", NoticeKind.PRIVACY),
+        ("call 212|736|5000", NoticeKind.PRIVACY),
+        ("call 98765:43210 or later", NoticeKind.PRIVACY),
+        ("call &#57;&#56;&#55;&#54;&#53;&#52;&#51;&#50;&#49;&#48;", NoticeKind.PRIVACY),
+        ("call %39%38%37%36%35 43210", NoticeKind.PRIVACY),
+        ("call 98765&nbsp;43210", NoticeKind.PRIVACY),
+        ("mail j o h n @ e x a m p l e . c o m", NoticeKind.PRIVACY),
+        ("mail j.o.h.n at e x a m p l e dot com", NoticeKind.PRIVACY),
+        ("you fu¢k", NoticeKind.MODERATION),
+        ("you §hit", NoticeKind.MODERATION),
+    ],
+)
+def test_third_round_evasions_in_a_message_attack_are_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
+    assert_refused(guard, text, kind)
+
+
+#: Number-heavy text a model writes: none of it is personal data.
+NUMBERS_ANSWER = (
+    "Counting: 1 2 3 4 5 6 7 8 9 10. Squares: 1 4 9 16 25 36 49 64 81 100. "
+    "Primes: 2 3 5 7 11 13 17 19 23 29 31. Years 2020 2021 2022 2023 2024. "
+    "Departures 08:15 08:45 09:15 09:45. 20731 * 30111 = 624231141 and f(52) == 694725402. "
+    "int max 2_147_483_647; meet at 5 dot com. Done."
+)
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_number_heavy_answer_attack_is_not_masked(guard: Guard, protocol: str) -> None:
+    if protocol == "v1":
+        with OriginalV1Client(guard.server.port) as v1:
+            v1.login(USER, PASSWORD)
+            chunks, how = v1.answer(say(NUMBERS_ANSWER))
+        text = answer_text(chunks)
+        assert how == "terminator"
+    else:
+        client = logged_in(guard.server.port, USER, PASSWORD)
+        reply = client.chat(say(NUMBERS_ANSWER))
+        client.close()
+        assert isinstance(reply.end, AnswerEnd)
+        text = reply.text
+    assert text == NUMBERS_ANSWER
+    guard.check()
+
+
 def test_names_and_clitics_that_looked_like_stretched_words_attack_is_answered(guard: Guard) -> None:
     innocent = "Randy Shilts met Mr Blitch; the assess's weight? C++ and Q&A, an A+ grade. Hello! Wow?"
     client = logged_in(guard.server.port, USER, PASSWORD)
