@@ -313,9 +313,18 @@ texts = st.lists(
 ).map(lambda items: "".join(w + s for w, s in items))
 #: Lists of numbers and phone numbers in groups, back to back: whether a
 #: group is a list's term depends on its neighbours, also on those still to come.
+#: Stretches that are lists by each rule of chatcore.privacy._in_list
+#: (counting, steps, squares), as one "number" of the texts below.
+list_stretches = st.builds(
+    lambda start, step, n, squares, down: " ".join(
+        str(v) for v in (sorted if not down else lambda x: sorted(x, reverse=True))(
+            [(start + k) ** 2 if squares else start + k * step for k in range(n)])),
+    st.sampled_from([1, 2, 8, 10, 21, 100, 203, 2020]), st.sampled_from([1, 2, 5, 10]),
+    st.integers(min_value=2, max_value=8), st.booleans(), st.booleans())
 number_texts = st.lists(
     st.tuples(st.one_of(st.integers(min_value=0, max_value=120).map(str),
-                        st.sampled_from(["98765", "43210", "212", "736", "5000", "+91", "0958", "&#57;"])),
+                        st.sampled_from(["98765", "43210", "212", "736", "5000", "+91", "0958", "&#57;"]),
+                        list_stretches),
               st.sampled_from([" ", " ", ", ", "-", " | ", "\n", "_"])),
     max_size=24,
 ).map(lambda items: "".join(f"{n}{sep}" for n, sep in items))
@@ -341,6 +350,45 @@ def test_streaming_equals_whole_text_mask_for_any_split(text, cuts):
 def test_streaming_equals_whole_text_mask_on_lists_of_numbers(text, cuts):
     assert stream(split(text, cuts))[0] == mask_answer(text, BANNED) == mask_direct(text)
     assert stream(list(text))[0] == mask_direct(text)
+
+
+# Where the filter could cut, or send, before what a judgement depends on: the
+# terms of a list (also where the scan waits for more text, where fewer than
+# five groups are known yet, and where the run's last word may still turn out
+# to be glued to something, or not), and the "+" of a run.
+@pytest.mark.parametrize("text", [
+    "44100 | 43681 | 43264 42849 42436, 42025 41616 | 41209 | 1 3, 5, 78 |",
+    "43210 42436\n42025\n41616 41209-17_16_10, 15 20",
+    "41616, 42025-42436_42849 43264 | 43681 44100_736_120_72_",
+    "8 30 62 100 101 0 0 98765, ",
+    "8 30 62 100 101 0 0 98765 ",
+    "126-41209, 41616 42025 42436 42849_43264 | ",
+    "41209\n41616 42025-42436 | 42849 41209 41616, 42025 42436, 42849, 43264_43681-41209\n41616",
+    "60 43 30\n1, 4-9 | 16 | 25 | 36\n49_64\n216 | 194 131 | 100-30 40-50_115_10 13 21 27",
+    "+91\n14-7 6 17\n22-7-2 58-5000",
+    "5_15_7-35 | 7\n7 5_30-41209-41616_42025 | 42436 | 42849 ",
+    "736 11247 7660 7284 | 4934-3536 3327 2764_2020-41209_41616_42025 | 42436-42849 | 43264 43681_1_2_5, 212",
+])
+def test_a_cut_never_parts_a_judgement_from_the_text_it_reads(text):
+    whole = mask_direct(text)
+    assert stream([text])[0] == whole
+    assert stream(list(text))[0] == whole
+    assert stream(re.findall(r"\s*\S+|\s+$", text))[0] == whole
+
+
+@pytest.mark.parametrize("text", [
+    " ".join(str(i) for i in range(1, 3000)) + " ",  # counting
+    " ".join(str(i * i) for i in range(10, 500)) + " ",  # squares
+    "+1 " + " ".join(str(i) for i in range(1, 1000)) + " ",  # after a "+"
+], ids=["counting", "squares", "plus"])
+def test_a_long_list_of_numbers_streams_exactly_with_bounded_work(text):
+    # However long the list, the window, and so the work per token, does not
+    # grow with it.
+    parts = re.findall(r"\s*\S+|\s+$", text)
+    most, filt, joined = max_pending(parts)
+    assert joined == mask_direct(text)
+    assert most <= 2 * MAX_PHONE_DIGITS + 2 * max(len(p) for p in parts)
+    assert filt.scanned <= 40 * len(text)  # a window growing with the list: ~len/8 times that
 
 
 @settings(max_examples=500, deadline=None)

@@ -1138,8 +1138,21 @@ class PersonalDataDetector:
             for g in range(k - 1):
                 not_dot.append(not_dot[-1] + (text[groups[g][1] : groups[g + 1][0]] != "."))
             term = [not barred[g] and not (lengths[g] > 1 and digits[g][0] == "0") for g in range(k)]
+            # Too few groups for a list, unless more may come (then whether one
+            # starts here is not known yet).
             list_ends: list[int | None] = _list_ends(digits, term, run_open) if k >= _LIST_TERMS \
-                else list(range(k))
+                else [None] * k if run_open else list(range(k))
+            if run_open and k >= _LIST_TERMS:
+                # Whether the last word is part of something else may still
+                # change either way ("41209-17_" may go on "_16_10"; "44100_7"
+                # may end in "_"), and with it whether its groups are terms:
+                # where that would change a list, it is not known yet.
+                for maybe in (True, False):
+                    other = term[:last_word] + [maybe and not (lengths[g] > 1 and digits[g][0] == "0")
+                                                for g in range(last_word, k)]
+                    if other != term:
+                        list_ends = [a if a == b else None for a, b in
+                                     zip(list_ends, _list_ends(digits, other, run_open), strict=True)]
             points = [rs]  # where the scan starts afresh: cuts may fall there only
             i = 0
             while i < k:

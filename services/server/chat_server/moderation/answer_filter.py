@@ -21,7 +21,8 @@ the last few terms of a list of numbers that may still grow),
 and the spans no cut may split. It sends everything up to the open start
 (even part of a word: ``One,`` goes out with its comma), but never into a
 finding or a digit run. It keeps a **window** from the last **cut** at or
-before what it sent: the start of a word (after whitespace) that no finding,
+before what it sent and not past the open start (which may move back when
+more text shows that a word can still change): the start of a word (after whitespace) that no finding,
 no digit run and no context a detector reads (the sign of an amount before a
 number) straddles. Both detectors restart cleanly there, so masking the
 pieces equals masking the whole; the text sent since the cut stays in the
@@ -261,7 +262,11 @@ class AnswerFilter:
         # goes through is masked up to the banned open start (that part is
         # settled); the new window keeps that as its masked head, since the
         # detectors no longer see where the span began.
-        cut = self._last_cut(buf, self._sent, blocked)
+        # Not past the open start either: it may move back once more text
+        # shows that a word can still change (a digit group followed by "_"),
+        # and what lies after it has not been judged, so a cut there could
+        # part a judgement from the text it reads.
+        cut = self._last_cut(buf, min(self._sent, open_start), blocked)
         if cut > 0:
             head = self._head - cut
             for s, e in words:
