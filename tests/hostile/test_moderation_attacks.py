@@ -51,6 +51,22 @@ def clean(text: str) -> bool:
     return not find_personal_data(text) and not BANNED.contains(text)
 
 
+def answer_over(guard: Guard, protocol: str, text: str) -> str:
+    """The stand-in says ``text``; what the client reads of it, whole, over
+    the original client's v1 or over v2."""
+    if protocol == "v1":
+        with OriginalV1Client(guard.server.port) as v1:
+            v1.login(USER, PASSWORD)
+            chunks, how = v1.answer(say(text))
+        assert how == "terminator"
+        return answer_text(chunks)
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    reply = client.chat(say(text))
+    client.close()
+    assert isinstance(reply.end, AnswerEnd)
+    return reply.text
+
+
 def test_masking_before_transliteration_attack_v1(guard: Guard) -> None:
     with OriginalV1Client(guard.server.port) as client:
         client.login(USER, PASSWORD)
@@ -119,18 +135,7 @@ EVASIONS_ANSWER = (
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_second_round_evasions_in_the_answer_attack_are_masked(guard: Guard, protocol: str) -> None:
-    if protocol == "v1":
-        with OriginalV1Client(guard.server.port) as v1:
-            v1.login(USER, PASSWORD)
-            chunks, how = v1.answer(say(EVASIONS_ANSWER))
-        text = answer_text(chunks)
-        assert how == "terminator"
-    else:
-        client = logged_in(guard.server.port, USER, PASSWORD)
-        reply = client.chat(say(EVASIONS_ANSWER))
-        client.close()
-        assert isinstance(reply.end, AnswerEnd)
-        text = reply.text
+    text = answer_over(guard, protocol, EVASIONS_ANSWER)
     for leaked in ("brien", "john", "juan", "raj", "98765", "43210", "\u20e3", "\u0332", "fvck", "8itch"):
         assert leaked not in text, (leaked, text)
     assert text.count("[email removed]") == 7 and text.count("[phone removed]") == 4, text
@@ -195,19 +200,7 @@ NUMBERS_ANSWER = (
 
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_number_heavy_answer_attack_is_not_masked(guard: Guard, protocol: str) -> None:
-    if protocol == "v1":
-        with OriginalV1Client(guard.server.port) as v1:
-            v1.login(USER, PASSWORD)
-            chunks, how = v1.answer(say(NUMBERS_ANSWER))
-        text = answer_text(chunks)
-        assert how == "terminator"
-    else:
-        client = logged_in(guard.server.port, USER, PASSWORD)
-        reply = client.chat(say(NUMBERS_ANSWER))
-        client.close()
-        assert isinstance(reply.end, AnswerEnd)
-        text = reply.text
-    assert text == NUMBERS_ANSWER
+    assert answer_over(guard, protocol, NUMBERS_ANSWER) == NUMBERS_ANSWER
     guard.check()
 
 
