@@ -38,7 +38,12 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory,
                   shared_standin: StandIn) -> Iterator[LiveServer]:
     d = tmp_path_factory.mktemp("hostile-server")
     server = LiveServer(
+        # Every attack of the package connects from 127.0.0.1 to this one
+        # server, hundreds of connections a second on a fast machine: the
+        # per-address connection rate would turn the later ones away. Its own
+        # tests (test_connection_rate.py) start servers with it on.
         env=make_server_env(d, shared_standin.url, CHAT_RATE_LIMIT="0",
+                            CHAT_CONNECT_RATE_PER_ADDRESS="0",
                             CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
                             CHAT_FRAME_TIMEOUT=str(FRAME_TIMEOUT)),
         log_path=d / "server.log", standin=shared_standin,
