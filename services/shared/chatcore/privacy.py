@@ -1137,7 +1137,9 @@ class PersonalDataDetector:
             not_dot = [0]
             for g in range(k - 1):
                 not_dot.append(not_dot[-1] + (text[groups[g][1] : groups[g + 1][0]] != "."))
-            term = [not barred[g] and not (lengths[g] > 1 and digits[g][0] == "0") for g in range(k)]
+            # A term has no leading zero and is not part of something else.
+            unpadded = [not (lengths[g] > 1 and digits[g][0] == "0") for g in range(k)]
+            term = [not barred[g] and unpadded[g] for g in range(k)]
             # Too few groups for a list, unless more may come (then whether one
             # starts here is not known yet).
             list_ends: list[int | None] = _list_ends(digits, term, run_open) if k >= _LIST_TERMS \
@@ -1148,8 +1150,7 @@ class PersonalDataDetector:
                 # may end in "_"), and with it whether its groups are terms:
                 # where that would change a list, it is not known yet.
                 for maybe in (True, False):
-                    other = term[:last_word] + [maybe and not (lengths[g] > 1 and digits[g][0] == "0")
-                                                for g in range(last_word, k)]
+                    other = term[:last_word] + [maybe and unpadded[g] for g in range(last_word, k)]
                     if other != term:
                         list_ends = [a if a == b else None for a, b in
                                      zip(list_ends, _list_ends(digits, other, run_open), strict=True)]
