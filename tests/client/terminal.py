@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 
 import pexpect
+import pyte
+from rich.console import Console
 
 from tests.fixtures.server import USER
 
@@ -22,6 +24,29 @@ def client_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     env.update(extra)
     return env
+
+
+#: The emulated terminal of the rendering tests.
+WIDTH, HEIGHT = 60, 15
+
+
+def terminal_console(buf: io.StringIO) -> Console:
+    """A rich console that writes what a terminal of WIDTH x HEIGHT would get."""
+    return Console(file=buf, force_terminal=True, width=WIDTH, height=HEIGHT,
+                   color_system=None, legacy_windows=False, _environ={})
+
+
+def screen_text(raw: str) -> list[str]:
+    """Scrollback + screen of a terminal that received ``raw``, as text lines."""
+    screen = pyte.HistoryScreen(WIDTH, HEIGHT, history=100_000, ratio=0.5)
+    stream = pyte.Stream(screen)
+    stream.feed(raw.replace("\n", "\r\n"))  # the tty's ONLCR
+    lines = ["".join(row[x].data for x in range(WIDTH)) for row in screen.history.top]
+    lines += screen.display
+    text = [line.rstrip() for line in lines]
+    while text and not text[-1]:
+        text.pop()
+    return text
 
 
 PROMPT = "you>"  # prompt_toolkit moves the cursor instead of printing the space

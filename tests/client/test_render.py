@@ -18,25 +18,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.markdown import Markdown
 
-WIDTH, HEIGHT = 60, 15
-
-
-def _terminal_console(buf: io.StringIO) -> Console:
-    return Console(file=buf, force_terminal=True, width=WIDTH, height=HEIGHT,
-                   color_system=None, legacy_windows=False, _environ={})
-
-
-def _screen_text(raw: str) -> list[str]:
-    """Scrollback + screen of a terminal that received ``raw``, as text lines."""
-    screen = pyte.HistoryScreen(WIDTH, HEIGHT, history=100_000, ratio=0.5)
-    stream = pyte.Stream(screen)
-    stream.feed(raw.replace("\n", "\r\n"))  # the tty's ONLCR
-    lines = ["".join(row[x].data for x in range(WIDTH)) for row in screen.history.top]
-    lines += screen.display
-    text = [line.rstrip() for line in lines]
-    while text and not text[-1]:
-        text.pop()
-    return text
+from tests.client.terminal import HEIGHT, WIDTH, screen_text, terminal_console
 
 
 def _direct_render(markdown: str) -> list[str]:
@@ -47,11 +29,11 @@ def _direct_render(markdown: str) -> list[str]:
 
 def _stream(markdown: str, step: int) -> list[str]:
     buf = io.StringIO()
-    view = MarkdownStream(_terminal_console(buf), interval=0)  # redraw on every delta
+    view = MarkdownStream(terminal_console(buf), interval=0)  # redraw on every delta
     for i in range(0, len(markdown), step):
         view.append(markdown[i:i + step])
     view.finish()
-    return _screen_text(buf.getvalue())
+    return screen_text(buf.getvalue())
 
 
 LONG_ANSWER = (
@@ -138,7 +120,7 @@ def test_parse_commands_and_messages():
 
 def test_the_newest_text_is_on_screen_while_streaming():
     buf = io.StringIO()
-    view = MarkdownStream(_terminal_console(buf), interval=0)
+    view = MarkdownStream(terminal_console(buf), interval=0)
     cut = LONG_ANSWER.index("Paragraph 12 ")
     for i in range(0, cut + len("Paragraph 12 says"), 5):
         view.append(LONG_ANSWER[i:min(i + 5, cut + len("Paragraph 12 says"))])

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from chatcore.protocol import name_problem
+from chatcore.protocol import name_problem, without_controls
 
 from . import __version__
 from .connection import DEFAULT_HANDSHAKE_TIMEOUT, ChatConnection
@@ -462,9 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(resolve(args, os.environ)))
     except ClientError as exc:
-        sys.stderr.write(f"chat-client: {exc}\n" if exc.prefixed else f"{exc}\n")
+        # An error's text may quote the server (a refusal's message): shown
+        # without control characters, as everything else a server sent.
+        text = without_controls(str(exc))
+        sys.stderr.write(f"chat-client: {text}\n" if exc.prefixed else f"{text}\n")
         for line in exc.details:
-            sys.stderr.write(f"{line}\n")
+            sys.stderr.write(f"{without_controls(line)}\n")
         return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("\nchat-client: interrupted\n")

@@ -6,7 +6,7 @@ Everything the client shows, in two flavours with one interface:
 
 * :class:`RichUI` for a terminal: answers rendered as Markdown while they
   stream (``rich.live.Live``), notices in a yellow, prefixed style, errors red.
-* :class:`PlainUI` when stdout is not a TTY: the answer's text exactly as it
+* :class:`PlainUI` when stdout is not a TTY: the answer's text as it
   arrives, notices and errors on stderr as ``[notice] …`` / ``error: …`` lines.
 
 Streaming Markdown without flicker or lost text: ``Live`` redraws its
@@ -18,6 +18,13 @@ taller than the screen is split the same way by closing and reopening its fence;
 a single paragraph taller than the screen shows its last lines while it grows.
 Refreshes are throttled (:data:`REFRESH_INTERVAL`); when the answer ends,
 ``Live.stop()`` replaces the (short) live area by the complete rendering once.
+
+Both flavours show text a server sent (answers, notices, errors, history, the
+model's name) without control characters other than newline and tab
+(``chatcore.protocol.without_controls``): neither rich nor a pipe into a
+terminal stops ESC, so a server, or a model that was told to, could otherwise
+clear the screen, rewrite lines already shown, set the window title or write
+the clipboard.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Protocol
 
-from chatcore.protocol import AnswerEnd, Notice, NoticeKind
+from chatcore.protocol import AnswerEnd, Notice, NoticeKind, without_controls
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markdown import Markdown
@@ -65,11 +72,12 @@ _NOTICE_LABEL = {
 
 
 def notice_text(notice: Notice) -> str:
-    """A one-line, human rendering of a server notice."""
+    """A one-line, human rendering of a server notice, fit to be shown."""
+    message = without_controls(notice.message)
     if notice.kind is NoticeKind.QUEUE and notice.position is not None:
         where = "next in line" if notice.position == 1 else f"number {notice.position} in line"
-        return notice.message or f"waiting for the model: you are {where}"
-    return notice.message or notice.kind.value.replace("_", " ")
+        return message or f"waiting for the model: you are {where}"
+    return message or notice.kind.value.replace("_", " ")
 
 
 def split_markdown(text: str) -> tuple[str, str, str]:
@@ -158,7 +166,7 @@ class MarkdownStream:
         if not self._started:
             self._live.start()
             self._started = True
-        self._pending += delta
+        self._pending += without_controls(delta)
         self._dirty = True
         self.tick()
 
@@ -229,6 +237,7 @@ class PlainStream:
         self._last = ""
 
     def append(self, delta: str) -> None:
+        delta = without_controls(delta)
         if delta:
             self._out.write(delta)
             self._out.flush()
@@ -242,6 +251,11 @@ class PlainStream:
             self._out.write("\n")
         self._out.flush()
         self._last = ""
+
+
+def _shown_turns(turns: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """A conversation's turns as the server sent them, fit to be shown."""
+    return [(without_controls(q), without_controls(a), without_controls(n)) for q, a, n in turns]
 
 
 class UI(Protocol):
@@ -280,7 +294,8 @@ class RichUI:
     def welcome(self, *, address: str, user: str, model: str, version: int) -> None:
         body = Text.assemble(
             ("Connected to ", ""), (address, "bold"), (" as ", ""), (user, "bold"),
-            ("\nModel: ", ""), (model or "unknown (the server did not say)", "bold cyan"),
+            ("\nModel: ", ""),
+            (without_controls(model) or "unknown (the server did not say)", "bold cyan"),
             (f"   protocol v{version}", "dim"),
             ("\nType a message and press Enter. Alt-Enter (or Esc Enter) adds a new line.\n", ""),
             ("Ctrl-C stops an answer, Ctrl-D or /quit leaves. ", "dim"),
@@ -300,13 +315,13 @@ class RichUI:
 
     def notice(self, text: str, *, label: str = "notice") -> None:
         self._print(Text.assemble(("» ", "bold yellow"), (f"{label}: ", "yellow"),
-                                  (text, "yellow")))
+                                  (without_controls(text), "yellow")))
 
     def error(self, text: str) -> None:
-        self._print(Text.assemble(("✖ ", "bold red"), (text, "red")))
+        self._print(Text.assemble(("✖ ", "bold red"), (without_controls(text), "red")))
 
     def info(self, text: str) -> None:
-        self._print(Text(text, style="dim"))
+        self._print(Text(without_controls(text), style="dim"))
 
     def server_notice(self, notice: Notice) -> None:
         self.notice(notice_text(notice), label=_NOTICE_LABEL.get(notice.kind, "notice"))
@@ -316,7 +331,7 @@ class RichUI:
             self.info("Nothing in this conversation yet.")
             return
         items: list[object] = []
-        for question, answer, note in turns:
+        for question, answer, note in _shown_turns(turns):
             items.append(Rule("you", align="left", style="green"))
             items.append(Text(question))
             items.append(Rule("assistant", align="left", style="cyan"))
@@ -342,6 +357,7 @@ class PlainUI:
 
     def welcome(self, *, address: str, user: str, model: str, version: int) -> None:
         if not self.quiet:
+            model = without_controls(model)
             self.info(f"connected to {address} as {user}; model {model or 'unknown'}; "
                       f"protocol v{version}; /help lists the commands")
 
@@ -350,16 +366,16 @@ class PlainUI:
 
     def notice(self, text: str, *, label: str = "notice") -> None:
         if not self.quiet:
-            self.err.write(f"[{label}] {text}\n")
+            self.err.write(f"[{label}] {without_controls(text)}\n")
             self.err.flush()
 
     def error(self, text: str) -> None:
-        self.err.write(f"error: {text}\n")
+        self.err.write(f"error: {without_controls(text)}\n")
         self.err.flush()
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.write(f"{text}\n")
+            self.err.write(f"{without_controls(text)}\n")
             self.err.flush()
 
     def server_notice(self, notice: Notice) -> None:
@@ -369,7 +385,7 @@ class PlainUI:
         """Plain output stays the answer text only."""
 
     def history(self, turns: Sequence[tuple[str, str, str]]) -> None:
-        for question, answer, note in turns:
+        for question, answer, note in _shown_turns(turns):
             self.out.write(f"you: {question}\nassistant: {answer}\n")
             if note:
                 self.out.write(f"[{note}]\n")

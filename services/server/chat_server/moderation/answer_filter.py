@@ -59,7 +59,7 @@ from chatcore.privacy import (
     detector_for,
     structural_ascii,
 )
-from chatcore.protocol import to_v1_text
+from chatcore.protocol import to_v1_text, without_controls
 
 from .banned_words import BannedWords, WatchedBannedWords
 
@@ -83,10 +83,13 @@ _OVERRIDES = dict.fromkeys(map(ord, "\u202d\u202e"))
 def to_v2_answer_text(text: str) -> str:
     """The answer as a v2 client gets it, the ``transform`` the server gives
     the filter on v2: without explicit directional overrides, so that what is
-    masked reads the same in logical and in displayed order."""
+    masked reads the same in logical and in displayed order, and without
+    control characters other than newline and tab (``without_controls``), so
+    that it cannot drive the reader's terminal and what is masked is what is
+    shown (``fu\\x1bck`` is masked as the banned word it displays)."""
     if "\u202e" in text or "\u202d" in text:
-        return text.translate(_OVERRIDES)
-    return text
+        text = text.translate(_OVERRIDES)
+    return without_controls(text)
 
 
 def to_v1_answer_text(text: str) -> str:

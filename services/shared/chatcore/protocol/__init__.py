@@ -35,6 +35,7 @@ from ._events import (
     ServerHello,
     frame_name,
     name_problem,
+    without_controls,
 )
 from ._header import HEADER_SIZE, encode_v1_frame
 from ._state import Role, State
@@ -93,4 +94,5 @@ __all__ = (
     "frame_name",
     "name_problem",
     "to_v1_text",
+    "without_controls",
 )

@@ -41,6 +41,7 @@ __all__ = [
     "ServerHello",
     "frame_name",
     "name_problem",
+    "without_controls",
 ]
 
 
@@ -125,6 +126,23 @@ def name_problem(value: str) -> str | None:
     if _CONTROL.search(value):
         return "contains a control character"
     return None
+
+
+#: The same controls except newline and tab, which text may keep.
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def without_controls(text: str) -> str:
+    """``text`` without control characters other than newline and tab.
+
+    What a terminal would act on instead of showing: ESC starts sequences that
+    move the cursor, clear the screen, set the window title or write the
+    clipboard (OSC 52), CR returns to the start of the line and lets later text
+    cover earlier text, and C1 controls (U+0080-U+009F, such as CSI U+009B) are
+    escapes of their own on some terminals. The server drops them from v2
+    answer text; the client drops them from everything it shows that a server
+    sent (docs/PROTOCOL.md §4, "Text that is shown")."""
+    return _TEXT_CONTROL.sub("", text) if _TEXT_CONTROL.search(text) else text
 
 
 def _check_name(name: str, value: object, *, allow_empty: bool = True) -> None:
