@@ -62,10 +62,42 @@ def test_a_token_logs_in_instead_of_the_password_and_brings_a_fresh_one(server):
     # A logged-in session like any other: it chats.
     assert client.chat("after a token login").end is not None
     client.close()
-    # The earlier token stays good until it expires (the client may not have
-    # received the fresh one when its connection broke).
-    assert token_login(server, first.token).ok  # type: ignore[union-attr]
+    # The fresh one logs in (once) in its turn.
     assert token_login(server, result.token).ok  # type: ignore[union-attr]
+
+
+def test_a_token_logs_in_once_and_a_replayed_copy_fails_like_a_wrong_password(server):
+    # A copy of a token taken after it was used (a log, a dump, a proxy) must
+    # not log in: the login that used it ended it and got the next one.
+    first = password_login(server).token
+    assert first is not None
+    client = V2Client(server.port)
+    client.send(Authenticate(USER, token=first))
+    result = client.next_event()
+    assert isinstance(result, AuthResult) and result.ok, result
+    # ... also while the session that used it is still live, on another connection.
+    replay = token_login(server, first)
+    assert refused(replay)
+    assert replay == token_login(server, "C" * 43)  # the same generic failure
+    assert client.chat("the first session carries on").end is not None
+    client.close()
+    # The one it was exchanged for still logs in.
+    assert result.token is not None and token_login(server, result.token).ok  # type: ignore[union-attr]
+
+
+def test_of_connections_racing_with_one_token_only_one_logs_in(server):
+    token = password_login(server).token
+    assert token is not None
+    clients = [V2Client(server.port) for _ in range(4)]
+    try:
+        for client in clients:  # all four AUTHs are on their way before any verdict
+            client.send(Authenticate(USER, token=token))
+        verdicts = [client.next_event() for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert all(isinstance(v, AuthResult) for v in verdicts), verdicts
+    assert sum(v.ok for v in verdicts) == 1, verdicts  # type: ignore[union-attr]
 
 
 def test_tokens_are_random_and_distinct(server):

@@ -540,3 +540,44 @@ async def test_a_token_issued_on_one_store_is_accepted_by_another(store_target: 
         assert await two.verify_session_token(issued.token) == "alice"
         await two.change_password("alice", "h2")
         assert await one.verify_session_token(issued.token) is None
+
+
+async def test_a_token_logs_in_once(store_target: str) -> None:
+    # Logging in with a token ends it (the login gets a fresh one): a copy that
+    # leaked after it was used (a log, a dump, a shoulder) no longer logs in.
+    clock = FakeClock()
+    async with await open_store(store_target, clock=clock) as store:
+        await store.add_user("alice", "h")
+        await store.add_user("bob", "h")
+        issued = await store.create_session_token("alice", timedelta(hours=1))
+        other = await store.create_session_token("alice", timedelta(hours=1))
+        bobs = await store.create_session_token("bob", timedelta(hours=1))
+        assert await store.use_session_token(issued.token) == "alice"
+        assert await store.use_session_token(issued.token) is None
+        assert await store.verify_session_token(issued.token) is None
+        assert await store.revoke_session_token(issued.token) is False
+        # Only that token: the user's others and other users' stay good.
+        assert await store.verify_session_token(other.token) == "alice"
+        assert await store.use_session_token(bobs.token) == "bob"
+        for bad in ("", "x", other.token[:-1], "é" * 300, "\x00"):
+            assert await store.use_session_token(bad) is None
+        # Expired, revoked, or of a disabled user: not used, nothing changes.
+        clock.advance(hours=2)
+        assert await store.use_session_token(other.token) is None
+        live = await store.create_session_token("alice", timedelta(hours=1))
+        await store.set_disabled("alice", True)
+        assert await store.use_session_token(live.token) is None
+        await store.set_disabled("alice", False)
+        assert await store.use_session_token(live.token) is None  # disabling ended it
+
+
+async def test_of_logins_racing_with_one_token_only_one_gets_in(store_target: str) -> None:
+    # Two replicas (two stores on one database) take the same token at once:
+    # exactly one login wins, whichever it is.
+    async with await open_store(store_target) as one, await open_store(store_target) as two:
+        await one.add_user("alice", "h")
+        for _ in range(10):
+            issued = await one.create_session_token("alice", timedelta(days=1))
+            results = await asyncio.gather(
+                *(store.use_session_token(issued.token) for store in (one, two, one, two)))
+            assert results.count("alice") == 1 and results.count(None) == 3, results

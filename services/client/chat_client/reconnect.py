@@ -156,7 +156,9 @@ class Reconnector:
 
     def _logged_in(self, conn: ChatConnection) -> ChatConnection:
         # Every login brings a fresh token; if none came (the server's store
-        # failed), the one we have stays good until it expires.
+        # failed), keep the one we have: after a password login it stays good
+        # until it expires (a token login has used it up: the next reconnect
+        # is told so and asks for the password).
         if conn.session_token is not None:
             self._token = conn.session_token
         return conn

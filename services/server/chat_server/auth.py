@@ -33,7 +33,8 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
 Session tokens (docs/PROTOCOL.md §15): every successful v2 login is given a
 fresh random token (:meth:`Authenticator.issue_token`, stored hashed by the
 store, valid for ``CHAT_SESSION_TOKEN_TTL``), which a reconnecting client
-sends instead of its password (:meth:`Authenticator.verify_token`). A token
+sends instead of its password (:meth:`Authenticator.verify_token`), once: the
+login that uses a token ends it and gets the next one. A token
 login goes through the same throttling, fails with the same generic answer and
 is logged the same way (the token itself never). The store ends a user's
 tokens when the password changes or the user is disabled or removed.
@@ -285,7 +286,10 @@ class Authenticator:
         # token (then it fails below) or leaves this session on the older
         # generation (then chat_server.accounts ends it).
         record = await self.store.get_user(user)
-        owner = await self.store.verify_session_token(token)
+        # A token logs in once: this ends it, and the login gets a fresh one
+        # (issue_token). A copy of it (replayed, or raced on another
+        # connection) fails from now on (docs/SECURITY.md §2).
+        owner = await self.store.use_session_token(token)
         if owner is None or owner != user or record is None:
             await self._record_failure(user, address)
             log.info("login failed", extra=fields)

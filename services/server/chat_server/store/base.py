@@ -247,6 +247,13 @@ class Store(ABC):
         revoked, or its user is disabled."""
 
     @abstractmethod
+    async def use_session_token(self, token: str) -> str | None:
+        """Log in with a token: the user it belongs to, as
+        :meth:`verify_session_token` says, and the token ends in the same
+        statement (a token logs in once: docs/SECURITY.md §2). Of two logins
+        racing with one token, at most one gets the user."""
+
+    @abstractmethod
     async def revoke_session_token(self, token: str) -> bool:
         """Revoke one token (logout); ``False`` if it was not live."""
 

@@ -317,6 +317,21 @@ class SQLStore(Store):
         )
         return str(rows[0][0]) if rows else None
 
+    async def use_session_token(self, token: str) -> str | None:
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
+            return None
+        now = self._to_db_time(self._now())
+        # One statement: of two logins racing with the same token, the second
+        # finds it revoked (both engines lock the row the UPDATE changes).
+        rows = await self._query(
+            "UPDATE session_tokens SET revoked_at = ? "
+            "WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? "
+            "AND username IN (SELECT name FROM users WHERE disabled = ?) "
+            "RETURNING username",
+            (now, _token_hash(token), now, False),
+        )
+        return str(rows[0][0]) if rows else None
+
     async def revoke_session_token(self, token: str) -> bool:
         if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
             return False
