@@ -1009,7 +1009,7 @@ def token_cases() -> list[dict[str, Any]]:
             ],
         ),
         case(
-            "null password or token means absent",
+            "null password or token means absent (AUTH)",
             2,
             [
                 *v2_hello(),
@@ -1017,13 +1017,41 @@ def token_cases() -> list[dict[str, Any]]:
                     "client",
                     f2("AUTH", '{"user":"alice","password":"secret","token":null}'),
                     received=[ev("Authenticate", user="alice", password="secret")],
+                    state={"server": "verifying"},
+                ),
+            ],
+        ),
+        case(
+            "null password or token means absent (AUTH_RESULT)",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","password":"secret"}'),
+                    [ev("Authenticate", user="alice", password="secret")],
+                    state={"client": "verifying", "server": "verifying"},
                 ),
                 step(
                     "server",
                     f2("AUTH_RESULT", '{"ok":true,"user":"alice","message":"hi","token":null}'),
                     received=[ev("AuthResult", ok=True, user="alice", message="hi")],
+                    state={"client": "chatting"},
                 ),
             ],
+        ),
+        case(
+            "AUTH_RESULT before AUTH",
+            2,
+            [
+                *v2_hello(),
+                step(
+                    "server",
+                    f2("AUTH_RESULT", '{"ok":true,"user":"alice","message":"welcome"}'),
+                    error="unexpected_frame",
+                ),
+            ],
+            note="A verdict answers an AUTH: a client that has not sent one refuses it.",
         ),
         v2_raw_error(
             "AUTH with both password and token",
@@ -1039,6 +1067,11 @@ def token_cases() -> list[dict[str, Any]]:
             2,
             [
                 *v2_hello(),
+                step(
+                    "client",
+                    f2("AUTH", '{"user":"alice","password":"secret"}'),
+                    [ev("Authenticate", user="alice", password="secret")],
+                ),
                 step(
                     "server",
                     f2("AUTH_RESULT", '{"ok":false,"message":"login failed","token":"'

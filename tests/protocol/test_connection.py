@@ -375,3 +375,18 @@ def test_trailing_data_is_what_was_received_and_not_parsed_yet():
     assert server.trailing_data == (b"AUTH 4", False)
     server.receive_data(b"")
     assert server.trailing_data == (b"AUTH 4", True)
+
+
+class TestTableMatchesTheSpec:
+    def test_the_table_answers_every_role_state_and_frame_as_the_spec_does(self) -> None:
+        from .spec_table import SAMPLES, SPEC
+
+        differ = {
+            (sender.name, state.name, key): (got, SPEC[sender][state].get(key))
+            for sender in Role
+            for state in set(State) - {State.ERROR}
+            for key, event in SAMPLES.items()
+            if (got := next_state(sender, state, event)) is not SPEC[sender][state].get(key)
+        }
+        assert differ == {}
+        assert next_state(Role.SERVER, State.AUTHENTICATING, p.AuthResult(True)) is None

@@ -59,7 +59,7 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
 
-_PRE_LOGIN = frozenset({State.HANDSHAKE, State.NEGOTIATING, State.AUTHENTICATING})
+_PRE_LOGIN = frozenset({State.HANDSHAKE, State.NEGOTIATING, State.AUTHENTICATING, State.VERIFYING})
 
 
 class PeerGone(Exception):

@@ -22,6 +22,13 @@ Roles, connection states and the transition table of the chat protocol.
 #   - ENTRY_STATE: v1 has no HELLO exchange, so a v1 session starts in
 #     AUTHENTICATING (a v1 client at construction, a v1 server once the first
 #     byte of the peer is a digit); a v2 session starts in HANDSHAKE.
+#   From there on both versions walk the same rows: the login is
+#   AUTHENTICATING (credentials due) -> VERIFYING (credentials in, the
+#   server's verdict due) -> CHATTING or CLOSED. v1 carries one Authenticate
+#   in two client frames (user name, then password, with the server's bare
+#   " username accepted" between them); that is framing of one event, like a
+#   header block split over reads, not a state: the codec holds the user name
+#   until the password frame completes the event.
 #   - ERROR is entered when the peer breaks the protocol (RemoteProtocolError),
 #     CLOSED when the adapter then calls ``error_reply()``.
 #
@@ -90,8 +97,12 @@ class State(enum.Enum):
     #: v2 only: the client's HELLO arrived; the server's HELLO (or a refusal)
     #: is due. The client waits: it must not pipeline AUTH behind its HELLO.
     NEGOTIATING = "negotiating"
-    #: Waiting for credentials and the verdict.
+    #: The client's credentials (AUTH) are due; the server can't give a
+    #: verdict yet.
     AUTHENTICATING = "authenticating"
+    #: The client's AUTH arrived; the server's verdict (AUTH_RESULT, or a
+    #: refusal) is due. The client waits: one AUTH, one verdict.
+    VERIFYING = "verifying"
     #: Logged in: messages and answers flow.
     CHATTING = "chatting"
     #: The session is over (orderly, by a verdict, a fatal error or EOF).
@@ -127,6 +138,7 @@ def transition_key(event: Event) -> TransitionKey:
 HANDSHAKE = State.HANDSHAKE
 NEGOTIATING = State.NEGOTIATING
 AUTHENTICATING = State.AUTHENTICATING
+VERIFYING = State.VERIFYING
 CHATTING = State.CHATTING
 CLOSED = State.CLOSED
 
@@ -153,10 +165,13 @@ TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
         NEGOTIATING: _open(NEGOTIATING),
         AUTHENTICATING: {
             **_open(AUTHENTICATING),
-            Authenticate: AUTHENTICATING,
+            Authenticate: VERIFYING,
             Ping: AUTHENTICATING,
             Pong: AUTHENTICATING,
         },
+        # One AUTH per verdict: a second AUTH before the AUTH_RESULT is
+        # refused (docs/PROTOCOL.md §5, no pipelining across a state change).
+        VERIFYING: {**_open(VERIFYING), Ping: VERIFYING, Pong: VERIFYING},
         CHATTING: {
             **_open(CHATTING),
             ChatMessage: CHATTING,
@@ -172,13 +187,21 @@ TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
         # limit, shutdown) or close; its own HELLO answers the client's.
         HANDSHAKE: _open(HANDSHAKE),
         NEGOTIATING: {**_open(NEGOTIATING), ServerHello: AUTHENTICATING, Notice: NEGOTIATING},
+        # No verdict before the client's AUTH: the server may refuse (a
+        # fatal ERROR such as auth_timeout) or close, but not log anyone in.
         AUTHENTICATING: {
             **_open(AUTHENTICATING),
-            AuthAccepted: CHATTING,
-            AuthRejected: CLOSED,
             Notice: AUTHENTICATING,
             Ping: AUTHENTICATING,
             Pong: AUTHENTICATING,
+        },
+        VERIFYING: {
+            **_open(VERIFYING),
+            AuthAccepted: CHATTING,
+            AuthRejected: CLOSED,
+            Notice: VERIFYING,
+            Ping: VERIFYING,
+            Pong: VERIFYING,
         },
         CHATTING: {
             **_open(CHATTING),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import re
 from collections import deque
-from enum import Enum
 
 from anyascii import anyascii
 
@@ -166,16 +165,17 @@ def _error_chunks(code: ErrorCode, message: str) -> bytes:
     return writer.feed(text) + writer.finish()
 
 
-class _Phase(Enum):
-    USERNAME = "username"
-    PASSWORD = "password"
-    VERDICT = "verdict"
-    CHAT = "chat"
+_LOGIN = frozenset({State.AUTHENTICATING, State.VERIFYING})
 
 
 class V1ServerCodec:
     """The server side of v1: reads the client's frames, writes bare login
-    replies and 64-byte answer chunks."""
+    replies and 64-byte answer chunks.
+
+    Where the login stands is the connection's state (``_state.py``):
+    AUTHENTICATING until the password frame completes the
+    :class:`Authenticate`, VERIFYING until the verdict is sent. The codec
+    only holds the user name between the two frames of that one event."""
 
     version = 1
 
@@ -183,8 +183,8 @@ class V1ServerCodec:
         self._buffer = buffer
         self._limits = limits
         self._outbox = bytearray()
-        self._phase = _Phase.USERNAME
-        self._user = ""
+        # The first half of the Authenticate being read (None: not arrived).
+        self._user: str | None = None
         self._message_id = 0
         self._answer = _ChunkWriter()
         self._peer_said_bye = False
@@ -207,7 +207,7 @@ class V1ServerCodec:
 
     def read(self, state: State) -> Event | None:
         while True:
-            if self._phase is _Phase.VERDICT:
+            if state is State.VERIFYING:
                 # The original client waits for the verdict before it sends
                 # anything else, and the frame limit depends on the verdict:
                 # parse nothing until it is sent, and refuse a flood meanwhile.
@@ -218,16 +218,13 @@ class V1ServerCodec:
             if body is None:
                 return None
             text = body.decode("utf-8", errors="replace")
-            if self._phase is _Phase.USERNAME:
-                self._user = text
-                self._phase = _Phase.PASSWORD
-                if state is State.AUTHENTICATING:
+            if state is State.AUTHENTICATING:
+                if self._user is None:
+                    self._user = text
                     # Whatever the name: a separate "invalid username" reply
                     # would tell an attacker which names exist.
                     self._outbox += V1_USERNAME_ACCEPTED
-                continue
-            if self._phase is _Phase.PASSWORD:
-                self._phase = _Phase.VERDICT
+                    continue
                 return Authenticate(user=self._user, password=text)
             if body == V1_GOODBYE:
                 self._peer_said_bye = True
@@ -237,8 +234,10 @@ class V1ServerCodec:
 
     # -- writing ----------------------------------------------------------
 
-    def _login_refusal(self) -> bytes:
-        return V1_INVALID_USERNAME if self._phase is _Phase.USERNAME else V1_INVALID_PASSWORD
+    def _login_refusal(self, state: State) -> bytes:
+        if state is State.AUTHENTICATING and self._user is None:
+            return V1_INVALID_USERNAME
+        return V1_INVALID_PASSWORD
 
     def _closing(self, data: bytes) -> tuple[bytes, list[Event]]:
         self._close_sent = True
@@ -246,17 +245,13 @@ class V1ServerCodec:
 
     def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, AuthResult):
+            # The state table allows a verdict in VERIFYING only.
             if event.token is not None:
                 raise LocalProtocolError("protocol v1 cannot carry a session token")
             if event.ok:
-                if self._phase is not _Phase.VERDICT:
-                    raise LocalProtocolError("can't accept a login before the password arrived")
-                self._phase = _Phase.CHAT
                 return V1_PASSWORD_ACCEPTED, []
-            refusal = self._login_refusal()
-            self._phase = _Phase.CHAT
             self._close_sent = True
-            return refusal, []
+            return self._login_refusal(state), []
         if isinstance(event, AnswerDelta):
             return self._answer.feed(event.text), []
         if isinstance(event, AnswerEnd):
@@ -264,8 +259,8 @@ class V1ServerCodec:
         if isinstance(event, Error):
             if self._close_sent or state is State.CLOSED:
                 return b"", []
-            if state is State.AUTHENTICATING:
-                return self._closing(self._login_refusal())
+            if state in _LOGIN:
+                return self._closing(self._login_refusal(state))
             data = self._answer.finish() + _error_chunks(event.code, event.message)
             if event.fatal:
                 # Like the moderation reply: the original client stops on
@@ -276,8 +271,8 @@ class V1ServerCodec:
         if isinstance(event, Notice):
             if event.kind is not NoticeKind.MODERATION or self._close_sent:
                 return b"", []  # v1 has no notices: informational, dropped
-            if state is State.AUTHENTICATING:
-                return self._closing(self._login_refusal())
+            if state in _LOGIN:
+                return self._closing(self._login_refusal(state))
             data = self._answer.finish() + pad(V1_CUSS_WARNING) + pad(V1_GOODBYE)
             return self._closing(data)
         if isinstance(event, Bye):
@@ -286,8 +281,8 @@ class V1ServerCodec:
             self._close_sent = True
             if self._peer_said_bye:
                 return V1_DISCONNECTED, []
-            if state is State.AUTHENTICATING:
-                return self._login_refusal(), []
+            if state in _LOGIN:
+                return self._login_refusal(state), []
             if state is State.CHATTING:
                 # Our own goodbye (e.g. shutdown): a bare [DISCONNECTED] would
                 # be read as an answer chunk by the original client.
@@ -301,8 +296,8 @@ class V1ServerCodec:
         if self._close_sent:
             return b""
         self._close_sent = True
-        if state is State.AUTHENTICATING:
-            return self._login_refusal()
+        if state in _LOGIN:
+            return self._login_refusal(state)
         if state is State.CHATTING:
             return self._answer.finish() + _error_chunks(exc.code, str(exc)) + pad(V1_GOODBYE)
         return b""
@@ -310,16 +305,21 @@ class V1ServerCodec:
 
 class V1ClientCodec:
     """The client side of v1 (our client's ``--protocol v1``): writes frames,
-    reads bare login replies and 64-byte answer chunks."""
+    reads bare login replies and 64-byte answer chunks.
+
+    Where the login stands is the connection's state: nothing is read in
+    AUTHENTICATING, the two bare replies that make up one
+    :class:`AuthResult` in VERIFYING, chunks afterwards. The codec only holds
+    the password until the user name is accepted."""
 
     version = 1
 
     def __init__(self, buffer: ReceiveBuffer) -> None:
         self._buffer = buffer
         self._outbox = bytearray()
-        self._phase: _Phase | None = None  # None until Authenticate is sent
         self._user = ""
-        self._password = ""
+        # Sent once the user name is accepted; None once sent.
+        self._password: str | None = None
         self._message_id = 0
         self._bye_sent = False
         self._queued: deque[Event] = deque()
@@ -355,24 +355,22 @@ class V1ClientCodec:
         while True:
             if self._queued:
                 return self._queued.popleft()
-            if self._phase is None:
-                return None
-            if self._phase is _Phase.USERNAME:
+            if state is State.AUTHENTICATING:
+                return None  # the server says nothing before the user name
+            if state is State.VERIFYING and self._password is not None:
                 reply = self._reply(V1_USERNAME_ACCEPTED, V1_INVALID_USERNAME)
                 if reply is None:
                     return None
                 if reply == V1_INVALID_USERNAME:
-                    self._phase = _Phase.CHAT
+                    self._password = None
                     return AuthResult(False, self._user, V1_INVALID_USERNAME.decode())
                 self._outbox += encode_v1_frame(self._password.encode("utf-8", "replace"))
-                self._password = ""
-                self._phase = _Phase.PASSWORD
+                self._password = None
                 continue
-            if self._phase is _Phase.PASSWORD:
+            if state is State.VERIFYING:
                 reply = self._reply(V1_PASSWORD_ACCEPTED, V1_INVALID_PASSWORD)
                 if reply is None:
                     return None
-                self._phase = _Phase.CHAT
                 if reply == V1_INVALID_PASSWORD:
                     return AuthResult(False, self._user, V1_INVALID_PASSWORD.decode())
                 message = reply.decode("utf-8", errors="replace").strip()
@@ -447,11 +445,9 @@ class V1ClientCodec:
 
     def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
         if isinstance(event, Authenticate):
+            # The state table allows one, in AUTHENTICATING.
             if event.password is None:
                 raise LocalProtocolError("protocol v1 logs in with a password only (no token)")
-            if self._phase is not None:
-                raise LocalProtocolError("already logged in or logging in")
-            self._phase = _Phase.USERNAME
             self._user = event.user
             self._password = event.password  # sent once the username is accepted
             return encode_v1_frame(event.user.encode("utf-8", "replace")), []
@@ -461,10 +457,8 @@ class V1ClientCodec:
             self._message_id = event.message_id or self._message_id + 1
             return encode_v1_frame(event.text.encode("utf-8", "replace")), []
         if isinstance(event, Bye):
-            if self._bye_sent or self._phase is not _Phase.CHAT:
-                return b"", []  # during login v1 can only close the socket
-            if state is State.CLOSED:
-                return b"", []
+            if self._bye_sent or state is not State.CHATTING:
+                return b"", []  # during login (or after the end) v1 can only close
             self._bye_sent = True
             return encode_v1_frame(V1_GOODBYE), []
         if isinstance(event, (Error, Ping)):
