@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.server import PASSWORD, USER, LiveServer, make_server_env
-from tests.fixtures.standin import StandIn
+from tests.fixtures.server import PASSWORD, USER, LiveServer
+from tests.fixtures.server import shared_server as shared_server_of
 
 from ._support import Guard
 
@@ -27,31 +27,13 @@ FRAME_TIMEOUT = 6
 
 
 @pytest.fixture(scope="package")
-def shared_standin() -> Iterator[StandIn]:
-    s = StandIn().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="package")
-def shared_server(tmp_path_factory: pytest.TempPathFactory,
-                  shared_standin: StandIn) -> Iterator[LiveServer]:
-    d = tmp_path_factory.mktemp("hostile-server")
-    server = LiveServer(
-        # Every attack of the package connects from 127.0.0.1 to this one
-        # server, hundreds of connections a second on a fast machine: the
-        # per-address connection rate would turn the later ones away. Its own
-        # tests (test_connection_rate.py) start servers with it on.
-        env=make_server_env(d, shared_standin.url, CHAT_RATE_LIMIT="0",
-                            CHAT_CONNECT_RATE_PER_ADDRESS="0",
-                            CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
-                            CHAT_FRAME_TIMEOUT=str(FRAME_TIMEOUT)),
-        log_path=d / "server.log", standin=shared_standin,
-    )
-    server.add_user(USER, PASSWORD)
-    server.start()
-    yield server
-    server.stop()
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # The message and connection rates are lifted (tests.fixtures.server.shared_server);
+    # their own tests (test_connection_rate.py) start servers with them on.
+    with shared_server_of(tmp_path_factory, "hostile-server",
+                          CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
+                          CHAT_FRAME_TIMEOUT=str(FRAME_TIMEOUT)) as server:
+        yield server
 
 
 @pytest.fixture

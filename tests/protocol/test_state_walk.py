@@ -52,7 +52,7 @@ def _cases(version: int) -> list[tuple[Role, State, str]]:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_sending_every_frame_in_every_state_does_what_the_table_says(version: int) -> None:
-    wrong = []
+    wrong: list[tuple[object, ...]] = []
     for role, state, key in _cases(version):
         conn = pair_in(version, state, closed_by=role.peer).conn(role)
         expected = SPEC[role][state].get(key)
@@ -87,7 +87,7 @@ def _frame_of(sender: Role, key: str) -> bytes:
 
 
 def test_receiving_every_v2_frame_in_every_state_does_what_the_table_says() -> None:
-    wrong = []
+    wrong: list[tuple[object, ...]] = []
     for receiver, state, key in _cases(2):
         sender = receiver.peer
         if not any(key in SPEC[sender][s] for s in STATES[2]):

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fixtures.server import PASSWORD, USER, LiveServer, make_server_env
-from tests.fixtures.standin import StandIn
+from tests.fixtures.server import PASSWORD, USER, LiveServer, shared_server
 from tests.hostile._support import (
     V1_TERMINATOR,
     parse_v2,
@@ -35,22 +34,12 @@ HELLO_BODY = b'{"versions":[2]}'
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    standin = StandIn().start()
-    d = tmp_path_factory.mktemp("spec-conformance")
-    live = LiveServer(
-        env=make_server_env(d, standin.url, CHAT_RATE_LIMIT="0",
-                            CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
-                            CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS="1000",
-                            # Hundreds of connections from one address in seconds:
-                            # past the connection rate, which this module is not about.
-                            CHAT_CONNECT_RATE_PER_ADDRESS="0"),
-        log_path=d / "server.log", standin=standin,
-    )
-    live.add_user(USER, PASSWORD)
-    live.start()
-    yield live
-    live.stop()
-    standin.stop()
+    # Hundreds of connections from one address in seconds: shared_server lifts
+    # the message and connection rates, which this module is not about.
+    with shared_server(tmp_path_factory, "spec-conformance",
+                       CHAT_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
+                       CHAT_MAX_UNAUTHENTICATED_PER_ADDRESS="1000") as live:
+        yield live
 
 
 def _answer(sock: socket.socket, mid: int, timeout: float = 15.0) -> list[tuple[str, dict]]:
