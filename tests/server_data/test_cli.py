@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from argon2 import PasswordHasher
+from chat_server.cli import main
 from chat_server.store import Store, TurnRecord, open_store
 
 T = TypeVar("T")
@@ -330,3 +333,46 @@ def test_usage_errors_and_module_entry_point(env: dict[str, str]) -> None:
     assert r.returncode == 0
     for command in ("serve", "users", "history", "healthcheck"):
         assert command in r.stdout
+
+
+class _CountingSink(io.TextIOBase):
+    """stdout that keeps nothing: how many lines, and the first of each turn's id."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.users: list[str] = []
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            self.lines += 1
+            self.users.append(json.loads(line)["user"][:12])
+        return len(text)
+
+
+def test_history_export_streams_a_huge_history_in_bounded_memory(env: dict[str, str]) -> None:
+    """A user's history can be far larger than the memory of the host the
+    administrator exports it on: the export reads and writes it in pages, so
+    what it holds is one page whatever the history's size."""
+    turns, chars = 320, 32 * 1024  # 20 MiB of text
+
+    async def fill(store: Store) -> None:
+        await store.add_user("alice", "h")
+        now = datetime.now(UTC)
+        for n in range(turns):
+            await store.save_turn(TurnRecord(
+                "alice", f"c{n % 3}", now, now, "llama3.2", f"q{n:05d} " + "u" * chars,
+                "a" * chars, 1, 1))  # type: ignore[arg-type]
+
+    db(env, fill)
+    sink = _CountingSink()
+    tracemalloc.start()
+    try:
+        code = main(["history", "export", "alice"], environ=env, stdout=sink)  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0
+    assert sink.lines == turns
+    assert sink.users == [f"q{n:05d} uuuuu"[:12] for n in range(turns)]  # in order, each once
+    # One page of turns (64 x 64 KiB) and the JSON of one, not 20 MiB.
+    assert peak < 10 * 2**20, peak

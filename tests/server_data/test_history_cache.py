@@ -8,9 +8,11 @@ import logging
 import platform
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from chat_server import memory
+from chat_server.context import trim_history
 from chat_server.history_cache import ENTRY_OVERHEAD, TURN_OVERHEAD, ConversationCache
 from chat_server.store import Store, TurnRecord, TurnStatus, open_store
 
@@ -242,3 +244,78 @@ async def test_store_failure_serves_what_the_cache_has(
         assert (await cache.conversation("alice", "unknown")).messages == []
         assert (await cache.conversation("alice", "c")).model == "m"
     assert "could not load conversation history" in caplog.text
+
+
+# ------------------------------------------------------------ the context budget
+def _trimmed(history: list[dict[str, str]], budget: int, system: str | None) -> tuple[Any, bool]:
+    """What the model is sent, and whether the user is told that some of the
+    conversation was left out (the count is only of what was read)."""
+    messages, trimmed = trim_history([*history, {"role": "user", "content": "next question"}],
+                                     budget, system=system)
+    return messages, trimmed > 0
+
+
+async def test_a_long_conversation_is_read_and_held_only_as_far_as_the_context_reaches(
+        users: Store) -> None:
+    """One user's conversation of hundreds of turns (or of a few huge ones)
+    must not make every message of theirs read and hold all of it: only the
+    newest turns the model's context can reach, whatever the conversation's
+    length, and the model gets exactly what the whole history would give it."""
+    sizes = [37, 400, 2000, 9000, 120, 5, 700] * 30  # 210 turns, 2.6 MB of text
+    for n, chars in enumerate(sizes):
+        await users.save_turn(turn("alice", "long", f"q{n} " + "w" * chars))
+        if n % 50 == 7:  # not history: cancelled, failed
+            await users.save_turn(turn("alice", "long", f"x{n}", status=TurnStatus.CANCELLED))
+    whole = (await ConversationCache(users, 100 * 1024 * KB).conversation("alice", "long")).messages
+    assert len(whole) == 2 * len(sizes)
+    for budget in (0, 1, 50, 1000, 3000, 10_000):
+        cache = ConversationCache(users, 100 * 1024 * KB, context_tokens=budget)
+        found = await cache.conversation("alice", "long")
+        assert found.model == "m" and found.unanswered is None
+        # The newest turns, in order, as few as pass the budget.
+        assert found.messages == whole[-len(found.messages):]
+        assert len(found.messages) <= 2 * (budget // 20 + 1)
+        # Held: the window, not the conversation (2.6 MB).
+        assert cache.bytes <= cost(*[(m["content"], "") for m in found.messages]) + 4 * KB * len(found.messages)
+        assert cache.bytes < 200 * KB
+        for system in (None, "be brief"):
+            assert _trimmed(found.messages, budget, system) == _trimmed(whole, budget, system)
+
+
+async def test_a_conversation_growing_turn_by_turn_keeps_its_window(users: Store) -> None:
+    """Refreshed after each new turn (a session chatting on): the window
+    follows the newest turns and the old ones are let go; what the model gets
+    is always what the whole history would give it."""
+    budget = 600
+    cache = ConversationCache(users, 100 * 1024 * KB, context_tokens=budget)
+    reference = ConversationCache(users, 100 * 1024 * KB)
+    peak = 0
+    for n in range(120):
+        await users.save_turn(turn("alice", "c", f"turn {n} " + "y" * (50 + 97 * (n % 11))))
+        found = await cache.conversation("alice", "c")
+        whole = (await reference.conversation("alice", "c")).messages
+        assert found.messages == whole[-len(found.messages):]
+        assert _trimmed(found.messages, budget, None) == _trimmed(whole, budget, None)
+        peak = max(peak, cache.bytes)
+    assert peak < 20 * KB < reference.bytes
+
+
+async def test_the_window_still_reports_the_newest_turns_model_and_unanswered_attempt(
+        users: Store, store_target: str) -> None:
+    cache = ConversationCache(users, 100 * 1024 * KB, context_tokens=100)
+    for n in range(40):
+        await users.save_turn(turn("alice", "c", f"{n} " + "v" * 300, model="big"))
+    assert (await cache.conversation("alice", "c")).model == "big"
+    async with await open_store(store_target) as replica:
+        cut = await replica.save_turn(turn("alice", "c", "again", answer="",
+                                           status=TurnStatus.INTERRUPTED, model="small"))
+    found = await cache.conversation("alice", "c")
+    assert (found.model, found.unanswered) == ("small", cut)
+    assert all(m["content"] != "again" for m in found.messages)  # not history
+    fresh = await ConversationCache(users, KB * KB, context_tokens=100).conversation("alice", "c")
+    assert fresh == found
+    # A conversation of nothing but unfinished turns: its model, no history.
+    for n in range(30):
+        await users.save_turn(turn("alice", "cut", f"{n}", status=TurnStatus.ERROR, model="x"))
+    assert await cache.conversation("alice", "cut") == ([], "x", None)
+    assert await cache.conversation("alice", "none") == ([], None, None)

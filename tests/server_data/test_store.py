@@ -179,6 +179,27 @@ async def test_turns_after_id_returns_only_newer_turns(store: Store) -> None:
     assert await store.turns("alice", after_id=ids[-1]) == []
 
 
+async def test_turns_are_read_in_pages_newest_first_and_by_status(store: Store) -> None:
+    # What a reader of a long history needs (chat_server.history_cache, the
+    # export): pages of a bounded size, from either end, of one status.
+    await store.add_user("alice", "h")
+    await store.add_user("bob", "h")
+    ids = [await store.save_turn(make_turn(n=i, conversation=f"c{i % 2}", status=(
+        TurnStatus.CANCELLED if i % 3 == 0 else TurnStatus.COMPLETE))) for i in range(12)]
+    await store.save_turn(make_turn(user="bob", conversation="c0"))
+    c0 = ids[0::2]
+    assert [t.id for t in await store.turns("alice", "c0", newest_first=True)] == c0[::-1]
+    assert [t.id for t in await store.turns("alice", "c0", newest_first=True, limit=2)] == [c0[-1], c0[-2]]
+    assert [t.id for t in await store.turns("alice", "c0", before_id=c0[3], limit=2)] == c0[:2]
+    assert [t.id for t in await store.turns("alice", "c0", after_id=c0[1], before_id=c0[4])] == c0[2:4]
+    complete = [t.id for t in await store.turns("alice", "c0", status=TurnStatus.COMPLETE,
+                                                newest_first=True)]
+    assert complete == [i for n, i in enumerate(ids) if n % 2 == 0 and n % 3 != 0][::-1]
+    assert [t.id for t in await store.turns("alice", limit=5)] == ids[:5]
+    with pytest.raises(ValueError):
+        await store.turns("alice", limit=0)
+
+
 async def test_a_question_asked_again_replaces_its_unanswered_attempt(store: Store) -> None:
     await store.add_user("alice", "h")
     first = await store.save_turn(make_turn(n=0))

@@ -100,7 +100,8 @@ class ChatService:
         #: From SIGTERM: the readiness check answers 503 (CHAT_DRAIN_DELAY
         #: before ``shutting_down``, while the server still serves).
         self.draining = False
-        self.conversations = ConversationCache(store, settings.history_cache_bytes)
+        self.conversations = ConversationCache(
+            store, settings.history_cache_bytes, context_tokens=settings.context_tokens)
         #: Deletes the first start's password file once that password is changed.
         self.initial_password = InitialPasswordCheck(initial_password_path(settings), self.hasher)
         self.accounts = AccountWatch(

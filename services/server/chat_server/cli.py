@@ -51,6 +51,8 @@ from .store import Store, StoreError, TurnRecord, UserExists, open_store, valida
 __all__ = ["main", "turn_to_json"]
 
 PROG = "chat-server"
+#: Turns per store read of `history export`: what it holds in memory at once.
+EXPORT_PAGE = 64
 
 
 class CommandError(Exception):
@@ -228,8 +230,17 @@ def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     async def run(store: Store) -> int:
         if await store.get_user(args.name) is None:
             raise CommandError(f"unknown user {args.name!r}")
-        for turn in await store.turns(args.name, conversation=args.conversation):
-            out.write(json.dumps(turn_to_json(turn), ensure_ascii=False) + "\n")
+        # In pages, written as they come: a history of any size costs one
+        # page of memory (the server's store may hold gigabytes of it).
+        after: int | None = None
+        while page := await store.turns(args.name, conversation=args.conversation,
+                                        after_id=after, limit=EXPORT_PAGE):
+            for turn in page:
+                out.write(json.dumps(turn_to_json(turn), ensure_ascii=False) + "\n")
+            out.flush()
+            after = page[-1].id
+            if len(page) < EXPORT_PAGE:
+                break
         out.flush()
         return 0
 

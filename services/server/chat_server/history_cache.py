@@ -15,6 +15,16 @@ message. The store stays the truth:
 * **Bounded by bytes**, not by a count of conversations: least recently used
   conversations go first when the total passes ``max_bytes``; a conversation
   bigger than the whole budget is served but not kept.
+* **No more than the model can read.** With a context budget (the server's
+  ``CHAT_CONTEXT_TOKENS``), a conversation is held, and read from the store,
+  only as far back as the model's context can reach: the newest complete
+  turns until their estimated tokens (:func:`chat_server.context.message_tokens`)
+  pass the budget, read newest first in pages. Older turns could never be
+  sent (``trim_history`` keeps a contiguous run of the newest exchanges that
+  fit the budget, and the window holds one exchange more than fits, so
+  whenever older turns exist the trim drops some and says so), so what the
+  model gets is the same. A conversation of a million turns costs what one of
+  a few dozen does.
 * **Released with the session.** When a user's session ends, their
   conversations are dropped (:meth:`release`); the next message reloads them
   from the store. Idle users cost nothing here.
@@ -31,6 +41,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .context import message_tokens
 from .memory import give_back
 from .store import Store, StoreError, TurnRecord, TurnStatus
 
@@ -39,6 +50,11 @@ __all__ = ["Conversation", "ConversationCache"]
 log = logging.getLogger("chat_server.history_cache")
 
 Message = dict[str, str]
+
+#: Complete turns read per query when a conversation is read newest first:
+#: the first page, doubling up to the last (a few big turns fill the budget).
+_FIRST_PAGE = 8
+_LAST_PAGE = 256
 
 #: What an entry and a turn cost beyond their text (objects, slots), roughly.
 ENTRY_OVERHEAD = 400
@@ -75,11 +91,16 @@ class _Entry:
 class ConversationCache:
     """Conversations as chat messages, per (user, conversation)."""
 
-    def __init__(self, store: Store, max_bytes: int) -> None:
+    def __init__(self, store: Store, max_bytes: int, *, context_tokens: int | None = None) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
+        if context_tokens is not None and context_tokens < 0:
+            raise ValueError("context_tokens must be >= 0")
         self._store = store
         self.max_bytes = max_bytes
+        #: The model's context budget: older turns than it can reach are
+        #: neither read nor held. None: whole conversations (no budget).
+        self.context_tokens = context_tokens
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._by_user: dict[str, set[str]] = {}
         self._bytes = 0
@@ -103,20 +124,24 @@ class ConversationCache:
         key = (user, conversation)
         entry = self._entries.get(key)
         try:
-            new = await self._store.turns(
-                user, conversation, after_id=None if entry is None else entry.last_id
-            )
+            if self.context_tokens is None:
+                new = await self._store.turns(
+                    user, conversation, after_id=None if entry is None else entry.last_id
+                )
+            else:
+                new = await self._window(user, conversation, entry)
         except StoreError as exc:
             log.warning("could not load conversation history: %s", exc,
                         extra={"event": "store_error"})
             if entry is None:
                 return Conversation([], None)
-            return Conversation(_messages(entry), entry.model, entry.unanswered)
+            return _conversation(entry)
         # Another call may have filled or refreshed the entry while we waited.
         entry = self._entries.get(key) or entry or _Entry()
         self._extend(key, entry, new)
+        self._fit(key, entry)
         self._keep(key, entry)
-        return Conversation(_messages(entry), entry.model, entry.unanswered)
+        return _conversation(entry)
 
     def release(self, user: str) -> None:
         """A session of ``user`` ended: forget their conversations, and let the
@@ -133,6 +158,61 @@ class ConversationCache:
             give_back(freed)
 
     # ------------------------------------------------------------------ internals
+    async def _window(self, user: str, conversation: str,
+                      entry: _Entry | None) -> list[TurnRecord]:
+        """The turns newer than ``entry`` holds that a refresh needs, oldest
+        first: the newest turn (any status: its model, whether it went
+        unanswered) and, newest first in pages, the complete turns until they
+        pass the context budget."""
+        assert self.context_tokens is not None
+        after = None if entry is None else entry.last_id
+        newest = await self._store.turns(user, conversation, after_id=after,
+                                         newest_first=True, limit=1)
+        if not newest:
+            return []
+        picked: list[TurnRecord] = []
+        tokens = 0
+        before: int | None = None
+        page = _FIRST_PAGE
+        while tokens <= self.context_tokens:
+            rows = await self._store.turns(user, conversation, after_id=after, before_id=before,
+                                           status=TurnStatus.COMPLETE, newest_first=True,
+                                           limit=page)
+            for row in rows:
+                picked.append(row)
+                tokens += _turn_tokens(row.user_text, row.answer_text)
+                if tokens > self.context_tokens:
+                    break
+            if len(rows) < page:
+                break
+            before = rows[-1].id
+            page = min(page * 2, _LAST_PAGE)
+        if newest[0].status != TurnStatus.COMPLETE:
+            picked.insert(0, newest[0])
+        picked.reverse()
+        return picked
+
+    def _fit(self, key: tuple[str, str], entry: _Entry) -> None:
+        """Drop the oldest held turns the model's context can no longer reach:
+        keep the shortest run of newest turns whose tokens pass the budget."""
+        if self.context_tokens is None:
+            return
+        tokens = 0
+        keep = 0
+        for user_text, answer_text in reversed(entry.turns):
+            keep += 1
+            tokens += _turn_tokens(user_text, answer_text)
+            if tokens > self.context_tokens:
+                break
+        dropped = entry.turns[:len(entry.turns) - keep]
+        if not dropped:
+            return
+        del entry.turns[:len(dropped)]
+        freed = sum(_turn_bytes(u, a) for u, a in dropped)
+        entry.size -= freed
+        if self._entries.get(key) is entry:
+            self._bytes -= freed
+
     def _extend(self, key: tuple[str, str], entry: _Entry, turns: list[TurnRecord]) -> None:
         for turn in turns:
             assert turn.id is not None
@@ -169,6 +249,15 @@ class ConversationCache:
                 convs.discard(old_conv)
                 if not convs:
                     del self._by_user[old_user]
+
+
+def _turn_tokens(user_text: str, answer_text: str) -> int:
+    return (message_tokens({"role": "user", "content": user_text})
+            + message_tokens({"role": "assistant", "content": answer_text}))
+
+
+def _conversation(entry: _Entry) -> Conversation:
+    return Conversation(_messages(entry), entry.model, entry.unanswered)
 
 
 def _messages(entry: _Entry) -> list[Message]:

@@ -333,9 +333,11 @@ class ChatTurn:
                     system=services.system_prompt,
                 )
                 if trimmed:
+                    # Not how many: turns beyond the budget are not even read
+                    # (chat_server.history_cache), only that there were some.
                     await self._send(Notice(
                         NoticeKind.CONTEXT_TRIMMED,
-                        f"{trimmed} earlier messages were left out of the model's context "
+                        "earlier messages were left out of the model's context "
                         "to fit its budget",
                         self.id,
                     ))

@@ -227,10 +227,15 @@ class Store(ABC):
 
     @abstractmethod
     async def turns(
-        self, user: str, conversation: str | None = None, *, after_id: int | None = None
+        self, user: str, conversation: str | None = None, *, after_id: int | None = None,
+        before_id: int | None = None, status: TurnStatus | None = None,
+        newest_first: bool = False, limit: int | None = None,
     ) -> list[TurnRecord]:
         """A user's turns (optionally of one conversation, optionally only
-        those with an id above ``after_id``), oldest first."""
+        those with an id above ``after_id`` and below ``before_id``, optionally
+        only of one ``status``), oldest first (or newest first), at most
+        ``limit`` of them. A reader of a history that may be long reads it in
+        pages (``limit`` and an id bound), never all at once."""
 
     # -- session tokens ----------------------------------------------------------
 

@@ -77,6 +77,24 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
+def _turn_filter(user: str, conversation: str | None, after_id: int | None,
+                 before_id: int | None, status: TurnStatus | None) -> tuple[str, list[Any]]:
+    where, params = "username = ?", [user]
+    if conversation is not None:
+        where += " AND conversation = ?"
+        params.append(_text(conversation))
+    if after_id is not None:
+        where += " AND id > ?"
+        params.append(after_id)
+    if before_id is not None:
+        where += " AND id < ?"
+        params.append(before_id)
+    if status is not None:
+        where += " AND status = ?"
+        params.append(TurnStatus(status).value)
+    return where, params
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -248,17 +266,18 @@ class SQLStore(Store):
         return int(rows[0][0])
 
     async def turns(
-        self, user: str, conversation: str | None = None, *, after_id: int | None = None
+        self, user: str, conversation: str | None = None, *, after_id: int | None = None,
+        before_id: int | None = None, status: TurnStatus | None = None,
+        newest_first: bool = False, limit: int | None = None,
     ) -> list[TurnRecord]:
-        where, params = "username = ?", [user]
-        if conversation is not None:
-            where += " AND conversation = ?"
-            params.append(_text(conversation))
-        if after_id is not None:
-            where += " AND id > ?"
-            params.append(after_id)  # type: ignore[arg-type]
+        where, params = _turn_filter(user, conversation, after_id, before_id, status)
+        order = "id DESC" if newest_first else "id"
+        if limit is not None:
+            if limit < 1:
+                raise ValueError("limit must be >= 1")
+            order += f" LIMIT {int(limit)}"
         rows = await self._query(
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE {where} ORDER BY id", params
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE {where} ORDER BY {order}", params
         )
         return [self._turn(row) for row in rows]
 
