@@ -79,7 +79,8 @@ def _text(value: str) -> str:
 
 def _turn_filter(user: str, conversation: str | None, after_id: int | None,
                  before_id: int | None, status: TurnStatus | None) -> tuple[str, list[Any]]:
-    where, params = "username = ?", [user]
+    where = "username = ?"
+    params: list[Any] = [user]
     if conversation is not None:
         where += " AND conversation = ?"
         params.append(_text(conversation))
