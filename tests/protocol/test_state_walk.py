@@ -170,3 +170,80 @@ def test_a_second_auth_before_the_verdict_is_refused_on_both_sides() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         feed(pair.server, forged)
     assert info.value.code is ErrorCode.UNEXPECTED_FRAME
+
+
+# -- each side's end (h11's our_state / their_state; _state.py Rule 4) --------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_refusing_verdict_is_the_servers_last_word_in_both_versions(version: int) -> None:
+    pair = pair_in(version, State.VERIFYING, closed_by=Role.CLIENT)
+    assert pair.server.send(p.AuthResult(False, "", "login failed"))
+    # Nothing more goes out: not a BYE, not an ERROR (v2 sent both before).
+    assert pair.server.send(p.Bye("goodbye")) == b""
+    assert pair.server.send(p.Error(ErrorCode.AUTH_THROTTLED, "later")) == b""
+    assert pair.server.error_reply(RemoteProtocolError("late")) == b""
+    with pytest.raises(LocalProtocolError, match="after our last word"):
+        pair.server.send(p.Notice(p.NoticeKind.INFO, "x"))
+
+
+@pytest.mark.parametrize("last_word", ["BYE", "ERROR fatal"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_last_word_is_said_once_whatever_follows(version: int, last_word: str) -> None:
+    pair = pair_in(version, State.CHATTING, closed_by=Role.CLIENT)
+    assert pair.server.send(SAMPLES[last_word])
+    for key in ("BYE", "ERROR", "ERROR fatal"):
+        assert pair.server.send(SAMPLES[key]) == b"", key
+    assert pair.server.error_reply(RemoteProtocolError("late")) == b""
+    for key in ("DELTA", "END", "NOTICE", "PING"):
+        with pytest.raises(LocalProtocolError, match="after our last word"):
+            pair.server.send(SAMPLES[key])
+
+
+@pytest.mark.parametrize("sender", list(Role))
+def test_a_frame_after_the_peers_own_bye_is_refused_not_dropped(sender: Role) -> None:
+    # Frames crossing OUR close are dropped; but a peer that said BYE itself and
+    # then goes on sending crossed nothing: it breaks the protocol.
+    pair = pair_in(2, State.CHATTING, closed_by=Role.CLIENT)
+    receiver = pair.conn(sender.peer)
+    key = "CHAT" if sender is Role.CLIENT else "DELTA"
+    data = pair.conn(sender).send(SAMPLES[key])
+    assert feed(receiver, pair.conn(sender).send(p.Bye("bye"))) == [p.Bye("bye")]
+    with pytest.raises(RemoteProtocolError, match="after the peer's last word") as info:
+        feed(receiver, data)
+    assert info.value.code is ErrorCode.UNEXPECTED_FRAME
+
+
+def test_a_v1_chat_frame_after_the_clients_goodbye_is_refused() -> None:
+    pair = pair_in(1, State.CHATTING, closed_by=Role.CLIENT)
+    assert feed(pair.server, encode_v1_frame(p.V1_GOODBYE)) == [p.Bye()]
+    with pytest.raises(RemoteProtocolError) as info:
+        feed(pair.server, encode_v1_frame(b"one more thing"))
+    assert info.value.code is ErrorCode.UNEXPECTED_FRAME
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_frames_that_cross_our_close_are_still_dropped_and_the_peers_bye_read(
+        version: int) -> None:
+    pair = pair_in(version, State.CHATTING, closed_by=Role.CLIENT)
+    late = pair.client.send(p.ChatMessage("late", message_id=1))
+    pair.server.send(p.Bye("shutting down"))
+    assert feed(pair.server, late) == []
+    # (v1's <GoodBye> carries no reason)
+    assert feed(pair.server, pair.client.send(p.Bye("bye"))) == [p.Bye("bye" if version == 2 else "")]
+
+
+def test_after_error_reply_the_connection_refuses_further_use_clearly() -> None:
+    pair = pair_in(2, State.CHATTING, closed_by=Role.CLIENT)
+    with pytest.raises(RemoteProtocolError) as info:
+        feed(pair.server, b"NOT A FRAME".ljust(64) + b"{}")
+    with pytest.raises(LocalProtocolError, match="use error_reply"):
+        pair.server.send(p.AnswerEnd(1))
+    assert pair.server.error_reply(info.value)
+    assert pair.server.state is State.CLOSED
+    assert pair.server.error_reply(info.value) == b""  # said once
+    assert pair.server.send(p.Bye("bye")) == b""
+    with pytest.raises(LocalProtocolError, match="after our last word"):
+        pair.server.send(p.AnswerEnd(1))
+    with pytest.raises(RemoteProtocolError, match=str(info.value)):
+        pair.server.next_event()

@@ -16,7 +16,7 @@ from typing import Protocol
 from ._buffer import FrameLimits, ReceiveBuffer
 from ._errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import AuthResult, Bye, ConnectionClosed, Error, Event, frame_name
-from ._state import ENTRY_STATE, Role, State, next_state
+from ._state import ENTRY_STATE, LAST_WORDS, Role, State, next_state, transition_key
 from ._v1 import V1ClientCodec, V1ServerCodec
 from ._v2 import V2Codec
 
@@ -91,8 +91,8 @@ class Connection:
 
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
     __slots__ = (
-        "_buffer", "_closed_silently", "_codec", "_error", "_limits", "_state",
-        "_state_before_error", "role",
+        "_buffer", "_codec", "_error", "_limits", "_our_end", "_state", "_state_before_error",
+        "_their_end", "role",
     )
 
     def __init__(
@@ -118,7 +118,9 @@ class Connection:
         self._state_before_error = State.HANDSHAKE
         self._error: RemoteProtocolError | None = None
         self._codec: _Codec | None = None
-        self._closed_silently = False
+        # Each side's end (_state.py Rule 4): we said our last word / the peer did.
+        self._our_end = False
+        self._their_end = False
         if version is not None:
             self._start(version)
 
@@ -206,22 +208,26 @@ class Connection:
             raise LocalProtocolError("the peer broke the protocol: use error_reply()")
         new_state = next_state(self.role, self._state, event)
         if new_state is None:
+            after = " after our last word" if self._our_end else ""
             raise LocalProtocolError(
-                f"can't send {frame_name(event)} in state {self._state.name}"
+                f"can't send {frame_name(event)} in state {self._state.name}{after}"
             )
-        if self._codec is None or self._closed_silently:
+        if self._our_end:
+            # Only Bye / Error are legal here, and we said ours already:
+            # nothing more goes out (Rule 4), whatever the version.
+            return b""
+        if self._codec is None:
             # A server that has not seen a byte yet doesn't know which
             # language to speak: it can only close, without a word (and stays
             # silent if the peer's bytes turn up afterwards).
             if not isinstance(event, (Bye, Error)):
                 raise LocalProtocolError("the peer's protocol version is not known yet")
-            self._closed_silently = new_state is State.CLOSED
-            self._apply(event, new_state)
+            self._apply(self.role, event, new_state)
             return b""
         data, implied = self._codec.write(event, self._state)
-        self._apply(event, new_state)
+        self._apply(self.role, event, new_state)
         for extra in implied:
-            self._apply(extra, next_state(self.role, self._state, extra) or self._state)
+            self._apply(self.role, extra, next_state(self.role, self._state, extra) or self._state)
         return data
 
     def data_to_send(self) -> bytes:
@@ -238,8 +244,10 @@ class Connection:
         remote = (
             exc if isinstance(exc, RemoteProtocolError) else RemoteProtocolError(str(exc), exc.code)
         )
-        data = b"" if self._codec is None else self._codec.error_reply(remote, state)
+        # Nothing when we said our last word already (Rule 4) or speak no version yet.
+        data = b"" if self._our_end or self._codec is None else self._codec.error_reply(remote, state)
         self._state = State.CLOSED
+        self._our_end = True
         return data
 
     # -- internals --------------------------------------------------------
@@ -256,9 +264,14 @@ class Connection:
         if self._state is State.HANDSHAKE:  # not if we closed before a byte came
             self._state = ENTRY_STATE[version]
 
-    def _apply(self, event: Event, new_state: State) -> None:
+    def _apply(self, sender: Role, event: Event, new_state: State) -> None:
         if isinstance(event, AuthResult) and event.ok:
             self._limits.logged_in = True
+        if transition_key(event) in LAST_WORDS:
+            if sender is self.role:
+                self._our_end = True
+            else:
+                self._their_end = True
         self._state = new_state
 
     def _next_event(self) -> Event | type[NEED_DATA]:
@@ -279,13 +292,14 @@ class Connection:
                 return self._need_data_or_closed()
             new_state = next_state(self.role.peer, self._state, event)
             if new_state is None:
-                if self._state is State.CLOSED:
+                if self._state is State.CLOSED and not self._their_end:
                     continue  # sent before the peer saw our close (Rule 4)
+                after = " after the peer's last word" if self._their_end else ""
                 raise RemoteProtocolError(
-                    f"unexpected {frame_name(event)} in state {self._state.name}",
+                    f"unexpected {frame_name(event)} in state {self._state.name}{after}",
                     ErrorCode.UNEXPECTED_FRAME,
                 )
-            self._apply(event, new_state)
+            self._apply(self.role.peer, event, new_state)
             return event
 
     def _need_data_or_closed(self) -> Event | type[NEED_DATA]:
@@ -294,5 +308,5 @@ class Connection:
         if self._buffer and self._state is not State.CLOSED:
             raise RemoteProtocolError("peer closed connection mid-frame")
         event = ConnectionClosed()
-        self._apply(event, State.CLOSED)
+        self._apply(self.role.peer, event, State.CLOSED)
         return event

@@ -36,9 +36,16 @@ Roles, connection states and the transition table of the chat protocol.
 #   pseudo-event key: AuthResult(ok=True) -> AuthAccepted, AuthResult(ok=False)
 #   -> AuthRejected, an Error with a fatal code -> FatalError.
 #
-# Rule 4: CLOSED is sticky. In CLOSED only Bye / Error are still legal to
-#   send (a polite last word); frames the peer sent before it saw our close are
-#   parsed but dropped by the connection, except Bye / Error / ConnectionClosed.
+# Rule 4: CLOSED is sticky, and each side's end is tracked (h11's our_state
+#   and their_state): a side has ended once it sent its LAST_WORDS (Bye, a
+#   fatal Error, the server's refusing AuthResult; a peer also by its EOF).
+#   In CLOSED only Bye / Error are still legal, for a side that has not ended
+#   (our BYE answering theirs). After our own last word, sending Bye / Error
+#   again is a no-op (b"", like h11's repeated ConnectionClosed), anything
+#   else is refused. Frames the peer sent before it saw our close are parsed
+#   but dropped by the connection, except Bye / Error / ConnectionClosed; a
+#   frame the peer sends after its OWN last word crossed nothing: it is
+#   refused (RemoteProtocolError) unless it is another Bye / Error.
 #
 # Rule 5: this table is the ONLY place that decides what is legal. The codecs
 #   (_v1.py, _v2.py) turn bytes into events and back; they refuse what a
@@ -214,6 +221,9 @@ TRANSITIONS: dict[Role, dict[State, dict[TransitionKey, State]]] = {
         CLOSED: _CLOSED,
     },
 }
+
+#: Rule 4: the keys after which their sender has said its last word.
+LAST_WORDS: frozenset[TransitionKey] = frozenset({Bye, FatalError, AuthRejected, ConnectionClosed})
 
 #: Rule 2: where a session of each protocol version starts.
 ENTRY_STATE: dict[int, State] = {1: AUTHENTICATING, 2: HANDSHAKE}

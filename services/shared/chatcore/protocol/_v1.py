@@ -187,8 +187,9 @@ class V1ServerCodec:
         self._user: str | None = None
         self._message_id = 0
         self._answer = _ChunkWriter()
+        # Which of v1's two goodbyes our Bye is: the answer to the client's
+        # <GoodBye>, or our own (the wire format differs, not the legality).
         self._peer_said_bye = False
-        self._close_sent = False
 
     # -- reading ----------------------------------------------------------
 
@@ -239,8 +240,10 @@ class V1ServerCodec:
             return V1_INVALID_USERNAME
         return V1_INVALID_PASSWORD
 
-    def _closing(self, data: bytes) -> tuple[bytes, list[Event]]:
-        self._close_sent = True
+    @staticmethod
+    def _closing(data: bytes) -> tuple[bytes, list[Event]]:
+        """``data`` ends the session: it implies our Bye (the connection
+        records it as our last word)."""
         return data, [Bye()]
 
     def write(self, event: Event, state: State) -> tuple[bytes, list[Event]]:
@@ -250,35 +253,32 @@ class V1ServerCodec:
                 raise LocalProtocolError("protocol v1 cannot carry a session token")
             if event.ok:
                 return V1_PASSWORD_ACCEPTED, []
-            self._close_sent = True
             return self._login_refusal(state), []
         if isinstance(event, AnswerDelta):
             return self._answer.feed(event.text), []
         if isinstance(event, AnswerEnd):
             return self._answer.finish() + V1_TERMINATOR, []
+        # A Bye or Error after our last word never gets here: the connection
+        # answers it with nothing (_state.py Rule 4).
         if isinstance(event, Error):
-            if self._close_sent or state is State.CLOSED:
-                return b"", []
+            if state is State.CLOSED:
+                return b"", []  # after the client's <GoodBye>: v1 can't say it
             if state in _LOGIN:
                 return self._closing(self._login_refusal(state))
             data = self._answer.finish() + _error_chunks(event.code, event.message)
             if event.fatal:
                 # Like the moderation reply: the original client stops on
                 # <GoodBye> instead of prompting on a closed connection.
-                self._close_sent = True
                 return data + pad(V1_GOODBYE), []
             return data + V1_TERMINATOR, []
         if isinstance(event, Notice):
-            if event.kind is not NoticeKind.MODERATION or self._close_sent:
+            if event.kind is not NoticeKind.MODERATION:
                 return b"", []  # v1 has no notices: informational, dropped
             if state in _LOGIN:
                 return self._closing(self._login_refusal(state))
             data = self._answer.finish() + pad(V1_CUSS_WARNING) + pad(V1_GOODBYE)
             return self._closing(data)
         if isinstance(event, Bye):
-            if self._close_sent:
-                return b"", []
-            self._close_sent = True
             if self._peer_said_bye:
                 return V1_DISCONNECTED, []
             if state in _LOGIN:
@@ -293,9 +293,6 @@ class V1ServerCodec:
         raise LocalProtocolError(f"{frame_name(event)} can't be expressed in protocol v1")
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
-        if self._close_sent:
-            return b""
-        self._close_sent = True
         if state in _LOGIN:
             return self._login_refusal(state)
         if state is State.CHATTING:

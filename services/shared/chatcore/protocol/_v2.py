@@ -403,7 +403,7 @@ class V2Codec:
     not about order."""
 
     # One per connection: no instance dict (docs/BENCHMARKS.md, idle connections).
-    __slots__ = ("_buffer", "_close_sent", "_hello_sent", "_limits", "_role")
+    __slots__ = ("_buffer", "_hello_sent", "_limits", "_role")
 
     version = VERSION
 
@@ -411,7 +411,6 @@ class V2Codec:
         self._role = role
         self._buffer = buffer
         self._limits = limits
-        self._close_sent = False
         # Not a legality rule (the table has those): a client whose HELLO was
         # never sent has no v2 peer to talk to, so its last words are silent.
         self._hello_sent = False
@@ -446,19 +445,15 @@ class V2Codec:
             self._hello_sent = True
         if isinstance(event, ServerHello) and event.version != VERSION:
             raise LocalProtocolError("a v2 connection must choose version 2")
-        if isinstance(event, (Bye, Error)):
-            if self._close_sent or (self._role is Role.CLIENT and not self._hello_sent):
-                return b"", []  # our last word was said already, or nobody listens
-            if isinstance(event, Bye) or event.fatal:
-                self._close_sent = True
+        if isinstance(event, (Bye, Error)) and self._role is Role.CLIENT and not self._hello_sent:
+            return b"", []  # nobody listens (after our last word the connection says nothing)
         return encode_event(event), []
 
     def error_reply(self, exc: RemoteProtocolError, state: State) -> bytes:
-        if self._close_sent or (self._role is Role.CLIENT and not self._hello_sent):
-            # Said our last word already, or a client that has not sent its
-            # HELLO: the server would take any other first frame for an error.
+        if self._role is Role.CLIENT and not self._hello_sent:
+            # A client that has not sent its HELLO: the server would take any
+            # other first frame for an error.
             return b""
-        self._close_sent = True
         return encode_event(Error(code=exc.code, message=str(exc)))
 
     def data_to_send(self) -> bytes:
