@@ -225,3 +225,21 @@ def test_a_timeout_to_the_first_token_fails_over_and_frees_both_slots(
             reply = alice.chat("anyone?")
             assert isinstance(reply.error, Error) and reply.error.code is ErrorCode.MODEL_ERROR
     assert all(r["aborted_by_client"] for r in w2.settled())
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+def test_a_model_that_sends_bytes_but_no_text_cannot_hold_the_slot(
+        server_factory, standin_factory, kind: str) -> None:
+    # Keep-alive bytes every 0.1 s for 30 s: httpx's read timeout never fires;
+    # the per-line deadline (CHAT_MODEL_READ_TIMEOUT) ends the answer.
+    standin = standin_factory()
+    url = standin.url if kind == "ollama" else standin.openai_url
+    server = server_factory(users=USERS, CHAT_METRICS_PORT="0", CHAT_MODEL_READ_TIMEOUT="1",
+                            CHAT_BACKENDS=f"only={kind}:{url}", CHAT_BACKEND_ONLY_PARALLEL="1")
+    w = Watched(server, standin)
+    with _Closing(logged_in(server.port, "alice", PASSWORD)) as alice:
+        reply = alice.chat("[standin:trickle=30] the answer to stop")
+        assert reply.text.startswith("Echo:"), reply.events
+        assert isinstance(reply.error, Error) and reply.error.code is ErrorCode.MODEL_ERROR
+        assert "took too long" in reply.error.message
+    _check_free(w)

@@ -211,6 +211,56 @@ def test_read_stall_is_model_failed_and_hangs_up(standin: StandIn, kind: str) ->
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_bytes_that_make_no_line_are_a_stall_too(standin: StandIn, kind: str) -> None:
+    # A space every 0.1 s (NDJSON) or an SSE keep-alive comment: every socket
+    # read gets bytes, so httpx's read timeout never fires, yet no line comes.
+    exc, got = with_backend(kind, standin, lambda b: failure(b, "[standin:trickle=30]"),
+                            read_timeout=0.5)
+    assert type(exc) is ModelFailed and exc.cause is Cause.STALLED
+    assert [c.text for c in got] == ["Echo:"]
+    (rec,) = standin.wait_for_requests(1)
+    assert rec["aborted_by_client"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reader_that_pauses_is_not_a_stall_of_the_model(standin: StandIn, kind: str) -> None:
+    # The deadline counts only the wait for the model service, not the time the
+    # answer waits for its reader (backpressure).
+    async def body(b: Backend) -> list[str]:
+        texts = []
+        async with contextlib.aclosing(b.chat("llama3.2", user("[standin:tokens=6] slow"))) as it:
+            async for chunk in it:
+                texts.append(chunk.text)
+                await asyncio.sleep(0.4)
+        return texts
+
+    texts = with_backend(kind, standin, body, read_timeout=0.3)
+    assert "".join(texts).startswith("Echo: slow") and len(texts) >= 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cancel_during_a_stall_stays_a_cancel(standin: StandIn, kind: str) -> None:
+    async def body(b: Backend) -> bool:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async with contextlib.aclosing(b.chat("llama3.2", user("[standin:stall=30]"))) as it:
+                async for _ in it:
+                    first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return task.cancelled()
+
+    assert with_backend(kind, standin, body, read_timeout=5)
+    (rec,) = standin.wait_for_requests(1)
+    assert rec["aborted_by_client"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_connection_refused_is_unavailable(standin: StandIn, kind: str) -> None:
     standin.stop()
 

@@ -19,7 +19,7 @@ from typing import Any
 #: Faults a directive or ``/_standin/control`` can select (see README.md).
 FAULTS = frozenset({
     "error-mid-stream", "cut-mid-stream", "reset-mid-stream", "status-404", "status-503",
-    "status-500", "stall", "hang", "no-done", "bad-json", "blank-line", "no-message", "raw-u2028",
+    "status-500", "stall", "trickle", "hang", "no-done", "bad-json", "blank-line", "no-message", "raw-u2028",
 })
 
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
@@ -112,7 +112,7 @@ def make_plan(text: str, *, tokens: int, delay_ms: float, global_fault: str | No
                 unicode = True
             elif name == "burst":
                 burst = True
-            elif name in ("stall", "hang"):
+            elif name in ("stall", "trickle", "hang"):
                 fault, stall = name, float(value or 30)
             elif name in FAULTS:
                 fault = name

@@ -48,8 +48,10 @@ TEXT = "text/plain; charset=utf-8"
 MODEL_SIZE = 2019393189
 LOAD_DURATION_NS = 1_334_875
 PROMPT_NS_PER_TOKEN = 12_500
-#: Faults that strike after this many tokens (and ``stall`` after one).
+#: Faults that strike after this many tokens (and ``stall``, ``trickle`` after one).
 FAULT_AFTER_TOKENS = 2
+#: Seconds between two bytes of a ``trickle``.
+TRICKLE_INTERVAL = 0.1
 #: Seconds between two pull progress lines, like ollama's download loop.
 PULL_TICK = 0.06
 MAX_LOGGED_REQUESTS = 10_000
@@ -254,6 +256,16 @@ class StandIn:
             await asyncio.sleep(0)  # let other streams run between tokens
         if watch.done():
             raise ClientGone
+
+    @classmethod
+    async def trickle(cls, conn: HttpConnection, watch: asyncio.Task[None], seconds: float,
+                      filler: bytes) -> None:
+        """For ``seconds``, ``filler`` every 0.1 s: bytes keep coming (no read
+        timeout of the client fires), but nothing the client can use."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await cls.pause(watch, TRICKLE_INTERVAL)
+            await conn.send_chunk(filler)
 
     @contextlib.asynccontextmanager
     async def watching(self, conn: HttpConnection) -> AsyncIterator[asyncio.Task[None]]:
@@ -490,6 +502,9 @@ class StandIn:
             rec.tokens_sent += 1
             if plan.fault == "stall" and i == 0:
                 await self.pause(watch, plan.stall_seconds)
+            if plan.fault == "trickle" and i == 0:
+                # Leading whitespace of the next line: json.loads skips it.
+                await self.trickle(conn, watch, plan.stall_seconds, b" ")
         if len(plan.tokens) == strike and plan.fault in _MID_STREAM:
             return await self._strike(conn, a, rec)
         if plan.fault == "no-done":
@@ -526,7 +541,7 @@ class StandIn:
                      rec: RequestRecord) -> int:
         """``stream: false``: one application/json object, no trailing newline."""
         plan = a.plan
-        if plan.fault == "stall":
+        if plan.fault in ("stall", "trickle"):
             await self.pause(watch, plan.stall_seconds)
         await self.pause(watch, plan.delay * len(plan.tokens))
         if plan.fault in ("cut-mid-stream", "reset-mid-stream"):
@@ -646,6 +661,9 @@ class StandIn:
             rec.tokens_sent += 1
             if plan.fault == "stall" and i == 0:
                 await self.pause(watch, plan.stall_seconds)
+            if plan.fault == "trickle" and i == 0:
+                # SSE comments, as services send to keep a quiet stream open.
+                await self.trickle(conn, watch, plan.stall_seconds, b": keep-alive\n\n")
         if len(plan.tokens) == strike and plan.fault in _MID_STREAM:
             return await self._v1_strike(conn, c)
         if plan.fault == "no-done":  # no finish_reason, no [DONE]: the stream just ends
@@ -683,7 +701,7 @@ class StandIn:
     async def _v1_whole(self, conn: HttpConnection, watch: asyncio.Task[None],
                         c: oai.Completion, rec: RequestRecord) -> int:
         plan = c.plan
-        if plan.fault == "stall":
+        if plan.fault in ("stall", "trickle"):
             await self.pause(watch, plan.stall_seconds)
         await self.pause(watch, plan.delay * len(plan.tokens))
         if plan.fault in ("cut-mid-stream", "reset-mid-stream"):

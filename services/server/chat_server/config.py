@@ -173,7 +173,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_CONTEXT_TOKENS", "3000", "History budget per request, in estimated tokens; older turns are dropped."),
     Variable("CHAT_HISTORY_CACHE_MB", "64", "Memory for the conversations of live sessions (MiB); beyond it they are re-read from the database."),
     Variable("CHAT_MODEL_CONNECT_TIMEOUT", "5", "Seconds to connect to a model backend."),
-    Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall (before its first token: then another backend is tried; mid-answer: the answer ends with an error)."),
+    Variable("CHAT_MODEL_READ_TIMEOUT", "60", "Seconds the model may stall: no reply, or no complete line of its answer (bytes that form no line, such as keep-alive comments, don't count). Before its first token another backend is tried; mid-answer the answer ends with an error."),
     Variable("CHAT_PROBE_INTERVAL", "10", "Seconds between health probes (and model-list refreshes) of each backend; a failed backend is probed sooner, with backoff."),
     Variable("CHAT_SHUTDOWN_GRACE", "20", "Seconds answers in flight get to finish after SIGTERM."),
     Variable("CHAT_DRAIN_DELAY", "0", "Behind a load balancer: seconds between SIGTERM and the drain during which the readiness check already answers 503 draining but the server still serves as usual, so the balancer stops sending it new connections first (more than the balancer's time to mark a server down)."),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import httpx
 
 from ..config import BackendKind, model_key
+
+T = TypeVar("T")
 
 __all__ = [
     "Backend",
@@ -17,6 +20,7 @@ __all__ = [
     "LogFn",
     "Message",
     "ModelChunk",
+    "ReadDeadline",
     "connection_limits",
     "model_key",
 ]
@@ -41,6 +45,80 @@ def connection_limits(max_parallel: int) -> httpx.Limits:
     """
     keep = max_parallel + SIDE_REQUESTS
     return httpx.Limits(max_connections=max(keep, 100), max_keepalive_connections=keep)
+
+
+class ReadDeadline:
+    """A deadline for every read of one streamed answer: each piece (an NDJSON
+    line, an SSE event) must arrive within ``seconds`` of asking for it, the
+    first within ``first`` (it includes connecting and the response head).
+
+    httpx's read timeout, like httpcore's, bounds each socket read, so a
+    service that keeps sending bytes that make no piece (SSE ``: keep-alive``
+    comments, whitespace) would hold its generation slot for ever. Only the
+    time spent waiting for the service counts: while the answer waits for its
+    reader (backpressure) the clock is stopped.
+
+    Cheap per piece (no timer per read): one timer per stream re-armed when it
+    fires, and a read that is over its deadline when it fires is cancelled,
+    as ``asyncio.timeout`` cancels, and ends with :exc:`TimeoutError`. A
+    cancellation from elsewhere passes through unchanged.
+    """
+
+    __slots__ = ("_expired", "_first", "_handle", "_limit", "_loop", "_reading", "_seconds",
+                 "_started", "_task")
+
+    def __init__(self, seconds: float, first: float | None = None) -> None:
+        self._seconds = seconds
+        self._first = seconds if first is None else first
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._reading = False
+        self._started = 0.0
+        self._limit = seconds
+        self._expired = False
+
+    async def read(self, piece: Awaitable[T]) -> T:
+        """Await ``piece`` within the deadline (TimeoutError after it)."""
+        limit, self._first = self._first, self._seconds
+        self._started = now = self._loop.time()
+        self._limit = limit
+        self._task = asyncio.current_task()
+        if self._handle is None or self._handle.when() > now + limit:
+            self._arm(now + limit)
+        self._reading = True
+        try:
+            return await piece
+        except asyncio.CancelledError:
+            task = self._task
+            if self._expired and task is not None and task.uncancel() == 0:
+                raise TimeoutError(f"nothing from the model service for {limit:g} s") from None
+            raise
+        finally:
+            self._reading = False
+            self._expired = False
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = self._started + self._limit
+        if self._reading and now >= due and self._task is not None:
+            self._expired = True
+            self._handle = None
+            self._task.cancel()
+            return
+        self._handle = self._loop.call_at(due if self._reading else now + self._seconds,
+                                          self._check)
+
+    def close(self) -> None:
+        """Stop the timer (the stream ended or was closed)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 LogFn = Callable[[str], None]

@@ -18,7 +18,15 @@ from typing import cast
 import httpx
 import ollama
 
-from .base import Backend, BackendKind, LogFn, Message, ModelChunk, connection_limits
+from .base import (
+    Backend,
+    BackendKind,
+    LogFn,
+    Message,
+    ModelChunk,
+    ReadDeadline,
+    connection_limits,
+)
 from .errors import (
     Cause,
     ModelError,
@@ -123,7 +131,11 @@ class OllamaBackend(Backend):
                  read_timeout: float = 60.0) -> None:
         super().__init__(name, url, max_parallel=max_parallel)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         # ollama's default is timeout=None: no connect or read timeout at all.
+        # Every phase is bounded: connect, and read, write and a wait for a
+        # pooled connection by the read timeout; a generation's lines also by
+        # ReadDeadline (bytes that make no line don't count).
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         # httpx's default TLS context (CA bundle, SSL_CERT_FILE/SSL_CERT_DIR), made once.
         tls = httpx.create_ssl_context()
@@ -175,6 +187,9 @@ class OllamaBackend(Backend):
         tag, name = answer_model or model, self.name
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         client = self._streams.take()
+        # The first line comes after connecting and the response head.
+        deadline = ReadDeadline(self._read_timeout,
+                                first=self._connect_timeout + self._read_timeout)
         try:
             try:
                 stream = cast(AsyncGenerator[ollama.ChatResponse, None], await client.chat(
@@ -187,7 +202,9 @@ class OllamaBackend(Backend):
                     # Only errors from the stream are mapped; whatever the consumer
                     # throws in at ``yield`` (GeneratorExit, CancelledError) passes.
                     try:
-                        part = await anext(parts)
+                        part = await deadline.read(anext(parts))
+                    except TimeoutError as exc:
+                        raise ModelFailed(Cause.STALLED, str(exc)) from None
                     except StopAsyncIteration:
                         raise ModelFailed(Cause.CUT,
                                           "the stream ended without a done line") from None
@@ -202,6 +219,7 @@ class OllamaBackend(Backend):
                 yield final
                 await _read_to_end(parts)
         finally:
+            deadline.close()
             # Its response is closed (read to the end, or cut and its connection
             # with it): the client is free for the next generation.
             self._streams.give(client)

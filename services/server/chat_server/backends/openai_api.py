@@ -17,7 +17,7 @@ from typing import Any, cast
 import httpx
 import openai
 
-from .base import Backend, BackendKind, Message, ModelChunk
+from .base import Backend, BackendKind, Message, ModelChunk, ReadDeadline
 from .errors import (
     Cause,
     ModelError,
@@ -67,6 +67,7 @@ class OpenAIBackend(Backend):
                  api_key: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0) -> None:
         super().__init__(name, url, max_parallel=max_parallel)
+        self._read_timeout = read_timeout
         # An explicit key and base URL: never OPENAI_API_KEY or OPENAI_BASE_URL
         # from the environment, so a key meant for one service is not sent to
         # another. The client insists on some key; servers started without one
@@ -74,6 +75,9 @@ class OpenAIBackend(Backend):
         self._client = openai.AsyncOpenAI(
             api_key=api_key or NO_KEY, base_url=url, max_retries=0,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout))
+        # Connect, and read, write and the wait for a pooled connection by the
+        # read timeout; a generation's events also by ReadDeadline (SSE
+        # comments, which keep a stream's bytes coming, don't count).
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -97,30 +101,38 @@ class OpenAIBackend(Backend):
         finish: str | None = None
         usage: Any = None
         pieces = 0
-        # Leaving the block (also at a consumer's close) closes the HTTP response.
-        async with stream:
-            while True:
-                try:
-                    chunk = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    if finish is not None:  # the answer is complete; only the tail broke
+        deadline = ReadDeadline(self._read_timeout)
+        try:
+            # Leaving the block (also at a consumer's close) closes the HTTP response.
+            async with stream:
+                while True:
+                    try:
+                        chunk = await deadline.read(anext(stream))
+                    except StopAsyncIteration:
                         break
-                    raise classify(exc) from None
-                try:
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    choices = chunk.choices or []
-                    choice = choices[0] if choices else None
-                    text = (choice.delta.content or "") if choice is not None and choice.delta else ""
-                    if choice is not None and choice.finish_reason:
-                        finish = choice.finish_reason
-                except (AttributeError, TypeError, IndexError) as exc:
-                    raise classify(exc) from None
-                if text:
-                    pieces += 1
-                    yield ModelChunk(text, backend=name, model=tag)
+                    except TimeoutError as exc:
+                        if finish is not None:  # as below: the answer is complete
+                            break
+                        raise ModelFailed(Cause.STALLED, str(exc)) from None
+                    except Exception as exc:
+                        if finish is not None:  # the answer is complete; only the tail broke
+                            break
+                        raise classify(exc) from None
+                    try:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        choices = chunk.choices or []
+                        choice = choices[0] if choices else None
+                        text = (choice.delta.content or "") if choice is not None and choice.delta else ""
+                        if choice is not None and choice.finish_reason:
+                            finish = choice.finish_reason
+                    except (AttributeError, TypeError, IndexError) as exc:
+                        raise classify(exc) from None
+                    if text:
+                        pieces += 1
+                        yield ModelChunk(text, backend=name, model=tag)
+        finally:
+            deadline.close()  # the timer goes with the stream, however it ends
         if finish is None:
             raise ModelFailed(Cause.CUT, "the stream ended without a finish_reason")
         prompt_tokens = getattr(usage, "prompt_tokens", None)
