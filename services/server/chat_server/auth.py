@@ -21,7 +21,10 @@ Password login (OWASP Password Storage and Authentication cheat sheets):
 * **Bounded hashing.** Each Argon2 call takes ~19 MiB and tens of ms of CPU, so
   at most ``max_concurrent_hashes`` run at once, in worker threads (the event
   loop keeps serving). The slot is held until the thread really finishes, even
-  if the waiting login is cancelled (auth timeout, disconnect).
+  if the waiting login is cancelled (auth timeout, disconnect). Waiting logins
+  are served fairly (:mod:`chat_server.login_queue`): one from an address the
+  account logged in from recently first, the others one address at a time, so
+  a flood of wrong passwords from many addresses does not keep the owner out.
 * **Throttling of failures** (:mod:`chat_server.throttle`; docs/SECURITY.md
   §6): strictly per account *and* address, per address across accounts, and
   loosely per account across addresses, so that a stranger's guesses never lock
@@ -57,6 +60,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from .admission import client_key
 from .config import MAX_PASSWORD_LENGTH, Settings
 from .coordination import SharedThrottle
+from .login_queue import LoginQueue
 from .logs import login_name_fields
 from .store import Store, StoreError, UserExists, validate_username
 from .throttle import (
@@ -139,7 +143,8 @@ class Authenticator:
         #: Seconds a session token lives; 0: none are issued.
         self.session_token_ttl = session_token_ttl
         self.hasher = hasher
-        self._slots = asyncio.Semaphore(max_concurrent_hashes)
+        #: The hashing slots: known logins first, then each address in turn.
+        self._slots = LoginQueue(max_concurrent_hashes)
         self.throttle = LoginThrottle(clock, pair_policy=pair_policy,
                                       address_policy=address_policy,
                                       account_policy=account_policy)
@@ -173,8 +178,9 @@ class Authenticator:
     async def _record_success(self, user: str, address: Address) -> None:
         if self.shared_throttle is not None:
             await self.shared_throttle.succeeded(user, address)
-        else:
-            self.throttle.succeeded(user, address)
+        # Also with shared counters: this process's trusted addresses put the
+        # owner's next login from here first in line for a hashing slot.
+        self.throttle.succeeded(user, address)
 
     # -- verification ------------------------------------------------------
 
@@ -225,7 +231,8 @@ class Authenticator:
         if record is not None:
             fields = {**login_name_fields(user, exists=True), **fields}
             fields.pop("user_hash", None)
-        await self._slots.acquire()
+        key = client_key(address)
+        await self._slots.acquire(key, known=self.throttle.trusted(user, key))
         release = True
         try:
             # While we queued, other attempts may have failed: re-check, so a
