@@ -55,7 +55,8 @@ def _everything_the_model_read(request: dict[str, Any]) -> str:
 
 
 def test_a_conversation_name_belongs_to_the_user_who_sends_it(
-        guard: Guard, mallory: str, shared_standin: StandIn) -> None:
+        guard: Guard, mallory: str) -> None:
+    shared_standin: StandIn = guard.server.standin
     conversation = f"team-notes-{secrets.token_hex(4)}"
     secret = f"alice-secret-{secrets.token_hex(6)}"
     probe = f"mallory-probe-{secrets.token_hex(6)}"
@@ -140,7 +141,8 @@ ODD_MODEL_NAMES = [
 
 @pytest.mark.parametrize("name", ODD_MODEL_NAMES, ids=range(len(ODD_MODEL_NAMES)))
 def test_a_model_outside_the_offer_is_refused_without_echo_and_reaches_no_model(
-        guard: Guard, shared_standin: StandIn, name: str) -> None:
+        guard: Guard, name: str) -> None:
+    shared_standin: StandIn = guard.server.standin
     marker = f"model-probe-{secrets.token_hex(6)}"
     client = logged_in(guard.server.port, USER, PASSWORD)
     try:
