@@ -243,3 +243,34 @@ def test_a_model_that_sends_bytes_but_no_text_cannot_hold_the_slot(
         assert isinstance(reply.error, Error) and reply.error.code is ErrorCode.MODEL_ERROR
         assert "took too long" in reply.error.message
     _check_free(w)
+
+
+def test_a_shutdown_stops_answers_in_every_phase_and_exits_within_its_grace(
+        server_factory, standin) -> None:
+    # Upstreams that would hang or stall for two minutes, a long answer, and one
+    # waiting for a slot: after the 1 s grace every one is stopped and told, and
+    # the process exits by itself (stop() kills it after 30 s: exit code -9).
+    users = {name: PASSWORD for name in ("alice", "bob", "carol", "dave")}
+    server = server_factory(users=users, CHAT_MAX_PARALLEL="3", CHAT_SHUTDOWN_GRACE="1")
+    clients = {name: logged_in(server.port, name, PASSWORD) for name in users}
+    texts = {"alice": "[standin:hang=120]", "bob": "[standin:stall=120]",
+             "carol": "[standin:tokens=4000] [standin:delay-ms=25]",
+             "dave": "[standin:tokens=4000] [standin:delay-ms=25]"}
+    mids = {}
+    for name in ("alice", "bob", "carol"):
+        mids[name] = clients[name].start_chat(f"{texts[name]} the answer to stop")
+    wait_until(lambda: any("hang" in str(r["body"]) and r["finished"] is None
+                           for r in standin.requests()))
+    for name in ("bob", "carol"):
+        _first(clients[name], mids[name], _is_delta)
+    mids["dave"] = clients["dave"].start_chat(f"{texts['dave']} queued")
+    _first(clients["dave"], mids["dave"], _queued)
+    assert server.stop(timeout=30) == 0
+    for name, client in clients.items():
+        reply = client.collect(mids[name])
+        final = reply.events[-1]
+        assert (isinstance(final, AnswerEnd) and final.reason == "cancelled") or (
+            isinstance(final, Error) and final.code is ErrorCode.SHUTTING_DOWN), (name, final)
+        client.close()
+    reqs = standin.requests()
+    assert len(reqs) == 3 and all(r["aborted_by_client"] for r in reqs), reqs
