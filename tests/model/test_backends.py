@@ -223,6 +223,24 @@ def test_bytes_that_make_no_line_are_a_stall_too(standin: StandIn, kind: str) ->
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_model_list_that_never_ends_is_a_stall_not_a_hung_probe(standin: StandIn,
+                                                                  kind: str) -> None:
+    # The body a byte every 0.1 s: no read timeout fires, yet the probe (and a
+    # request that waits on it) would wait for ever.
+    standin.control(listing_trickle=30)
+
+    async def body(b: Backend) -> ModelError:
+        with pytest.raises(ModelError) as err:
+            await b.list_models()
+        return err.value
+
+    exc = with_backend(kind, standin, body, connect_timeout=0.5, read_timeout=0.5)
+    assert type(exc) is ModelFailed and exc.cause is Cause.STALLED
+    standin.control(listing_trickle=0)
+    assert with_backend(kind, standin, lambda b: b.list_models()) == ["llama3.2:latest"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_reader_that_pauses_is_not_a_stall_of_the_model(standin: StandIn, kind: str) -> None:
     # The deadline counts only the wait for the model service, not the time the
     # answer waits for its reader (backpressure).

@@ -71,6 +71,9 @@ class Config:
     refuse_pull: bool = False
     fault: str | None = None
     fault_count: int = -1
+    #: Seconds the model listings (/api/tags, /v1/models) take to send their body,
+    #: one byte every TRICKLE_INTERVAL (0: at once).
+    listing_trickle: float = 0.0
     api_key: str | None = None  # required as a bearer token on /v1/* when set
 
 
@@ -228,6 +231,23 @@ class StandIn:
         """``c.JSON``: charset=utf-8 and no trailing newline."""
         await conn.send(status, JSON, dumps(obj), head_only=req is not None and req.method == "HEAD")
 
+    async def listing(self, conn: HttpConnection, obj: Any, req: Request) -> None:
+        """A model listing; with ``listing_trickle`` its body comes a byte at a time."""
+        seconds = self.state.config.listing_trickle
+        if seconds <= 0 or req.method == "HEAD":
+            return await self.json(conn, 200, obj, req)
+        body = dumps(obj)
+        await conn.write(conn.head(200, [("Content-Type", JSON),
+                                         ("Content-Length", str(len(body)))]))
+        deadline = time.monotonic() + seconds
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < len(body) - 1 and time.monotonic() < deadline:
+                await asyncio.sleep(TRICKLE_INTERVAL)
+                await conn.write(body[sent:sent + 1])
+                sent += 1
+            await conn.write(body[sent:])
+
     async def error(self, conn: HttpConnection, status: int, message: str) -> None:
         await self.json(conn, status, {"error": message})
 
@@ -286,7 +306,7 @@ class StandIn:
 
     async def tags(self, conn: HttpConnection, req: Request) -> None:
         models = sorted(self.state.models.values(), key=lambda m: m["modified_at"], reverse=True)
-        await self.json(conn, 200, {"models": models}, req)
+        await self.listing(conn, {"models": models}, req)
 
     async def ps(self, conn: HttpConnection, req: Request) -> None:
         now = time.time()
@@ -579,7 +599,7 @@ class StandIn:
         if not await self.v1_authorized(conn, req):
             return
         models = sorted(self.state.models.values(), key=lambda m: m["modified_at"], reverse=True)
-        await self.json(conn, 200, oai.models_body([m["name"] for m in models], time.time()))
+        await self.listing(conn, oai.models_body([m["name"] for m in models], time.time()), req)
 
     async def v1_chat(self, conn: HttpConnection, req: Request) -> None:
         if not await self.v1_authorized(conn, req):
@@ -726,6 +746,7 @@ class StandIn:
         return {"version": cfg.version, "tokens": cfg.tokens, "delay_ms": cfg.delay_ms,
                 "pull_seconds": cfg.pull_seconds, "refuse_pull": cfg.refuse_pull,
                 "fault": cfg.fault, "fault_count": cfg.fault_count,
+                "listing_trickle": cfg.listing_trickle,
                 "api_key": "[set]" if cfg.api_key else None,
                 "models": sorted(self.state.models)}
 
@@ -745,7 +766,8 @@ class StandIn:
                 elif "fault_count" in body:
                     cfg.fault_count = int(body["fault_count"])
                 for key, conv in (("tokens", int), ("delay_ms", float),
-                                  ("pull_seconds", float), ("refuse_pull", bool)):
+                                  ("pull_seconds", float), ("refuse_pull", bool),
+                                  ("listing_trickle", float)):
                     if key in body:
                         setattr(cfg, key, conv(body[key]))
                 if "models" in body:

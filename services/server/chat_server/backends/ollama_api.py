@@ -151,8 +151,14 @@ class OllamaBackend(Backend):
         await self._streams.aclose()
 
     async def list_models(self) -> list[str]:
+        # The whole listing within connect + read: a body that comes a byte at a
+        # time would keep the probe (and a request that waits on it) for ever.
+        limit = self._connect_timeout + self._read_timeout
         try:
-            listing = await self._client.list()
+            async with asyncio.timeout(limit):
+                listing = await self._client.list()
+        except TimeoutError:
+            raise ModelFailed(Cause.STALLED, f"the model list took over {limit:g} s") from None
         except Exception as exc:
             raise classify(exc) from None
         return [m.model for m in listing.models if m.model]

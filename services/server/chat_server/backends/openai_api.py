@@ -11,6 +11,7 @@ backend instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, cast
 
@@ -67,7 +68,7 @@ class OpenAIBackend(Backend):
                  api_key: str | None = None, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0) -> None:
         super().__init__(name, url, max_parallel=max_parallel)
-        self._read_timeout = read_timeout
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         # An explicit key and base URL: never OPENAI_API_KEY or OPENAI_BASE_URL
         # from the environment, so a key meant for one service is not sent to
         # another. The client insists on some key; servers started without one
@@ -83,8 +84,13 @@ class OpenAIBackend(Backend):
         await self._client.close()
 
     async def list_models(self) -> list[str]:
+        # The whole listing within connect + read (see OllamaBackend.list_models).
+        limit = self._connect_timeout + self._read_timeout
         try:
-            return [m.id async for m in self._client.models.list() if m.id]
+            async with asyncio.timeout(limit):
+                return [m.id async for m in self._client.models.list() if m.id]
+        except TimeoutError:
+            raise ModelFailed(Cause.STALLED, f"the model list took over {limit:g} s") from None
         except Exception as exc:
             raise classify(exc) from None
 
