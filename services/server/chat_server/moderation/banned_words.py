@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .lexicon import common_words
-from .normalize import LEET_SYMBOLS, Folded, canonical, fold, prepare_fold, runs
+from .normalize import LEET_SYMBOLS, Folded, canonical, fold, leet_readings, prepare_fold, runs
 
 __all__ = ["BannedWords", "WatchedBannedWords", "parse_word_list"]
 
@@ -336,7 +336,10 @@ class BannedWords:
         if not text or not self._words:
             return []
         folded = fold(text)
-        return _merge(self._hits(text, folded, _tokenize(folded.text)))
+        hits = self._hits(text, folded, _tokenize(folded.text))
+        for reading, _ in leet_readings(text, folded):
+            hits.extend(self._hits(text, reading, _tokenize(reading.text)))
+        return _merge(sorted(hits))
 
     def _excused(self, word: str) -> bool:
         """A hit that is a common word of a supported language, and not
@@ -401,7 +404,29 @@ class BannedWords:
         if not text or not self._words:
             return [], len(text)
         folded = fold(text)
+        hits, open_start = self._scan(text, folded, len(text))
+        # The leet readings (normalize.leet_readings), each up to where it is settled.
+        for reading, end in leet_readings(text, folded, final=False):
+            more, more_open = self._scan(text, reading, end)
+            hits.extend(more)
+            open_start = min(open_start, more_open)
+        if len(hits) > 1:
+            hits.sort()
+        # A hit that reaches past the open start may still change (a phrase
+        # whose last word grows out of it): open from its start. So every
+        # character before the open start that a span covers is masked for
+        # good, whatever follows (also inside a span that goes on past it).
+        for s, e in hits:
+            if e > open_start:
+                open_start = min(open_start, s)
+        return _merge(hits), open_start
+
+    def _scan(self, text: str, folded: Folded, end: int) -> tuple[list[tuple[int, int]], int]:
+        """:meth:`scan` of one detection copy of ``text`` that reads it up
+        to index ``end``: its hits, and its open start (at most ``end``)."""
         ftext = folded.text
+        if not ftext:
+            return [], end
         tokens = _tokenize(ftext)
         hits = self._hits(text, folded, tokens)
         n = len(ftext)
@@ -437,15 +462,8 @@ class BannedWords:
                     start = self._phrase_open(complete)
                     if start is not None:
                         open_f = min(open_f, start)
-        open_start = folded.starts[open_f] if open_f < n else len(text)
-        # A hit that reaches past the open start may still change (a phrase
-        # whose last word grows out of it): open from its start. So every
-        # character before the open start that a span covers is masked for
-        # good, whatever follows (also inside a span that goes on past it).
-        for s, e in hits:
-            if e > open_start:
-                open_start = min(open_start, s)
-        return _merge(hits), open_start
+        open_start = folded.starts[open_f] if open_f < n else end
+        return hits, open_start
 
     def _may_grow_into_hit(self, raw: str) -> bool:
         """:meth:`_grows_into_hit`, remembered for short tokens (the last word

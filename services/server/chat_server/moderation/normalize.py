@@ -55,8 +55,8 @@ import regex
 from anyascii import anyascii
 
 __all__ = [
-    "LEET", "LEET_SYMBOLS", "Folded", "canonical", "displayed_reading", "fold", "model_reading",
-    "prepare_fold", "runs",
+    "LEET", "LEET_SYMBOLS", "MULTI_LEET", "SCRIPT_LEET", "Folded", "canonical", "displayed_reading", "fold",
+    "leet_readings", "model_reading", "prepare_fold", "runs",
 ]
 
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
@@ -257,3 +257,180 @@ def model_reading(text: str) -> str | None:
         return None
     decoded = text.translate(_TAGS)
     return decoded if decoded != text else None
+
+
+# --------------------------------------------------------------------------- leet readings
+#: Letters written with several characters, from the public leet alphabets
+#: (docs/SECURITY.md §4). Read on the detection copy (lower case), longest
+#: first, in a reading of their own (:func:`leet_readings`): the plain copy
+#: still reads each character on its own (``vv`` as "uu", ``|`` as "i"), and
+#: a word is banned if either reading finds it. Left out: digit pairs (``13``
+#: b, ``12`` r: numbers), ``nn`` and ``^^`` for m ("funny", "x^^"), ``cl``
+#: for d ("clock").
+MULTI_LEET = {
+    # four characters
+    "|\\/|": "m", "/\\/\\": "m", "\\/\\/": "w", "|/\\|": "w",
+    # three characters
+    "|-|": "h", "]-[": "h", "}-{": "h", ")-(": "h", "(-)": "h", "[-]": "h", "|~|": "h",
+    "|_|": "u", "(_)": "u", "[_]": "u", "\\_/": "u", "\\_\\": "u",
+    "|\\|": "n", "/\\/": "n", "[\\]": "n", "{\\}": "n", "<\\>": "n",
+    "/v\\": "m", "|v|": "m", "[v]": "m", "(v)": "m", "]v[": "m",
+    "/-\\": "a", "\\^/": "w", "-|-": "t",
+    # two characters
+    "|<": "k", "|{": "k", "]<": "k", "/<": "k", "|(": "k", "l<": "k",
+    "ph": "f", "|=": "f",
+    "}{": "h",
+    "vv": "w",
+    "()": "o", "[]": "o", "<>": "o",
+    "/\\": "a",
+    "\\/": "v",
+    "><": "x", ")(": "x",
+    "|)": "d", "[)": "d", "|]": "d",
+    "|3": "b", "|8": "b", "]3": "b",
+    "|2": "r",
+    "|_": "l",
+    "|*": "p",
+}
+_MULTI_MAX = max(map(len, MULTI_LEET))
+_MULTI_FIRST = frozenset(k[0] for k in MULTI_LEET)
+#: Prefixes of the sequences (a sequence may still be completed by what comes next).
+_MULTI_PREFIXES = frozenset(k[:i] for k in MULTI_LEET for i in range(1, len(k)))
+#: Letters of other scripts that leet uses for Latin ones (Cyrillic ``к я ш
+#: и п ф д ж ц ч ь``, Greek ``β θ π φ ψ ω Σ``), by the character as written
+#: (case-folded; ``Σ`` is an e, ``σ`` an o). Read only inside a word that mixes
+#: them with Latin letters (``шank``, ``fu¢к``): a word written wholly in
+#: Cyrillic or Greek is a word of that language ("майк" is not read).
+SCRIPT_LEET = {
+    "д": "a", "б": "b", "ъ": "b", "ь": "b", "в": "b", "ж": "x", "к": "k", "и": "n", "й": "n", "п": "n",
+    "л": "n", "м": "m", "ц": "u", "ч": "y", "ш": "w", "щ": "w", "э": "e", "є": "e", "я": "r", "ґ": "r",
+    "ф": "f", "г": "r", "з": "e",
+    "β": "b", "θ": "o", "π": "n", "φ": "f", "ψ": "w", "ω": "w", "μ": "u", "η": "n", "κ": "k",
+    "δ": "d", "γ": "y", "ε": "e", "υ": "u", "λ": "a", "ξ": "e", "ς": "s", "τ": "t",
+}
+#: Upper-case forms that read differently from their lower case (``Σ`` e).
+_SCRIPT_LEET_UPPER = {"Σ": "e", "Π": "n", "Δ": "a", "Λ": "a", "Ш": "w", "И": "n", "Я": "r"}
+#: ``и`` (and ``й``) is also read as a u (italic и looks like one): a second reading.
+_SCRIPT_LEET_U = {"и": "u", "й": "u", "И": "u", "Й": "u"}
+_OTHER_SCRIPT = regex.compile(r"[\p{Script=Cyrillic}\p{Script=Greek}]")
+_LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
+_WORD_CHAR = regex.compile(r"[^\W_]|[" + regex.escape(LEET_SYMBOLS) + "]")
+
+
+def _script_leet(ch: str, u_reading: bool) -> str | None:
+    if u_reading and ch in _SCRIPT_LEET_U:
+        return _SCRIPT_LEET_U[ch]
+    return _SCRIPT_LEET_UPPER.get(ch) or SCRIPT_LEET.get(ch.casefold())
+
+
+def leet_readings(text: str, folded: Folded, final: bool = True) -> list[tuple[Folded, int]]:
+    """Further detection copies of ``text`` (``folded`` is :func:`fold`'s)
+    that read multi-character leet (:data:`MULTI_LEET`: ``|<`` k, ``ph`` f,
+    ``|-|`` h, ``vv`` w, ``()`` o, ``|_|`` u, ``/\\`` a…) and, inside a
+    word that mixes Latin letters with Cyrillic or Greek ones, those scripts'
+    leet letters (:data:`SCRIPT_LEET`); none where neither occurs. A second
+    copy reads ``и`` as u where it is read at all.
+
+    Each comes with the index of ``text`` it reads up to: ``len(text)``,
+    except for a text that may go on (``final`` false), where the copy stops
+    before the first place that more text could still read differently (a
+    sequence still incomplete, ``|`` before ``<``; a last word not mixed
+    yet). Up to there, the copy is the beginning of the copy of any longer
+    text, so a streaming scan of it is exact. Linear in the text."""
+    ftext = folded.text
+    n = len(ftext)
+    needs_multi = any(c in _MULTI_FIRST for c in ftext) if n < 64 else bool(_MULTI_FIRST & set(ftext))
+    needs_script = not text.isascii() and _OTHER_SCRIPT.search(text) is not None
+    if not needs_multi and not needs_script:
+        return []
+    # 1. Multi-character sequences, longest first, left to right.
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    stop = n  # first folded index whose reading is not settled
+    changed = False
+    x = 0
+    while x < n:
+        c = ftext[x]
+        if c in _MULTI_FIRST:
+            if not final and n - x < _MULTI_MAX and ftext[x:] in _MULTI_PREFIXES:
+                stop = x
+                break
+            hit = None
+            for size in range(min(_MULTI_MAX, n - x), 1, -1):
+                letter = MULTI_LEET.get(ftext[x : x + size])
+                if letter is not None:
+                    hit = (size, letter)
+                    break
+            if hit is not None:
+                size, letter = hit
+                chars.append(letter)
+                starts.append(folded.starts[x])
+                ends.append(folded.ends[x + size - 1])
+                x += size
+                changed = True
+                continue
+        chars.append(c)
+        starts.append(folded.starts[x])
+        ends.append(folded.ends[x])
+        x += 1
+    end = folded.starts[stop] if stop < n else len(text)
+    multi = Folded("".join(chars), starts, ends)
+    if not needs_script:
+        return [(multi, end)] if changed or end < len(text) else []
+    # 2. Leet letters of other scripts inside mixed words.
+    readings = []
+    for u_reading in (False, True):
+        out, o_starts, o_ends = [], [], []
+        word_stop = len(multi.text)
+        mtext = multi.text
+        m = len(mtext)
+        i = 0
+        any_u = False
+        while i < m:
+            if _WORD_CHAR.match(mtext, i) is None:
+                out.append(mtext[i])
+                o_starts.append(multi.starts[i])
+                o_ends.append(multi.ends[i])
+                i += 1
+                continue
+            j = i
+            while j < m and _WORD_CHAR.match(mtext, j) is not None:
+                j += 1
+            origs = {multi.starts[k] for k in range(i, j) if multi.ends[k] - multi.starts[k] == 1}
+            latin = any(_LATIN_LETTER.match(text[o]) for o in origs)
+            mapped = {o for o in origs if _script_leet(text[o], u_reading) is not None
+                      and _OTHER_SCRIPT.match(text[o])}
+            if u_reading:
+                any_u = any_u or any(text[o] in _SCRIPT_LEET_U for o in mapped)
+            if j == m and not final and not latin and mapped:
+                # The last word may still become mixed: not settled from its first such letter.
+                first = min(k for k in range(i, j) if multi.starts[k] in mapped)
+                word_stop = first
+                out.extend(mtext[i:first])
+                o_starts.extend(multi.starts[i:first])
+                o_ends.extend(multi.ends[i:first])
+                break
+            k = i
+            while k < j:
+                o = multi.starts[k]
+                if latin and o in mapped and multi.ends[k] - o == 1:
+                    out.append(_script_leet(text[o], u_reading) or "")
+                    o_starts.append(o)
+                    o_ends.append(o + 1)
+                    changed = True
+                    k += 1
+                    while k < j and multi.starts[k] == o:
+                        k += 1  # the rest of that character's fold (Ы is "bl")
+                    continue
+                out.append(mtext[k])
+                o_starts.append(multi.starts[k])
+                o_ends.append(multi.ends[k])
+                k += 1
+            i = j
+        end_r = multi.starts[word_stop] if word_stop < m else end
+        if u_reading and not any_u:
+            break
+        readings.append((Folded("".join(out), o_starts, o_ends), end_r))
+    if not changed and all(e == len(text) for _, e in readings):
+        return []
+    return readings
