@@ -155,10 +155,10 @@ def test_the_first_token_of_a_digit_word_answer_goes_out_at_once():
 # waiting for the next word.
 def test_a_word_goes_out_as_soon_as_punctuation_ends_it():
     filt = AnswerFilter(BANNED)
-    assert filt.feed("One") == ""  # it may still become "One@example.com"
-    assert filt.feed(",") == "One,"
-    assert filt.feed(" two") == " "
-    assert filt.feed(",") == "two,"
+    assert filt.feed("Yes") == ""  # it may still become "Yes@example.com"
+    assert filt.feed(",") == "Yes,"
+    assert filt.feed(" well") == " "
+    assert filt.feed(",") == "well,"
     assert filt.feed(" Hello!") == " Hello!"
     assert filt.feed(" Sure") == " "
     assert filt.feed("ly?") == "Surely?"

@@ -727,6 +727,231 @@ def _region(code: str) -> _Region:
     )
 
 
+# --------------------------------------------------------------------------- numbers in words
+#: Digits spelt as words, in English, Spanish, French, German and romanised
+#: Hindi: "nine eight seven six…", "cinco cinco", "zéro six", "neun acht".
+#: English tens and teens too ("ninety-eight seventy-six"), as people say
+#: numbers in pairs; tens with a unit after them are one pair ("twenty-one").
+_UNIT_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "niner": "9",
+    "cero": "0", "uno": "1", "dos": "2", "tres": "3", "cuatro": "4", "cinco": "5", "seis": "6",
+    "siete": "7", "ocho": "8", "nueve": "9",
+    "z\u00e9ro": "0", "deux": "2", "trois": "3", "quatre": "4", "cinq": "5", "sept": "7",
+    "huit": "8", "neuf": "9",
+    "null": "0", "eins": "1", "zwei": "2", "zwo": "2", "drei": "3", "vier": "4", "f\u00fcnf": "5",
+    "fuenf": "5", "sechs": "6", "sieben": "7", "acht": "8", "neun": "9",
+    "shunya": "0", "shoonya": "0", "ek": "1", "teen": "3", "chaar": "4", "paanch": "5", "panch": "5",
+    "chhe": "6", "chhah": "6", "saat": "7", "aath": "8", "nau": "9",
+}
+_PAIR_WORDS = {
+    "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
+    "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+    "diez": "10", "dix": "10", "zehn": "10",
+}
+_TENS_WORDS = {
+    "twenty": "2", "thirty": "3", "forty": "4", "fifty": "5", "sixty": "6", "seventy": "7",
+    "eighty": "8", "ninety": "9",
+}
+#: Words that are a digit only next to another number ("one oh one", "ek do
+#: teen"): elsewhere they are words ("oh well", "do it", "un jour", "char c").
+_CONTEXT_WORDS = {"oh": "0", "do": "2", "un": "1", "une": "1", "una": "1", "ein": "1", "eine": "1",
+                  "char": "4", "chaar": "4"}
+#: "double five" is 55, "triple nine" 999.
+_REPEAT_WORDS = {"double": 2, "triple": 3, "doble": 2}
+_VOCABULARY = frozenset((*_UNIT_WORDS, *_PAIR_WORDS, *_TENS_WORDS, *_CONTEXT_WORDS, *_REPEAT_WORDS))
+_VOCABULARY_PREFIXES = frozenset(w[:i] for w in _VOCABULARY for i in range(1, len(w) + 1))
+_NUMBER_WORD = re.compile(r"(?<![^\W\d_])(?:" + "|".join(sorted(_VOCABULARY, key=len, reverse=True))
+                          + r")(?![^\W\d_])", re.IGNORECASE)
+#: A word or a digit group, and what may stand between two numbers spelt out
+#: (spaces, a hyphen or a comma: "nine-eight", "five five five, one two").
+_WORD_OR_DIGITS = re.compile(r"[^\W\d_]+|[0-9]+")
+_WORD_GAP = re.compile(r"[ \t]{0,2}[,\-]?[ \t]{0,2}")
+_LETTERS_AT_END = re.compile(r"[^\W\d_]+\Z")
+
+
+def _has_number_words(text: str, final: bool) -> bool:
+    """Does ``text`` have a number word, or (``final`` false) end in the
+    beginning of one?"""
+    if _NUMBER_WORD.search(text) is not None:
+        return True
+    if not final:
+        last = _LETTERS_AT_END.search(text, max(0, len(text) - 8))
+        return last is not None and last.group().casefold() in _VOCABULARY_PREFIXES
+    return False
+
+
+def _word_value(word: str) -> str | None:
+    w = word.casefold()
+    return _UNIT_WORDS.get(w) or _PAIR_WORDS.get(w)
+
+
+def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
+    """``m`` with digits spelt as words read as digits (``nine eight`` ->
+    ``9 8``, ``double five`` -> ``55``, ``twenty-one`` -> ``21``), and the
+    commas and hyphens between two numbers one of which is a word read as a
+    space; and the index of ``m`` up to which that reading is settled
+    (``len(m.text)`` when ``final``; before a last word that may still grow
+    into a number word or out of one, or a word whose reading depends on the
+    word after it, which has not come yet). Linear in the text."""
+    text = m.text
+    n = len(text)
+    toks = [(t.start(), t.end(), t.group()) for t in _WORD_OR_DIGITS.finditer(text)]
+    k = len(toks)
+    if not k:
+        return m, n
+
+    def adjacent(a: int) -> bool:  # tokens a and a + 1 stand next to each other
+        return a + 1 < k and toks[a][1] < toks[a + 1][0] \
+            and _WORD_GAP.fullmatch(text, toks[a][1], toks[a + 1][0]) is not None
+
+    def plain(a: int) -> bool:  # a number in its own right (not a context word)
+        word = toks[a][2]
+        return word.isdigit() or _word_value(word) is not None or word.casefold() in _TENS_WORDS
+
+    values: list[str | None] = [None] * k
+    a = 0
+    while a < k:
+        s, e, word = toks[a]
+        low = word.casefold()
+        if word.isdigit():
+            values[a] = word
+        elif low in _TENS_WORDS:
+            unit = _UNIT_WORDS.get(toks[a + 1][2].casefold()) if adjacent(a) else None
+            if unit is not None and unit != "0" and text[e : toks[a + 1][0]] in ("-", " "):
+                values[a] = _TENS_WORDS[low] + unit
+                values[a + 1] = ""  # read with the word before it
+                a += 2
+                continue
+            values[a] = _TENS_WORDS[low] + "0"
+        elif low in _REPEAT_WORDS:
+            nxt = toks[a + 1][2] if adjacent(a) else ""
+            digit = nxt if len(nxt) == 1 and nxt.isdigit() else \
+                _UNIT_WORDS.get(nxt.casefold()) or _CONTEXT_WORDS.get(nxt.casefold())
+            if digit is not None and len(digit) == 1 and text[e : toks[a + 1][0]] in (" ", "-"):
+                values[a] = digit * _REPEAT_WORDS[low]
+                values[a + 1] = ""  # read with the word before it
+                a += 2
+                continue
+        else:
+            v = _word_value(word)
+            if v is None and low in _CONTEXT_WORDS and (
+                    (a > 0 and adjacent(a - 1) and plain(a - 1)) or (adjacent(a) and plain(a + 1))):
+                v = _CONTEXT_WORDS[low]
+            values[a] = v
+        a += 1
+    # How far the reading is settled while the text may go on.
+    settled = n
+    if not final:
+        last = k - 1
+        s, e, word = toks[last]
+        low = word.casefold()
+        if e == n or _WORD_GAP.fullmatch(text, e, n) is not None:
+            if e == n and not word.isdigit() and low in _VOCABULARY_PREFIXES:
+                settled = s  # may still grow into a number word, or out of one
+            elif low in _TENS_WORDS or low in _REPEAT_WORDS or (low in _CONTEXT_WORDS and values[last] is None):
+                settled = s  # its reading depends on the word after it
+            elif values[last] is not None and e < n:
+                settled = e  # the gap after it reads as a space only if a number follows
+            # The word before the last reads by the last: tens, "double", context words.
+            if last > 0 and adjacent(last - 1) and (toks[last - 1][2].casefold() in _TENS_WORDS
+                                                    or toks[last - 1][2].casefold() in _REPEAT_WORDS
+                                                    or toks[last - 1][2].casefold() in _CONTEXT_WORDS):
+                settled = min(settled, toks[last - 1][0])
+    out = m
+    if any(v is not None and v != toks[a][2] for a, v in enumerate(values)):
+        pieces: list[tuple[int, int, str]] = []  # (start, end, replacement) in m
+        for a in range(k):
+            s, e, word = toks[a]
+            v = values[a]
+            if v is None or v == "" or s >= settled:
+                continue  # not a number, or read with the word before it
+            nxt = a + 1
+            if nxt < k and values[nxt] == "":
+                e = toks[nxt][1]  # "twenty-one", "double five": one number
+                nxt += 1
+            is_word = not word.isdigit()
+            if v != word:
+                pieces.append((s, e, v))
+            # The gap to the next number reads as a space where one of the two is a word.
+            if nxt < k and values[nxt] is not None and e < toks[nxt][0] and toks[nxt][0] <= settled \
+                    and (is_word or not toks[nxt][2].isdigit()) \
+                    and text[e : toks[nxt][0]].strip(" \t") in (",", "-"):
+                pieces.append((e, toks[nxt][0], " "))
+        pieces.sort()
+        out = _replace_pieces(m, pieces)
+        settled = _out_index(pieces, settled)
+    return out, settled
+
+
+def _replace_pieces(m: _Mapped, pieces: list[tuple[int, int, str]]) -> _Mapped:
+    """``m`` with each (start, end) replaced (sorted, not overlapping): a
+    replacement maps to the whole original span it replaces."""
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = 0
+    for s, e, r in pieces:
+        if s < pos:
+            continue
+        chars.append(m.text[pos:s])
+        starts.extend(m.starts[pos:s])
+        ends.extend(m.ends[pos:s])
+        if r:
+            chars.append(r)
+            starts.extend([m.starts[s]] * len(r))
+            ends.extend([m.ends[e - 1]] * len(r))
+        pos = e
+    chars.append(m.text[pos:])
+    starts.extend(m.starts[pos:])
+    ends.extend(m.ends[pos:])
+    return _Mapped("".join(chars), starts, ends)
+
+
+def _out_index(pieces: list[tuple[int, int, str]], i: int) -> int:
+    """Index in ``out`` of position ``i`` of ``m`` (not inside a piece)."""
+    shift = 0
+    pos = 0
+    for s, e, r in pieces:
+        if s < pos or s >= i:
+            continue
+        shift += len(r) - (e - s)
+        pos = e
+    return i + shift
+
+
+#: Digit groups joined by commas alone ("987,654,3210", "98765,43210").
+_COMMA_GROUPS = re.compile(r"(?<![0-9,])[0-9]+(?:,[0-9]+)+")
+#: Thousands as written in the West ("1,234,567") and in India ("12,34,567").
+_THOUSANDS_COMMAS = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,2}(?:,[0-9]{2})*,[0-9]{3}")
+
+
+def _read_commas(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
+    """``m`` with the commas of digit groups joined by commas alone read as
+    separators where the groups are not thousands (Western ``1,234,567`` or
+    Indian ``12,34,567``) and hold at least :data:`_MIN_PHONE_DIGITS` digits
+    (``987,654,3210``, ``98765,43210``) as hyphens; and the index up to which
+    that is settled (before groups that may still go on)."""
+    text = m.text
+    n = len(text)
+    settled = n
+    pieces: list[tuple[int, int, str]] = []
+    for g in _COMMA_GROUPS.finditer(text):
+        s, e = g.span()
+        if not final and (e == n or text[e:n] == ","):
+            settled = s
+            break
+        word = g.group()
+        if _THOUSANDS_COMMAS.fullmatch(word) is not None or len(word) - word.count(",") < _MIN_PHONE_DIGITS:
+            continue
+        if e < n and text[e] in ".," and e + 1 < n and text[e + 1].isdigit():
+            continue  # an amount or a list that goes on ("1,2345.67")
+        pieces.extend((s + i, s + i + 1, "-") for i, c in enumerate(word) if c == ",")
+    if not pieces:
+        return m, settled
+    return _replace_pieces(m, pieces), settled
+
+
 # --------------------------------------------------------------------------- phone context
 # A *code word*: ASCII letters and digits with the characters that glue
 # identifiers, paths, URLs and key=value pairs together. Digits inside a code
@@ -810,13 +1035,26 @@ def _is_glue(ch: str) -> bool:
     return unicodedata.category(ch) == "Sc"
 
 
+def _is_constant(v: int) -> bool:
+    """A constant of programs, not a phone number: a power of two or one less
+    (the limits of integer types, ``2147483647``, ``4294967295``, and masks:
+    in binary a single one, or ones only), or a power of ten or one less."""
+    if v & (v - 1) == 0 or v & (v + 1) == 0:
+        return True
+    s = str(v)
+    return s.strip("9") == "" or s.rstrip("0") == "1"
+
+
 def _other_shape(word: str, versions: bool = True) -> bool:
     """A run-word (digit groups joined without a space) that is something
     else: hours and minutes (``12:30``, ``10:30-11:45``), a number literal
-    with digit separators (``2_147_483_647``), a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
+    with digit separators (``2_147_483_647``), a constant of programs
+    (``2147483647``: :func:`_is_constant`), a date (``2026-12-01``, ``01.12.2026``, ``20261201``), an IPv4
     address or network (``10.0.0.0/8``), a decimal number (``0.8414709848``;
     ``030.1234567`` is not one), or a version or part number whose later
     groups include a single digit (``2.0.1``, ``978-3-16-148410-0``)."""
+    if versions and word.isdigit() and len(word) >= _MIN_PHONE_DIGITS and _is_constant(int(word)):
+        return True  # a power of two, or one less (2147483647, 4294967295)
     m = _DATE_YMD.fullmatch(word)
     if m is not None and 1 <= int(m.group(3)) <= 12 and 1 <= int(m.group(4)) <= 31:
         return True
@@ -1317,7 +1555,8 @@ class PersonalDataDetector:
             return Scan([], 0)
         n = len(text)
         if text.isascii() and _MAYBE_EMAIL.search(text) is None and _DOT_FORMS.search(text) is None \
-                and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_PHONE_DIGITS:
+                and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_PHONE_DIGITS \
+                and not _has_number_words(text, final):
             # The common case (plain prose): nothing here can be a finding yet,
             # only the end may still grow into one.
             if final:
@@ -1356,6 +1595,17 @@ class PersonalDataDetector:
                 t = tail.start()
                 cut = digits.original_index(t, n)
                 digits = _Mapped(digits.text[:t], digits.starts[:t], digits.ends[:t])
+        # Digit groups joined by commas, and digits spelt as words: read up to
+        # where that reading is settled (all of it once the text is complete).
+        for read in (_read_commas, _read_number_words):
+            if read is _read_number_words and not _has_number_words(digits.text, final):
+                continue
+            if read is _read_commas and "," not in digits.text:
+                continue
+            digits, upto = read(digits, final)
+            if upto < len(digits.text):
+                cut = min(cut, digits.original_index(upto, n))
+                digits = _Mapped(digits.text[:upto], digits.starts[:upto], digits.ends[:upto])
         phones, blocked_f, phone_open_f = self._phones(digits, final)
         for s, e in phones:
             found.append((*digits.finding_span(s, e, cut), "phone"))
