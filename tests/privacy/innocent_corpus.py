@@ -3,9 +3,14 @@ timetables, code, prices, dates, versions), generated deterministically. None
 of it holds an e-mail address or a phone number: tests/privacy/
 test_innocent_corpus.py checks that it comes out unmasked.
 
+Since the fourth round it also holds prose full of number words (recipes,
+counting, ranges, in four languages), code with the constants of programs
+(``2147483647``, ``2**n``, ``10**n - 1``) and Russian, Ukrainian and Greek text.
+
 Left out on purpose (docs/SECURITY.md §3): a bare number of 10 digits that is
-a valid number where it stands alone ("determinant 2156692860", "MAX =
-2147483647"): nothing but the context of words tells it from a phone number."""
+a valid number where it stands alone and is no constant of programs
+("determinant 2156692860"): nothing but the context of words tells it from a
+phone number."""
 
 from __future__ import annotations
 
@@ -126,11 +131,66 @@ def _maths(rng: random.Random) -> list[str]:
     return out
 
 
+_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def _number_word_prose(rng: random.Random) -> list[str]:
+    """Prose full of number words: recipes, counting, ranges, scores, dates
+    and times said in words, in English, Spanish, French and German."""
+    out = []
+    for _ in range(60):
+        a, b, c = rng.sample(_UNITS[1:], 3)
+        t1, t2 = rng.sample(_TENS, 2)
+        u = rng.choice(_UNITS[1:])
+        out.append(f"Add {a} eggs, {b} cups of flour and {c} tablespoons of sugar; bake for {t1}-{u} to "
+                   f"{t2} minutes, then rest for {a} or {b} minutes.")
+        out.append(f"{a.capitalize()}, {b}, {c}, go! It takes {a} to {c} days, maybe {t1} at most.")
+        # (Down to "zero" it would spell 9876543210 digit by digit, as "9 8 7 … 0" does.)
+        out.append(" ".join(_UNITS[1:]) + " ten, and back: ten, " + ", ".join(reversed(_UNITS[1:])) + ", liftoff")
+        out.append(f"The score was {a}-{b}, then {b}-{c}; after {t1}-{u} minutes it was {c}-{a}.")
+        out.append(f"We met on the {t1}-{u}th at {a} o'clock and stayed {b} or {c} hours; oh, {a} more thing.")
+        out.append(f"Chapter {a}, section {b}, step {c}: repeat {t1}-{u} times, then {t2} more.")
+        out.append(f"uno, dos, tres, cuatro, cinco; {rng.choice(['cinco', 'seis', 'siete'])} o {rng.choice(['ocho', 'nueve'])} "
+                   f"d\u00edas. un, deux, trois, quatre, cinq; eins, zwei, drei, vier, f\u00fcnf.")
+        out.append(f"In {t1} {a} hundred and {t2}-{u}, {b} ships and {c} boats sailed for {t1} days.")
+    return out
+
+
+def _code_constants(rng: random.Random) -> list[str]:
+    """Code blocks with the constants programs use: limits of integer types,
+    masks, powers of ten."""
+    out = []
+    for _ in range(40):
+        n = rng.randint(31, 63)
+        out.append(f"```c\n#define LIMIT {2**n - 1}\nconst long MASK = {2**n};\nint x = {2**31 - 1};\n```")
+        out.append(f"```python\nMAX_ID = {2**n - 1}\nx = {2**32 - 1}\nBIG = {10**rng.randint(9, 15)}\n"
+                   f"NINES = {10**rng.randint(9, 15) - 1}\n```")
+        out.append(f"INT_MAX = 2147483647; UINT_MAX = 4294967295; 2**{n} = {2**n}")
+    return out
+
+
+def _other_scripts(rng: random.Random) -> list[str]:
+    """Russian, Ukrainian and Greek prose with numbers (for the banned-word
+    readings of mixed words and the number readings alike)."""
+    base = [
+        "\u041c\u0430\u0439\u043a \u043f\u043e\u0437\u0432\u043e\u043d\u0438\u043b \u0432 {a} \u0447\u0430\u0441\u043e\u0432, "
+        "\u0446\u0435\u043d\u0430 {b} \u0440\u0443\u0431\u043b\u0435\u0439, \u043a\u043e\u0434 {c}.",
+        "\u0429\u043e\u0434\u043d\u044f \u043e {a}:00 \u0457\u0437\u0434\u0438\u0442\u044c {b} \u043f\u043e\u0457\u0437\u0434\u0456\u0432.",
+        "\u0397 \u03c6\u03c9\u03c4\u03b9\u03ac \u03ba\u03ac\u03b7\u03ba\u03b5 {a} \u03c3\u03c0\u03af\u03c4\u03b9\u03b1 \u03c3\u03c4\u03b9\u03c2 {b}:{c:02d}.",
+    ]
+    out = []
+    for _ in range(30):
+        for t in base:
+            out.append(t.format(a=rng.randint(1, 24), b=rng.randint(100, 99999), c=rng.randint(0, 59)))
+    return out
+
+
 def corpus() -> list[str]:
     """The documents: every category, in a fixed order (same on every run)."""
     rng = random.Random(SEED)
     docs: list[str] = []
     for make in (_multiplication_tables, _sequences, _timetables, _code, _prices_and_amounts,
-                 _dates_versions_ids, _maths):
+                 _dates_versions_ids, _maths, _number_word_prose, _code_constants, _other_scripts):
         docs.extend(make(rng))
     return docs

@@ -623,7 +623,8 @@ _MAYBE_EMAIL = re.compile(r"[@&%=\\]|(?<![A-Za-z])(?:at|atrate|dot|arroba|arobas
                           re.IGNORECASE)
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 # A run (or its lead) that reaches the end of the text.
-_TRAILING_RUN = re.compile(r"(?:(?:\(?\+|\()?[0-9][\r\n0-9" + _SEP_CHARS + r"]*|\(?\+|\()\Z")
+# (A comma too: digit groups joined by commas alone may still be a number.)
+_TRAILING_RUN = re.compile(r"(?:(?:\(?\+|\()?[0-9][\r\n0-9," + _SEP_CHARS + r"]*|\(?\+|\()\Z")
 
 
 def _has_space(text: str, a: int, b: int) -> bool:
@@ -768,6 +769,7 @@ _NUMBER_WORD = re.compile(r"(?<![^\W\d_])(?:" + "|".join(sorted(_VOCABULARY, key
 _WORD_OR_DIGITS = re.compile(r"[^\W\d_]+|[0-9]+")
 _WORD_GAP = re.compile(r"[ \t]{0,2}[,\-]?[ \t]{0,2}")
 _LETTERS_AT_END = re.compile(r"[^\W\d_]+\Z")
+_NUMBER_GAP_AT_END = re.compile(r"[0-9][ \t]{0,2}[,\-][ \t]{0,2}\Z")
 
 
 def _has_number_words(text: str, final: bool) -> bool:
@@ -776,6 +778,8 @@ def _has_number_words(text: str, final: bool) -> bool:
     if _NUMBER_WORD.search(text) is not None:
         return True
     if not final:
+        if _NUMBER_GAP_AT_END.search(text, max(0, len(text) - 8)) is not None:
+            return True  # "765, " may go on "twenty…": the comma would read as a space
         last = _LETTERS_AT_END.search(text, max(0, len(text) - 8))
         return last is not None and last.group().casefold() in _VOCABULARY_PREFIXES
     return False
@@ -814,6 +818,9 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
     while a < k:
         s, e, word = toks[a]
         low = word.casefold()
+        if not word.isdigit() and ((s > 0 and text[s - 1].isdigit()) or (e < n and text[e].isdigit())):
+            a += 1  # glued to digits ("3210two", "twenty5"): part of something else
+            continue
         if word.isdigit():
             values[a] = word
         elif low in _TENS_WORDS:
@@ -854,10 +861,15 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
             elif values[last] is not None and e < n:
                 settled = e  # the gap after it reads as a space only if a number follows
             # The word before the last reads by the last: tens, "double", context words.
+            first = last if settled == s else None
             if last > 0 and adjacent(last - 1) and (toks[last - 1][2].casefold() in _TENS_WORDS
                                                     or toks[last - 1][2].casefold() in _REPEAT_WORDS
                                                     or toks[last - 1][2].casefold() in _CONTEXT_WORDS):
                 settled = min(settled, toks[last - 1][0])
+                first = last - 1
+            # The gap before an unsettled word reads as a space if it turns out a number.
+            if first is not None and first > 0 and adjacent(first - 1) and values[first - 1] is not None:
+                settled = min(settled, toks[first - 1][1])
     out = m
     if any(v is not None and v != toks[a][2] for a, v in enumerate(values)):
         pieces: list[tuple[int, int, str]] = []  # (start, end, replacement) in m
@@ -922,6 +934,10 @@ def _out_index(pieces: list[tuple[int, int, str]], i: int) -> int:
 
 #: Digit groups joined by commas alone ("987,654,3210", "98765,43210").
 _COMMA_GROUPS = re.compile(r"(?<![0-9,])[0-9]+(?:,[0-9]+)+")
+#: A number joined by commas has at most this many groups, each after the
+#: first of three digits or more ("987,654,3210", "98765,43210"): more, or
+#: shorter ones, are how lists are written ("35,25,22,40,38").
+_MAX_COMMA_GROUPS = 3
 #: Thousands as written in the West ("1,234,567") and in India ("12,34,567").
 _THOUSANDS_COMMAS = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,2}(?:,[0-9]{2})*,[0-9]{3}")
 
@@ -930,7 +946,9 @@ def _read_commas(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
     """``m`` with the commas of digit groups joined by commas alone read as
     separators where the groups are not thousands (Western ``1,234,567`` or
     Indian ``12,34,567``) and hold at least :data:`_MIN_PHONE_DIGITS` digits
-    (``987,654,3210``, ``98765,43210``) as hyphens; and the index up to which
+    (``987,654,3210``, ``98765,43210``) as hyphens, when they are two or
+    three groups, those after the first of three digits or more (more groups,
+    or shorter ones, are a list); and the index up to which
     that is settled (before groups that may still go on)."""
     text = m.text
     n = len(text)
@@ -942,8 +960,10 @@ def _read_commas(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
             settled = s
             break
         word = g.group()
-        if _THOUSANDS_COMMAS.fullmatch(word) is not None or len(word) - word.count(",") < _MIN_PHONE_DIGITS:
-            continue
+        groups = word.split(",")
+        if _THOUSANDS_COMMAS.fullmatch(word) is not None or len(word) - len(groups) + 1 < _MIN_PHONE_DIGITS \
+                or len(groups) > _MAX_COMMA_GROUPS or min(map(len, groups[1:])) < 3:
+            continue  # thousands, too short, or a list ("35,25,22,40,38")
         if e < n and text[e] in ".," and e + 1 < n and text[e + 1].isdigit():
             continue  # an amount or a list that goes on ("1,2345.67")
         pieces.extend((s + i, s + i + 1, "-") for i, c in enumerate(word) if c == ",")
@@ -1343,7 +1363,8 @@ class PersonalDataDetector:
             # Still open at the end of the text: more digits or groups may come
             # (grow), or what follows the last group may still make it part of
             # something else (a code word or glue that reaches the end).
-            grow = not final and _SEP_PREFIX.fullmatch(text, run_end, n) is not None
+            # (A comma too: groups joined by commas alone may be read as a number.)
+            grow = not final and (_SEP_PREFIX.fullmatch(text, run_end, n) is not None or text[run_end:n] == ",")
             if not grow and sum(map(len, digits)) < _MIN_PHONE_DIGITS:
                 continue  # too few digits for any number, and no more will come
             run_open = grow or (not final and (_CODE_TAIL.fullmatch(text, run_end, n) is not None
