@@ -32,12 +32,10 @@ DIGIT_WORDS = {
 #: Numbers a person gives: Indian mobiles, a US and a UK number with country code.
 NUMBERS = ["9876543210", "9123456789", "7012345678", "8123456789", "+12127365000", "+442079460958",
            "02079460958"]
-TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def spell(number: str, lang: str, sep: str = " ") -> str:
     words = DIGIT_WORDS[lang]
-    out = ["+" + "".join(number[1:3]) if False else ""]
     lead = ""
     digits = number
     if number.startswith("+"):
@@ -70,8 +68,7 @@ def test_every_number_spelt_digit_by_digit_in_each_language_attack_is_found(lang
     "call Nine Eight Seven Six Five Four Three Two One Zero",
     "CALL NINE EIGHT SEVEN SIX FIVE FOUR THREE TWO ONE ZERO",
     "llama al nueve ocho siete seis cinco cuatro tres dos uno cero",
-    "appelle le z\u00e9ro deux, soixante, quatre-vingt".replace(", soixante, quatre-vingt",
-                                                                 " zero sept neuf quatre six zero neuf cinq huit"),
+    "appelle le z\u00e9ro deux zero sept neuf quatre six zero neuf cinq huit",
     "ruf an: neun acht sieben sechs f\u00fcnf vier drei zwei eins null",
 ])
 def test_a_number_spelt_in_words_attack_is_found(text):

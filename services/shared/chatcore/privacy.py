@@ -878,18 +878,18 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
             v = values[a]
             if v is None or v == "" or s >= settled:
                 continue  # not a number, or read with the word before it
-            nxt = a + 1
-            if nxt < k and values[nxt] == "":
-                e = toks[nxt][1]  # "twenty-one", "double five": one number
-                nxt += 1
+            after = a + 1
+            if after < k and values[after] == "":
+                e = toks[after][1]  # "twenty-one", "double five": one number
+                after += 1
             is_word = not word.isdigit()
             if v != word:
                 pieces.append((s, e, v))
             # The gap to the next number reads as a space where one of the two is a word.
-            if nxt < k and values[nxt] is not None and e < toks[nxt][0] and toks[nxt][0] <= settled \
-                    and (is_word or not toks[nxt][2].isdigit()) \
-                    and text[e : toks[nxt][0]].strip(" \t") in (",", "-"):
-                pieces.append((e, toks[nxt][0], " "))
+            if after < k and values[after] is not None and e < toks[after][0] and toks[after][0] <= settled \
+                    and (is_word or not toks[after][2].isdigit()) \
+                    and text[e : toks[after][0]].strip(" \t") in (",", "-"):
+                pieces.append((e, toks[after][0], " "))
         pieces.sort()
         out = _replace_pieces(m, pieces)
         settled = _out_index(pieces, settled)
