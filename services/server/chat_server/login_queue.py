@@ -56,7 +56,7 @@ class LoginQueue:
     async def acquire(self, address: Hashable, *, known: bool = False) -> None:
         """Wait for a slot (``known``: in the line of known logins); pair with
         :meth:`release`. Cancelled while waiting, it holds nothing."""
-        if self._free > 0 and not self.waiting:
+        if self._free > 0:  # a free slot means nobody waits: release() hands slots on
             self._free -= 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
