@@ -81,8 +81,26 @@ def test_a_token_logs_in_once_and_a_replayed_copy_fails_like_a_wrong_password(se
     assert replay == token_login(server, "C" * 43)  # the same generic failure
     assert client.chat("the first session carries on").end is not None
     client.close()
-    # The one it was exchanged for still logs in.
-    assert result.token is not None and token_login(server, result.token).ok  # type: ignore[union-attr]
+    # Nobody can tell the thief from the owner: the replay ended the token the
+    # first login was given, so neither side can resume with it (the owner
+    # logs in with the password again).
+    assert result.token is not None and refused(token_login(server, result.token))
+
+
+def test_a_replayed_token_ends_the_chain_it_started_and_no_other(server):
+    # password -> t1 -> t2 -> t3 by token logins; a second chain and another
+    # user's token alongside.
+    t1 = password_login(server).token
+    other_chain = password_login(server).token
+    bobs = password_login(server, OTHER, OTHER_PASSWORD).token
+    t2 = token_login(server, t1).token  # type: ignore[arg-type,union-attr]
+    t3 = token_login(server, t2).token  # type: ignore[union-attr]
+    assert t3 is not None
+    # A copy of t1, stolen before it was used, is presented now.
+    assert refused(token_login(server, t1))  # type: ignore[arg-type]
+    assert refused(token_login(server, t3))  # the chain's newest ended with it
+    assert token_login(server, other_chain).ok  # type: ignore[arg-type,union-attr]
+    assert token_login(server, bobs, OTHER).ok  # type: ignore[arg-type,union-attr]
 
 
 def test_of_connections_racing_with_one_token_only_one_logs_in(server):

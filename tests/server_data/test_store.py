@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from chat_server.store import (
     MAX_CONVERSATION_LENGTH,
+    MAX_ENDED_SESSION_TOKENS_PER_USER,
     MAX_SESSION_TOKENS_PER_USER,
     SCHEMA_VERSION,
     Store,
@@ -544,8 +545,61 @@ async def test_tokens_per_user_are_capped_and_dead_ones_are_dropped(store_target
         for t in tokens[5:]:
             assert await store.verify_session_token(t.token) == "alice"
         assert await store.verify_session_token(short.token) is None
-        rows = database_rows("SELECT COUNT(*) FROM session_tokens")
-        assert rows[0][0] <= MAX_SESSION_TOKENS_PER_USER + 1
+        [(live,)] = database_rows("SELECT COUNT(*) FROM session_tokens WHERE revoked_at IS NULL")
+        assert live == MAX_SESSION_TOKENS_PER_USER
+        # The expired one is gone; the five revoked ones are remembered until
+        # they expire (a replay of one must be recognised), no longer.
+        [(ended,)] = database_rows(
+            "SELECT COUNT(*) FROM session_tokens WHERE revoked_at IS NOT NULL")
+        assert ended == 5
+        clock.advance(days=2)
+        await store.create_session_token("alice", timedelta(days=1))
+        assert database_rows("SELECT COUNT(*) FROM session_tokens") == [(1,)]
+
+
+async def test_ended_tokens_remembered_per_user_are_capped(store_target: str,
+                                                          database_rows) -> None:
+    async with await open_store(store_target) as store:
+        await store.add_user("alice", "h")
+        for _ in range(MAX_ENDED_SESSION_TOKENS_PER_USER + 10):
+            issued = await store.create_session_token("alice", timedelta(days=1))
+            assert await store.use_session_token(issued.token) == "alice"
+        await store.create_session_token("alice", timedelta(days=1))
+        [(ended,)] = database_rows(
+            "SELECT COUNT(*) FROM session_tokens WHERE revoked_at IS NOT NULL")
+        assert ended == MAX_ENDED_SESSION_TOKENS_PER_USER
+
+
+async def test_a_replayed_token_ends_every_live_token_of_its_chain(store_target: str) -> None:
+    clock = FakeClock()
+    async with await open_store(store_target, clock=clock) as store:
+        await store.add_user("alice", "h")
+        await store.add_user("bob", "h")
+        first = await store.create_session_token("alice", timedelta(days=1))
+        chain = [first]
+        for _ in range(3):  # each token login is given the next token
+            assert await store.use_session_token(chain[-1].token) == "alice"
+            chain.append(await store.create_session_token(
+                "alice", timedelta(days=1), follows=chain[-1].token))
+        other = await store.create_session_token("alice", timedelta(days=1))
+        bobs = await store.create_session_token("bob", timedelta(days=1))
+        # Any used token of the chain, presented again, ends its newest.
+        assert await store.use_session_token(chain[1].token) is None
+        assert await store.verify_session_token(chain[-1].token) is None
+        assert await store.verify_session_token(other.token) == "alice"
+        assert await store.verify_session_token(bobs.token) == "bob"
+        # A login with another chain's token continues that one only.
+        assert await store.use_session_token(other.token) == "alice"
+        after = await store.create_session_token("alice", timedelta(days=1), follows=other.token)
+        assert await store.use_session_token(first.token) is None
+        assert await store.verify_session_token(after.token) == "alice"
+        # An expired token is forgotten: presenting it ends nothing.
+        short = await store.create_session_token("alice", timedelta(hours=1))
+        assert await store.use_session_token(short.token) == "alice"
+        follower = await store.create_session_token("alice", timedelta(days=1), follows=short.token)
+        clock.advance(hours=2)
+        assert await store.use_session_token(short.token) is None
+        assert await store.verify_session_token(follower.token) == "alice"
 
 
 async def test_token_for_unknown_user_is_a_store_error(store: Store) -> None:

@@ -295,7 +295,8 @@ class Authenticator:
         record = await self.store.get_user(user)
         # A token logs in once: this ends it, and the login gets a fresh one
         # (issue_token). A copy of it (replayed, or raced on another
-        # connection) fails from now on (docs/SECURITY.md §2).
+        # connection) fails from now on, and ends the tokens its chain has
+        # been given since (docs/SECURITY.md §2).
         owner = await self.store.use_session_token(token)
         if owner is None or owner != user or record is None:
             await self._record_failure(user, address)
@@ -313,14 +314,16 @@ class Authenticator:
         log.info("login ok", extra=fields)
         return Verified(record.password_generation)
 
-    async def issue_token(self, user: str) -> str | None:
+    async def issue_token(self, user: str, *, follows: str | None = None) -> str | None:
         """A fresh session token for ``user`` (just logged in), or ``None`` when
-        tokens are off or the store failed (logged; the login still stands)."""
+        tokens are off or the store failed (logged; the login still stands).
+        ``follows`` is the token the login used, if any: the new one continues
+        its chain, which a replay of any used token of it ends."""
         if self.session_token_ttl <= 0:
             return None
         try:
             issued = await self.store.create_session_token(
-                user, timedelta(seconds=self.session_token_ttl))
+                user, timedelta(seconds=self.session_token_ttl), follows=follows)
         except StoreError as exc:
             log.warning("could not issue a session token: %s", exc,
                         extra={"user": user, "event": "session_token"})

@@ -359,7 +359,8 @@ class Session:
         self.log = self.log.bind(user=auth.user)
         # A fresh session token for every v2 login (docs/PROTOCOL.md §15); v1
         # has no way to carry one.
-        token = await services.auth.issue_token(auth.user) if self.conn.version == 2 else None
+        token = (await services.auth.issue_token(auth.user, follows=auth.token)
+                 if self.conn.version == 2 else None)
         self._tokens = tuple(t for t in (auth.token, token) if t is not None)
         await self.send(AuthResult(ok=True, user=auth.user, message="welcome", token=token))
         self.log.info("authenticated", event="auth_ok",

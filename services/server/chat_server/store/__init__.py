@@ -16,6 +16,7 @@ from datetime import datetime
 
 from .base import (
     MAX_CONVERSATION_LENGTH,
+    MAX_ENDED_SESSION_TOKENS_PER_USER,
     MAX_SESSION_TOKENS_PER_USER,
     MAX_USERNAME_LENGTH,
     SessionToken,
@@ -32,6 +33,7 @@ from .sql import SQLStore
 
 __all__ = [
     "MAX_CONVERSATION_LENGTH",
+    "MAX_ENDED_SESSION_TOKENS_PER_USER",
     "MAX_SESSION_TOKENS_PER_USER",
     "MAX_USERNAME_LENGTH",
     "MIGRATIONS",

@@ -21,6 +21,7 @@ from typing import Self
 
 __all__ = [
     "MAX_CONVERSATION_LENGTH",
+    "MAX_ENDED_SESSION_TOKENS_PER_USER",
     "MAX_SESSION_TOKENS_PER_USER",
     "MAX_USERNAME_LENGTH",
     "SessionToken",
@@ -40,6 +41,10 @@ MAX_CONVERSATION_LENGTH = 256
 #: Live session tokens per user; creating one more revokes the oldest, so
 #: logging in in a loop cannot grow the table without bound.
 MAX_SESSION_TOKENS_PER_USER = 50
+#: Ended (used, logged out, revoked) tokens of a user remembered until they
+#: expire, newest first, so that a copy presented again is recognised as a
+#: replay (:meth:`Store.use_session_token`); older ones are forgotten.
+MAX_ENDED_SESSION_TOKENS_PER_USER = 200
 
 
 class TurnStatus(enum.StrEnum):
@@ -240,11 +245,15 @@ class Store(ABC):
     # -- session tokens ----------------------------------------------------------
 
     @abstractmethod
-    async def create_session_token(self, user: str, lifetime: timedelta) -> SessionToken:
-        """Issue a random token for ``user``, valid for ``lifetime``. Also drops
-        the user's expired and revoked tokens, and revokes their oldest live ones
-        beyond :data:`MAX_SESSION_TOKENS_PER_USER`. Raises :exc:`StoreError` for
-        an unknown user."""
+    async def create_session_token(self, user: str, lifetime: timedelta, *,
+                                   follows: str | None = None) -> SessionToken:
+        """Issue a random token for ``user``, valid for ``lifetime``; ``follows``
+        is the token this login used (:meth:`use_session_token`), whose chain
+        the new one continues. Also drops the user's expired tokens and their
+        ended ones beyond :data:`MAX_ENDED_SESSION_TOKENS_PER_USER`, and
+        revokes their oldest live ones beyond
+        :data:`MAX_SESSION_TOKENS_PER_USER`. Raises :exc:`StoreError` for an
+        unknown user."""
 
     @abstractmethod
     async def verify_session_token(self, token: str) -> str | None:
@@ -256,7 +265,10 @@ class Store(ABC):
         """Log in with a token: the user it belongs to, as
         :meth:`verify_session_token` says, and the token ends in the same
         statement (a token logs in once: docs/SECURITY.md §2). Of two logins
-        racing with one token, at most one gets the user."""
+        racing with one token, at most one gets the user. A token that has
+        already ended and not yet expired is a replay: every live token of its
+        chain (the ones logins with it and its successors were given) ends
+        too, and the answer is ``None`` as for any refused token."""
 
     @abstractmethod
     async def revoke_session_token(self, token: str) -> bool:

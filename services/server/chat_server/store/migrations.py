@@ -181,6 +181,14 @@ MIGRATIONS: Sequence[Step] = (
         sqlite="ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0",
         postgres="ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0",
     ),
+    Step(
+        # The hash of the first token of a chain of token logins (NULL: the
+        # token's own): a token that is presented again after it was used ends
+        # every token of its chain (docs/SECURITY.md §2, reuse detection).
+        "session_tokens.family: a replayed token ends its chain",
+        sqlite="ALTER TABLE session_tokens ADD COLUMN family TEXT",
+        postgres="ALTER TABLE session_tokens ADD COLUMN family TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 from .base import (
     MAX_CONVERSATION_LENGTH,
+    MAX_ENDED_SESSION_TOKENS_PER_USER,
     MAX_SESSION_TOKENS_PER_USER,
     SessionToken,
     Store,
@@ -63,6 +64,11 @@ _USER_COLUMNS = "name, created_at, password_hash, disabled, last_login_at, passw
 _LOOKUP_BATCH = 500
 #: Longer strings are not tokens we issued (ours are 43 characters).
 _MAX_TOKEN_LENGTH = 256
+
+
+def _plausible_token(token: object) -> bool:
+    """Whether ``token`` is worth a look-up (a non-empty string of sane length)."""
+    return isinstance(token, str) and 0 < len(token) <= _MAX_TOKEN_LENGTH
 
 
 def _token_hash(token: str) -> str:
@@ -292,42 +298,54 @@ class SQLStore(Store):
 
     # -- session tokens ------------------------------------------------------------------
 
-    async def create_session_token(self, user: str, lifetime: timedelta) -> SessionToken:
+    async def create_session_token(self, user: str, lifetime: timedelta, *,
+                                   follows: str | None = None) -> SessionToken:
         if lifetime <= timedelta(0):
             raise ValueError("token lifetime must be positive")
         token = secrets.token_urlsafe(32)
-        now = self._now()
-        expires_at = now + lifetime
-        db_now = self._to_db_time(now)
+        now = self._to_db_time(self._now())
+        expires_at = self._now() + lifetime
         async with self._transaction() as tx:
             await tx.execute(
-                "DELETE FROM session_tokens WHERE username = ? "
-                "AND (expires_at <= ? OR revoked_at IS NOT NULL)",
-                (user, db_now),
-            )
+                "DELETE FROM session_tokens WHERE username = ? AND expires_at <= ?", (user, now))
+            family = None
+            if follows is not None and _plausible_token(follows):
+                # The chain's first token: the followed token's family, or itself.
+                rows = await tx.query(
+                    "SELECT COALESCE(family, token_hash) FROM session_tokens "
+                    "WHERE token_hash = ? AND username = ?", (_token_hash(follows), user))
+                family = str(rows[0][0]) if rows else None
             try:
                 await tx.execute(
-                    "INSERT INTO session_tokens (token_hash, username, created_at, expires_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (_token_hash(token), user, db_now, self._to_db_time(expires_at)),
+                    "INSERT INTO session_tokens "
+                    "(token_hash, username, created_at, expires_at, family) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (_token_hash(token), user, now, self._to_db_time(expires_at), family),
                 )
             except ConstraintError as exc:
                 if exc.kind == "foreign_key":
                     raise StoreError(f"cannot issue a session token: no user {user!r}") from None
                 raise
             live = await tx.query(
-                "SELECT token_hash FROM session_tokens WHERE username = ? "
+                "SELECT token_hash FROM session_tokens WHERE username = ? AND revoked_at IS NULL "
                 "ORDER BY created_at DESC, token_hash",
                 (user,),
             )
             for (old,) in live[MAX_SESSION_TOKENS_PER_USER:]:
                 await tx.execute(
-                    "UPDATE session_tokens SET revoked_at = ? WHERE token_hash = ?", (db_now, old)
+                    "UPDATE session_tokens SET revoked_at = ? WHERE token_hash = ?", (now, old)
                 )
+            ended = await tx.query(
+                "SELECT token_hash FROM session_tokens WHERE username = ? "
+                "AND revoked_at IS NOT NULL ORDER BY revoked_at DESC, token_hash",
+                (user,),
+            )
+            for (old,) in ended[MAX_ENDED_SESSION_TOKENS_PER_USER:]:
+                await tx.execute("DELETE FROM session_tokens WHERE token_hash = ?", (old,))
         return SessionToken(token=token, user=user, expires_at=expires_at)
 
     async def verify_session_token(self, token: str) -> str | None:
-        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
+        if not _plausible_token(token):
             return None
         rows = await self._query(
             "SELECT s.username FROM session_tokens s JOIN users u ON u.name = s.username "
@@ -338,9 +356,10 @@ class SQLStore(Store):
         return str(rows[0][0]) if rows else None
 
     async def use_session_token(self, token: str) -> str | None:
-        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
+        if not _plausible_token(token):
             return None
         now = self._to_db_time(self._now())
+        hashed = _token_hash(token)
         # One statement: of two logins racing with the same token, the second
         # finds it revoked (both engines lock the row the UPDATE changes).
         rows = await self._query(
@@ -348,12 +367,31 @@ class SQLStore(Store):
             "WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? "
             "AND username IN (SELECT name FROM users WHERE disabled = ?) "
             "RETURNING username",
-            (now, _token_hash(token), now, False),
+            (now, hashed, now, False),
         )
-        return str(rows[0][0]) if rows else None
+        if rows:
+            return str(rows[0][0])
+        # Ended but not expired: a copy of a token that was used (or logged
+        # out, or revoked) is being replayed, by whoever did not use it first.
+        # Nobody can tell the thief from the owner, so the chain ends: the
+        # thief's successors cannot log in again, and the owner logs in with
+        # the password (RFC 9700, refresh token rotation).
+        ended = await self._query(
+            "SELECT username, COALESCE(family, token_hash) FROM session_tokens "
+            "WHERE token_hash = ? AND revoked_at IS NOT NULL AND expires_at > ?",
+            (hashed, now),
+        )
+        if ended:
+            user, family = ended[0]
+            await self._execute(
+                "UPDATE session_tokens SET revoked_at = ? WHERE username = ? "
+                "AND revoked_at IS NULL AND COALESCE(family, token_hash) = ?",
+                (now, user, family),
+            )
+        return None
 
     async def revoke_session_token(self, token: str) -> bool:
-        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_LENGTH:
+        if not _plausible_token(token):
             return False
         now = self._to_db_time(self._now())
         changed = await self._execute(
