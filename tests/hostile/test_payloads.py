@@ -118,7 +118,9 @@ def test_poisonous_v2_chat_body_is_refused_with_a_protocol_error(guard: Guard, b
 ODD_BUT_VALID = [
     ("unknown_fields", b'{"id":1,"text":"extra","zzz":[1,2,{"a":null}]}', "extra"),
     ("escaped_unicode", b'{"id":1,"text":"caf\\u00e9 \\ud83d\\ude00"}', "caf\u00e9 \U0001f600"),
-    ("control_characters", b'{"id":1,"text":"a\\u0000b\\u001bc"}', "a\x00b\x1bc"),
+    # Accepted as the user's text; the answer that echoes it drops them
+    # (docs/PROTOCOL.md §4, "Text that is shown").
+    ("control_characters", b'{"id":1,"text":"a\\u0000b\\u001bc"}', "abc"),
     ("max_safe_id", b'{"id":9007199254740991,"text":"big id"}', "big id"),
 ]
 
