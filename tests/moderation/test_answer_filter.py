@@ -307,6 +307,11 @@ PIECES = [
     "98765_43210", "987|654", "~", "|", "*", "\\", "'", "\u2022", "\u2028", "&#57;", "&#5", "%39", "%3",
     "&nbsp;", "&#x39;", "\\u0039", "1", "2", "4", "9", "10", "16", "25", "21 22 23 24", "10:30",
     "2_147_483_647", "j o h n", "e x a m p l e", "c o m", " @ ", " . ", "5", "this", "meet",
+    # fourth round: multi-character and mixed-script leet, spelt and comma-joined
+    # numbers, constants, letters spaced wider or running into a word (SECURITY.md §3, §4)
+    "s|-|it", "a$$", "|<", "/\\", "()", "\u0448it", "nine", "eight", "seven", "six", "five", "four",
+    "three", "two", "one", "oh", "double", "twenty", "987,654,3210", "98765,43210", "1,234,567",
+    "2147483647", "j  o  h  n", "j o hn", "hn", "  ",
 ]
 SEPARATORS = ["", " ", " ", "  ", "\n", ", ", ". ", "-", "!", "?", " (", ") ", "\u00a0", "\t", ":"]
 

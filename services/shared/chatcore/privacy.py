@@ -457,10 +457,30 @@ def _domain_length(domain: str) -> int:
     return best
 
 
-#: Single letters or digits spaced out ("j o h n", "e x a m p l e"), at the
-#: start of a word and up to its end or an "@" or ".": read as one word.
+#: Single letters or digits spaced out ("j o h n", "e x a m p l e", also two
+#: or three spaces apart: "j  o  h  n"), at the start of a word and up to its
+#: end or an "@" or "."; or ending in a word glued to the "@" ("j o hn@"):
+#: read as one word.
 _SPACED_OUT = re.compile(
-    r"(?<![^\s@.(\[<'\"])[^\W_](?:[ \t][^\W_])+(?=[\s@.,;:!?)\]>'\"]|\Z)")
+    r"(?<![^\s@.(\[<'\"])[^\W_](?:[ \t]{1,3}[^\W_])+"
+    r"(?:[ \t]{1,3}[^\W_]{2,64}(?=[ \t]{0,3}(?:@|" + _OPEN + r"|(?i:at|atrate|arroba|arobase)(?![^\W_])))"
+    r"|(?=[\s@.,;:!?)\]>'\"]|\Z))")
+#: The same, still being written at the end of a text: single characters
+#: spaced out, and maybe a last word, that an "@" (or "at", "[at]"…) may
+#: still follow ("j o h", "j o hn", "j o hn a").
+_SPACED_TAIL = re.compile(
+    r"(?<![^\s@.(\[<'\"])[^\W_](?:[ \t]{1,3}[^\W_])+(?:[ \t]{1,3}[^\W_]{2,64})?"
+    r"(?:[ \t]{1,3}[A-Za-z\[({<\u00ab\u2039\"'\u201c\u2018*#]{1,8})?[ \t]{0,3}\Z")
+#: How far back such a tail may begin: a local part's 64 characters, spaced out.
+_SPACED_TAIL_REACH = 4 * _MAX_LOCAL + 70
+
+
+def _spaced_tail(text: str) -> int:
+    """Where single characters spaced out and a last word at the end of
+    ``text`` begin (they may still become a local part, "j o hn" + "@…");
+    ``len(text)`` if they do not stand there."""
+    found = _SPACED_TAIL.search(text, max(0, len(text) - _SPACED_TAIL_REACH))
+    return found.start() if found is not None else len(text)
 
 
 def _join_spaced(m: re.Match[str]) -> str:
@@ -1583,7 +1603,7 @@ class PersonalDataDetector:
             if final:
                 return Scan([], n)
             m = _Mapped(text, [], [])
-            open_start = min(_email_open_start(m, []), _operator_tail(text))
+            open_start = min(_email_open_start(m, []), _operator_tail(text), _spaced_tail(text))
             run = _TRAILING_RUN.search(text, max(0, n - 64))
             if run is not None:
                 rs = run.start()
@@ -1600,7 +1620,8 @@ class PersonalDataDetector:
         email_spans = _find_emails(emails, text) if emails is not folded or "@" in folded.text else []
         for s, e in email_spans:
             found.append((*emails.finding_span(s, e, n), "email"))
-        email_open = n if final else emails.original_index(_email_open_start(emails, email_spans), n)
+        email_open = n if final else min(emails.original_index(_email_open_start(emails, email_spans), n),
+                                         folded.original_index(_spaced_tail(folded.text), n))
         if first_only and found:
             return Scan([PersonalData(k, s, e, text[s:e]) for s, e, k in found[:1]], n)
         digits = folded.sub(_NUMBER_ESCAPES, _unescape_number) \
