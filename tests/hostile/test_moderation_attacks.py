@@ -189,6 +189,65 @@ def test_third_round_evasions_in_a_message_attack_are_refused(guard: Guard, text
     assert_refused(guard, text, kind)
 
 
+#: Round four (docs/SECURITY.md §3, §4): one form of each class closed in it.
+FOURTH_ROUND_MESSAGES = [
+    ("you s|-|it and fu|<", NoticeKind.MODERATION),  # multi-character leet
+    ("you phuck off", NoticeKind.MODERATION),
+    ("you wh()re", NoticeKind.MODERATION),
+    ("you \u0448ank", NoticeKind.MODERATION),  # a Cyrillic leet letter in a Latin word
+    ("you f\u0438ck", NoticeKind.MODERATION),
+    ("call nine eight seven six five four three two one zero", NoticeKind.PRIVACY),  # digits as words
+    ("call double nine one two three four five six seven eight", NoticeKind.PRIVACY),
+    ("llama al nueve ocho siete seis cinco cuatro tres dos uno cero", NoticeKind.PRIVACY),
+    ("call 987,654,3210", NoticeKind.PRIVACY),  # a comma between groups
+    ("call 98765,43210", NoticeKind.PRIVACY),
+    ("mail j  o  h  n @ example.com", NoticeKind.PRIVACY),  # letters two spaces apart
+    ("mail j o hn@example.com", NoticeKind.PRIVACY),
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), FOURTH_ROUND_MESSAGES, ids=[t for t, _ in FOURTH_ROUND_MESSAGES])
+def test_fourth_round_evasions_in_a_message_attack_are_refused(guard: Guard, text: str, kind: NoticeKind) -> None:
+    assert_refused(guard, text, kind)
+
+
+FOURTH_ROUND_ANSWER = (
+    "Sure: you s|-|it, |\\/|oron, \u0448anker. Call nine eight seven six five four three two one zero, "
+    "or 987,654,3210, or mail j  o  h  n @ example.com. Done."
+)
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_fourth_round_evasions_in_the_answer_attack_are_masked(guard: Guard, protocol: str) -> None:
+    text = answer_over(guard, protocol, FOURTH_ROUND_ANSWER)
+    for leaked in ("|-|", "nine eight", "987,654", "j  o", "example.com"):
+        assert leaked not in text, (leaked, text)
+    assert text.count("[phone removed]") == 2 and text.count("[email removed]") == 1, text
+    assert text.startswith("Sure: you ") and text.endswith(" Done."), text
+    assert clean(text), text
+    guard.check()
+
+
+#: Prose full of number words, code constants and Russian/Greek text: nothing to mask.
+FOURTH_ROUND_INNOCENT = (
+    "Add two eggs, one cup of flour and three spoons of sugar; bake twenty-five to thirty minutes, "
+    "one or two at a time. Count: one two three four five six seven eight nine ten. "
+    "MAX = 2147483647; x = 4294967295; total 1,234,567 and 12,34,567; list 1,2,3. "
+    "\u041c\u0430\u0439\u043a \u0438 \u0448\u0430\u043d\u0441; "
+    "\u03c6\u03c9\u03c4\u03b9\u03ac. Graph of the phone, print() and savvy. Done."
+)
+
+
+@pytest.mark.parametrize("protocol", ["v2"])
+def test_fourth_round_innocent_answer_attack_is_not_masked(guard: Guard, protocol: str) -> None:
+    assert answer_over(guard, protocol, FOURTH_ROUND_INNOCENT) == FOURTH_ROUND_INNOCENT
+    client = logged_in(guard.server.port, USER, PASSWORD)
+    asked = client.chat(FOURTH_ROUND_INNOCENT)
+    client.close()
+    assert isinstance(asked.end, AnswerEnd), asked.events
+    guard.check()
+
+
 #: Number-heavy text a model writes: none of it is personal data.
 NUMBERS_ANSWER = (
     "Counting: 1 2 3 4 5 6 7 8 9 10. Squares: 1 4 9 16 25 36 49 64 81 100. "

@@ -1646,7 +1646,9 @@ class PersonalDataDetector:
                 continue
             digits, upto = read(digits, final)
             if upto < len(digits.text):
-                cut = min(cut, digits.original_index(upto, n))
+                # From there on the text is open, with the context a run there
+                # would read before it ("USD 987654,…"): no cut may part them.
+                cut = min(cut, digits.original_index(_context_before(digits.text, upto), n))
                 digits = _Mapped(digits.text[:upto], digits.starts[:upto], digits.ends[:upto])
         phones, blocked_f, phone_open_f = self._phones(digits, final)
         for s, e in phones:
