@@ -476,11 +476,15 @@ _SPACED_TAIL_REACH = 4 * _MAX_LOCAL + 70
 
 
 def _spaced_tail(text: str) -> int:
-    """Where single characters spaced out and a last word at the end of
-    ``text`` begin (they may still become a local part, "j o hn" + "@…");
-    ``len(text)`` if they do not stand there."""
+    """Where single characters spaced out (with a letter among them) and a
+    last word at the end of ``text`` begin: they may still become a local
+    part ("j o hn" + "@…"); ``len(text)`` if they do not stand there. At
+    most :data:`_SPACED_TAIL_REACH` characters back: a local part is 64
+    characters."""
     found = _SPACED_TAIL.search(text, max(0, len(text) - _SPACED_TAIL_REACH))
-    return found.start() if found is not None else len(text)
+    if found is None or not any(c.isalpha() for c in found.group()):
+        return len(text)  # digits spaced out are the phone scan's ("1 1 1 …")
+    return found.start()
 
 
 def _join_spaced(m: re.Match[str]) -> str:
