@@ -16,7 +16,8 @@ from pathlib import Path
 N = 65536
 
 INPUTS = {
-    "prose": ("the quick brown fox jumps over the lazy dog one two three " * 2000)[:N],
+    "prose": ("the quick brown fox jumps over the lazy dog and runs away " * 2000)[:N],
+    "prose with number words": ("the quick brown fox jumps over the lazy dog one two three " * 2000)[:N],
     "digits": ("98765 " * 11000)[:N],
     "single digits": ("1 " * 33000)[:N],
     "bars": "|" * N,

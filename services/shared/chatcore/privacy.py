@@ -786,8 +786,8 @@ _CONTEXT_WORDS = {"oh": "0", "do": "2", "un": "1", "une": "1", "una": "1", "ein"
 _REPEAT_WORDS = {"double": 2, "triple": 3, "doble": 2}
 _VOCABULARY = frozenset((*_UNIT_WORDS, *_PAIR_WORDS, *_TENS_WORDS, *_CONTEXT_WORDS, *_REPEAT_WORDS))
 _VOCABULARY_PREFIXES = frozenset(w[:i] for w in _VOCABULARY for i in range(1, len(w) + 1))
-_NUMBER_WORD = re.compile(r"(?<![^\W\d_])(?:" + "|".join(sorted(_VOCABULARY, key=len, reverse=True))
-                          + r")(?![^\W\d_])", re.IGNORECASE)
+_LETTER_WORD = re.compile(r"[^\W\d_]+")
+_LONGEST_NUMBER_WORD = max(map(len, _VOCABULARY))
 #: A word or a digit group, and what may stand between two numbers spelt out
 #: (spaces, a hyphen or a comma: "nine-eight", "five five five, one two").
 _WORD_OR_DIGITS = re.compile(r"[^\W\d_]+|[0-9]+")
@@ -799,8 +799,9 @@ _NUMBER_GAP_AT_END = re.compile(r"[0-9][ \t]{0,2}[,\-][ \t]{0,2}\Z")
 def _has_number_words(text: str, final: bool) -> bool:
     """Does ``text`` have a number word, or (``final`` false) end in the
     beginning of one?"""
-    if _NUMBER_WORD.search(text) is not None:
-        return True
+    for w in _LETTER_WORD.finditer(text):
+        if w.end() - w.start() <= _LONGEST_NUMBER_WORD and w.group().casefold() in _VOCABULARY:
+            return True
     if not final:
         if _NUMBER_GAP_AT_END.search(text, max(0, len(text) - 8)) is not None:
             return True  # "765, " may go on "twenty…": the comma would read as a space
