@@ -117,10 +117,11 @@ class ConversationCache:
         return key in self._entries
 
     async def conversation(self, user: str, conversation: str) -> Conversation:
-        """The conversation's complete turns, the model of its newest turn and
-        whether that turn went unanswered, from one refresh (one query for the turns newer than those held). A
-        store failure is logged; the caller gets what the cache has (nothing,
-        if it had nothing)."""
+        """The conversation's complete turns (with a context budget: only as
+        far back as it reaches), the model of its newest turn and whether that
+        turn went unanswered, from one refresh (queries for the turns newer
+        than those held only). A store failure is logged; the caller gets what
+        the cache has (nothing, if it had nothing)."""
         key = (user, conversation)
         entry = self._entries.get(key)
         try:
@@ -172,7 +173,8 @@ class ConversationCache:
             return []
         picked: list[TurnRecord] = []
         tokens = 0
-        before: int | None = None
+        # Up to that newest turn: one saved meanwhile waits for the next refresh.
+        before = newest[0].id + 1 if newest[0].id is not None else None
         page = _FIRST_PAGE
         while tokens <= self.context_tokens:
             rows = await self._store.turns(user, conversation, after_id=after, before_id=before,
