@@ -38,12 +38,23 @@ ADDRESS_ALLOWANCE = 10
 HASH_SLOTS = 2
 
 
-def _login(port: int, source: str, user: str, password: str) -> str:
-    """'ok', 'refused', or the ERROR code the login ended with."""
+def _hello(port: int, source: str) -> socket.socket:
+    """A v2 connection from ``source`` that has had the server's HELLO."""
     sock = raw(port, timeout=AUTH_TIMEOUT + 10, source=source)
+    sock.sendall(v2_frame("HELLO", {"versions": [2], "agent": "flood/1"}))
+    data = b""
+    while not parse_v2(data):
+        chunk = sock.recv(65536)
+        assert chunk, "closed before its HELLO"
+        data += chunk
+    assert parse_v2(data)[0][0] == "HELLO", data
+    return sock
+
+
+def _auth(sock: socket.socket, user: str, password: str) -> str:
+    """'ok', 'refused', or the ERROR code the login ended with."""
     try:
-        sock.sendall(v2_frame("HELLO", {"versions": [2], "agent": "flood/1"})
-                     + v2_frame("AUTH", {"user": user, "password": password}))
+        sock.sendall(v2_frame("AUTH", {"user": user, "password": password}))
         data = b""
         while True:
             chunk = sock.recv(65536)
@@ -57,6 +68,10 @@ def _login(port: int, source: str, user: str, password: str) -> str:
                     return str(body["code"])
     finally:
         sock.close()
+
+
+def _login(port: int, source: str, user: str, password: str) -> str:
+    return _auth(_hello(port, source), user, password)
 
 
 def _owner_waited_behind(log: str, start: int, source: str) -> int:
@@ -91,12 +106,14 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_does_not_keep_the_owner_
                 flood.append(sock)
         time.sleep(0.3)  # every guess is read and waiting for a slot
 
-        # The owner, now: from the known address and from a new one at once.
+        # The owner, now: from the known address and from a new one at once
+        # (connected first, so that what is counted is the wait for a slot).
+        connections = {source: _hello(server.port, source) for source in (KNOWN, NEW)}
         start = len(server.log_text())
         outcomes: dict[str, str] = {}
 
         def owner_from(source: str) -> None:
-            outcomes[source] = _login(server.port, source, OWNER, OWNER_PASSWORD)
+            outcomes[source] = _auth(connections[source], OWNER, OWNER_PASSWORD)
 
         owners = [threading.Thread(target=owner_from, args=(source,)) for source in (KNOWN, NEW)]
         for t in owners:
@@ -105,12 +122,14 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_does_not_keep_the_owner_
             t.join(AUTH_TIMEOUT + 20)
         assert outcomes == {KNOWN: "ok", NEW: "ok"}, outcomes
         log = server.log_text()
-        # Known: only what was being checked when it came (and a guess or two
-        # read in the same instant). New: one turn of every attacking address.
+        # Known: only what was being checked when it came. New: one turn of
+        # every attacking address. (First come, first served, both waited
+        # behind the whole line: ~190 of the 200.) The slack is for guesses
+        # checked while the owner's AUTH was on its way on a busy machine.
         known = _owner_waited_behind(log, start, KNOWN)
         new = _owner_waited_behind(log, start, NEW)
-        assert known <= HASH_SLOTS + 2, (known, new)
-        assert new <= ADDRESSES + HASH_SLOTS + 2, (known, new)
+        assert known <= HASH_SLOTS + 8, (known, new)
+        assert new <= ADDRESSES + HASH_SLOTS + 8, (known, new)
     finally:
         for sock in flood:
             sock.close()
