@@ -29,7 +29,7 @@ from tests.fixtures.server import PASSWORD, USER, LiveServer
 from tests.fixtures.standin import StandIn
 from tests.server.clients import V2Client, logged_in
 
-from ._support import Guard
+from ._support import Guard, parse_v2, raw, read_until_closed, v1_frame, v2_frame
 
 MALLORY, MALLORY_PASSWORD = "mallory", "mallory's own passphrase"
 
@@ -160,4 +160,38 @@ def test_a_model_outside_the_offer_is_refused_without_echo_and_reaches_no_model(
     assert not any(isinstance(e, AnswerEnd) for e in reply.events)
     assert not [r for r in shared_standin.requests()
                 if marker in str(r["body"].get("messages", [{}])[-1].get("content", ""))]
+    guard.check()
+
+
+def test_a_failed_login_reads_the_same_whether_or_not_the_account_exists(
+        guard: Guard, mallory: str) -> None:
+    """No reply tells an attacker which names are accounts: a wrong password
+    for an existing, a disabled, an unknown and an impossible name, and a
+    wrong token, get the same bytes over v2, and the same over v1 (each from
+    an address of its own, so no throttle is in the way)."""
+    guard.server.cli("users", "add", "dormant", "--password-stdin", stdin="dormant pw\n")
+    guard.server.cli("users", "disable", "dormant")
+    names = [mallory, "dormant", f"ghost-{secrets.token_hex(4)}", "no such name with spaces"]
+    v2_replies, v1_replies = set(), set()
+    for n, name in enumerate(names):
+        for how in ("password", "token"):
+            sock = raw(guard.server.port, source=f"127.0.8.{1 + 2 * n + (how == 'token')}")
+            try:
+                sock.sendall(v2_frame("HELLO", {"versions": [2], "agent": "enum/1"})
+                             + v2_frame("AUTH", {"user": name, how: secrets.token_urlsafe(32)}))
+                reply = read_until_closed(sock)
+            finally:
+                sock.close()
+            frames = parse_v2(reply)
+            assert frames[0][0] == "HELLO", frames
+            v2_replies.add(repr(frames[1:]))
+        sock = raw(guard.server.port, source=f"127.0.9.{1 + n}")
+        try:
+            sock.sendall(v1_frame(name) + v1_frame("wrong password"))
+            v1_replies.add(read_until_closed(sock))
+        finally:
+            sock.close()
+    assert len(v2_replies) == 1, v2_replies
+    assert "'AUTH_RESULT', {'ok': False" in next(iter(v2_replies)), v2_replies
+    assert len(v1_replies) == 1, v1_replies
     guard.check()
