@@ -162,7 +162,7 @@ VARIABLES: list[Variable] = [
     Variable("CHAT_CONNECT_BURST_PER_ADDRESS", "100", "New connections one client address may open at once before CHAT_CONNECT_RATE_PER_ADDRESS applies (a NAT's users reconnecting after a restart)."),
     Variable("CHAT_MAX_FRAME_BYTES", "65536", "Largest frame body accepted after login (1024 to 16 MiB)."),
     Variable("CHAT_AUTH_TIMEOUT", "10", "Seconds a new connection has to log in."),
-    Variable("CHAT_SESSION_TOKEN_TTL", "86400", "Seconds a session token (issued to v2 clients at each login, to reconnect without the password) stays valid; 0 issues none."),
+    Variable("CHAT_SESSION_TOKEN_TTL", "86400", "Seconds a session token (issued to v2 clients at each login, to reconnect without the password; each logs in once) stays valid; 0 issues none."),
     Variable("CHAT_ACCOUNT_CHECK_INTERVAL", "2", "Seconds between checks of the logged-in users' accounts: sessions of users disabled or removed since (users disable/remove, on any replica), or logged in with a password changed since (users passwd), are ended, and the first start's password file is deleted once that password was changed."),
     Variable("CHAT_IDLE_TIMEOUT", "900", "Seconds without a message (PING/PONG don't count) after which a logged-in connection is closed."),
     Variable("CHAT_PING_INTERVAL", "30", "Seconds of silence either way after which the server PINGs a logged-in v2 client; 0 turns keepalive off."),
