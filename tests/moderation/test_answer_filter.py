@@ -255,6 +255,12 @@ STALL_ATTACKS = [
     "a@b.co " * 3000,
     "son of a " * 2000,
     "\u277e" * 20_000,  # enclosed digits
+    "nine eight seven six " * 1000,  # one run of digits spelt as words
+    "one, two, " * 2000,
+    "987,654,3210," * 1500,  # digit groups joined by commas
+    "s|-|i" * 4000,  # multi-character leet
+    "\u0448a" * 10_000,  # a Cyrillic leet letter in a Latin word
+    "j  o  " * 3000,  # letters spaced out
 ]
 
 
