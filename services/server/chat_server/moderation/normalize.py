@@ -292,6 +292,7 @@ MULTI_LEET = {
     "|*": "p",
 }
 _MULTI_MAX = max(map(len, MULTI_LEET))
+_MULTI_RE = regex.compile("|".join(regex.escape(k) for k in sorted(MULTI_LEET, key=len, reverse=True)))
 _MULTI_FIRST = frozenset(k[0] for k in MULTI_LEET)
 #: Prefixes of the sequences (a sequence may still be completed by what comes next).
 _MULTI_PREFIXES = frozenset(k[:i] for k in MULTI_LEET for i in range(1, len(k)))
@@ -313,7 +314,7 @@ _SCRIPT_LEET_UPPER = {"Σ": "e", "Π": "n", "Δ": "a", "Λ": "a", "Ш": "w", "И
 _SCRIPT_LEET_U = {"и": "u", "й": "u", "И": "u", "Й": "u"}
 _OTHER_SCRIPT = regex.compile(r"[\p{Script=Cyrillic}\p{Script=Greek}]")
 _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
-_WORD_CHAR = regex.compile(r"[^\W_]|[" + regex.escape(LEET_SYMBOLS) + "]")
+_WORD_RUN = regex.compile(r"(?:[^\W_]|[" + regex.escape(LEET_SYMBOLS) + "])+")
 
 
 def _script_leet(ch: str, u_reading: bool) -> str | None:
@@ -343,59 +344,58 @@ def leet_readings(text: str, folded: Folded, final: bool = True) -> list[tuple[F
     if not needs_multi and not needs_script:
         return []
     # 1. Multi-character sequences, longest first, left to right.
+    stop = n  # first folded index whose reading is not settled
+    matches = list(_MULTI_RE.finditer(ftext)) if needs_multi else []
+    if not final and needs_multi:
+        # Near the end a sequence may still be completed ("|" + "<"): from the
+        # first place where what is left begins one, nothing is settled.
+        x = max(0, n - _MULTI_MAX + 1)
+        for found in reversed(matches):
+            if found.start() < x:
+                x = max(x, found.end())
+                break
+        starts_at = {found.start(): found.end() for found in matches if found.start() >= x}
+        while x < n:
+            if ftext[x:] in _MULTI_PREFIXES:
+                stop = x
+                break
+            x = starts_at.get(x, x + 1)
+        matches = [found for found in matches if found.start() < stop]
+    changed = bool(matches)
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    stop = n  # first folded index whose reading is not settled
-    changed = False
-    x = 0
-    while x < n:
-        c = ftext[x]
-        if c in _MULTI_FIRST:
-            if not final and n - x < _MULTI_MAX and ftext[x:] in _MULTI_PREFIXES:
-                stop = x
-                break
-            hit = None
-            for size in range(min(_MULTI_MAX, n - x), 1, -1):
-                letter = MULTI_LEET.get(ftext[x : x + size])
-                if letter is not None:
-                    hit = (size, letter)
-                    break
-            if hit is not None:
-                size, letter = hit
-                chars.append(letter)
-                starts.append(folded.starts[x])
-                ends.append(folded.ends[x + size - 1])
-                x += size
-                changed = True
-                continue
-        chars.append(c)
-        starts.append(folded.starts[x])
-        ends.append(folded.ends[x])
-        x += 1
+    pos = 0
+    for found in matches:
+        s, e = found.span()
+        chars.append(ftext[pos:s])
+        starts.extend(folded.starts[pos:s])
+        ends.extend(folded.ends[pos:s])
+        chars.append(MULTI_LEET[found.group()])
+        starts.append(folded.starts[s])
+        ends.append(folded.ends[e - 1])
+        pos = e
+    chars.append(ftext[pos:stop])
+    starts.extend(folded.starts[pos:stop])
+    ends.extend(folded.ends[pos:stop])
     end = folded.starts[stop] if stop < n else len(text)
     multi = Folded("".join(chars), starts, ends)
     if not needs_script:
         return [(multi, end)] if changed or end < len(text) else []
     # 2. Leet letters of other scripts inside mixed words.
+    mtext = multi.text
+    m = len(mtext)
+    words = [w.span() for w in _WORD_RUN.finditer(mtext) if _OTHER_SCRIPT.search(text, multi.starts[w.start()],
+                                                                                  multi.ends[w.end() - 1])]
     readings = []
     for u_reading in (False, True):
-        out, o_starts, o_ends = [], [], []
-        word_stop = len(multi.text)
-        mtext = multi.text
-        m = len(mtext)
-        i = 0
+        out: list[str] = []
+        o_starts: list[int] = []
+        o_ends: list[int] = []
+        word_stop = m
         any_u = False
-        while i < m:
-            if _WORD_CHAR.match(mtext, i) is None:
-                out.append(mtext[i])
-                o_starts.append(multi.starts[i])
-                o_ends.append(multi.ends[i])
-                i += 1
-                continue
-            j = i
-            while j < m and _WORD_CHAR.match(mtext, j) is not None:
-                j += 1
+        pos = 0
+        for i, j in words:
             origs = {multi.starts[k] for k in range(i, j) if multi.ends[k] - multi.starts[k] == 1}
             latin = any(_LATIN_LETTER.match(text[o]) for o in origs)
             mapped = {o for o in origs if _script_leet(text[o], u_reading) is not None
@@ -404,16 +404,17 @@ def leet_readings(text: str, folded: Folded, final: bool = True) -> list[tuple[F
                 any_u = any_u or any(text[o] in _SCRIPT_LEET_U for o in mapped)
             if j == m and not final and not latin and mapped:
                 # The last word may still become mixed: not settled from its first such letter.
-                first = min(k for k in range(i, j) if multi.starts[k] in mapped)
-                word_stop = first
-                out.extend(mtext[i:first])
-                o_starts.extend(multi.starts[i:first])
-                o_ends.extend(multi.ends[i:first])
+                word_stop = min(k for k in range(i, j) if multi.starts[k] in mapped)
                 break
+            if not (latin and mapped):
+                continue
+            out.append(mtext[pos:i])
+            o_starts.extend(multi.starts[pos:i])
+            o_ends.extend(multi.ends[pos:i])
             k = i
             while k < j:
                 o = multi.starts[k]
-                if latin and o in mapped and multi.ends[k] - o == 1:
+                if o in mapped and multi.ends[k] - o == 1:
                     out.append(_script_leet(text[o], u_reading) or "")
                     o_starts.append(o)
                     o_ends.append(o + 1)
@@ -423,10 +424,13 @@ def leet_readings(text: str, folded: Folded, final: bool = True) -> list[tuple[F
                         k += 1  # the rest of that character's fold (Ы is "bl")
                     continue
                 out.append(mtext[k])
-                o_starts.append(multi.starts[k])
+                o_starts.append(o)
                 o_ends.append(multi.ends[k])
                 k += 1
-            i = j
+            pos = j
+        out.append(mtext[pos:word_stop])
+        o_starts.extend(multi.starts[pos:word_stop])
+        o_ends.extend(multi.ends[pos:word_stop])
         end_r = multi.starts[word_stop] if word_stop < m else end
         if u_reading and not any_u:
             break
