@@ -209,3 +209,16 @@ def test_number_word_and_comma_readings_are_linear_on_adversarial_input(text):
     assert "".join(out) == mask_answer(text, BANNED)
     # Each character is looked at a bounded number of times, and little is held.
     assert filt.scanned <= 160 * len(text)
+
+
+@pytest.mark.parametrize("text", [
+    "9\toh\n876543210\neight@)",  # found by a fuzzer: a cut at "oh" read it as a word
+    "call 9 oh 8765432 10 ok", "call twenty one 98765432 ok", "call double 9 87654321 ok",
+    "call ninety eight 76543210 ok", "USD 987654,3210! and Rs 6,101425 twenty",
+])
+def test_a_cut_never_parts_a_number_word_from_the_word_it_reads_by(text):
+    # "oh" is a zero by the number before it, "one" a unit of "twenty", "9" doubled by
+    # "double": the filter must not restart its scan between them.
+    whole = mask_answer(text, BANNED)
+    assert _stream(list(text)) == whole
+    assert all(_stream([text[:i], text[i:]]) == whole for i in range(len(text) + 1))

@@ -815,20 +815,24 @@ def _word_value(word: str) -> str | None:
     return _UNIT_WORDS.get(w) or _PAIR_WORDS.get(w)
 
 
-def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
+def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int, list[tuple[int, int]]]:
     """``m`` with digits spelt as words read as digits (``nine eight`` ->
     ``9 8``, ``double five`` -> ``55``, ``twenty-one`` -> ``21``), and the
     commas and hyphens between two numbers one of which is a word read as a
     space; and the index of ``m`` up to which that reading is settled
     (``len(m.text)`` when ``final``; before a last word that may still grow
     into a number word or out of one, or a word whose reading depends on the
-    word after it, which has not come yet). Linear in the text."""
+    word after it, which has not come yet); and the spans of ``m`` where a
+    word reads by the one before it ("twenty one", "double five", "nine
+    oh"): a scan that started afresh between them would read it otherwise,
+    so no cut may part them. Linear in the text."""
     text = m.text
     n = len(text)
     toks = [(t.start(), t.end(), t.group()) for t in _WORD_OR_DIGITS.finditer(text)]
     k = len(toks)
     if not k:
-        return m, n
+        return m, n, []
+    bound: list[tuple[int, int]] = []
 
     def adjacent(a: int) -> bool:  # tokens a and a + 1 stand next to each other
         return a + 1 < k and toks[a][1] < toks[a + 1][0] \
@@ -853,6 +857,7 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
             if unit is not None and unit != "0" and text[e : toks[a + 1][0]] in ("-", " "):
                 values[a] = _TENS_WORDS[low] + unit
                 values[a + 1] = ""  # read with the word before it
+                bound.append((s, toks[a + 1][1]))
                 a += 2
                 continue
             values[a] = _TENS_WORDS[low] + "0"
@@ -863,13 +868,17 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
             if digit is not None and len(digit) == 1 and text[e : toks[a + 1][0]] in (" ", "-"):
                 values[a] = digit * _REPEAT_WORDS[low]
                 values[a + 1] = ""  # read with the word before it
+                bound.append((s, toks[a + 1][1]))
                 a += 2
                 continue
         else:
             v = _word_value(word)
-            if v is None and low in _CONTEXT_WORDS and (
-                    (a > 0 and adjacent(a - 1) and plain(a - 1)) or (adjacent(a) and plain(a + 1))):
-                v = _CONTEXT_WORDS[low]
+            if v is None and low in _CONTEXT_WORDS:
+                if a > 0 and adjacent(a - 1) and plain(a - 1):
+                    v = _CONTEXT_WORDS[low]
+                    bound.append((toks[a - 1][0], e))
+                elif adjacent(a) and plain(a + 1):
+                    v = _CONTEXT_WORDS[low]
             values[a] = v
         a += 1
     # How far the reading is settled while the text may go on.
@@ -918,7 +927,7 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int]:
         pieces.sort()
         out = _replace_pieces(m, pieces)
         settled = _out_index(pieces, settled)
-    return out, settled
+    return out, settled, bound
 
 
 def _replace_pieces(m: _Mapped, pieces: list[tuple[int, int, str]]) -> _Mapped:
@@ -1644,12 +1653,18 @@ class PersonalDataDetector:
                 digits = _Mapped(digits.text[:t], digits.starts[:t], digits.ends[:t])
         # Digit groups joined by commas, and digits spelt as words: read up to
         # where that reading is settled (all of it once the text is complete).
+        bound: list[tuple[int, int]] = []  # original spans no cut may part
         for read in (_read_commas, _read_number_words):
-            if read is _read_number_words and not _has_number_words(digits.text, final):
-                continue
-            if read is _read_commas and "," not in digits.text:
-                continue
-            digits, upto = read(digits, final)
+            if read is _read_number_words:
+                if not _has_number_words(digits.text, final):
+                    continue
+                before = digits
+                digits, upto, pairs = _read_number_words(digits, final)
+                bound.extend(before.original_span(a, b) for a, b in pairs)
+            else:
+                if "," not in digits.text:
+                    continue
+                digits, upto = _read_commas(digits, final)
             if upto < len(digits.text):
                 # From there on the text is open, with the context a run there
                 # would read before it ("USD 987654,…"): no cut may part them.
@@ -1662,6 +1677,7 @@ class PersonalDataDetector:
         if not final:
             phone_open = min(phone_open, digits.original_index(_operator_tail(digits.text), cut))
         blocked = [digits.original_span(a, b) for a, b in blocked_f if a < b]
+        blocked.extend(bound)
         open_start = min(email_open, phone_open)
         found.sort(key=lambda f: (f[0], f[2] != "email", -f[1]))
         out: list[PersonalData] = []
