@@ -838,22 +838,27 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int, list[tupl
         return a + 1 < k and toks[a][1] < toks[a + 1][0] \
             and _WORD_GAP.fullmatch(text, toks[a][1], toks[a + 1][0]) is not None
 
+    def glued(a: int) -> bool:  # a word glued to digits ("3210two", "twenty5"): part of something else
+        s, e, word = toks[a]
+        return not word.isdigit() and ((s > 0 and text[s - 1].isdigit()) or (e < n and text[e].isdigit()))
+
     def plain(a: int) -> bool:  # a number in its own right (not a context word)
         word = toks[a][2]
-        return word.isdigit() or _word_value(word) is not None or word.casefold() in _TENS_WORDS
+        return word.isdigit() or (not glued(a) and (_word_value(word) is not None
+                                                    or word.casefold() in _TENS_WORDS))
 
     values: list[str | None] = [None] * k
     a = 0
     while a < k:
         s, e, word = toks[a]
         low = word.casefold()
-        if not word.isdigit() and ((s > 0 and text[s - 1].isdigit()) or (e < n and text[e].isdigit())):
-            a += 1  # glued to digits ("3210two", "twenty5"): part of something else
+        if glued(a):
+            a += 1
             continue
         if word.isdigit():
             values[a] = word
         elif low in _TENS_WORDS:
-            unit = _UNIT_WORDS.get(toks[a + 1][2].casefold()) if adjacent(a) else None
+            unit = _UNIT_WORDS.get(toks[a + 1][2].casefold()) if adjacent(a) and not glued(a + 1) else None
             if unit is not None and unit != "0" and text[e : toks[a + 1][0]] in ("-", " "):
                 values[a] = _TENS_WORDS[low] + unit
                 values[a + 1] = ""  # read with the word before it
@@ -862,7 +867,7 @@ def _read_number_words(m: _Mapped, final: bool) -> tuple[_Mapped, int, list[tupl
                 continue
             values[a] = _TENS_WORDS[low] + "0"
         elif low in _REPEAT_WORDS:
-            nxt = toks[a + 1][2] if adjacent(a) else ""
+            nxt = toks[a + 1][2] if adjacent(a) and not glued(a + 1) else ""
             digit = nxt if len(nxt) == 1 and nxt.isdigit() else \
                 _UNIT_WORDS.get(nxt.casefold()) or _CONTEXT_WORDS.get(nxt.casefold())
             if digit is not None and len(digit) == 1 and text[e : toks[a + 1][0]] in (" ", "-"):
