@@ -201,25 +201,19 @@ def test_malformed_request_is_not_retried_elsewhere(standin: StandIn, kind: str)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_read_stall_is_model_failed_and_hangs_up(standin: StandIn, kind: str) -> None:
-    exc, got = with_backend(kind, standin, lambda b: failure(b, "[standin:stall=30]"),
-                            read_timeout=0.5)
+@pytest.mark.parametrize("directive", [
+    "[standin:stall=30]",
+    # A space every 0.1 s (NDJSON) or an SSE keep-alive comment: every socket
+    # read gets bytes, so httpx's read timeout never fires, yet no line comes.
+    "[standin:trickle=30]",
+], ids=["read_stall", "bytes_that_make_no_line"])
+def test_a_stream_without_a_line_within_the_read_timeout_is_a_stall_and_hangs_up(
+        standin: StandIn, kind: str, directive: str) -> None:
+    exc, got = with_backend(kind, standin, lambda b: failure(b, directive), read_timeout=0.5)
     assert type(exc) is ModelFailed and exc.cause is Cause.STALLED
     assert [c.text for c in got] == ["Echo:"]
     (rec,) = standin.wait_for_requests(1)
     assert rec["aborted_by_client"] is True  # the client hung up; the stand-in noticed
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_bytes_that_make_no_line_are_a_stall_too(standin: StandIn, kind: str) -> None:
-    # A space every 0.1 s (NDJSON) or an SSE keep-alive comment: every socket
-    # read gets bytes, so httpx's read timeout never fires, yet no line comes.
-    exc, got = with_backend(kind, standin, lambda b: failure(b, "[standin:trickle=30]"),
-                            read_timeout=0.5)
-    assert type(exc) is ModelFailed and exc.cause is Cause.STALLED
-    assert [c.text for c in got] == ["Echo:"]
-    (rec,) = standin.wait_for_requests(1)
-    assert rec["aborted_by_client"] is True
 
 
 @pytest.mark.parametrize("kind", KINDS)
