@@ -4,7 +4,7 @@ bench/floods.py: does a connection flood take the event loop from the
 sessions that are logged in?
 
 A live chat-server and stand-in on 127.0.0.1; a logged-in session pings back
-to back from a process of its own (``bench.holdback._pinger``) while attacker
+to back from a process of its own (``bench.holdback.ping_loop``) while attacker
 processes (``--attackers``, default 2, at the lowest CPU priority: an
 attacker's CPU is not the server's) run one case for ``--seconds``:
 
@@ -46,7 +46,7 @@ for p in (REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench.holdback import STALL_PASSWORD, STALL_USER, _pinger, pct, table  # noqa: E402
+from bench.holdback import STALL_PASSWORD, STALL_USER, pct, ping_loop, table  # noqa: E402
 
 #: The attackers' address (Linux routes all of 127.0.0.0/8 to loopback); the
 #: pinger connects from 127.0.0.1, so it is never the address being limited.
@@ -220,7 +220,7 @@ def run(seconds: float, attackers: int, cases: list[str], server_path: Path | No
             for who, server in servers.items():
                 port = server.port
                 stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
-                pinger = mp.Process(target=_pinger, args=(port, stop, ready, out), daemon=True)
+                pinger = mp.Process(target=ping_loop, args=(port, stop, ready, out), daemon=True)
                 pinger.start()
                 ready.wait(60)
                 time.sleep(0.3)

@@ -261,7 +261,7 @@ def case_phones(compare: str | None) -> list[dict[str, Any]]:
 STALL_USER, STALL_PASSWORD = "bench", "bench-password-1"
 
 
-def _pinger(port: int, stop: Any, ready: Any, out: Any) -> None:
+def ping_loop(port: int, stop: Any, ready: Any, out: Any) -> None:
     """A second session in a process of its own: PING back to back (5 ms
     apart) until ``stop`` is set; the round trips (ms) go to ``out``."""
     import gc
@@ -330,7 +330,7 @@ def case_stall(huge_mb: float, server_path: Path | None = None) -> list[dict[str
                     seconds: float = 3.0) -> None:
             port = servers[who].port
             stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
-            proc = mp.Process(target=_pinger, args=(port, stop, ready, out), daemon=True)
+            proc = mp.Process(target=ping_loop, args=(port, stop, ready, out), daemon=True)
             proc.start()
             ready.wait(60)
             time.sleep(0.3)

@@ -12,7 +12,7 @@ from each, for ``--seconds``; the names are a mix of real accounts and
 unknown ones. Meanwhile:
 
 * another user's logged-in session PINGs back to back from a process of its
-  own (``bench.holdback._pinger``): round trip p50/p99/max;
+  own (``bench.holdback.ping_loop``): round trip p50/p99/max;
 * the owner of an account logs in with the right password once a second from
   an address it logged in from before (``owner, known address``) and from
   one it never used (``owner, new address``): how long each login takes, and
@@ -48,7 +48,7 @@ for p in (REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench.holdback import STALL_PASSWORD, STALL_USER, _pinger, pct, table  # noqa: E402
+from bench.holdback import STALL_PASSWORD, STALL_USER, pct, ping_loop, table  # noqa: E402
 from tests.hostile._support import parse_v2  # noqa: E402
 
 OWNER, OWNER_PASSWORD = "owner", "the owner's own passphrase"
@@ -203,7 +203,7 @@ def run(seconds: float, attackers: int, addresses: int, per_address: int,
             print(who, "wrong password, existing vs unknown name:", enumeration, flush=True)
             for case in ("baseline", "flood"):
                 stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
-                pinger = mp.Process(target=_pinger, args=(server.port, stop, ready, out), daemon=True)
+                pinger = mp.Process(target=ping_loop, args=(server.port, stop, ready, out), daemon=True)
                 pinger.start()
                 ready.wait(60)
                 time.sleep(0.3)

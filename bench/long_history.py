@@ -15,7 +15,7 @@ long time, or who fills it on purpose, would have). Then:
 * the **ceiling**: the same requests (the trimmed context the server sends)
   straight to the stand-in's chat API, in the same run;
 * another user's session PINGs back to back from a process of its own
-  (``bench.holdback._pinger``) while the long conversation is used: p99/max;
+  (``bench.holdback.ping_loop``) while the long conversation is used: p99/max;
 * the server's CPU time per message and its RSS at the end.
 
 ``--server-path DIR`` runs the server of another checkout as well (before /
@@ -43,7 +43,7 @@ for p in (REPO, REPO / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench.holdback import STALL_PASSWORD, STALL_USER, _pinger, pct, table  # noqa: E402
+from bench.holdback import STALL_PASSWORD, STALL_USER, pct, ping_loop, table  # noqa: E402
 
 USER, PASSWORD = "longtalker", "a long talker's passphrase"
 CONVERSATION = "the-long-one"
@@ -143,7 +143,7 @@ def run_all(turns: int, chars: int, messages: int,
             assert server.proc is not None
             proc = psutil.Process(server.proc.pid)
             stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
-            pinger = mp.Process(target=_pinger, args=(server.port, stop, ready, out), daemon=True)
+            pinger = mp.Process(target=ping_loop, args=(server.port, stop, ready, out), daemon=True)
             pinger.start()
             ready.wait(60)
             time.sleep(0.3)
