@@ -1,7 +1,9 @@
 """Number-heavy answers a model writes (tests/privacy/innocent_corpus.py:
 multiplication tables, sequences, timetables, code, amounts, dates,
 versions, arithmetic) hold no personal data: not one finding in the corpus.
-Before the third round 220 of its 1,920 documents had one (docs/SECURITY.md §3)."""
+Before the third round 220 of its 1,920 documents had one; with the fourth
+round's number-word prose, program constants and Russian/Greek text, 87 of
+2,610 had one on the code before that round (docs/SECURITY.md §3)."""
 
 from __future__ import annotations
 
