@@ -303,8 +303,9 @@ class SQLStore(Store):
         if lifetime <= timedelta(0):
             raise ValueError("token lifetime must be positive")
         token = secrets.token_urlsafe(32)
-        now = self._to_db_time(self._now())
-        expires_at = self._now() + lifetime
+        issued_at = self._now()
+        expires_at = issued_at + lifetime
+        now = self._to_db_time(issued_at)
         async with self._transaction() as tx:
             await tx.execute(
                 "DELETE FROM session_tokens WHERE username = ? AND expires_at <= ?", (user, now))
